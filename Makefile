@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the tests).
+# Each creates and fills its own virtual environment in .venv (CPU torch 2.13.0).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test lint bench env clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev,geo]"
+	touch $@
+
+env: $(VENV)/.installed
+
+test: env
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n 2 tests
+
+lint: env
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+
+demo: env
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) scripts/demo.py --out $(DEMO_OUT)
+
+bench: env
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from changecap.cli.main import main
+
+raise SystemExit(main())

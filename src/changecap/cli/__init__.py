@@ -1,0 +1,1 @@
+"""The ``changecap`` command line."""

@@ -1,0 +1,71 @@
+"""``changecap`` entry point.
+
+Each sub-command lives in its own module ``changecap.cli.cmd_<name>`` exposing ``register(subparsers)``; the
+module sets ``func`` on its parser with ``set_defaults(func=...)``, a callable ``(args) -> int``. User errors
+(:class:`changecap.errors.ChangeCapError`, missing files) are printed as one line on stderr and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from changecap import __version__
+from changecap.errors import ChangeCapError
+
+# Order = order in --help. A module that fails to import (missing optional extra) only disables its command.
+COMMAND_MODULES: tuple[str, ...] = (
+    "info",
+    "synth",
+    "vocab",
+    "data",
+    "eval_captions",
+    "baselines",
+    "train",
+    "evaluate",
+    "caption",
+    "convert",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="changecap", description="Remote sensing image change captioning toolkit."
+    )
+    parser.add_argument("--version", action="version", version=f"changecap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"changecap.cli.cmd_{name}")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("changecap.cli.cmd_"):
+                continue  # command not implemented in this build
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except ChangeCapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: {e.filename or ''}: file not found", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""User-facing errors.
+
+Every error a user can cause (bad file, bad field, bad config value) is raised as a :class:`ChangeCapError`
+subclass whose message is a single line naming the file and/or field. The CLI prints ``error: <message>`` and
+exits with status 2; library users get a normal exception (``ValueError`` subclass) they can catch.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class ChangeCapError(ValueError):
+    """Base class of errors caused by user input. ``str(err)`` is one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))  # force a single line
+
+
+class DataError(ChangeCapError):
+    """A dataset file or one of its fields is missing or malformed."""
+
+    def __init__(self, path: str | PathLike[str] | None, message: str, field: str | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.field = field
+        where = self.path or "<input>"
+        if field:
+            where += f" [{field}]"
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(ChangeCapError):
+    """A configuration value is unknown or invalid. Names the field (dotted path)."""
+
+    def __init__(self, field: str, message: str, path: str | PathLike[str] | None = None) -> None:
+        self.field = field
+        self.path = None if path is None else str(path)
+        prefix = f"{self.path}: " if self.path else ""
+        super().__init__(f"{prefix}config field '{field}': {message}")
+
+
+class ModelError(ChangeCapError):
+    """A saved model directory, checkpoint or vocabulary is missing or inconsistent."""

@@ -1,0 +1,30 @@
+"""Shared test fixtures. Tests never touch the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+def require_shared(sub: str = "") -> Path:
+    """Return ``../shared/data/<sub>`` or skip the test with a clear reason."""
+    p = SHARED_DATA / sub
+    if not p.exists():
+        pytest.skip(
+            f"real benchmark samples not available: {p} is absent (../shared is only beside the repo)"
+        )
+    return p
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    return require_shared()
