@@ -1,0 +1,58 @@
+"""``changecap evaluate --model DIR --data DIR --split test``: predictions JSON + metrics report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="caption a dataset split with a trained model and score it")
+    p.add_argument("--model", required=True, help="saved model directory")
+    p.add_argument("--data", required=True, help="dataset root")
+    p.add_argument("--format", default="levir-cc", choices=("levir-cc", "levir-mci", "whu-cdc", "dubai-cc"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", help="output directory (default: <model>/eval_<split>)")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        choices=("rsicc", "coco", "none"),
+        help="scoring protocol(s); default: rsicc and coco",
+    )
+    p.add_argument("--meteor", default="java", choices=("java", "approx", "off"))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from changecap.errors import ChangeCapError
+    from changecap.inference import evaluate_model
+
+    if args.batch_size < 1 or args.beam_size < 1:
+        raise ChangeCapError("--batch-size and --beam-size must be >= 1")
+    out = Path(args.out) if args.out else Path(args.model) / f"eval_{args.split}"
+    ev = evaluate_model(
+        args.model,
+        args.data,
+        args.format,
+        args.split,
+        out_dir=out,
+        protocols=tuple(args.protocol or ("rsicc", "coco")),
+        meteor=args.meteor,
+        batch_size=args.batch_size,
+        beam_size=args.beam_size,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps({p: r.to_dict() for p, r in ev.results.items()}, indent=2))
+    else:
+        for proto, res in ev.results.items():
+            print(f"== protocol: {proto} ({args.split} split, {len(ev.predictions)} pairs) ==")
+            print(res.format_table())
+            print()
+        print(f"predictions: {ev.files['predictions']}\nreport: {ev.files['report']}")
+    return 0

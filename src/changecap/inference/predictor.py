@@ -1,0 +1,177 @@
+"""``ChangeCaptioner``: the user-facing predictor (segment-anything style: separate from the model).
+
+>>> captioner = ChangeCaptioner.from_pretrained("runs/hisem/best")          # doctest: +SKIP
+>>> out = captioner("before.png", "after.png")                              # doctest: +SKIP
+>>> out.caption, out.change_probability                                     # doctest: +SKIP
+('two buildings are built at the top', 0.97)
+
+Inputs may be paths, PIL images, numpy arrays (``[H, W, 3]`` uint8 or float in 0–1) or tensors (``[3, H, W]``,
+uint8 or float in 0–1), one pair or a batch (lists, ``[N, H, W, 3]`` arrays or ``[N, 3, H, W]`` tensors).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from changecap.errors import DataError, ModelError
+from changecap.inference.preprocess import PreprocessConfig
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+
+
+@dataclass
+class CaptionResult:
+    """One pair's caption, its token ids and the router's probability that something changed (None without)."""
+
+    caption: str
+    change_probability: float | None
+    tokens: list[int]
+
+
+def _to_uint8_hwc(img: ImageLike, what: str) -> np.ndarray:
+    """Any supported single image → uint8 ``[H, W, 3]``, with one-line errors for wrong bands or types."""
+    from changecap.data.image_io import read_rgb
+
+    if isinstance(img, (str, os.PathLike)):
+        return read_rgb(img)
+    if isinstance(img, Image.Image):
+        if img.mode not in ("RGB",):
+            bands = len(img.getbands())
+            if bands != 3:
+                raise DataError(None, f"{what} image has {bands} band(s) ({img.mode}); an RGB image is required")
+            img = img.convert("RGB")
+        return np.asarray(img, dtype=np.uint8)
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu()
+        if t.ndim != 3:
+            raise DataError(None, f"{what} tensor must be [3, H, W], got shape {list(t.shape)}")
+        if t.shape[0] != 3:
+            raise DataError(None, f"{what} tensor has {t.shape[0]} band(s); [3, H, W] RGB is required")
+        arr = t.permute(1, 2, 0).numpy()  # [H, W, 3]
+    elif isinstance(img, np.ndarray):
+        arr = img
+        if arr.ndim == 2:
+            raise DataError(None, f"{what} array is single-band {list(arr.shape)}; an RGB [H, W, 3] array is required")
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            bands = arr.shape[2] if arr.ndim == 3 else "?"
+            raise DataError(None, f"{what} array has shape {list(arr.shape)} ({bands} bands); [H, W, 3] is required")
+    else:
+        raise DataError(None, f"{what}: unsupported image type {type(img).__name__}")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    arr = arr.astype(np.float32)
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        raise DataError(None, f"{what}: float images must be in [0, 1], got range [{arr.min():.3g}, {arr.max():.3g}]")
+    return np.ascontiguousarray(np.round(arr * 255.0).astype(np.uint8))
+
+
+def _split_batch(x: Any) -> list[ImageLike] | None:
+    """Return a list of single images if ``x`` is a batch, else None."""
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    if isinstance(x, np.ndarray) and x.ndim == 4:
+        return list(x)
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return list(x)
+    return None
+
+
+def preprocess_pair(
+    before: ImageLike, after: ImageLike, cfg: PreprocessConfig, names: tuple[str, str] = ("before", "after")
+) -> torch.Tensor:
+    """One pair → float ``[2, 3, S, S]``. Dates must have the same size (a mismatch is a user error)."""
+    from changecap.data.image_io import resize_image, resize_shorter_then_center_crop, to_tensor_normalized
+
+    b = _to_uint8_hwc(before, names[0])
+    a = _to_uint8_hwc(after, names[1])
+    if b.shape != a.shape:
+        raise DataError(
+            None,
+            f"{names[0]} is {b.shape[1]}×{b.shape[0]} but {names[1]} is {a.shape[1]}×{a.shape[0]}; "
+            "both dates must have the same size",
+        )
+    out = []
+    for img in (b, a):
+        if cfg.resize_mode == "clip":
+            img = resize_shorter_then_center_crop(img, cfg.image_size)
+        else:
+            img = resize_image(img, cfg.image_size, resample="bicubic")
+        out.append(to_tensor_normalized(img, cfg.mean, cfg.std))  # [3, S, S]
+    return torch.stack(out)  # [2, 3, S, S]
+
+
+class ChangeCaptioner:
+    """Caption image pairs with a saved changecap model."""
+
+    def __init__(
+        self, model: torch.nn.Module, vocab: Any, preprocess: PreprocessConfig, device: str | torch.device = "cpu"
+    ) -> None:
+        self.model = model.eval().to(device)
+        self.vocab = vocab
+        self.preprocess = preprocess
+        self.device = torch.device(device)
+        if getattr(model, "encoder", None) is None:
+            raise ModelError("this model has no backbone weights (converted with --no-encoder); it cannot read images")
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None
+    ) -> ChangeCaptioner:
+        from changecap.models.io import load_model_bundle
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, config, vocab = load_model_bundle(model_dir)
+        encoder = getattr(model, "encoder", None)
+        default_size = int(getattr(encoder, "image_size", 224) or 224)
+        return cls(model, vocab, PreprocessConfig.load(model_dir, default_image_size=default_size), device)
+
+    @property
+    def max_length(self) -> int:
+        return int(getattr(self.model.decoder, "max_length", 41))
+
+    @torch.inference_mode()
+    def caption_tensor(
+        self, images: torch.Tensor, beam_size: int = 1, max_length: int | None = None
+    ) -> list[CaptionResult]:
+        """Preprocessed ``[B, 2, 3, S, S]`` → captions."""
+        images = images.to(self.device)
+        seqs, change_prob = self.model.caption(images, max_length=max_length or self.max_length, beam_size=beam_size)
+        results = []
+        for i, seq in enumerate(seqs):
+            prob = None if change_prob is None else float(change_prob[i])
+            results.append(CaptionResult(self.vocab.decode(seq), prob, [int(t) for t in seq]))
+        return results
+
+    def __call__(
+        self,
+        before: ImageLike | Sequence[ImageLike],
+        after: ImageLike | Sequence[ImageLike],
+        *,
+        beam_size: int = 1,
+        max_length: int | None = None,
+        batch_size: int = 16,
+    ) -> CaptionResult | list[CaptionResult]:
+        """Caption one pair (returns a :class:`CaptionResult`) or a batch (returns a list)."""
+        b_list, a_list = _split_batch(before), _split_batch(after)
+        single = b_list is None and a_list is None
+        if single:
+            b_list, a_list = [before], [after]  # type: ignore[list-item]
+        elif b_list is None or a_list is None or len(b_list) != len(a_list):
+            raise DataError(None, "before and after must both be single images or batches of the same length")
+        results: list[CaptionResult] = []
+        for start in range(0, len(b_list), batch_size):
+            pairs = [
+                preprocess_pair(b, a, self.preprocess, names=(f"before[{start + k}]", f"after[{start + k}]"))
+                if not single
+                else preprocess_pair(b, a, self.preprocess)
+                for k, (b, a) in enumerate(zip(b_list[start : start + batch_size], a_list[start : start + batch_size]))
+            ]
+            results += self.caption_tensor(torch.stack(pairs), beam_size=beam_size, max_length=max_length)
+        return results[0] if single else results

@@ -1,0 +1,141 @@
+"""A self-contained HTML report: metrics table and example pairs with predicted vs reference captions."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+METRIC_KEYS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "S_m")
+
+
+def _png_data_uri(img: np.ndarray, size: int = 192) -> str:
+    pil = Image.fromarray(img)
+    pil = pil.resize((size, size), Image.Resampling.NEAREST if img.ndim == 2 else Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{100 * v:.2f}"
+    return html.escape(str(v))
+
+
+def _accuracies(result: Any) -> tuple[Any, Any]:
+    d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+
+    def find(key: str) -> Any:
+        if key in d:
+            return d[key]
+        for v in d.values():
+            if isinstance(v, Mapping) and key in v:
+                return v[key]
+        return None
+
+    return find("nochange_acc"), find("change_acc")
+
+
+def metrics_table_html(rows: Mapping[str, Any]) -> str:
+    """``{row name: CaptionEvalResult}`` → an HTML table (scores ×100)."""
+    head = "".join(f"<th>{k}</th>" for k in (*METRIC_KEYS, "no-change acc", "change acc"))
+    body = []
+    for name, res in rows.items():
+        scores = res.scores
+        nca, ca = _accuracies(res)
+        cells = "".join(f"<td>{_fmt(scores.get(k))}</td>" for k in METRIC_KEYS)
+        body.append(f"<tr><th>{html.escape(name)}</th>{cells}<td>{_fmt(nca)}</td><td>{_fmt(ca)}</td></tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+def write_html_report(
+    path: str | os.PathLike[str],
+    *,
+    evaluation: Any,
+    baselines: Mapping[str, Any] | None = None,
+    data_root: str | os.PathLike[str],
+    fmt: str,
+    split: str = "test",
+    num_examples: int = 12,
+    baseline_predictions: Mapping[str, Mapping[str, str]] | None = None,
+) -> Path:
+    """Write ``path`` (one HTML file, images embedded) and return it.
+
+    Examples are the first ``num_examples`` pairs of the split, half changed and half unchanged when possible, so
+    both kinds of output are shown.
+    """
+    from changecap.data.datasets import open_dataset
+
+    ds = open_dataset(data_root, fmt, split)
+    rows: dict[str, Any] = {"model": evaluation.result}
+    for name, res in (baselines or {}).items():
+        rows[f"baseline: {name}"] = res
+
+    changed = [i for i, r in enumerate(ds.records) if r.changed]
+    unchanged = [i for i, r in enumerate(ds.records) if not r.changed]
+    half = num_examples // 2
+    picks = changed[: num_examples - min(half, len(unchanged))] + unchanged[:half]
+    cards = []
+    for i in picks[:num_examples]:
+        rec = ds.records[i]
+        before, after = ds.load_pair(i)
+        imgs = [("before", before), ("after", after)]
+        if getattr(rec, "mask_path", None):
+            from changecap.data.image_io import read_mask
+
+            mask = read_mask(rec.mask_path)
+            palette = np.array([[0, 0, 0], [255, 200, 0], [255, 255, 255]], dtype=np.uint8)
+            imgs.append(("change mask", palette[np.clip(mask, 0, 2)]))
+        pred = evaluation.predictions.get(rec.name, "")
+        prob = evaluation.change_probability.get(rec.name)
+        figs = "".join(
+            f'<figure><img src="{_png_data_uri(im)}" alt="{label}"><figcaption>{label}</figcaption></figure>'
+            for label, im in imgs
+        )
+        refs = "".join(f"<li>{html.escape(c)}</li>" for c in rec.captions)
+        prob_txt = "" if prob is None else f' <span class="prob">P(change) = {prob:.2f}</span>'
+        extra = ""
+        for bname, bpreds in (baseline_predictions or {}).items():
+            extra += f'<p class="baseline"><b>{html.escape(bname)}:</b> {html.escape(bpreds.get(rec.name, ""))}</p>'
+        cards.append(
+            f'<div class="card"><h3>{html.escape(rec.name)} — {"changed" if rec.changed else "unchanged"}</h3>'
+            f'<div class="imgs">{figs}</div><p class="pred"><b>model:</b> {html.escape(pred)}{prob_txt}</p>{extra}'
+            f"<details open><summary>references</summary><ul>{refs}</ul></details></div>"
+        )
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>changecap report — {html.escape(split)} split</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: 0.6em 1em; margin: 1em 0; }}
+.imgs {{ display: flex; gap: 8px; }} figure {{ margin: 0; text-align: center; }}
+figcaption {{ font-size: 0.8em; color: #666; }} .pred {{ font-size: 1.1em; }} .prob {{ color: #666; }}
+.baseline {{ color: #555; margin: 0.2em 0; }} .note {{ color: #666; font-size: 0.9em; }}
+</style></head><body>
+<h1>changecap report</h1>
+<p>Model: <code>{html.escape(str(evaluation.model_dir))}</code> — data: <code>{html.escape(str(data_root))}</code>
+({html.escape(fmt)}, {html.escape(split)} split, {len(evaluation.predictions)} pairs).</p>
+<h2>Metrics (rsicc protocol, ×100)</h2>
+{metrics_table_html(rows)}
+<p class="note">Scores on vocabulary-id strings (the protocol of published RSICC numbers). METEOR is n/a when Java or
+the METEOR jar is unavailable. no-change acc = share of unchanged pairs described as unchanged; change acc = share of
+changed pairs described as changed.</p>
+<h2>Examples</h2>
+{"".join(cards)}
+</body></html>
+"""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(doc, encoding="utf-8")
+    return out
