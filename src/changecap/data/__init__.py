@@ -1,5 +1,8 @@
 """Captions, vocabularies and dataset readers."""
 
+from changecap.data.annotations import FORMATS, SPLITS, Layout, PairRecord, parse_annotations
+from changecap.data.collate import collate_pairs
+from changecap.data.datasets import ChangeCaptionDataset, build_vocabulary, open_dataset
 from changecap.data.text import (
     CANONICAL_NO_CHANGE,
     NO_CHANGE_SENTENCES,
@@ -10,13 +13,22 @@ from changecap.data.vocab import END, NULL, SPECIAL_TOKENS, START, UNK, Vocabula
 
 __all__ = [
     "CANONICAL_NO_CHANGE",
+    "FORMATS",
     "NO_CHANGE_SENTENCES",
     "END",
     "NULL",
     "SPECIAL_TOKENS",
+    "SPLITS",
     "START",
     "UNK",
+    "ChangeCaptionDataset",
+    "Layout",
+    "PairRecord",
     "Vocabulary",
+    "build_vocabulary",
+    "collate_pairs",
     "is_no_change",
+    "open_dataset",
+    "parse_annotations",
     "tokenize",
 ]

@@ -25,6 +25,30 @@ CANONICAL_NO_CHANGE = "the scene is the same as before"
 
 _NO_CHANGE_TOKENS = frozenset(tuple(s.split()) for s in NO_CHANGE_SENTENCES)
 
+# Dubai-CC no-change sentences (capitalised in the data), as listed by the Chg2Cap evaluation script with its missing
+# commas restored (spec §4: the original list concatenates adjacent strings). Compared case-insensitively.
+DUBAI_NO_CHANGE_SENTENCES: tuple[str, ...] = (
+    "Nothing has changed",
+    "There is no difference",
+    "All remained the same",
+    "Everything remains the same",
+    "Nothing has changed in this area",
+    "Nothing changed in this area",
+    "No changes in this area",
+    "No change was made",
+    "There is no change to mention",
+    "No changes to mention",
+    "No changed to mention",
+    "No difference in this area",
+    "No change to mention",
+    "No change occurred in this area",
+    "The area appears the same",
+)
+# Training-time canonical caption of an unchanged Dubai-CC pair (our choice: the first sentence of the list above;
+# the LEVIR sentence is not in Dubai-CC's case-sensitive vocabulary).
+DUBAI_CANONICAL_NO_CHANGE = "Nothing has changed"
+_DUBAI_NO_CHANGE_TOKENS = frozenset(tuple(s.lower().split()) for s in DUBAI_NO_CHANGE_SENTENCES)
+
 
 def tokenize(raw: str, lower: bool = False) -> list[str]:
     """Split a raw caption into word tokens with the RSICC rule (no ``<START>``/``<END>``).
@@ -70,3 +94,22 @@ def changed_from_captions(captions: Iterable[str | Sequence[str]]) -> bool:
         if tuple(toks) == canon:
             return False
     return not all(is_no_change(c) for c in caps)
+
+
+def dubai_changed_from_captions(captions: Iterable[str | Sequence[str]]) -> bool:
+    """Change flag for Dubai-CC pairs, which carry no ``changeflag`` and use their own no-change sentences.
+
+    A pair is unchanged iff *every* caption is a no-change sentence (Dubai-CC or LEVIR list, case-insensitive).
+    Chg2Cap looks at the first reference only; requiring all of them is order-independent and never treats a pair
+    as unchanged when an annotator described a change (which matters for training-time canonicalisation).
+    """
+    caps = list(captions)
+    if not caps:
+        return True
+
+    def no_change(c: str | Sequence[str]) -> bool:
+        toks = tokenize(c, lower=True) if isinstance(c, str) else [t.lower() for t in c]
+        toks = [t for t in toks if t not in ("<start>", "<end>")]
+        return tuple(toks) in _DUBAI_NO_CHANGE_TOKENS or tuple(toks) in _NO_CHANGE_TOKENS
+
+    return not all(no_change(c) for c in caps)

@@ -1,0 +1,177 @@
+"""Tiny fake datasets in every supported on-disk format, generated on the fly (never downloaded).
+
+Pairs alternate changed / unchanged (even index changed). Images are small noise patches (A and B differ where the
+"change" is); LEVIR-MCI labels are 3-channel PNGs with values 0 / 128 / 255.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from changecap.data.text import DUBAI_NO_CHANGE_SENTENCES, NO_CHANGE_SENTENCES
+
+DEFAULT_PAIRS: Mapping[str, int] = {"train": 4, "val": 2, "test": 2}
+# Five references for a changed pair (raw form, as in LevirCCcaptions.json: leading space, " ." ending).
+CHANGE_CAPTIONS: tuple[str, ...] = (
+    " a house is built on the left side .",
+    " two roads appear at the top-left of the scene .",
+    " some trees are removed in the lower-right corner .",
+    " a building, a road and a lawn are added above the river .",
+    " many villas are constructed at the bottom .",
+)
+DUBAI_CHANGE_CAPTIONS: tuple[str, ...] = (
+    "A road was built on the Left.",
+    "New houses appear at the top.",
+    "Some buildings were constructed.",
+    "A roundabout has been built in the lower-left corner.",
+    "The desert is replaced by villas.",
+)
+
+
+def _pair_images(rng: np.random.Generator, size: int, changed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    before = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    after = before.copy()
+    label = np.zeros((size, size), dtype=np.uint8)
+    if changed:
+        h = max(1, size // 4)
+        after[:h, :h] = 255 - after[:h, :h]  # building appears top-left
+        label[:h, :h] = 255
+        after[-h:, -h:] = 0  # road appears bottom-right
+        label[-h:, -h:] = 128
+    return before, after, label
+
+
+def levir_name(split: str, i: int) -> str:
+    return f"{split}_{i + 1:06d}.png"
+
+
+def make_levir(
+    root: Path,
+    fmt: str = "levir-cc",
+    pairs: Mapping[str, int] = DEFAULT_PAIRS,
+    size: int = 16,
+    changeflag: bool = True,
+    seed: int = 0,
+) -> Path:
+    """LEVIR-CC layout (``fmt="levir-mci"`` / ``"whu-cdc"`` add ``label/`` masks)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    imgid = 0
+    for split, n in pairs.items():
+        for i in range(n):
+            name = levir_name(split, i)
+            changed = i % 2 == 0
+            raws = list(CHANGE_CAPTIONS) if changed else [f" {s} ." for s in NO_CHANGE_SENTENCES]
+            entry: dict[str, object] = {
+                "filepath": split,
+                "filename": name,
+                "imgid": imgid,
+                "split": split,
+                "sentids": list(range(imgid * 5, imgid * 5 + 5)),
+                "sentences": [
+                    {"tokens": r.split(), "raw": r, "imgid": imgid, "sentid": imgid * 5 + k} for k, r in enumerate(raws)
+                ],
+            }
+            if changeflag:
+                entry["changeflag"] = int(changed)
+            images.append(entry)
+            imgid += 1
+            before, after, label = _pair_images(rng, size, changed)
+            for side, arr in (("A", before), ("B", after)):
+                d = root / "images" / split / side
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(d / name)
+            if fmt in ("levir-mci", "whu-cdc"):
+                d = root / "images" / split / "label"
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.repeat(label[..., None], 3, axis=2)).save(d / name)  # [H, W, 3] grey labels
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "LevirCCcaptions.json").write_text(json.dumps({"images": images}))
+    return root
+
+
+DUBAI_SUBDIR = Path("DubaiCC500impair/datasetDubaiCCPublic")
+
+
+def make_dubai(root: Path, pairs: Mapping[str, int] = DEFAULT_PAIRS, tile: int = 50, seed: int = 0) -> Path:
+    """Dubai-CC source tree: ``description_jsontr_te_val/{Train,Validation,Test}_*.json`` + 50×50 ``.tif`` tiles."""
+    rng = np.random.default_rng(seed)
+    base = root / DUBAI_SUBDIR
+    cap_dir = base / "description_jsontr_te_val"
+    rgb = base / "imgs_tiles" / "RGB"
+    for d in (cap_dir, rgb / "500_2000", rgb / "500_2010"):
+        d.mkdir(parents=True, exist_ok=True)
+    prefix = {"train": "Train", "val": "Validation", "test": "Test"}
+    counter = 0
+    for split, n in pairs.items():
+        images = []
+        for i in range(n):
+            name = f"{counter + 1}.tif"
+            counter += 1
+            changed = i % 2 == 0
+            raws = list(DUBAI_CHANGE_CAPTIONS) if changed else [s + "." for s in DUBAI_NO_CHANGE_SENTENCES[:5]]
+            images.append({"filename": name, "sentences": [{"raw": r} for r in raws]})
+            before, after, _ = _pair_images(rng, tile, changed)
+            Image.fromarray(before).save(rgb / "500_2000" / name)
+            Image.fromarray(after).save(rgb / "500_2010" / name)
+        (cap_dir / f"{prefix[split]}_captions.json").write_text(json.dumps({"images": images}))
+    return root
+
+
+def make_tokens(
+    root: Path,
+    pairs: Mapping[str, int] = DEFAULT_PAIRS,
+    with_images: bool = False,
+    per_caption_lines: bool = True,
+    size: int = 16,
+    seed: int = 0,
+    zipped: bool = False,
+) -> Path:
+    """Peers' preprocessed layout: ``{split}.txt``, ``tokens/<stem>.txt``, ``vocab.json``, optional images.
+
+    ``per_caption_lines`` writes the train list as ``name.png-k`` lines (Chg2Cap / MaskApproxNet), ``zipped`` puts
+    the token files in ``tokens.zip`` (as MaskApproxNet ships WHU-CDC).
+    """
+    import zipfile
+
+    from changecap.data.text import tokenize
+    from changecap.data.vocab import Vocabulary
+
+    rng = np.random.default_rng(seed)
+    tok_dir = root / "tokens"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    all_tokens: list[list[str]] = []
+    for split, n in pairs.items():
+        lines: list[str] = []
+        for i in range(n):
+            name = levir_name(split, i)
+            changed = i % 2 == 0
+            raws = list(CHANGE_CAPTIONS) if changed else list(NO_CHANGE_SENTENCES)
+            toks = [["<START>", *tokenize(r), "<END>"] for r in raws]
+            all_tokens += toks
+            (tok_dir / f"{Path(name).stem}.txt").write_text(json.dumps(toks))
+            if split == "train" and per_caption_lines:
+                lines += [f"{name}-{k}" for k in range(len(toks))]
+            else:
+                lines.append(name)
+            if with_images:
+                before, after, _ = _pair_images(rng, size, changed)
+                for side, arr in (("A", before), ("B", after)):
+                    d = root / "images" / split / side
+                    d.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(arr).save(d / name)
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    Vocabulary.build(all_tokens, threshold=0).save(root / "vocab.json")
+    if zipped:
+        with zipfile.ZipFile(root / "tokens.zip", "w") as zf:
+            for p in sorted(tok_dir.iterdir()):
+                zf.write(p, f"tokens/{p.name}")
+        for p in tok_dir.iterdir():
+            p.unlink()
+        tok_dir.rmdir()
+    return root
