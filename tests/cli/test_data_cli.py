@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from changecap.cli.main import main
+from changecap.data.text import tokenize
+from changecap.data.vocab import Vocabulary
+from tests.data.fakes import make_dubai, make_levir, make_tokens
+from tests.data.malformed import CASES, Case
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_data_check_exits_2_with_one_line_error(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = case.build(tmp_path)
+    argv = ["data", "check", "--root", str(root), "--format", case.format] + (["--deep"] if case.deep else [])
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for needle in case.expect:
+        assert needle in lines[0]
+    assert out == ""
+
+
+def test_data_check_prints_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_levir(tmp_path / "ds", "levir-mci", pairs={"train": 2, "val": 2, "test": 2}, size=8)
+    assert main(["data", "check", "--root", str(root), "--format", "levir-mci", "--deep"]) == 0
+    out = capsys.readouterr().out
+    assert "pairs     6" in out and "full decode" in out
+    assert "train" in out and "50.0%" in out
+
+
+def test_data_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_dubai(tmp_path / "ds", pairs={"train": 2, "val": 1, "test": 1}, tile=8)
+    assert main(["data", "check", "--root", str(root), "--format", "dubai-cc", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == 4 and report["format"] == "dubai-cc"
+    assert report["splits"]["train"]["changed"] == 1
+    assert report["image_sizes"] == {"8x8": 4}
+
+
+def test_data_check_layout_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_levir(tmp_path / "ds", pairs={"train": 1, "val": 1, "test": 1}, size=8)
+    (root / "LevirCCcaptions.json").rename(tmp_path / "captions.json")
+    (root / "images").rename(tmp_path / "imgs")
+    argv = ["data", "check", "--root", str(root), "--format", "levir-cc", "--json",
+            "--annotation", str(tmp_path / "captions.json"), "--image-root", str(tmp_path / "imgs")]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 3
+
+
+def test_data_without_subcommand_shows_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data"]) == 1
+    assert "check" in capsys.readouterr().out
+
+
+def test_cli_format_choices_match_library() -> None:
+    from changecap.cli.cmd_data import FORMATS as CLI_FORMATS
+    from changecap.data.annotations import FORMATS
+
+    assert CLI_FORMATS == FORMATS
+
+
+def test_vocab_command_writes_peers_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_tokens(tmp_path / "ds", pairs={"train": 2, "val": 1, "test": 1})
+    out = tmp_path / "vocab.json"
+    assert main(["vocab", "--root", str(root), "--format", "tokens", "--splits", "all", "--threshold", "0",
+                 "--out", str(out)]) == 0
+    assert "entries" in capsys.readouterr().out
+    built = Vocabulary.load(out)
+    shipped = Vocabulary.load(root / "vocab.json")  # the fake generator counts every split with threshold 0
+    assert built == shipped
+    # train only, count >= 2
+    assert main(["vocab", "--root", str(root), "--format", "tokens", "--threshold", "2", "--rule", "ge",
+                 "--json", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["splits"] == "train" and summary["entries"] == len(Vocabulary.load(out))
+    from collections import Counter
+
+    from changecap.data.text import NO_CHANGE_SENTENCES
+    from tests.data.fakes import CHANGE_CAPTIONS
+
+    counts = Counter(w for c in (*CHANGE_CAPTIONS, *NO_CHANGE_SENTENCES) for w in tokenize(c))
+    assert Vocabulary.load(out).id_to_word[4:] == sorted(w for w, n in counts.items() if n >= 2)
+
+
+def test_vocab_command_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["vocab", "--root", str(tmp_path / "nope"), "--format", "levir-cc", "--out", "v.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err and "not found" in err
