@@ -96,8 +96,15 @@ _FRACTION = re.compile(r"^\d+/\d+$")
 _SIGNED_NUMBER = re.compile(r"[-+]\d+(?:[.,:/]\d+)*")
 # Typographic characters normalised the way PTB3 escaping does.
 _TRANSLATE = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'"})
-_UNICODE_PUNCT = [("\u201c", " `` "), ("\u201e", " `` "), ("\u201d", " '' "), ("\u2013", " -- "), ("\u2014", " -- "),
-                  ("\u2015", " -- "), ("\u2026", " ... ")]
+_UNICODE_PUNCT = [
+    ("\u201c", " `` "),
+    ("\u201e", " `` "),
+    ("\u201d", " '' "),
+    ("\u2013", " -- "),
+    ("\u2014", " -- "),
+    ("\u2015", " -- "),
+    ("\u2026", " ... "),
+]
 
 
 def ptb_tokens(text: str) -> list[str]:

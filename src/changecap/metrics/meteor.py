@@ -1,0 +1,315 @@
+"""METEOR 1.5: the reference jar kept alive in one JVM, and a labelled pure-Python approximation.
+
+Published RSICC and COCO numbers come from ``java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm`` driven the
+way coco-caption drives it (spec §8.5): for each pair one ``SCORE ||| ref1 ||| … ||| refN ||| hyp`` line returns the
+pair's sufficient statistics, then one ``EVAL ||| stats1 ||| … ||| statsN`` line returns the N item scores followed
+by the corpus score computed from the *summed* statistics (not the mean of the item scores). The JVM start and the
+paraphrase-table load take several seconds, so :class:`MeteorScorer` starts the JVM once and serves any number of
+evaluations (and subsets: statistics are computed once per pair and re-aggregated per subset).
+
+When Java, the jar or its paraphrase table is missing, METEOR is *unavailable* and is reported so by the callers,
+never silently replaced. :func:`meteor_approx` exists for quick looks without Java and is always labelled
+``approx``: its numbers are not comparable with published METEOR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, NamedTuple
+
+from changecap.metrics.java import find_java, java_env, pycocoevalcap_dir
+from changecap.metrics.ngrams import check_pairs
+
+METEOR_JAR_ENV = "CHANGECAP_METEOR_JAR"
+METEOR_JAR_NAME = "meteor-1.5.jar"
+PARAPHRASE_REL = Path("data") / "paraphrase-en.gz"  # METEOR 1.5 looks for it next to the jar
+APPROX_LABEL = "approx (not comparable with published numbers)"
+JAVA_LABEL = "java meteor-1.5"
+
+
+# ----------------------------------------------------------------------------------------------- availability
+def locate_meteor_jar() -> tuple[Path | None, str]:
+    """``(jar, "")``, or ``(None, reason)``. ``$CHANGECAP_METEOR_JAR`` wins over the pycocoevalcap copy."""
+    override = os.environ.get(METEOR_JAR_ENV)
+    if override:
+        jar = Path(override).expanduser()
+        if not jar.is_file():
+            return None, f"jar not found: {METEOR_JAR_ENV}={override} does not exist"
+        return jar, ""
+    base = pycocoevalcap_dir()
+    if base is None:
+        return None, f"jar not found: set {METEOR_JAR_ENV} or install pycocoevalcap==1.2"
+    jar = base / "meteor" / METEOR_JAR_NAME
+    if not jar.is_file():
+        return None, f"jar not found: {jar} is missing"
+    return jar, ""
+
+
+def meteor_availability() -> tuple[bool, str]:
+    """Whether the METEOR 1.5 jar can run here: ``(True, jar path)`` or ``(False, reason)``.
+
+    Reasons: no java on PATH / jar not found / paraphrase data missing.
+    """
+    if find_java() is None:
+        return False, "no java on PATH"
+    jar, reason = locate_meteor_jar()
+    if jar is None:
+        return False, reason
+    para = jar.parent / PARAPHRASE_REL
+    if not para.is_file():
+        return False, f"paraphrase data missing: {para}"
+    return True, str(jar)
+
+
+# ------------------------------------------------------------------------------------------------- the JVM
+def _field(text: str) -> str:
+    """A caption as one field of the ``|||``-separated protocol: no separator, no line break."""
+    return " ".join(text.replace("|||", "").splitlines())
+
+
+class MeteorScorer:
+    """The METEOR 1.5 jar in one long-lived JVM (``with MeteorScorer() as m: m.score(hyps, refs)``).
+
+    Thread-safe (one request at a time). Raises ``RuntimeError`` with the reason when METEOR is unavailable or
+    the JVM dies.
+    """
+
+    def __init__(self, jar: str | os.PathLike[str] | None = None, max_heap: str = "2G") -> None:
+        if jar is None:
+            ok, info = meteor_availability()
+            if not ok:
+                raise RuntimeError(f"METEOR unavailable: {info}")
+            jar_path = Path(info)
+        else:
+            jar_path = Path(jar)
+        java = find_java()
+        if java is None:
+            raise RuntimeError("METEOR unavailable: no java on PATH")
+        self.jar = jar_path
+        self._lock = threading.Lock()
+        # The JVM's stderr goes to a file that lives as long as the JVM (read back for error messages).
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        # The exact coco-caption command line, run beside the jar so that it finds data/paraphrase-en.gz.
+        cmd = [java, "-jar", f"-Xmx{max_heap}", jar_path.name, "-", "-", "-stdio", "-l", "en", "-norm"]
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            cmd,
+            cwd=str(jar_path.parent),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=java_env(),
+        )
+
+    # -------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> MeteorScorer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the JVM (idempotent)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+            self._stderr.close()
+
+    def __del__(self) -> None:  # safety net; use the context manager
+        with contextlib.suppress(Exception):  # at interpreter shutdown there is nobody to report to
+            self.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -------------------------------------------------------------------- protocol
+    def _exchange(self, lines: Sequence[str], n_out: int) -> list[str]:
+        """Send ``lines`` and read ``n_out`` answer lines. A writer thread feeds stdin while we read stdout, so
+        large batches never dead-lock on full pipe buffers."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"METEOR JVM is not running{self._stderr_tail()}")
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                for line in lines:
+                    stdin.write((line + "\n").encode("utf-8"))
+                stdin.flush()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the reading thread
+                errors.append(e)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        out: list[str] = []
+        for _ in range(n_out):
+            raw = proc.stdout.readline()
+            if not raw:
+                writer.join(timeout=1)
+                raise RuntimeError(f"METEOR JVM exited unexpectedly{self._stderr_tail()}")
+            out.append(raw.decode("utf-8").strip())
+        writer.join()
+        if errors:
+            raise RuntimeError(f"writing to the METEOR JVM failed: {errors[0]}")
+        return out
+
+    def _stderr_tail(self) -> str:
+        try:
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        except (OSError, ValueError):
+            return ""
+        return f": {lines[-1]}" if lines else ""
+
+    def statistics(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[str]:
+        """The jar's sufficient-statistics line of each pair (``SCORE`` requests).
+
+        The hypothesis is cleaned exactly as coco-caption does (``|||`` removed, double spaces once replaced);
+        references only lose ``|||`` and line breaks, which would otherwise break the protocol.
+        """
+        check_pairs(hyps, refs)
+        lines = []
+        for hyp, rs in zip(hyps, refs):
+            h = _field(hyp.replace("|||", "").replace("  ", " "))
+            lines.append(" ||| ".join(["SCORE", " ||| ".join(_field(r) for r in rs), h]))
+        with self._lock:
+            return self._exchange(lines, len(lines))
+
+    def evaluate(self, stats: Sequence[str]) -> tuple[float, list[float]]:
+        """Corpus METEOR (from summed statistics) and item scores for previously computed statistics."""
+        if not stats:
+            raise ValueError("no METEOR statistics to evaluate")
+        line = "EVAL ||| " + " ||| ".join(stats)
+        with self._lock:
+            out = self._exchange([line], len(stats) + 1)
+        try:
+            values = [float(x) for x in out]
+        except ValueError as e:
+            raise RuntimeError(f"unexpected answer from the METEOR jar: {e}") from None
+        return values[-1], values[:-1]
+
+    def score(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
+        """Corpus and per-item METEOR, equal to ``pycocoevalcap.meteor.Meteor().compute_score``."""
+        return self.evaluate(self.statistics(hyps, refs))
+
+
+# ------------------------------------------------------------------------------------------ approximation
+# METEOR 1.5 parameters of the 'en' task (-l en): alpha, beta, gamma, delta.
+APPROX_ALPHA, APPROX_BETA, APPROX_GAMMA, APPROX_DELTA = 0.85, 0.2, 0.6, 0.75
+_APPROX_TOKEN = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
+
+
+class ApproxStats(NamedTuple):
+    """Alignment statistics of one hypothesis against one reference (summable over a corpus)."""
+
+    hyp_len: int
+    ref_len: int
+    matches: int
+    chunks: int
+
+
+def _approx_tokens(text: str) -> list[str]:
+    """Lower-case and split punctuation off, a rough stand-in for the jar's ``-norm``."""
+    return _APPROX_TOKEN.findall(text.lower())
+
+
+def approx_align(hyp: Sequence[str], ref: Sequence[str]) -> ApproxStats:
+    """Exact-match unigram alignment: every hypothesis word takes an unused identical reference word, preferring
+    the one right after the previous match (to extend the chunk), then the first one after it, then the first.
+
+    This keeps the maximum number of matches; it does not search all alignments for the fewest chunks as the jar
+    does, and has no stem / synonym / paraphrase stages.
+    """
+    positions: dict[str, list[int]] = {}
+    for j, w in enumerate(ref):
+        positions.setdefault(w, []).append(j)
+    used: set[int] = set()
+    matches = 0
+    chunks = 0
+    prev_i = prev_j = -2
+    for i, w in enumerate(hyp):
+        free = [j for j in positions.get(w, ()) if j not in used]
+        if not free:
+            continue
+        if prev_j + 1 in free:
+            j = prev_j + 1
+        else:
+            after = [j for j in free if j > prev_j]
+            j = after[0] if after else free[0]
+        used.add(j)
+        matches += 1
+        if not (i == prev_i + 1 and j == prev_j + 1):
+            chunks += 1
+        prev_i, prev_j = i, j
+    return ApproxStats(len(hyp), len(ref), matches, chunks)
+
+
+def approx_score(st: ApproxStats) -> float:
+    """METEOR formula on (summed) statistics.
+
+    Every word counts as a content word (we ship no function-word list), so the delta weighting cancels out. As in
+    METEOR 1.5 the fragmentation penalty is 0 when hypothesis and reference match completely in one chunk.
+    """
+    if st.matches == 0:
+        return 0.0
+    p = st.matches / st.hyp_len
+    r = st.matches / st.ref_len
+    fmean = p * r / (APPROX_ALPHA * p + (1 - APPROX_ALPHA) * r)
+    if st.matches == st.hyp_len == st.ref_len and st.chunks == 1:
+        frag = 0.0
+    else:
+        frag = st.chunks / st.matches
+    penalty = APPROX_GAMMA * frag**APPROX_BETA
+    return fmean * (1 - penalty)
+
+
+def _sum_stats(stats: Iterable[ApproxStats]) -> ApproxStats:
+    h = r = m = c = 0
+    for st in stats:
+        h, r, m, c = h + st.hyp_len, r + st.ref_len, m + st.matches, c + st.chunks
+    return ApproxStats(h, r, m, c)
+
+
+def meteor_approx_statistics(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[ApproxStats]:
+    """Per pair, the statistics of the best-scoring reference (what the jar keeps per segment)."""
+    check_pairs(hyps, refs)
+    out: list[ApproxStats] = []
+    for hyp, rs in zip(hyps, refs):
+        h = _approx_tokens(hyp)
+        candidates = [approx_align(h, _approx_tokens(r)) for r in rs]
+        out.append(max(candidates, key=approx_score))
+    return out
+
+
+def meteor_approx_evaluate(stats: Sequence[ApproxStats]) -> tuple[float, list[float]]:
+    """Corpus score from summed statistics, and item scores."""
+    if not stats:
+        raise ValueError("no METEOR statistics to evaluate")
+    return approx_score(_sum_stats(stats)), [approx_score(st) for st in stats]
+
+
+def meteor_approx(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
+    """Approximate METEOR (exact matches only); label results with :data:`APPROX_LABEL`."""
+    return meteor_approx_evaluate(meteor_approx_statistics(hyps, refs))
