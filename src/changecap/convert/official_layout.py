@@ -261,9 +261,7 @@ def _count_indexed(sd: StateDict, prefix: str) -> int:
     return n
 
 
-def infer_official_dims(
-    trans: StateDict, decoder: StateDict, *, source: str = "checkpoint"
-) -> OfficialHiSemDims:
+def infer_official_dims(trans: StateDict, decoder: StateDict, *, source: str = "checkpoint") -> OfficialHiSemDims:
     """Infer every dimension from tensor shapes; one-line :class:`ModelError` naming the key on failure."""
     wt, wd = f"{source} [{TRANS_KEY}]", f"{source} [{DECODER_KEY}]"
     D = _get(trans, "layer_norm.weight", wt, 1).shape[0]
