@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from changecap.data.image_io import (
+    NORMALIZATION,
+    as_rgb_array,
+    image_header,
+    read_mask,
+    read_rgb,
+    resize_image,
+    resize_mask,
+    resize_shorter_then_center_crop,
+    to_tensor_normalized,
+)
+from changecap.errors import DataError
+
+RNG = np.random.default_rng(0)
+
+
+def _rgb(h: int = 6, w: int = 5) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_read_png_roundtrip(tmp_path: Path) -> None:
+    arr = _rgb()
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    out = read_rgb(tmp_path / "a.png")
+    assert out.dtype == np.uint8 and out.shape == (6, 5, 3)
+    np.testing.assert_array_equal(out, arr)
+    assert image_header(tmp_path / "a.png") == (5, 6, 3)
+
+
+def test_opaque_rgba_drops_alpha_transparent_is_rejected(tmp_path: Path) -> None:
+    arr = _rgb()
+    rgba = np.concatenate([arr, np.full((6, 5, 1), 255, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "opaque.png")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "opaque.png"), arr)
+    rgba[0, 0, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "holes.png")
+    with pytest.raises(DataError, match=r"holes\.png.*transparent"):
+        read_rgb(tmp_path / "holes.png")
+
+
+def test_palette_image_is_expanded(tmp_path: Path) -> None:
+    arr = np.zeros((4, 4, 3), np.uint8)
+    arr[:2] = (200, 10, 30)
+    Image.fromarray(arr).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    out = read_rgb(tmp_path / "p.png")
+    assert out.shape == (4, 4, 3) and tuple(out[0, 0]) == (200, 10, 30)
+
+
+@pytest.mark.parametrize(
+    ("mode_arr", "needle"),
+    [
+        (np.zeros((4, 4), np.uint8), "single-band"),
+        (np.zeros((4, 4, 2), np.uint8), "2-band"),
+    ],
+)
+def test_band_count_errors(tmp_path: Path, mode_arr: np.ndarray, needle: str) -> None:
+    p = tmp_path / "x.png"
+    Image.fromarray(mode_arr).save(p)
+    for fn in (read_rgb, image_header):
+        with pytest.raises(DataError, match=needle) as info:
+            fn(p)
+        assert "x.png" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        read_rgb(tmp_path / "missing.png")
+    with pytest.raises(DataError, match="directory"):
+        read_rgb(tmp_path)
+    (tmp_path / "t.png").write_text("hello")
+    with pytest.raises(DataError, match="not a readable image"):
+        read_rgb(tmp_path / "t.png")
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "c.png")
+    data = (tmp_path / "c.png").read_bytes()
+    (tmp_path / "c.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="corrupt"):
+        read_rgb(tmp_path / "c.png")
+
+
+def test_tiff_rgb_tile_and_multiband(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    tile = _rgb(50, 50)
+    Image.fromarray(tile).save(tmp_path / "tile.tif")  # Dubai-CC style plain RGB TIFF
+    np.testing.assert_array_equal(read_rgb(tmp_path / "tile.tif"), tile)
+    five = np.zeros((8, 8, 5), np.uint8)  # [H, W, 5] interleaved multispectral raster
+    tifffile.imwrite(tmp_path / "five.tif", five, photometric="minisblack", planarconfig="contig")
+    for fn in (read_rgb, image_header):
+        with pytest.raises(DataError, match="5 bands"):
+            fn(tmp_path / "five.tif")
+    planar = np.moveaxis(tile, -1, 0)  # [3, H, W]
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "planar.tif"), tile)
+    tifffile.imwrite(tmp_path / "u16.tif", tile.astype(np.uint16), photometric="rgb")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "u16.tif"), tile)  # 0–255 values in 16-bit: exact
+    tifffile.imwrite(tmp_path / "u16big.tif", tile.astype(np.uint16) * 200, photometric="rgb")
+    with pytest.raises(DataError, match="uint16"):
+        read_rgb(tmp_path / "u16big.tif")
+
+
+def test_read_mask_classes_and_binary(tmp_path: Path) -> None:
+    label = np.array([[0, 128], [255, 0]], np.uint8)
+    Image.fromarray(np.repeat(label[..., None], 3, axis=2)).save(tmp_path / "m.png")
+    m = read_mask(tmp_path / "m.png")
+    assert m.dtype == np.uint8 and m.tolist() == [[0, 1], [2, 0]]
+    assert read_mask(tmp_path / "m.png", binary=True).tolist() == [[0, 1], [1, 0]]
+    Image.fromarray(label).save(tmp_path / "grey.png")  # single-channel labels are fine too
+    assert read_mask(tmp_path / "grey.png").tolist() == [[0, 1], [2, 0]]
+    Image.fromarray(np.array([[0, 64]], np.uint8)).save(tmp_path / "bad.png")
+    with pytest.raises(DataError, match=r"bad\.png.*value\(s\) 64"):
+        read_mask(tmp_path / "bad.png")
+
+
+def test_resize_functions() -> None:
+    img = _rgb(20, 10)
+    assert resize_image(img, 8).shape == (8, 8, 3)
+    assert resize_image(img, (4, 6), resample="bilinear").shape == (4, 6, 3)
+    assert resize_image(img, (20, 10)) is img  # no-op keeps the pixels exactly
+    mask = np.zeros((20, 10), np.uint8)
+    mask[:10] = 2
+    small = resize_mask(mask, 5)
+    assert small.shape == (5, 5) and set(np.unique(small)) <= {0, 2}
+    clip = resize_shorter_then_center_crop(img, 8)
+    assert clip.shape == (8, 8, 3)
+    # shorter side (width 10) → 8, height → int(8 * 20 / 10) = 16, crop rows round((16 - 8) / 2) = 4 .. 12
+    full = resize_image(img, (16, 8), resample="bicubic")
+    np.testing.assert_array_equal(clip, full[4:12])
+    assert resize_shorter_then_center_crop(mask, 4, resample="nearest").shape == (4, 4)
+
+
+def test_normalisation_constants_and_tensor() -> None:
+    assert set(NORMALIZATION) >= {"levir-cc", "dubai-cc", "whu-cdc", "clip", "imagenet"}
+    mean, std = NORMALIZATION["clip"]
+    assert mean == (0.48145466, 0.4578275, 0.40821073) and std[0] == 0.26862954
+    assert NORMALIZATION["imagenet"][0][0] == pytest.approx(0.485, abs=1e-4)
+    assert NORMALIZATION["dubai-cc"][0][0] == pytest.approx(156.0681 / 255)
+    img = np.zeros((2, 3, 3), np.uint8)
+    img[..., 1] = 255
+    t = to_tensor_normalized(img, (0.5, 0.5, 0.5), (0.5, 0.25, 1.0))
+    assert t.shape == (3, 2, 3) and t.dtype == torch.float32
+    assert torch.allclose(t[0], torch.full((2, 3), -1.0)) and torch.allclose(t[1], torch.full((2, 3), 2.0))
+
+
+def test_as_rgb_array_accepts_pil_and_arrays(tmp_path: Path) -> None:
+    arr = _rgb()
+    np.testing.assert_array_equal(as_rgb_array(Image.fromarray(arr)), arr)
+    np.testing.assert_array_equal(as_rgb_array(arr.astype(np.float32) / 255.0), arr)
+    with pytest.raises(DataError, match="single-band"):
+        as_rgb_array(arr[..., 0])
+    with pytest.raises(DataError, match="0–1"):
+        as_rgb_array(arr.astype(np.float32))
