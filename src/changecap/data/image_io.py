@@ -118,7 +118,7 @@ def pil_to_rgb(img: Image.Image, path: Path | None = None) -> np.ndarray:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
     if mode == "RGB":
-        return np.asarray(img, dtype=np.uint8)
+        return np.array(img, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
     if mode in ("RGBA", "RGBa"):
         return np.ascontiguousarray(_drop_opaque_alpha(np.asarray(img.convert("RGBA"), dtype=np.uint8), path))
     if mode == "RGBX":
@@ -340,7 +340,7 @@ def to_tensor_normalized(
     img: np.ndarray, mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float]
 ) -> torch.Tensor:
     """``uint8 [H, W, C]`` → ``float32 [C, H, W]`` scaled to 0–1 then ``(x - mean) / std`` per channel."""
-    x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32).div_(255.0)  # [H, W, C]
+    x = torch.from_numpy(img.astype(np.float32)).div_(255.0)  # [H, W, C]; astype copies, so always writable
     x = x.permute(2, 0, 1)  # [C, H, W]
     m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
     s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
