@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from tests.data.fakes import make_dubai, make_levir, make_tokens
 PAIRS = {"train": 2, "val": 1, "test": 1}
 
 
-def _edit(root: Path, fn) -> None:  # noqa: ANN001 - small test helper
+def _edit(root: Path, fn: Callable[[dict], None]) -> None:
     p = root / "LevirCCcaptions.json"
     data = json.loads(p.read_text())
     fn(data)

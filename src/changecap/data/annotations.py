@@ -464,39 +464,49 @@ def parse_list_file(path: Path) -> list[str]:
 
 
 class _TokenSource:
-    """Token files from ``tokens/`` or, failing that, ``tokens.zip`` (as MaskApproxNet ships WHU-CDC)."""
+    """Token files from ``tokens/`` or, failing that, ``tokens.zip`` (as MaskApproxNet ships WHU-CDC).
+
+    A context manager: the archive stays open while a split is parsed (re-opening it per file would re-read the
+    central directory thousands of times).
+    """
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "tokens"
         self.zip_path = root / "tokens.zip"
-        self._zip_members: dict[str, str] | None = None
-        if not self.dir.is_dir() and self.zip_path.is_file():
-            try:
-                with zipfile.ZipFile(self.zip_path) as zf:
-                    self._zip_members = {
-                        Path(n).name: n for n in zf.namelist() if n.endswith(".txt") and not n.endswith("/")
-                    }
-            except zipfile.BadZipFile:
-                raise DataError(self.zip_path, "not a valid zip archive") from None
-        elif not self.dir.is_dir():
+        self._zip: zipfile.ZipFile | None = None
+        self._members: dict[str, str] = {}
+        if self.dir.is_dir():
+            return
+        if not self.zip_path.is_file():
             raise DataError(self.dir, "tokens folder not found (the tokens layout needs tokens/<name>.txt files)")
+        try:
+            self._zip = zipfile.ZipFile(self.zip_path)
+        except zipfile.BadZipFile:
+            raise DataError(self.zip_path, "not a valid zip archive") from None
+        self._members = {Path(n).name: n for n in self._zip.namelist() if n.endswith(".txt")}
+
+    def __enter__(self) -> _TokenSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._zip is not None:
+            self._zip.close()
 
     def read(self, stem: str, listed_in: str) -> tuple[str, Any]:
         fname = f"{stem}.txt"
-        if self._zip_members is None:
+        if self._zip is None:
             p = self.dir / fname
             if not p.is_file():
                 raise DataError(p, f"tokens file not found (listed in {listed_in})")
             return str(p), _load_json(p)
-        member = self._zip_members.get(fname)
         where = f"{self.zip_path}:{fname}"
+        member = self._members.get(fname)
         if member is None:
             raise DataError(where, f"tokens file not found in the archive (listed in {listed_in})")
-        with zipfile.ZipFile(self.zip_path) as zf:
-            try:
-                return where, json.loads(zf.read(member).decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DataError(where, f"not valid JSON ({e})") from None
+        try:
+            return where, json.loads(self._zip.read(member).decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(where, f"not valid JSON ({e})") from None
 
 
 def _captions_from_token_file(where: str, data: Any, lower: bool) -> list[str]:
@@ -535,7 +545,6 @@ def _parse_token_lists(
     for s in wanted:
         if explicit and s not in present:
             raise DataError(lists[s], f"split list not found (needed for the {s} split)")
-    tokens = _TokenSource(root)
     image_root = Path(lay.image_root) if lay.image_root is not None else root / "images"
     names_by_split = {s: parse_list_file(lists[s]) for s in present}
     owner: dict[str, str] = {}
@@ -545,27 +554,31 @@ def _parse_token_lists(
                 raise DataError(lists[s], f"{n!r} is also listed in {owner[n]}.txt (a pair belongs to one split)")
             owner[n] = s
     records: list[PairRecord] = []
-    for s in (s for s in wanted if s in present):
-        folder = image_root / s
-        has_images = (folder / "A").is_dir() or (folder / "B").is_dir()
-        if has_images and check_files:
-            for side in ("A", "B"):
-                if not (folder / side).is_dir():
-                    raise DataError(folder / side, "image folder not found (the other date's folder exists)")
-        has_masks = masks != "none" and (folder / "label").is_dir()
-        for n in names_by_split[s]:
-            where, data = tokens.read(n.split(".")[0], lists[s].name)  # peers name token files name.split('.')[0]
-            captions = _captions_from_token_file(where, data, lower)
-            rec = _make_record(
-                n, s,
-                folder / "A" / n if has_images else None,
-                folder / "B" / n if has_images else None,
-                folder / "label" / n if has_masks else None,
-                captions, None, where, changed_from_captions,
-            )
-            if check_files:
-                _check_record_files(rec)
-            records.append(rec)
+    with _TokenSource(root) as tokens:
+        for s in (s for s in wanted if s in present):
+            folder = image_root / s
+            has_images = (folder / "A").is_dir() or (folder / "B").is_dir()
+            if has_images and check_files:
+                for side in ("A", "B"):
+                    if not (folder / side).is_dir():
+                        raise DataError(folder / side, "image folder not found (the other date's folder exists)")
+            has_masks = masks != "none" and (folder / "label").is_dir()
+            for n in names_by_split[s]:
+                where, data = tokens.read(n.split(".")[0], lists[s].name)  # peers: token file = name.split('.')[0]
+                rec = _make_record(
+                    n,
+                    s,
+                    folder / "A" / n if has_images else None,
+                    folder / "B" / n if has_images else None,
+                    folder / "label" / n if has_masks else None,
+                    _captions_from_token_file(where, data, lower),
+                    None,
+                    where,
+                    changed_from_captions,
+                )
+                if check_files:
+                    _check_record_files(rec)
+                records.append(rec)
     return records
 
 

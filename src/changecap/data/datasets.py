@@ -230,7 +230,12 @@ class ChangeCaptionDataset(Dataset):
         return bool(self.records) and all(r.has_images for r in self.records)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws ``__getitem__`` makes (call once per epoch, before iterating)."""
+        """Select the epoch whose random draws ``__getitem__`` makes (call once per epoch, before iterating).
+
+        DataLoader workers hold a copy of the dataset made when their iterator starts; with
+        ``persistent_workers=True`` that copy never sees a later ``set_epoch``, so use non-persistent workers (or a
+        sampler-side epoch) when augmenting or sampling random references.
+        """
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = int(epoch)
