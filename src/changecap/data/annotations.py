@@ -11,7 +11,8 @@ Supported formats (``FORMATS``):
 ``whu-cdc``
     The LEVIR layout (masks used when ``label/`` exists), or — when the root has no captions JSON — the
     MaskApproxNet preprocessed lists (``train.txt`` with ``name.png-k`` lines, ``tokens/`` or ``tokens.zip``) read
-    like ``tokens``.
+    like ``tokens``. WHU-CD labels mark building change with 255, which the mask reader maps to class 2
+    (building), consistent with LEVIR-MCI (``binary_mask=True`` gives 0/1 as MaskApproxNet uses).
 ``dubai-cc``
     Caption JSONs named ``Train_*`` / ``Validation_*`` / ``Test_*`` (the prefix sets the split) in a captions folder
     (``description_jsontr_te_val/``, discovered under the root), 50×50 ``.tif`` tiles in ``500_2000/`` (before) and
