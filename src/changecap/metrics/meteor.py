@@ -236,16 +236,24 @@ def _approx_tokens(text: str) -> list[str]:
 
 
 def approx_align(hyp: Sequence[str], ref: Sequence[str]) -> ApproxStats:
-    """Exact-match unigram alignment: every hypothesis word takes an unused identical reference word, preferring
-    the one right after the previous match (to extend the chunk), then the first one after it, then the first.
+    """Exact-match unigram alignment with a greedy chunk-aware choice.
 
-    This keeps the maximum number of matches; it does not search all alignments for the fewest chunks as the jar
-    does, and has no stem / synonym / paraphrase stages.
+    Every hypothesis word takes an unused identical reference word (so the number of matches is maximal),
+    preferring, in order: the position right after the previous match (extends the chunk), the position that starts
+    the longest run of further matching words, a position after the previous match, the earliest one. The jar
+    instead searches the alignments for the fewest chunks and also matches stems, synonyms and paraphrases.
     """
     positions: dict[str, list[int]] = {}
     for j, w in enumerate(ref):
         positions.setdefault(w, []).append(j)
     used: set[int] = set()
+
+    def run_length(i: int, j: int) -> int:
+        k = 0
+        while i + k < len(hyp) and j + k < len(ref) and hyp[i + k] == ref[j + k] and (j + k) not in used:
+            k += 1
+        return k
+
     matches = 0
     chunks = 0
     prev_i = prev_j = -2
@@ -253,11 +261,7 @@ def approx_align(hyp: Sequence[str], ref: Sequence[str]) -> ApproxStats:
         free = [j for j in positions.get(w, ()) if j not in used]
         if not free:
             continue
-        if prev_j + 1 in free:
-            j = prev_j + 1
-        else:
-            after = [j for j in free if j > prev_j]
-            j = after[0] if after else free[0]
+        j = max(free, key=lambda c: (c == prev_j + 1, run_length(i, c), c > prev_j, -c))
         used.add(j)
         matches += 1
         if not (i == prev_i + 1 and j == prev_j + 1):

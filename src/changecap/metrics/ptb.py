@@ -85,7 +85,8 @@ _TOKEN = re.compile(
   | (?P<number>\d+(?:[.,:/]\d+)+)                    # 1,000  3.5  10:30  1/2 (a unit after it is split off)
   | (?P<leading>'(?:\d{_WORD_CHAR}*|em|tis|twas|s|re|ve|ll|d|m)(?!{_WORD_CHAR}))  # '90s 'em 'tis 's
   | (?P<acronym>[A-Z]+(?:&[A-Z]+)+)                  # AT&T, S&P stay whole (but a&b → a & b)
-  | (?P<word>{_WORD_CHAR}+(?:[-./']{_WORD_CHAR}+)*)   # lower-left and/or road.building it's o'clock
+  | (?P<word>{_WORD_CHAR}+(?:(?:[-/']|(?<=[^\W\d_])\.){_WORD_CHAR}+)*)  # lower-left and/or it's road.building
+                                                   # (a period joins only after a letter: "2.a" → 2 . a)
   | (?P<tag>[#@](?=[^\W\d_]){_WORD_CHAR}+|<[A-Za-z/][^<>\s]*>)  # #hashtag @home <b> (but "#1" → "# 1")
   | (?P<marks>[!?]+)
   | (?P<other>\S)
