@@ -1,0 +1,52 @@
+"""``changecap train CONFIG.yaml [--set a.b=value ...] [--resume] [--output-dir DIR]``.
+
+Multi-process: ``torchrun --nproc-per-node N -m changecap train CONFIG.yaml`` (every process runs this command).
+A run whose ``<output_dir>/checkpoint/`` exists resumes from it automatically; ``--resume`` makes a missing
+checkpoint an error, ``--restart`` ignores (and replaces) an existing one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a captioning model from a YAML config",
+        description="Train a change captioning model. Resumes automatically from <output_dir>/checkpoint/.",
+    )
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (value parsed as YAML; repeatable)",
+    )
+    p.add_argument("--output-dir", help="run folder (overrides train.output_dir)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="resume from <output_dir>/checkpoint/ (required)")
+    group.add_argument("--restart", action="store_true", help="start afresh even when a checkpoint exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from changecap.engine import load_config, train
+
+    overrides = list(args.overrides)
+    config = load_config(args.config, overrides=overrides)
+    if args.output_dir:
+        config.train.output_dir = str(args.output_dir)
+    resume = True if args.resume else False if args.restart else None
+    result = train(config, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        metric = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
+        state = "finished" if result.finished else "stopped at train.max_steps"
+        print(
+            f"{state}: {result.global_step} updates, {result.epochs_completed} epoch(s); "
+            f"best val {result.select_metric} {metric} (epoch {result.best_epoch}); model: {result.best_dir}"
+        )
+    return 0

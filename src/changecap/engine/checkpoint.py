@@ -1,0 +1,239 @@
+"""Atomic training checkpoints that resume a run exactly.
+
+Layout under ``<output_dir>/checkpoint/``::
+
+    LATEST                       name of the current checkpoint folder (one line)
+    step-000001200-3f2a9c1e/
+        model.safetensors        model weights and buffers (safetensors: loading never runs code)
+        state.pt                 optimiser, LR scheduler, RNG states of every process, sampler position, global
+                                 step, best metric, config, vocabulary — tensors and plain Python values only, read
+                                 with ``torch.load(..., weights_only=True)``
+
+**Atomicity.** A checkpoint is written into a fresh folder that nothing refers to yet; its files are flushed to
+disk, then ``LATEST`` is replaced atomically (temp file in the same folder + ``os.replace``). Only after that are
+older folders deleted. A crash at any moment therefore leaves ``LATEST`` naming a complete checkpoint — the new one
+or the previous one — never a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import save_model as save_safetensors_model
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from changecap.errors import ModelError
+
+CHECKPOINT_DIRNAME = "checkpoint"
+LATEST_FILE = "LATEST"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainProgress:
+    """Where the loop stands: the next update is number ``step_in_epoch`` of ``epoch`` (both 0-indexed)."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: where its weights are and everything else from ``state.pt``."""
+
+    path: Path
+    progress: TrainProgress
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: list[dict[str, Any]]  # one entry per process (rank order)
+    config: dict[str, Any]
+    vocab: list[str]
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+
+# ---------------------------------------------------------------------------------------------------------- RNG
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA when initialised) generator states as tensors and plain values.
+
+    ``weights_only`` unpickling accepts tensors, numbers, strings, lists and dicts, so the NumPy key array and the
+    Python state tuple are stored as int64 tensors.
+    """
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------------- files
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP and :class:`~changecap.engine.objectives.TrainingStep` wrappers."""
+    from changecap.engine.objectives import TrainingStep
+
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(model, TrainingStep):
+            model = model.model
+        else:
+            return model
+
+
+def checkpoint_root(output_dir: str | os.PathLike[str]) -> Path:
+    return Path(output_dir) / CHECKPOINT_DIRNAME
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """Folder named by ``LATEST`` (None when there is no complete checkpoint)."""
+    root = checkpoint_root(output_dir)
+    latest = root / LATEST_FILE
+    if not latest.is_file():
+        return None
+    name = latest.read_text(encoding="utf-8").strip()
+    folder = root / name
+    if not name or not (folder / WEIGHTS_FILE).is_file() or not (folder / STATE_FILE).is_file():
+        raise ModelError(f"{latest}: names checkpoint {name!r}, which is missing or incomplete")
+    return folder
+
+
+def save_checkpoint(
+    output_dir: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: TrainProgress,
+    rng: list[dict[str, Any]],
+    config: Mapping[str, Any],
+    vocab: list[str],
+) -> Path:
+    """Write a complete checkpoint atomically (module docstring) and delete the previous ones. Rank 0 only."""
+    root = checkpoint_root(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"step-{progress.global_step:09d}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    save_safetensors_model(unwrap(model), str(folder / WEIGHTS_FILE))
+    state = {
+        "format_version": FORMAT_VERSION,
+        "progress": asdict(progress),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        "config": dict(config),
+        "vocab": list(vocab),
+    }
+    torch.save(state, folder / STATE_FILE)
+    for name in (WEIGHTS_FILE, STATE_FILE):
+        _fsync_file(folder / name)
+    _fsync_dir(folder)
+    atomic_write_text(root / LATEST_FILE, folder.name + "\n")  # the commit point
+    for old in root.iterdir():
+        if old.is_dir() and old.name != folder.name:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_checkpoint(output_dir: str | os.PathLike[str]) -> Checkpoint | None:
+    """Read the latest complete checkpoint of a run (None when there is none)."""
+    folder = latest_checkpoint(output_dir)
+    if folder is None:
+        return None
+    try:
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt or foreign file
+        raise ModelError(f"{folder / STATE_FILE}: cannot read the training state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{folder / STATE_FILE}: not a changecap training state (format {FORMAT_VERSION})")
+    return Checkpoint(
+        path=folder,
+        progress=TrainProgress(**state["progress"]),
+        optimizer=state["optimizer"],
+        scheduler=state["scheduler"],
+        rng=state["rng"],
+        config=state["config"],
+        vocab=state["vocab"],
+    )
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str], device: torch.device | str = "cpu") -> None:
+    """Load safetensors weights into ``model`` (strict), with a one-line error on a mismatch."""
+    try:
+        load_safetensors_model(unwrap(model), str(path), strict=True, device=str(device))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: weights do not fit the configured model ({first[:200]})") from None

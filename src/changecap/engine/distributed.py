@@ -1,0 +1,91 @@
+"""Process-group set-up for ``torchrun`` (plain ``torch.distributed``, no wrapper library).
+
+``torchrun --nproc-per-node N -m changecap train cfg.yaml`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; a
+plain ``python`` launch has none and runs as a single process. The backend is NCCL on CUDA and gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from changecap.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    """``auto`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device", "cuda requested but torch.cuda.is_available() is False")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the process group when launched by torchrun (idempotent); otherwise a world of one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum over processes, in place (no-op for one process)."""
+    if ctx.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:
+    """Rank ``src``'s Python object on every process."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every process's object, in rank order, on every process."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()

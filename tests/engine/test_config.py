@@ -1,0 +1,115 @@
+"""Config loading: YAML, overrides, round trip, and one-line errors naming the file and the dotted field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from changecap.engine.config import TrainConfig, load_config
+from changecap.errors import ConfigError
+
+BASE = """
+data:
+  root: some/data
+  format: levir-mci
+  image_size: 64
+  vocab: {splits: all, threshold: 5, rule: ge}
+optim: {lr: 0.001, decoder_lr: 0.002}
+loss: {gt_routing_until_epoch: 0.8}
+train: {epochs: 50, batch_size: 8, precision: bf16}
+"""
+
+
+def write(tmp_path: Path, text: str = BASE, name: str = "cfg.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_load_applies_types_defaults_and_overrides(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path), overrides=["train.epochs=3", "optim.betas=[0.8, 0.9]", "data.augment=true"])
+    assert cfg.data.format == "levir-mci" and cfg.data.image_size == 64
+    assert cfg.data.vocab.splits == "all" and cfg.data.vocab.rule == "ge"
+    assert cfg.optim.lr == 0.001 and cfg.optim.decoder_lr == 0.002 and cfg.optim.encoder_lr is None
+    assert cfg.optim.betas == (0.8, 0.9)
+    assert cfg.train.epochs == 3 and cfg.train.precision == "bf16" and cfg.data.augment is True
+    assert cfg.loss.router_weight == 0.8  # default kept
+    assert cfg.source == str(tmp_path / "cfg.yaml")
+
+
+def test_round_trip_dict_and_yaml(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path), overrides=["model.kind=hisem", "model.fusion={dim: 32}"])
+    again = TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml()), check_model=False)
+    assert again == cfg
+    saved = cfg.save(tmp_path / "run" / "config.yaml")
+    assert load_config(saved, check_model=False) == cfg
+    assert cfg.model == {"kind": "hisem", "fusion": {"dim": 32}}
+    assert "source" not in cfg.to_dict()
+
+
+def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path))
+    assert cfg.gt_routing_last_epoch() == 40  # 0.8 of 50 epochs = the paper's e <= 40
+    cfg = load_config(write(tmp_path), overrides=["loss.gt_routing_until_epoch=12"])
+    assert cfg.loss.gt_routing_until_epoch == 12 and isinstance(cfg.loss.gt_routing_until_epoch, int)
+    assert cfg.gt_routing_last_epoch() == 12
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "words"),
+    [
+        ("train.epoch=3", "train.epoch", "unknown key"),
+        ("traning.epochs=3", "traning", "unknown key"),
+        ("train.epochs=three", "train.epochs", "expected int"),
+        ("train.epochs=2.5", "train.epochs", "expected int"),
+        ("train.epochs=0", "train.epochs", "must be > 0"),
+        ("optim.lr=-0.1", "optim.lr", ">= 0"),
+        ("optim.betas=[0.9]", "optim.betas", "list of 2"),
+        ("train.precision=fp16", "train.precision", "'fp32' | 'bf16'"),
+        ("schedule.name=linear", "schedule.name", "'constant'"),
+        ("data.resize_mode=crop", "data.resize_mode", "expected"),
+        ("data.vocab.rule=gte", "data.vocab.rule", "expected"),
+        ("data.normalize=nonsense", "data.normalize", "unknown normalisation"),
+        ("data.format=coco", "data.format", "unknown dataset format"),
+        ("data.root=", "data.root", "expected str, got null"),
+        ("data.root=' '", "data.root", "required"),
+        ("loss.gt_routing_until_epoch=1.5", "loss.gt_routing_until_epoch", "fraction"),
+        ("train.grad_accum=3", "train.batch_size", "not divisible by grad_accum 3"),
+        ("train.epochs.x=1", "train.epochs.x", "not a section"),
+        ("train.epochs", "train.epochs", "section.key=value"),
+    ],
+)
+def test_bad_values_name_file_and_field(tmp_path: Path, override: str, field: str, words: str) -> None:
+    path = write(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides=[override])
+    err = info.value
+    assert err.field == field
+    assert str(path) in str(err) and f"'{field}'" in str(err)
+    assert words in str(err)
+    assert "\n" not in str(err)
+
+
+def test_yaml_syntax_error_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  epochs: [1, 2\n  batch_size: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: ") and "invalid YAML" in msg and "line" in msg
+    assert "\n" not in msg
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match=r"'train'.*expected a mapping"):
+        load_config(write(tmp_path, "data: {root: x}\ntrain: 3\n"))
+
+
+def test_empty_section_means_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "data: {root: x}\nloss:\nmodel:\n"))
+    assert cfg.loss.router_warmup_epochs == 3 and cfg.model == {}
