@@ -10,7 +10,11 @@ Workloads (2,000 pairs × 5 references each):
 
 Both implementations receive the same already-tokenised strings (no PTB step). Timings are the best of ``--repeat``
 runs on one core (``time.process_time`` is not used: wall time is what users wait for). Also checks that the
-numbers agree. Usage: ``python benchmarks/bench_caption_metrics.py [--repeat 3]``.
+numbers agree. With ``--meteor`` it also times METEOR 1.5 on the ``levir`` workload: our long-lived JVM
+(statistics piped by a writer thread, then one EVAL line) against pycocoevalcap's ``Meteor`` (one SCORE line at a
+time), JVM start-up reported separately.
+
+Usage: ``python benchmarks/bench_caption_metrics.py [--repeat 3] [--meteor]``.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ def best_time(fn: Callable[[], dict[str, float]], repeat: int) -> tuple[float, d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--meteor", action="store_true", help="also time METEOR 1.5 (needs Java)")
     args = ap.parse_args()
     rng = random.Random(0)
     workloads = {"levir": levir_workload(rng), "random": random_workload(rng)}
@@ -103,6 +108,37 @@ def main() -> None:
         t_ref, s_ref = best_time(lambda h=hyps, r=refs: reference(h, r), args.repeat)
         diff = max(abs(s_ours[k] - s_ref[k]) for k in s_ours)
         print(f"{name:<8} {len(hyps):>5}  {t_ours:>11.3f}  {t_ref:>15.3f}  {t_ref / t_ours:>7.1f}x  {diff:.1e}")
+    if args.meteor and workloads["levir"] is not None:
+        bench_meteor(*workloads["levir"])
+
+
+def bench_meteor(hyps: list[str], refs: list[list[str]]) -> None:
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    from changecap.metrics.meteor import MeteorScorer, meteor_availability
+
+    ok, reason = meteor_availability()
+    if not ok:
+        print(f"METEOR skipped: {reason}")
+        return
+    t0 = time.perf_counter()
+    with MeteorScorer() as scorer:
+        scorer.score(hyps[:1], refs[:1])  # wait until the JVM has loaded the paraphrase table
+        t1 = time.perf_counter()
+        ours_score, _ = scorer.score(hyps, refs)
+        t2 = time.perf_counter()
+    gts = {i: r for i, r in enumerate(refs)}
+    res = {i: [h] for i, h in enumerate(hyps)}
+    t3 = time.perf_counter()
+    ref = Meteor()
+    ref.compute_score({0: refs[0]}, {0: [hyps[0]]})
+    t4 = time.perf_counter()
+    ref_score, _ = ref.compute_score(gts, res)
+    t5 = time.perf_counter()
+    print(
+        f"METEOR   {len(hyps):>5}  {t2 - t1:>11.3f}  {t5 - t4:>15.3f}  {(t5 - t4) / (t2 - t1):>7.1f}x  "
+        f"{abs(ours_score - ref_score):.1e}   (JVM start: ours {t1 - t0:.1f} s, pycocoevalcap {t4 - t3:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

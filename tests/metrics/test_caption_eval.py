@@ -172,6 +172,7 @@ def test_result_serialises_and_formats() -> None:
         (PREDS, {**REFS, "p1": ["ok", None]}, "[p1[1]]: reference must be a string, got null"),
         (PREDS, {**REFS, "p1": "a road"}, "[p1]: references must be a list of strings, got str"),
         ({}, REFS, "no predictions"),
+        ({**PREDS, "p5": "a \ud800"}, REFS, "[p5]: caption is not valid Unicode"),
     ],
 )
 def test_validation_errors_are_one_line_and_name_file_and_id(preds: dict, refs: dict, needle: str) -> None:

@@ -63,6 +63,13 @@ def test_jvm_is_reused_and_subsets_aggregate_from_statistics(meteor_scorer: Mete
     assert meteor_scorer.alive
 
 
+@pytest.mark.java
+def test_invalid_unicode_fails_before_sending(meteor_scorer: MeteorScorer) -> None:
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        meteor_scorer.score(["a \ud800 b"], [["a b"]])
+    assert meteor_scorer.score(["a b"], [["a b"]])[0] == 1.0  # the JVM is still in sync
+
+
 def _fake_jar(tmp_path: Path, with_paraphrase: bool) -> Path:
     jar = tmp_path / "meteor-1.5.jar"
     jar.write_bytes(b"PK")  # never executed: availability only looks at the files

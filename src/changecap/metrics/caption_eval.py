@@ -195,6 +195,14 @@ def _check_ref_list(value: object, path: Path | None, key: str) -> list[str]:
     return list(value)
 
 
+def _check_unicode(text: str, path: Path | None, key: str) -> None:
+    """JSON may carry lone surrogates (``"\\ud800"``); the Java scorers cannot receive them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(path, f"caption is not valid Unicode ({e.reason} at position {e.start})", field=key) from None
+
+
 def _validate(
     preds: Mapping[str, str],
     refs: Mapping[str, Sequence[str]],
@@ -213,8 +221,10 @@ def _validate(
     for key, value in preds.items():
         if not isinstance(value, str):
             raise DataError(pp, f"prediction must be a string, got {_type_name(value)}", field=str(key))
+        _check_unicode(value, pp, str(key))
     for key, value in refs.items():
-        _check_ref_list(value, rp, str(key))
+        for i, r in enumerate(_check_ref_list(value, rp, str(key))):
+            _check_unicode(r, rp, f"{key}[{i}]")
     extra = [k for k in preds if k not in refs]
     if extra:
         where = rp or "the references"

@@ -151,12 +151,18 @@ class MeteorScorer:
             raise RuntimeError(f"METEOR JVM is not running{self._stderr_tail()}")
         assert proc.stdin is not None and proc.stdout is not None
         stdin = proc.stdin
+        # Encode everything first: a caption that is not valid Unicode (lone surrogate) must fail here, before a
+        # half-sent batch leaves the JVM waiting for input while we wait for its output.
+        try:
+            payload = [(line + "\n").encode("utf-8") for line in lines]
+        except UnicodeEncodeError as e:
+            raise ValueError(f"caption is not valid Unicode text ({e.reason} at position {e.start})") from None
         errors: list[BaseException] = []
 
         def write() -> None:
             try:
-                for line in lines:
-                    stdin.write((line + "\n").encode("utf-8"))
+                for chunk in payload:
+                    stdin.write(chunk)
                 stdin.flush()
             except BaseException as e:  # noqa: BLE001 - re-raised in the reading thread
                 errors.append(e)
