@@ -1,0 +1,281 @@
+"""Saving and loading changecap models as self-describing directories.
+
+A saved model is a directory::
+
+    config.json        {"format": "changecap-model", "format_version": 1, "changecap_version", "model": ModelConfig}
+    model.safetensors  the full state dict (encoder + fusion + decoder); never pickled, so loading runs no code
+    vocab.json         the decoder's vocabulary in the peers' {token: id} format
+    README.md          model card (architecture, parameter counts, training data, metrics, protocol)
+
+Other files in the directory (e.g. ``preprocess.json`` written by the inference package) are left alone.
+Writes are atomic: a new directory is assembled under a temporary name and renamed into place; into an existing
+directory each file is written to a temporary name and renamed, weights first and ``config.json`` last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from changecap.data.vocab import Vocabulary
+from changecap.errors import ChangeCapError, ConfigError, ModelError
+from changecap.models.config import ModelConfig, build_model
+from changecap.models.hisem import HiSem
+
+FORMAT_TAG = "changecap-model"
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, CARD_FILE = "config.json", "model.safetensors", "vocab.json", "README.md"
+
+
+# ---------------------------------------------------------------------------------------------------- saving
+def _state_dict_for_safetensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Detached CPU tensors that each own their whole storage, as safetensors requires.
+
+    Tied/shared tensors, non-contiguous ones and views into a larger buffer (e.g. slices made by a converter) are
+    copied; everything else is written without a copy.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, t in model.state_dict().items():
+        t = t.detach().cpu()
+        storage = t.untyped_storage()
+        owns_storage = (
+            t.is_contiguous() and t.storage_offset() == 0 and storage.nbytes() == t.numel() * t.element_size()
+        )
+        if not owns_storage or (t.numel() > 0 and storage.data_ptr() in seen):
+            t = t.contiguous().clone()
+        if t.numel() > 0:
+            seen.add(t.untyped_storage().data_ptr())
+        out[key] = t
+    return out
+
+
+def _count(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def model_card(model: HiSem, config: ModelConfig, vocab: Vocabulary, card: Mapping[str, Any] | None = None) -> str:
+    """Markdown model card. ``card`` may give ``title``, ``description``, ``training_data``, ``metrics`` (a mapping
+    name → value, or text), ``protocol``, ``license``, ``citation``, and any other key (listed under *Notes*)."""
+    card = dict(card or {})
+    from changecap import __version__
+
+    counts = model.parameter_counts()
+    arch = config.architecture
+    fusion_name = "HiSem fusion (2-D positions, BDAM, HASD)" if arch == "hisem" else "ConcatFusion (plain baseline)"
+    enc = config.encoder
+    backbone = "none (runs from backbone tokens)" if enc is None else (enc.pretrained or "CLIP vision tower (random)")
+    lines = [
+        f"# {card.pop('title', f'changecap {arch} change captioner')}",
+        "",
+        str(card.pop("description", "Remote sensing image change captioning model saved by changecap.")),
+        "",
+        "## Architecture",
+        "",
+        "| part | module | parameters |",
+        "|---|---|---:|",
+        f"| encoder | {backbone} | {counts['encoder']:,} |",
+        f"| fusion | {fusion_name} | {counts['fusion']:,} |",
+        f"| decoder | Transformer caption decoder ({config.decoder.layers} layer(s), d={config.decoder.dim}) "
+        f"| {counts['decoder']:,} |",
+        f"| **total** | trainable {counts['trainable']:,} | **{counts['total']:,}** |",
+        "",
+        f"Vocabulary: {len(vocab)} entries; max caption length {config.max_length} tokens; "
+        f"changecap {__version__}.",
+        "",
+    ]
+    sections = (("training_data", "Training data"), ("metrics", "Metrics"), ("protocol", "Evaluation protocol"))
+    for key, title in sections:
+        value = card.pop(key, None)
+        lines += [f"## {title}", ""]
+        if value is None:
+            lines.append("not recorded")
+        elif isinstance(value, Mapping):
+            lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in value.items()]
+        else:
+            lines.append(str(value))
+        lines.append("")
+    for key, title in (("license", "License"), ("citation", "Citation")):
+        if key in card:
+            lines += [f"## {title}", "", str(card.pop(key)), ""]
+    if card:
+        lines += ["## Notes", ""] + [f"- **{k}**: {v}" for k, v in card.items()] + [""]
+    usage = ["```python", "import changecap", "model = changecap.load_model('<this directory>')", "```"]
+    lines += ["## Usage", "", *usage, ""]
+    return "\n".join(lines)
+
+
+def _write_files(directory: Path, model: HiSem, config: ModelConfig, vocab: Vocabulary, card: str) -> list[Path]:
+    """Write every file into ``directory`` (weights first, config last); return the written paths in order."""
+    from safetensors.torch import save_file
+
+    from changecap import __version__
+
+    weights = directory / WEIGHTS_FILE
+    save_file(_state_dict_for_safetensors(model), str(weights), metadata={"format": FORMAT_TAG})
+    vocab.save(directory / VOCAB_FILE)
+    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    payload = {
+        "format": FORMAT_TAG,
+        "format_version": FORMAT_VERSION,
+        "changecap_version": __version__,
+        "model": config.to_dict(),
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return [weights, directory / VOCAB_FILE, directory / CARD_FILE, directory / CONFIG_FILE]
+
+
+def save_model(
+    model: HiSem,
+    config: ModelConfig,
+    vocab: Vocabulary,
+    out_dir: str | os.PathLike[str],
+    card: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save ``model`` as a directory (see module docstring) and return its path.
+
+    ``config`` must describe ``model`` (normally ``model.config``); it is checked against the model's weights by
+    a shape comparison at load time, and ``vocab`` must have ``config.vocab_size`` entries.
+    """
+    if len(vocab) != config.vocab_size:
+        raise ModelError(
+            f"vocabulary has {len(vocab)} entries but the model's decoder has vocab_size={config.vocab_size}"
+        )
+    config.validate()
+    config = _with_encoder_architecture(model, config)
+    text = model_card(model, config, vocab, card)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            _write_files(tmp, model, config, vocab, text)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+    tmp = Path(tempfile.mkdtemp(prefix=".save.", suffix=".tmp", dir=out))
+    try:
+        for path in _write_files(tmp, model, config, vocab, text):
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _with_encoder_architecture(model: HiSem, config: ModelConfig) -> ModelConfig:
+    """Record the encoder's actual CLIPVisionConfig fields so ``load_model`` can rebuild it without the network."""
+    encoder = model.encoder
+    fields = getattr(encoder, "config_fields", None)
+    if config.encoder is None or not isinstance(fields, dict):
+        return config
+    d = config.to_dict()
+    d["encoder"]["config"] = fields
+    return ModelConfig.from_dict(d)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def _read_config(directory: Path) -> ModelConfig:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: missing (not a saved changecap model directory)")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
+        raise ModelError(f"{path}: not a changecap model config (field 'format' must be '{FORMAT_TAG}')")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: format_version {version!r} is not supported by this changecap (reads up to {FORMAT_VERSION})"
+        )
+    if "model" not in payload:
+        raise ModelError(f"{path}: field 'model' (the model configuration) is missing")
+    try:
+        return ModelConfig.from_dict(payload["model"], prefix="model")
+    except ConfigError as e:  # re-raise naming the file as well as the field
+        message = str(e).split(f"config field '{e.field}': ", 1)[-1]
+        raise ConfigError(e.field, message, path=path) from None
+
+
+def _read_vocab(directory: Path, config: ModelConfig) -> Vocabulary:
+    path = directory / VOCAB_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: missing (the model's vocabulary)")
+    vocab = Vocabulary.load(path)
+    if len(vocab) != config.vocab_size:
+        raise ModelError(
+            f"{path}: vocab.json has {len(vocab)} entries but the checkpoint's decoder expects {config.vocab_size}"
+        )
+    return vocab
+
+
+def _load_weights(model: HiSem, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelError(f"{path}: missing (the model weights)")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{path}: cannot read safetensors file ({reason})") from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelError(f"{path}: missing tensor '{missing[0]}'{more} required by config.json's architecture")
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise ModelError(f"{path}: unexpected tensor '{unexpected[0]}'{more} not in config.json's architecture")
+    for key, t in expected.items():
+        if tuple(state[key].shape) != tuple(t.shape):
+            raise ModelError(
+                f"{path}: tensor '{key}' has shape {list(state[key].shape)} but config.json's architecture expects "
+                f"{list(t.shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def load_model_bundle(
+    model_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[HiSem, ModelConfig, Vocabulary]:
+    """Load a saved model directory → ``(model in eval mode on device, ModelConfig, Vocabulary)``.
+
+    No network access: the encoder is rebuilt from the saved CLIPVisionConfig fields, then every weight comes from
+    ``model.safetensors``.
+    """
+    directory = Path(model_dir)
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: model directory not found")
+    config = _read_config(directory)
+    vocab = _read_vocab(directory, config)
+    try:
+        model = build_model(config, load_pretrained=False)
+    except ChangeCapError:
+        raise
+    except Exception as e:  # an architecture transformers or torch rejects: still one line naming the file
+        raise ModelError(f"{directory / CONFIG_FILE}: cannot build the model ({type(e).__name__}: {e})") from None
+    _load_weights(model, directory / WEIGHTS_FILE)
+    model.to(device).eval()
+    model.vocab = vocab
+    return model, model.config, vocab
+
+
+def load_model(model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> HiSem:
+    """Load a saved model directory → model in eval mode with ``.config`` and ``.vocab`` attributes."""
+    model, _, _ = load_model_bundle(model_dir, device)
+    return model
