@@ -145,8 +145,8 @@ def test_feature_modulator_formula_with_shared_conv_and_norm() -> None:
 def test_bdam_shapes_scales_and_determinism() -> None:
     torch.manual_seed(0)
     bdam = BDAM(DIM, GRID, layers=2, heads=HEADS)
-    assert bdam.add_scale.shape == () and float(bdam.add_scale) == 1.0
-    assert bdam.del_scale.shape == () and float(bdam.del_scale) == 0.5
+    assert bdam.add_scale.shape == () and bdam.add_scale.item() == 1.0
+    assert bdam.del_scale.shape == () and bdam.del_scale.item() == 0.5
     scale_params = [n for n, _ in bdam.named_parameters() if "scale" in n]
     assert scale_params == ["add_scale", "del_scale"]  # two scalars shared by all layers
     f1, f2 = _pair()
