@@ -50,7 +50,7 @@ class ToyCaptioner(nn.Module):
         self.fusion = nn.ModuleDict(
             {
                 "unchanged": nn.Linear(2 * dim, dim),
-                "changed": nn.Linear(2 * dim, dim),
+                "changed": nn.Linear(2 * dim, dim, bias=False),  # a bias before BatchNorm has no effect
                 "changed_norm": nn.BatchNorm1d(dim),
                 "gate": nn.Linear(dim, 4, bias=False),
             }

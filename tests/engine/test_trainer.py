@@ -1,0 +1,145 @@
+"""Trainer with the toy captioner: outputs of a run, exact resume after an interruption, bf16, resume errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from changecap.engine import TrainConfig, Trainer, train
+from changecap.engine.checkpoint import load_checkpoint
+from changecap.errors import ModelError
+from tests.engine.toy import ToyDataset, load_toy_weights, toy_builder, toy_saver, toy_vocab
+
+
+def make_config(out: Path, **train: Any) -> TrainConfig:
+    section = {
+        "epochs": 2,
+        "batch_size": 4,
+        "output_dir": str(out),
+        "val_batch_size": 8,
+        "val_max_length": 10,
+        **train,
+    }
+    return TrainConfig.from_dict(
+        {
+            "data": {"root": "toy"},
+            "model": {"dim": 16},
+            "optim": {"lr": 0.01},
+            # short schedule so one 2-epoch run crosses warm-up, the ramp and the end of GT routing
+            "loss": {"router_warmup_epochs": 0, "gt_routing_until_epoch": 0},
+            "train": section,
+            "logging": {"log_every": 2, "progress": False},
+        },
+        check_model=False,
+    )
+
+
+def run(config: TrainConfig, n: int = 18, **kw: Any):
+    vocab = toy_vocab()
+    datasets = (ToyDataset(n, vocab, "train", seed=config.train.seed), ToyDataset(6, vocab, "val"))
+    return train(config, model_builder=toy_builder(), model_saver=toy_saver, datasets=datasets, vocab=vocab, **kw)
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_toy_weights(out / "last")
+
+
+def test_run_writes_model_dirs_metrics_and_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run(make_config(out))
+    assert result.finished and result.epochs_completed == 2
+    assert result.global_step == 2 * 5  # 18 items / batch 4 -> 4 full + 1 partial (2 samples) per epoch
+    assert result.best_dir == out / "best" and (out / "best" / "model.safetensors").is_file()
+    assert (out / "last" / "model.safetensors").is_file() and (out / "config.yaml").is_file()
+    assert (out / "vocab.json").is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [0, 1] and all("Bleu_4" in r for r in val)
+    assert result.best_metric == max(r["Bleu_4"] for r in val)
+    trains = [r for r in records if r["kind"] == "train"]
+    assert trains and all(r["caption_ce"] > 0 and "lr_decoder" in r for r in trains)
+    assert [r["gt_routing"] for r in trains][0] is True and trains[-1]["gt_routing"] is False
+    card = json.loads((out / "best" / "card.json").read_text())
+    assert card["metrics"]["Bleu_4"] == result.best_metric and card["protocol"]["decoding"] == "greedy"
+    ckpt = load_checkpoint(out)
+    assert ckpt is not None and ckpt.progress.epoch == 2 and ckpt.progress.global_step == 10
+    # training changed the weights and they are the ones in last/
+    first = toy_builder()({"dim": 16}, toy_vocab(), 10)[0]
+    last = final_weights(out)
+    assert not torch.equal(last["decoder.out.weight"], first.state_dict()["decoder.out.weight"])
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(step: int):
+    def callback(trainer: Trainer) -> None:
+        if trainer.progress.global_step == step:
+            raise Interrupt
+
+    return callback
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_after_max_steps_mid_epoch_is_bit_identical(tmp_path: Path) -> None:
+    run(make_config(tmp_path / "ref"))
+    out = tmp_path / "split"
+    first = run(make_config(out, max_steps=7))  # stops in the middle of epoch 1 (5 updates per epoch)
+    assert not first.finished and first.global_step == 7
+    assert load_checkpoint(out).progress.step_in_epoch == 2
+    second = run(make_config(out))  # automatic resume
+    assert second.finished and second.global_step == 10
+    assert_same_weights(final_weights(tmp_path / "ref"), final_weights(out))
+    # the log reads as one run: each train step logged once
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [s for s, x in zip(steps, (out / "metrics.jsonl").read_text().splitlines()) if '"train"' in x]
+    assert len(train_steps) == len(set(train_steps))
+
+
+def test_resume_after_a_crash_in_a_hook_is_bit_identical(tmp_path: Path) -> None:
+    ref = tmp_path / "ref"
+    run(make_config(ref, grad_accum=2))
+    out = tmp_path / "crash"
+    # checkpoint every 3 updates, crash at update 4: updates 4.. are redone after the resume from update 3
+    with pytest.raises(Interrupt):
+        run(make_config(out, grad_accum=2, checkpoint_every_steps=3), callbacks=[interrupt_at(4)])
+    assert load_checkpoint(out).progress.global_step == 3
+    run(make_config(out, grad_accum=2, checkpoint_every_steps=3), resume=True)
+    assert_same_weights(final_weights(ref), final_weights(out))
+
+
+def test_resume_true_without_checkpoint_and_vocab_mismatch_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no checkpoint to resume from"):
+        run(make_config(tmp_path / "none"), resume=True)
+    out = tmp_path / "run"
+    run(make_config(out, max_steps=2))
+    other_vocab = toy_vocab()
+    other_vocab = type(other_vocab)({**other_vocab.word_to_id, "zebra": len(other_vocab)})
+    with pytest.raises(ModelError, match="does not match the resumed checkpoint"):
+        train(
+            make_config(out),
+            model_builder=toy_builder(),
+            model_saver=toy_saver,
+            datasets=(ToyDataset(8, other_vocab), ToyDataset(4, other_vocab, "val")),
+            vocab=other_vocab,
+        )
+
+
+def test_restart_ignores_the_checkpoint_and_bf16_trains(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(make_config(out, max_steps=3))
+    result = run(make_config(out, epochs=1, precision="bf16", val_every=0), resume=False)
+    assert result.finished and result.global_step == 5  # started afresh
+    assert result.best_metric is None and result.best_dir == out / "last"
+    losses = [json.loads(x)["caption_ce"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert losses and all(0 < v < 10 for v in losses)
