@@ -50,16 +50,17 @@ def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config
         val = fields.get(key, 1)
         if not isinstance(val, int) or isinstance(val, bool) or val < 1:
             raise ConfigError(f"{field}.{key}", f"must be a positive integer, got {val!r}")
-    cfg = CLIPVisionConfig(**dict(fields))
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise ConfigError(
-            f"{field}.num_attention_heads",
-            f"hidden_size {cfg.hidden_size} is not divisible by {cfg.num_attention_heads} heads",
-        )
-    if cfg.image_size % cfg.patch_size:
-        raise ConfigError(
-            f"{field}.patch_size", f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}"
-        )
+    hidden, heads = fields.get("hidden_size", 768), fields.get("num_attention_heads", 12)
+    if hidden % heads:
+        raise ConfigError(f"{field}.num_attention_heads", f"hidden_size {hidden} is not divisible by {heads} heads")
+    image, patch = fields.get("image_size", 224), fields.get("patch_size", 32)
+    if image % patch:
+        raise ConfigError(f"{field}.patch_size", f"image_size {image} is not a multiple of patch_size {patch}")
+    try:
+        cfg = CLIPVisionConfig(**dict(fields))
+    except (ValueError, TypeError) as e:  # transformers' own validation (e.g. a bad hidden_act)
+        reason = " ".join(str(e).split())
+        raise ConfigError(field, f"rejected by CLIPVisionConfig: {reason}") from None
     return cfg
 
 
@@ -147,16 +148,20 @@ class CLIPPatchEncoder(nn.Module):
 
     # ------------------------------------------------------------------ fine-tuning
     def set_trainable_layers(self, k: int) -> None:
-        """Freeze everything except the last ``k`` transformer blocks and ``post_layernorm`` (-1 = all, 0 = none)."""
+        """Freeze everything except the last ``k`` transformer blocks and ``post_layernorm`` (-1 = all, 0 = none).
+
+        ``k`` larger than the number of blocks trains every block (embeddings stay frozen), so the paper default of 4
+        also works for the 2-layer test encoders.
+        """
         n = self.num_layers
-        if not isinstance(k, int) or isinstance(k, bool) or k < -1 or k > n:
-            raise ConfigError("model.encoder.trainable_layers", f"must be -1 (all), 0 (frozen) or 1..{n}, got {k!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < -1:
+            raise ConfigError("model.encoder.trainable_layers", f"must be -1 (all), 0 (frozen) or >= 1, got {k!r}")
         self.trainable_layers = k
         train_all = k == -1
         for p in self.vision.parameters():
             p.requires_grad_(train_all)
         if k > 0:
-            for layer in self.vision.encoder.layers[n - k :]:
+            for layer in self.vision.encoder.layers[max(n - k, 0) :]:
                 for p in layer.parameters():
                     p.requires_grad_(True)
             for p in self.vision.post_layernorm.parameters():
