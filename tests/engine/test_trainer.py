@@ -64,7 +64,7 @@ def test_run_writes_model_dirs_metrics_and_checkpoint(tmp_path: Path) -> None:
     assert trains and all(r["caption_ce"] > 0 and "lr_decoder" in r for r in trains)
     assert [r["gt_routing"] for r in trains][0] is True and trains[-1]["gt_routing"] is False
     card = json.loads((out / "best" / "card.json").read_text())
-    assert card["metrics"]["Bleu_4"] == result.best_metric and card["protocol"]["decoding"] == "greedy"
+    assert card["metrics"]["Bleu_4"] == round(result.best_metric, 6) and "greedy" in card["protocol"]
     ckpt = load_checkpoint(out)
     assert ckpt is not None and ckpt.progress.epoch == 2 and ckpt.progress.global_step == 10
     # training changed the weights and they are the ones in last/

@@ -164,6 +164,7 @@ class LoggingConfig:
     progress: bool = True
 
 
+_PLACEHOLDER_VOCAB_SIZE = 4  # the four special tokens: the smallest valid vocabulary
 SECTIONS: tuple[str, ...] = ("data", "model", "optim", "schedule", "loss", "train", "logging")
 
 
@@ -355,8 +356,13 @@ def validate_model_section(model: Mapping[str, Any], path: str | os.PathLike[str
         from changecap.models.config import ModelConfig
     except ImportError:
         return None
+    section = dict(model)
+    decoder = section.get("decoder")
+    if isinstance(decoder, dict) and "vocab_size" not in decoder:
+        # The trainer fills in the vocabulary size from the data; a placeholder lets the rest be checked now.
+        section["decoder"] = {**decoder, "vocab_size": _PLACEHOLDER_VOCAB_SIZE}
     try:
-        return ModelConfig.from_dict(dict(model), prefix="model")
+        return ModelConfig.from_dict(section, prefix="model")
     except ConfigError as e:
         if e.path is None and path is not None:
             raise ConfigError(e.field, _message_of(e), path=path) from None

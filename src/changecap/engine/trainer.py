@@ -160,21 +160,35 @@ def build_datasets(config: TrainConfig, vocab: Vocabulary) -> tuple[Dataset, Dat
 
 
 def default_model_builder(section: dict[str, Any], vocab: Vocabulary, max_length: int) -> tuple[nn.Module, Any]:
-    """``ModelConfig.from_dict(model section)`` → ``build_model``; the vocabulary size and caption length come from
-    the data (a conflicting value in the config is an error naming the field)."""
-    from changecap.models import build_model
-    from changecap.models.config import ModelConfig
+    """``ModelConfig.from_dict(model section)`` → ``build_model``.
 
+    The decoder's ``vocab_size`` and ``max_length`` come from the data when the config leaves them out; a value
+    that contradicts the data is a ConfigError naming the field.
+    """
+    from changecap.models.config import ModelConfig, build_model
+
+    model_config = ModelConfig.from_dict(with_data_sizes(section, len(vocab), max_length), prefix="model")
+    model = build_model(model_config)
+    return model, model.config
+
+
+def with_data_sizes(section: dict[str, Any], vocab_size: int, max_length: int) -> dict[str, Any]:
+    """A copy of the model section whose ``decoder`` has the data's vocabulary size and caption length."""
     section = dict(section)
-    known = {f for f in getattr(ModelConfig, "__dataclass_fields__", {})}
-    for key, value in (("vocab_size", len(vocab)), ("max_length", max_length)):
-        if key in known or not known:
-            given = section.get(key)
-            if given is not None and given != value:
-                raise ConfigError(f"model.{key}", f"is {given} but the data give {value}; remove it from the config")
-            section[key] = value
-    model_config = ModelConfig.from_dict(section, prefix="model")
-    return build_model(model_config), model_config
+    decoder = section.get("decoder")
+    if not isinstance(decoder, dict):
+        return section  # ModelConfig.from_dict reports the missing / malformed decoder section
+    decoder = dict(decoder)
+    given = decoder.get("vocab_size")
+    if given is not None and given != vocab_size:
+        raise ConfigError("model.decoder.vocab_size", f"is {given} but the vocabulary has {vocab_size} entries")
+    decoder["vocab_size"] = vocab_size
+    given = decoder.get("max_length")
+    if isinstance(given, int) and given < max_length:
+        raise ConfigError("model.decoder.max_length", f"is {given}, shorter than the data's captions ({max_length})")
+    decoder.setdefault("max_length", max_length)
+    section["decoder"] = decoder
+    return section
 
 
 def default_model_saver(model: nn.Module, model_config: Any, vocab: Vocabulary, out_dir: Path, card: dict) -> None:
@@ -492,42 +506,41 @@ class Trainer:
         barrier(self.ctx)
 
     def _model_card(self, kind: str, validation: ValidationResult | None) -> dict[str, Any]:
-        d, t = self.config.data, self.config.train
+        """Model card fields in ``changecap.models.io.model_card``'s vocabulary (title, training data, metrics, …)."""
+        d, t, p = self.config.data, self.config.train, self.progress
+        vocab_rule = (
+            f"file {d.vocab.path}"
+            if d.vocab.path
+            else f"built from the {d.vocab.splits} split(s), count {'>' if d.vocab.rule == 'gt' else '>='} "
+            f"{'format default' if d.vocab.threshold is None else d.vocab.threshold}"
+        )
+        no_change = "unchanged captions canonicalised" if d.canonicalize_no_change else "captions as annotated"
+        decoding = "greedy" if t.val_beam_size == 1 else f"beam {t.val_beam_size}"
         return {
-            "kind": kind,
-            "data": {
-                "root": str(d.root),
-                "format": d.format,
-                "train_split": "train",
-                "val_split": t.val_split,
-                "vocab_size": len(self.vocab),
-                "vocab": d.vocab.path
-                or f"built from {d.vocab.splits} split(s), threshold {d.vocab.threshold}, rule {d.vocab.rule}",
-                "max_length": self.max_length,
-                "image_size": d.image_size,
-                "resize_mode": d.resize_mode,
-                "normalize": d.normalize,
-                "sampling": d.sampling,
-                "canonicalize_no_change": d.canonicalize_no_change,
-            },
-            "metrics": None if validation is None else dict(validation.scores),
-            "protocol": {
-                "split": t.val_split,
-                "protocol": "rsicc (vocabulary id strings, <UNK> kept)",
-                "decoding": "greedy" if t.val_beam_size == 1 else f"beam {t.val_beam_size}",
-                "max_length": t.val_max_length or self.max_length,
-                "meteor": t.val_meteor,
-                "select_metric": t.select_metric,
-            },
-            "training": {
-                "epoch": self.progress.epoch,
-                "global_step": self.progress.global_step,
-                "epochs": t.epochs,
-                "batch_size": t.batch_size,
-                "precision": t.precision,
-                "world_size": self.ctx.world_size,
-                "config": self.config.to_dict(),
-            },
+            "title": f"changecap {self.config.model.get('architecture', 'captioner')} ({kind} of run "
+            f"{self.output_dir.name})",
+            "description": (
+                f"The {'best validation' if kind == 'best' else 'last'} model of a changecap training run "
+                f"(epoch {p.epoch}, {p.global_step} updates of a global batch of {t.batch_size})."
+            ),
+            "training_data": (
+                f"{d.format} dataset at {d.root}: train split ({d.sampling} sampling, {no_change}, "
+                f"augmentation {'on' if d.augment else 'off'}); "
+                f"vocabulary of {len(self.vocab)} entries ({vocab_rule}); "
+                f"images {d.image_size or 'native'} px, resize {d.resize_mode}, normalisation {d.normalize}; "
+                f"captions up to {self.max_length} tokens."
+            ),
+            "metrics": None if validation is None else {k: round(v, 6) for k, v in validation.scores.items()},
+            "protocol": (
+                f"{t.val_split} split, {decoding} decoding (at most {t.val_max_length or self.max_length} tokens), "
+                f"rsicc protocol (vocabulary id strings, <UNK> kept), METEOR {t.val_meteor}; "
+                f"model selected on {t.select_metric}."
+            ),
+            "training": (
+                f"Adam lr {self.config.optim.lr}, {self.config.schedule.name} schedule, {t.epochs} epochs, "
+                f"precision {t.precision}, {self.ctx.world_size} process(es) × grad_accum {t.grad_accum}, "
+                f"seed {t.seed}; resolved config in {self.output_dir / 'config.yaml'}"
+            ),
         }
 
     def save_model_dir(self, name: str, validation: ValidationResult | None) -> Path:
