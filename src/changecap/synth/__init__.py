@@ -1,0 +1,22 @@
+"""SynthCC: a procedural bi-temporal change-captioning benchmark written in the LEVIR-MCI layout.
+
+>>> from changecap.synth import generate_synthcc
+>>> root = generate_synthcc("data/synthcc", preset="tiny", progress=False)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from changecap.synth.generate import ANNOTATION_FILE, META_FILE, SYNTHCC_VERSION, generate_synthcc, render_pair
+from changecap.synth.presets import PRESETS, Preset, resolve_settings, split_sizes
+
+__all__ = [
+    "ANNOTATION_FILE",
+    "META_FILE",
+    "PRESETS",
+    "SYNTHCC_VERSION",
+    "Preset",
+    "generate_synthcc",
+    "render_pair",
+    "resolve_settings",
+    "split_sizes",
+]

@@ -1,0 +1,226 @@
+"""Generate a SynthCC set on disk in the LEVIR-MCI layout.
+
+Each pair is a pure function of ``(seed, index)`` (and the split/changed plan, itself a function of the seed), so
+pairs can be rendered in any order by any number of worker processes and the files are byte-identical. Three
+independent random streams per pair keep concerns apart: the layout (``scene``), the rendering and nuisance, and the
+captions; improving the caption templates does not move a single pixel.
+
+Output::
+
+    DIR/LevirCCcaptions.json                       LEVIR-CC fields, written last (its presence marks a complete set)
+    DIR/synthcc_meta.json                          generator, settings and ground truth per pair
+    DIR/images/{train,val,test}/{A,B,label}/<split>_<6 digits>.png
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from changecap.synth.captions import make_captions
+from changecap.synth.nuisance import apply_photometric, draw_nuisance, shadow_angle
+from changecap.synth.pngio import write_png
+from changecap.synth.presets import SPLITS, SynthSettings, resolve_settings, split_sizes
+from changecap.synth.render import change_mask, colorize, draw_classes, frame_for, make_fields, scene_palette, seasonal
+from changecap.synth.scene import Scene, plan_pair
+
+SYNTHCC_VERSION = "1.0"
+ANNOTATION_FILE = "LevirCCcaptions.json"
+META_FILE = "synthcc_meta.json"
+_NAME_RE = re.compile(r"^(train|val|test)_(\d{6})\.png$")
+
+# Stream tags mixed into the per-pair seed sequence (see module docstring).
+_RENDER_STREAM, _CAPTION_STREAM, _PLAN_STREAM = 0xE1, 0xCA, 0x91
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """What a worker needs to produce one pair."""
+
+    index: int  # global index = imgid
+    split: str
+    number: int  # 1-based index within the split (file name)
+    changed: bool
+    seed: int
+    size: int
+
+    @property
+    def filename(self) -> str:
+        return f"{self.split}_{self.number:06d}.png"
+
+
+@dataclass
+class RenderedPair:
+    before: np.ndarray  # uint8 [S, S, 3]
+    after: np.ndarray  # uint8 [S, S, 3]
+    mask: np.ndarray  # uint8 [S, S] with values 0 / 128 / 255
+    scene: Scene
+    nuisance: dict[str, Any]
+
+
+def plan_jobs(settings: SynthSettings) -> list[PairJob]:
+    """Split and change flag of every pair: LEVIR-CC split proportions, half of each split changed.
+
+    Like LEVIR-CC (3,407 of 6,815 train pairs changed) each split has ``n // 2`` changed pairs, at positions
+    shuffled with the seed.
+    """
+    jobs: list[PairJob] = []
+    index = 0
+    for split_id, (split, n) in enumerate(split_sizes(settings.pairs).items()):
+        rng = np.random.default_rng([settings.seed, split_id, _PLAN_STREAM])
+        changed = np.zeros(n, bool)
+        changed[rng.permutation(n)[: n // 2]] = True
+        for k in range(n):
+            jobs.append(PairJob(index, split, k + 1, bool(changed[k]), settings.seed, settings.size))
+            index += 1
+    return jobs
+
+
+def render_pair(seed: int, index: int, changed: bool, size: int) -> RenderedPair:
+    """Lay out and render one pair (no file I/O)."""
+    scene = plan_pair(seed, index, changed)
+    rng = np.random.default_rng([seed, index, _RENDER_STREAM])
+    frame = frame_for(size)
+    fields = make_fields(scene, rng, frame)
+    palette = scene_palette(scene, rng)
+    s, m = frame.size, frame.margin
+    images = []
+    nuisances = []
+    for when in ("A", "B"):
+        nz = draw_nuisance(rng, size, after=when == "B")
+        classes, shadow = draw_classes(scene, when, frame, fields, shadow_angle(scene.shadow_angle, nz),
+                                       nz.shadow_scale)
+        y0, x0 = m + nz.shift[1], m + nz.shift[0]  # crop of this image on the shared canvas
+        window = (slice(y0, y0 + s), slice(x0, x0 + s))
+        crop_fields = type(fields)(
+            landcover=fields.landcover[window], drift=fields.drift[window], grain=fields.grain[window],
+            haze=fields.haze[window],
+        )
+        rgb = colorize(classes[window], shadow[window], crop_fields, seasonal(palette, nz.dryness, nz.greenness))
+        images.append(apply_photometric(rgb, crop_fields.haze, nz, rng))
+        nuisances.append(nz.to_json())
+    mask = change_mask(scene, frame)
+    return RenderedPair(images[0], images[1], mask, scene, {"before": nuisances[0], "after": nuisances[1]})
+
+
+def _make_pair(job_root: tuple[PairJob, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Worker: render, write the three PNGs and return the JSON record and the meta entry of one pair."""
+    job, root = job_root
+    pair = render_pair(job.seed, job.index, job.changed, job.size)
+    folder = Path(root) / "images" / job.split
+    write_png(folder / "A" / job.filename, pair.before)
+    write_png(folder / "B" / job.filename, pair.after)
+    write_png(folder / "label" / job.filename, np.repeat(pair.mask[..., None], 3, axis=2))  # [S, S, 3] grey
+    captions = make_captions(pair.scene.events, np.random.default_rng([job.seed, job.index, _CAPTION_STREAM]))
+    sentids = [job.index * 5 + i for i in range(len(captions))]
+    record = {
+        "filepath": job.split,
+        "filename": job.filename,
+        "imgid": job.index,
+        "split": job.split,
+        "changeflag": int(job.changed),
+        "sentids": sentids,
+        "sentences": [
+            {"tokens": c.split(), "raw": f" {c} .", "imgid": job.index, "sentid": sid}
+            for c, sid in zip(captions, sentids)
+        ],
+    }
+    meta = {
+        "filename": job.filename,
+        "split": job.split,
+        "imgid": job.index,
+        "changed": job.changed,
+        "recipe": pair.scene.recipe,
+        "events": pair.scene.events,
+        "mask_pixels": {"road": int((pair.mask == 128).sum()), "building": int((pair.mask == 255).sum())},
+        "nuisance": pair.nuisance,
+    }
+    return record, meta
+
+
+def _iter_pairs(jobs: list[PairJob], root: Path, workers: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    args = [(j, str(root)) for j in jobs]
+    if workers == 1:
+        yield from map(_make_pair, args)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_make_pair, args, chunksize=8)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _remove_stale(root: Path, jobs: list[PairJob]) -> None:
+    """Delete SynthCC-named PNGs of an earlier, larger run in the same folder (not referenced any more)."""
+    keep = {(j.split, j.filename) for j in jobs}
+    for split in SPLITS:
+        for sub in ("A", "B", "label"):
+            folder = root / "images" / split / sub
+            if not folder.is_dir():
+                continue
+            for f in folder.iterdir():
+                if _NAME_RE.match(f.name) and (split, f.name) not in keep:
+                    f.unlink()
+
+
+def generate_synthcc(
+    out_dir: str | os.PathLike[str],
+    *,
+    pairs: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    preset: str = "small",
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Generate a SynthCC set in ``out_dir`` (LEVIR-MCI layout) and return the folder.
+
+    ``pairs``/``size`` override the preset's values. The same arguments always give byte-identical files, whatever
+    ``workers`` is. An existing SynthCC set in the folder is overwritten (its surplus files removed).
+    """
+    settings = resolve_settings(preset=preset, pairs=pairs, size=size, seed=seed, workers=workers)
+    root = Path(out_dir)
+    jobs = plan_jobs(settings)
+    for split in SPLITS:
+        for sub in ("A", "B", "label"):
+            (root / "images" / split / sub).mkdir(parents=True, exist_ok=True)
+    # A half-written set must not look complete: drop the captions file first, write it last.
+    (root / ANNOTATION_FILE).unlink(missing_ok=True)
+    records: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    bar = tqdm(total=len(jobs), unit="pair", desc="synthcc", disable=not progress)
+    try:
+        for record, meta in _iter_pairs(jobs, root, settings.workers):
+            records.append(record)
+            items.append(meta)
+            bar.update(1)
+    finally:
+        bar.close()
+    _remove_stale(root, jobs)
+    meta_doc = {
+        "generator": "changecap.synth",
+        "version": SYNTHCC_VERSION,
+        "seed": settings.seed,
+        "preset": settings.preset,
+        "size": settings.size,
+        "num_pairs": settings.pairs,
+        "split_sizes": split_sizes(settings.pairs),
+        "mask_values": {"0": "no change", "128": "road change", "255": "building change"},
+        "coordinates": "unit square of the before image, x right, y down; location = 3x3 grid cell of the centroid",
+        "items": items,
+    }
+    _write_json(root / META_FILE, meta_doc)
+    _write_json(root / ANNOTATION_FILE, {"images": records})
+    return root

@@ -1,0 +1,86 @@
+"""Nuisance variation: everything that differs between the two dates but must NOT be described.
+
+Every image of every pair (changed or not) gets its own illumination, colour balance, contrast, season, haze and
+sensor noise, and the after image is shifted by a few pixels (misregistration) and lit from a slightly different
+sun direction. A captioner therefore has to learn that these differences are not changes, as on LEVIR-CC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from changecap.synth.render import max_shift
+
+
+@dataclass(frozen=True)
+class Nuisance:
+    gain: tuple[float, float, float]  # per-channel multiplicative colour balance x global brightness
+    offset: float  # additive brightness
+    contrast: float  # around mid-grey
+    dryness: float  # 0 green season .. 0.45 dry season (vegetation colour)
+    greenness: float  # extra green saturation of vegetation
+    haze: float  # 0: clear; up to ~0.3 of the haze colour mixed in
+    noise: float  # sensor noise standard deviation (0-255 scale)
+    shift: tuple[int, int]  # (dx, dy) pixel offset of this image's crop (0, 0 for the before image)
+    shadow_turn: float  # radians added to the scene's shadow direction
+    shadow_scale: float  # shadow length factor (sun elevation)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else round(v, 4)) for k, v in asdict(self).items()}
+
+
+def draw_nuisance(rng: np.random.Generator, size: int, after: bool) -> Nuisance:
+    """Random nuisance of one image; ``after`` images are also misregistered and lit from another angle."""
+    brightness = rng.uniform(0.82, 1.16)
+    gain = tuple(float(brightness * g) for g in rng.uniform(0.95, 1.05, size=3))
+    shift = (0, 0)
+    if after:
+        m = max_shift(size)
+        while shift == (0, 0):
+            shift = (int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)))
+    return Nuisance(
+        gain=(gain[0], gain[1], gain[2]),
+        offset=float(rng.uniform(-8, 8)),
+        contrast=float(rng.uniform(0.85, 1.15)),
+        dryness=float(rng.uniform(0.0, 0.45)),
+        greenness=float(rng.uniform(-0.06, 0.1)),
+        haze=float(rng.uniform(0.04, 0.2)) if rng.random() < 0.35 else 0.0,
+        noise=float(rng.uniform(1.0, 3.5)),
+        shift=shift,
+        shadow_turn=float(rng.normal(0, 0.12)) if after else 0.0,
+        shadow_scale=float(rng.uniform(0.85, 1.15)),
+    )
+
+
+_HAZE_RGB = np.array([200, 204, 210], np.float32)
+# Point spread of the optics: a [1, 2, 1] x [1, 2, 1] / 16 blur (Pillow's C kernel on uint8, ~10x cheaper than numpy).
+_PSF = ImageFilter.Kernel((3, 3), (1, 2, 1, 2, 4, 2, 1, 2, 1), scale=16)
+# Standard normal quantiles of 256 equiprobable bins: random bytes mapped through them are Gaussian noise at a
+# fraction of the cost of ``standard_normal`` (sensor noise needs no finer tail).
+_NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(256)], np.float32)
+
+
+def apply_photometric(rgb: np.ndarray, haze_field: np.ndarray, nz: Nuisance, rng: np.random.Generator) -> np.ndarray:
+    """Float RGB ``[S, S, 3]`` → uint8 after contrast, colour balance, haze, optical blur and sensor noise."""
+    gain = np.array(nz.gain, np.float32)
+    scale = nz.contrast * gain  # contrast around mid-grey 110, then colour balance and offset: one affine map
+    shift = (110.0 - 110.0 * nz.contrast) * gain + nz.offset
+    out = rgb * scale + shift
+    if nz.haze > 0:
+        a = (nz.haze * (0.5 + 0.5 * haze_field))[..., None]  # [S, S, 1] patchy haze
+        out = out * (1 - a) + _HAZE_RGB * a
+    clean = np.clip(out, 0, 255).astype(np.uint8)
+    blurred = np.asarray(Image.fromarray(clean, mode="RGB").filter(_PSF), dtype=np.int16)
+    lut = np.round(_NORMAL_QUANTILES * nz.noise).astype(np.int16)
+    noise = np.take(lut, np.frombuffer(rng.bytes(blurred.size), np.uint8).reshape(blurred.shape))
+    return np.clip(blurred + noise, 0, 255).astype(np.uint8)
+
+
+def shadow_angle(base: float, nz: Nuisance) -> float:
+    return math.fmod(base + nz.shadow_turn, 2 * math.pi)
