@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from changecap.synth.figure import render_figure
 from changecap.synth.generate import ANNOTATION_FILE, META_FILE, SYNTHCC_VERSION, generate_synthcc, render_pair
 from changecap.synth.presets import PRESETS, Preset, resolve_settings, split_sizes
+from changecap.synth.stats import format_statistics, synthcc_statistics
 
 __all__ = [
     "ANNOTATION_FILE",
@@ -15,8 +17,11 @@ __all__ = [
     "PRESETS",
     "SYNTHCC_VERSION",
     "Preset",
+    "format_statistics",
     "generate_synthcc",
+    "render_figure",
     "render_pair",
     "resolve_settings",
     "split_sizes",
+    "synthcc_statistics",
 ]

@@ -14,6 +14,7 @@ Output::
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -147,12 +148,20 @@ def _make_pair(job_root: tuple[PairJob, str]) -> tuple[dict[str, Any], dict[str,
     return record, meta
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where available: workers inherit the imported modules instead of re-importing them (importing
+    ``changecap.data`` pulls in torch, seconds per spawned worker). Workers only run numpy/PIL code, which is
+    fork-safe; the pool is created before the progress bar starts its monitor thread."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def _iter_pairs(jobs: list[PairJob], root: Path, workers: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     args = [(j, str(root)) for j in jobs]
     if workers == 1:
         yield from map(_make_pair, args)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with _pool_context().Pool(workers) as pool:
         yield from pool.imap(_make_pair, args, chunksize=8)
 
 
@@ -200,9 +209,11 @@ def generate_synthcc(
     (root / ANNOTATION_FILE).unlink(missing_ok=True)
     records: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
+    pairs_iter = _iter_pairs(jobs, root, settings.workers)
+    first = next(pairs_iter)  # starts the worker pool before tqdm's monitor thread exists
     bar = tqdm(total=len(jobs), unit="pair", desc="synthcc", disable=not progress)
     try:
-        for record, meta in _iter_pairs(jobs, root, settings.workers):
+        for record, meta in itertools.chain([first], pairs_iter):
             records.append(record)
             items.append(meta)
             bar.update(1)

@@ -229,6 +229,8 @@ class Planner:
             roof_colors=[int(v) for v in rng.permutation(12)[:n_roofs]],
         )
         self._lc_fine: np.ndarray | None = None
+        self._road_pts = np.zeros((0, 2))  # [m, 2] samples of every road centre line
+        self._road_clear = np.zeros(0)  # [m] distance a footprint must keep from each sample (curb half-width)
         self.shadow_len = float(rng.uniform(0.6, 1.0))  # sun elevation: scales every shadow
 
     # ------------------------------------------------------------------ queries
@@ -289,7 +291,18 @@ class Planner:
         road = Road(points=points, width=w, state=state)
         self.scene.roads.append(road)
         self.occ.mark_polyline(points, w * 0.7 + 0.01, OCC_ROAD)
+        pts, _ = polyline_resample(points, 0.01)
+        self._road_pts = np.concatenate([self._road_pts, pts])
+        self._road_clear = np.concatenate([self._road_clear, np.full(len(pts), w * 0.7 + 0.006)])
         return road
+
+    def clear_of_roads(self, corners: np.ndarray) -> bool:
+        """Whether a footprint ``[4, 2]`` (its corners, edge midpoints and centre) keeps off every road's curb."""
+        if not len(self._road_pts):
+            return True
+        probe = np.concatenate([corners, (corners + np.roll(corners, 1, axis=0)) / 2, corners.mean(0, keepdims=True)])
+        d = np.hypot(probe[:, None, 0] - self._road_pts[None, :, 0], probe[:, None, 1] - self._road_pts[None, :, 1])
+        return bool((d > self._road_clear[None, :]).all())  # [9, m] distances
 
     # ------------------------------------------------------------------ buildings
     def house_dims(self, kind: str) -> tuple[float, float, float]:
@@ -322,6 +335,8 @@ class Planner:
         if inner is not None and not _inside_tile(corners, inner):
             return None
         if not self.occ.free(_box(corners, pad), avoid):
+            return None
+        if not avoid & OCC_ROAD and not self.clear_of_roads(corners):
             return None
         self.occ.mark(_box(corners, 0.004), OCC_BUILDING)
         self.scene.buildings.append(b)
@@ -388,7 +403,10 @@ class Planner:
             dims = self.house_dims(kind)
             c = p + n * (setback + dims[1])
             angle = math.atan2(n[0], -n[1])  # long axis parallel to the road
-            b = self.try_building(float(c[0]), float(c[1]), kind, angle, roof, state, inner=inner, dims=dims)
+            # Road bits of the coarse grid would reject every house close to a diagonal road: check the exact
+            # distance to the road centre lines instead (try_building does when OCC_ROAD is not avoided).
+            b = self.try_building(float(c[0]), float(c[1]), kind, angle, roof, state, inner=inner, dims=dims,
+                                  avoid=(OCC_HARD | OCC_TREE) & ~OCC_ROAD)
             if b is not None:
                 placed.append(b)
                 drive_end = p + n * (road.width * 0.5)
@@ -521,7 +539,7 @@ class Planner:
 
 def _target(rng: np.random.Generator, k: int) -> tuple[float, float]:
     """A cluster centre: any of the nine cells for small groups, nearer the middle for big ones (they need room)."""
-    lo, hi = (0.14, 0.86) if k <= 2 else (0.22, 0.78) if k <= 5 else (0.3, 0.7)
+    lo, hi = (0.12, 0.88) if k <= 2 else (0.18, 0.82) if k <= 5 else (0.26, 0.74)
     return float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
 
 
@@ -661,24 +679,27 @@ def _apply_recipe(p: Planner, recipe: str) -> None:
 
     if recipe in ("clear", "clear_build"):
         k = _count_for(rng, (0.2, 0.25, 0.35, 0.2)) if recipe == "clear_build" else 0
-        radius = float(rng.uniform(0.13, 0.2)) if k < 6 else float(rng.uniform(0.2, 0.26))
         forest = recipe == "clear_build" or rng.random() < 0.6
-        cx, cy = _target(rng, 3 if radius < 0.17 else 6)
+        if forest:  # a patch of woods, cleared to bare soil
+            radius = float(rng.uniform(0.13, 0.2)) if k < 6 else float(rng.uniform(0.2, 0.26))
+        else:  # a grove of a few trees, leaving soil where they stood
+            radius = float(rng.uniform(0.05, 0.09))
+        for _ in range(6):
+            cx, cy = _target(rng, 3 if radius < 0.17 else 6)
+            core = radius * 0.6
+            if p.occ.free((cx - core, cy - core, cx + core, cy + core), OCC_HARD | OCC_TREE):
+                break
+        else:
+            raise PlacementError("no room for the woods")
+        poly, trees = p.woods((cx, cy), radius, state_of=lambda x, y: "before", avoid=OCC_HARD | OCC_TREE)
+        trees = [t for t in trees if 0 <= t.cx <= 1 and 0 <= t.cy <= 1]
         if forest:
-            box = (cx - radius, cy - radius, cx + radius, cy + radius)
-            if not p.occ.free(box, OCC_HARD):
-                raise PlacementError("no room for the woods")
-            poly, trees = p.woods((cx, cy), radius, state_of=lambda x, y: "before")
-            trees = [t for t in trees if 0 <= t.cx <= 1 and 0 <= t.cy <= 1]
             sc.ground.append(Patch(poly, C.FOREST_FLOOR, "before"))
             sc.ground.append(Patch(poly, C.SOIL, "after"))
-            p.occ.mark_polygon(poly, OCC_RESERVED)
         else:
-            n = int(rng.integers(3, 13))
-            r = radius * 0.8
-            trees = p.scattered_trees(n, "before", box=(cx - r, cy - r, cx + r, cy + r), avoid=OCC_HARD | OCC_TREE)
             for t in trees:
-                p.occ.mark((t.cx - t.r, t.cy - t.r, t.cx + t.r, t.cy + t.r), OCC_RESERVED)
+                sc.ground.append(Patch(blob_polygon(rng, t.cx, t.cy, t.r * 0.8, t.r * 0.7, n=10), C.SOIL, "after"))
+        p.occ.mark_polygon(poly, OCC_RESERVED)
         if len(trees) < 3:
             raise PlacementError("too few trees to clear")
         sc.events.append(_tree_event(trees, forest=forest))
@@ -694,7 +715,7 @@ def _apply_recipe(p: Planner, recipe: str) -> None:
     if recipe == "water":
         lake = rng.random() < 0.4
         for _ in range(6):
-            radius = float(rng.uniform(0.13, 0.2) if lake else rng.uniform(0.06, 0.1))
+            radius = float(rng.uniform(0.14, 0.21) if lake else rng.uniform(0.07, 0.11))
             c = _target(rng, 6 if lake else 2)
             poly = p.pond(c, radius, "after", inner=0.02)
             if poly is not None:
@@ -735,7 +756,7 @@ def _lots(p: Planner, placed: list[Building], cls: int, state: State, grow: floa
 def _static_fill(p: Planner) -> None:
     """Unchanged context: roads' houses, subdivisions, commercial plots, woods, ponds and scattered trees."""
     rng, sc = p.rng, p.scene
-    for road in list(sc.roads):
+    for road in [r for r in sc.roads if r.state == "static"]:
         if rng.random() < 0.5:
             houses = p.along_road(road, int(rng.integers(2, 12)), "static", both_sides=bool(rng.random() < 0.5),
                                   inner=None)

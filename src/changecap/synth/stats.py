@@ -1,0 +1,150 @@
+"""Statistics of a generated SynthCC folder (the figures quoted in docs/synthcc.md).
+
+Caption statistics come from ``LevirCCcaptions.json`` alone, so they also work on a real LEVIR-CC annotation file;
+change-type, count and location distributions need ``synthcc_meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from changecap.data.text import tokenize
+from changecap.errors import DataError
+from changecap.synth.captions import count_class
+from changecap.synth.generate import ANNOTATION_FILE, META_FILE
+from changecap.synth.presets import SPLITS
+
+VOCAB_THRESHOLD = 5  # words kept when their train count is > 5 (the HiSem / RSCaMa rule)
+N_SPECIAL_TOKENS = 4  # <NULL> <UNK> <START> <END>
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(path, "not found (is this a SynthCC folder?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON ({e})") from None
+
+
+def synthcc_statistics(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Pairs per split, changed share, change types, caption length and vocabulary size of a SynthCC folder.
+
+    Vocabulary sizes are counted like the peers' ``vocab.json``: ``vocab_train_gt5`` = words whose count over the
+    train captions is > 5 plus the 4 special tokens; ``distinct_words`` = every word type over all splits.
+    """
+    root = Path(root)
+    images = _load_json(root / ANNOTATION_FILE).get("images")
+    if not isinstance(images, list) or not images:
+        raise DataError(root / ANNOTATION_FILE, "no pairs", field="images")
+    splits: dict[str, dict[str, Any]] = {s: {"pairs": 0, "changed": 0} for s in SPLITS}
+    lengths: list[int] = []
+    train_counts: Counter[str] = Counter()
+    all_words: set[str] = set()
+    captions: list[str] = []
+    for i, rec in enumerate(images):
+        split = rec.get("split")
+        if split not in splits:
+            raise DataError(root / ANNOTATION_FILE, f"unknown split {split!r}", field=f"images[{i}].split")
+        splits[split]["pairs"] += 1
+        splits[split]["changed"] += int(rec.get("changeflag", 0))
+        for sent in rec.get("sentences", []):
+            words = tokenize(sent["raw"])
+            lengths.append(len(words))
+            all_words.update(words)
+            captions.append(" ".join(words))
+            if split == "train":
+                train_counts.update(words)
+    for s in splits.values():
+        s["changed_share"] = round(s["changed"] / s["pairs"], 4) if s["pairs"] else 0.0
+    n_pairs = len(images)
+    n_changed = sum(s["changed"] for s in splits.values())
+    stats: dict[str, Any] = {
+        "root": str(root),
+        "pairs": n_pairs,
+        "splits": splits,
+        "changed": n_changed,
+        "changed_share": round(n_changed / n_pairs, 4),
+        "captions": len(lengths),
+        "caption_words_mean": round(sum(lengths) / max(1, len(lengths)), 2),
+        "caption_words_max": max(lengths, default=0),
+        "distinct_captions": len(set(captions)),
+        "vocab_train_gt5": sum(1 for c in train_counts.values() if c > VOCAB_THRESHOLD) + N_SPECIAL_TOKENS,
+        "distinct_words": len(all_words),
+    }
+    meta_path = root / META_FILE
+    if meta_path.exists():
+        stats.update(_meta_statistics(_load_json(meta_path)))
+    return stats
+
+
+def _meta_statistics(meta: dict[str, Any]) -> dict[str, Any]:
+    """Distributions over the ground truth: recipes, event types, building counts, locations, mask coverage."""
+    items = meta.get("items", [])
+    recipes: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    locations: Counter[str] = Counter()
+    mask_share = {"road": 0.0, "building": 0.0}
+    n_changed = 0
+    size = int(meta.get("size", 0))
+    for it in items:
+        if not it.get("changed"):
+            continue
+        n_changed += 1
+        recipes[it["recipe"]] += 1
+        for ev in it["events"]:
+            events[f"{ev['type']} {ev['action']}"] += 1
+            locations[ev["location"]] += 1
+            if ev["type"] == "building":
+                counts[count_class(ev["count"])] += 1
+        if size:
+            for k in mask_share:
+                mask_share[k] += it["mask_pixels"][k] / (size * size)
+    return {
+        "generator": meta.get("generator"),
+        "version": meta.get("version"),
+        "preset": meta.get("preset"),
+        "seed": meta.get("seed"),
+        "size": size,
+        "recipes": dict(recipes.most_common()),
+        "event_types": dict(events.most_common()),
+        "building_count_classes": {k: counts[k] for k in ("one", "two", "few", "many")},
+        "locations": dict(locations.most_common()),
+        "mask_share_changed": {k: round(v / max(1, n_changed), 4) for k, v in mask_share.items()},
+    }
+
+
+def format_statistics(stats: dict[str, Any]) -> str:
+    """Human-readable summary (Markdown tables, pasted into docs/synthcc.md)."""
+    lines = [
+        f"SynthCC {stats.get('version', '?')}  preset={stats.get('preset')}  seed={stats.get('seed')}  "
+        f"size={stats.get('size')} px  root={stats['root']}",
+        "",
+        "| split | pairs | changed | share |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, s in stats["splits"].items():
+        lines.append(f"| {name} | {s['pairs']:,} | {s['changed']:,} | {s['changed_share']:.1%} |")
+    lines.append(f"| total | {stats['pairs']:,} | {stats['changed']:,} | {stats['changed_share']:.1%} |")
+    lines += [
+        "",
+        f"captions: {stats['captions']:,} ({stats['distinct_captions']:,} distinct), words per caption "
+        f"mean {stats['caption_words_mean']} / max {stats['caption_words_max']}",
+        f"vocabulary: {stats['vocab_train_gt5']} entries (train count > 5, incl. 4 special tokens); "
+        f"{stats['distinct_words']} distinct words over all splits",
+    ]
+    if "recipes" in stats:
+        n = max(1, stats["changed"])
+        lines += ["", "| change type (changed pairs) | pairs | share |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v:,} | {v / n:.1%} |" for k, v in stats["recipes"].items()]
+        lines += ["", "events: " + ", ".join(f"{k} {v:,}" for k, v in stats["event_types"].items())]
+        lines += ["building counts: " + ", ".join(f"{k} {v:,}" for k, v in stats["building_count_classes"].items())]
+        lines += ["locations: " + ", ".join(f"{k} {v:,}" for k, v in stats["locations"].items())]
+        ms = stats["mask_share_changed"]
+        lines += [f"changed pixels per changed pair: road {ms['road']:.1%}, building {ms['building']:.1%}"]
+    return "\n".join(lines)
