@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from changecap.convert import convert_hisem_official, export_hisem_official
 from changecap.convert.official_layout import (
     OfficialHiSemDims,
     infer_official_dims,
@@ -25,7 +27,8 @@ from changecap.convert.official_layout import (
     validate_official,
 )
 from changecap.convert.openai_clip import openai_clip_visual_to_hf, synthetic_openai_clip_state_dict
-from changecap.errors import ModelError
+from changecap.data.vocab import Vocabulary
+from changecap.errors import ConfigError, DataError, ModelError
 
 SD = Mapping[str, torch.Tensor]
 LAMBDA = 0.9  # BDAM constant
@@ -237,12 +240,13 @@ def decoder_logits(
 def greedy(sd: SD, memory: torch.Tensor, *, heads: int, max_length: int) -> list[list[int]]:
     """Official greedy decoding, one sample at a time, recomputing the whole prefix (inference mask: <NULL> only).
 
-    Starts with <START>; appends the argmax token until <END> is produced or the sequence has ``max_length`` tokens.
+    Starts with <START>; each of at most ``max_length`` steps feeds the whole prefix and appends the argmax of the
+    last position, stopping after <END> (so a sequence holds at most ``max_length + 1`` ids).
     """
     out = []
     for b in range(memory.shape[0]):
         seq = [START_ID]
-        while len(seq) < max_length:
+        for _ in range(max_length):
             logits = decoder_logits(sd, memory[b : b + 1], torch.tensor([seq]), heads=heads, pad_ids=(NULL_ID,))
             nxt = int(logits[0, -1].argmax())
             seq.append(nxt)
@@ -275,18 +279,19 @@ def clip_patch_tokens(sd: SD, image: torch.Tensor, *, heads: int, prefix: str = 
 #: small synthetic configuration: D=32, grid 4x4 (L=16), 2 BDAM layers, 4 experts in 2 groups, V=20, max_len 12
 SMALL = OfficialHiSemDims(
     d_model=32, grid_h=4, grid_w=4, bdam_layers=2, modulator_hidden=8, num_experts=4, expert_hidden=48,
-    shared_hidden=64, pwff_hidden=40, vocab_size=20, max_length=12, decoder_layers=2, decoder_ff=56,
+    shared_hidden=64, pwff_hidden=40, vocab_size=20, max_length=12, decoder_layers=2, decoder_ff=64,
 )  # fmt: skip
 HEADS, DEC_HEADS, N_GROUP, TOPK_GROUP, TOP_K = 4, 2, 2, 1, 2
 CLIP_HEADS = 4
 
 
-def small_checkpoint(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+def small_checkpoint(seed: int = 0, encoder: bool = False) -> dict[str, dict[str, torch.Tensor]]:
     ckpt = synthetic_official_checkpoint(SMALL, seed=seed)
-    # <NULL> never wins greedy decoding (as in a trained model), so the official NULL key-padding at inference
-    # never triggers; <END> is favoured a little so that some greedy sequences stop early.
-    ckpt["decoder_dict"]["wdc.bias"][NULL_ID] = -30.0
-    ckpt["decoder_dict"]["wdc.bias"][END_ID] += 1.0
+    if encoder:  # tiny OpenAI CLIP: width 32, 16x16 images, patch 4 → the fusion's 4x4 grid
+        ckpt["encoder_dict"] = synthetic_openai_clip_state_dict(width=32, layers=2, patch=4, grid=4, seed=seed + 1)
+    # favour <END> just enough that, for features(4, seed=5), one greedy sequence stops early and the others run
+    # to the length limit (checked in the test, so the comparison keeps covering both cases)
+    ckpt["decoder_dict"]["wdc.bias"][END_ID] += 4.35
     return ckpt
 
 
@@ -384,3 +389,244 @@ def test_openai_clip_errors_name_the_key() -> None:
     sd["clip_model.visual.ln_post.weight"] = torch.ones(31)
     with pytest.raises(ModelError, match=r"ln_post\.weight.*expected \[32\], found \[31\]"):
         openai_clip_visual_to_hf(sd, heads=4)
+
+
+# =============================================================================================== conversion
+CONVERT_OPTS = {"heads": HEADS, "decoder_heads": DEC_HEADS, "n_group": N_GROUP, "topk_group": TOPK_GROUP,
+                "top_k": TOP_K, "clip_heads": CLIP_HEADS}  # fmt: skip
+
+
+def write_vocab(path: Path, size: int) -> Path:
+    Vocabulary.build([[f"w{i:02d}" for i in range(size - 4)]], threshold=0, rule="ge").save(path)
+    return path
+
+
+def double(sd: SD) -> dict[str, torch.Tensor]:
+    return {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The small official checkpoint (with a tiny CLIP encoder_dict), converted and re-loaded in float64."""
+    import changecap
+
+    tmp = tmp_path_factory.mktemp("hisem_official")
+    ckpt = small_checkpoint(encoder=True)
+    torch.save(ckpt, tmp / "official.pth")
+    vocab = write_vocab(tmp / "vocab.json", SMALL.vocab_size)
+    out = convert_hisem_official(tmp / "official.pth", tmp / "model", vocab, **CONVERT_OPTS)
+    model = changecap.load_model(out).double().eval()
+    return {"ckpt": ckpt, "dir": out, "model": model, "tmp": tmp, "vocab": vocab}
+
+
+def features(batch: int, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, SMALL.grid_h * SMALL.grid_w, SMALL.d_model)
+    return torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+def ref_fusion(ckpt: dict, f1: torch.Tensor, f2: torch.Tensor, route: torch.Tensor | None = None):
+    sd = double(ckpt["encoder_trans_dict"])
+    return fusion(sd, f1, f2, heads=HEADS, n_group=N_GROUP, topk_group=TOPK_GROUP, top_k=TOP_K, route=route)
+
+
+def test_converted_directory_and_card(converted: dict) -> None:
+    from changecap.models import HiSem
+
+    out, model = converted["dir"], converted["model"]
+    assert {"config.json", "model.safetensors", "vocab.json", "README.md"} <= {p.name for p in out.iterdir()}
+    assert isinstance(model, HiSem) and model.encoder is not None
+    fc, dc = model.fusion.config, model.decoder.config
+    assert (fc.dim, fc.grid_size, fc.bdam_layers, fc.num_experts, fc.n_shared_experts) == (32, 4, 2, 4, 2)
+    assert (fc.modulator_reduction, fc.expert_hidden, fc.pwff_hidden, fc.heads) == (4, 48, 40, HEADS)
+    assert (fc.n_group, fc.topk_group, fc.top_k) == (N_GROUP, TOPK_GROUP, TOP_K)
+    assert (dc.vocab_size, dc.max_length, dc.layers, dc.ffn_mult, dc.heads) == (20, 12, 2, 2, DEC_HEADS)
+    card = (out / "README.md").read_text()
+    assert "Converted" in card and "official.pth" in card and "sha256" in card and "dropped" in card
+
+
+def test_fusion_matches_official_reference(converted: dict) -> None:
+    """Memory and router logits; the MoE gate and expert accumulation run in fp32 (as officially), hence 1e-5 there."""
+    model, ckpt = converted["model"], converted["ckpt"]
+    f1, f2 = features(4)
+    with torch.no_grad():
+        memory, logits = model.fusion(f1, f2, route=None)
+        ref_memory, ref_logits = ref_fusion(ckpt, f1, f2)
+        assert memory.shape == (4, 16, 32) and logits.shape == (4, 2)
+        torch.testing.assert_close(logits.double(), ref_logits, rtol=1e-6, atol=1e-6)  # router runs in fp32
+        torch.testing.assert_close(memory, ref_memory, rtol=1e-5, atol=1e-5)
+        route = torch.tensor([0, 1, 1, 0])  # both HASD paths, whatever the router says
+        memory, _ = model.fusion(f1, f2, route=route)
+        ref_memory, _ = ref_fusion(ckpt, f1, f2, route=route)
+        torch.testing.assert_close(memory, ref_memory, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(memory[1], model.fusion(f1, f2, route=torch.zeros(4, dtype=torch.long))[0][1])
+        unchanged = torch.zeros(4, dtype=torch.long)  # no fp32 island on this path: float64 agreement
+        memory, _ = model.fusion(f1, f2, route=unchanged)
+        ref_memory, _ = ref_fusion(ckpt, f1, f2, route=unchanged)
+        torch.testing.assert_close(memory, ref_memory, rtol=1e-9, atol=1e-9)
+
+
+def test_decoder_and_greedy_match_official_reference(converted: dict) -> None:
+    model, ckpt = converted["model"], converted["ckpt"]
+    dec = double(ckpt["decoder_dict"])
+    f1, f2 = features(4, seed=5)
+    tokens = torch.tensor(
+        [
+            [2, 5, 6, 7, 8, 3, 0, 0, 0, 0],
+            [2, 9, 3, 0, 0, 0, 0, 0, 0, 0],
+            [2, 4, 11, 12, 13, 14, 15, 16, 17, 3],
+            [2, 1, 19, 3, 0, 0, 0, 0, 0, 0],
+        ]
+    )
+    with torch.no_grad():
+        memory, _ = model.fusion(f1, f2)
+        logits = model.decoder(memory, tokens)
+        ref = decoder_logits(dec, memory, tokens, heads=DEC_HEADS)  # training mask: <NULL> and <END> keys
+        real = tokens != NULL_ID
+        assert logits.shape == (4, 10, 20)
+        torch.testing.assert_close(logits[real], ref[real], rtol=1e-9, atol=1e-9)
+        seqs = model.generate(memory, max_length=SMALL.max_length, beam_size=1)
+        uncached = model.generate(memory, max_length=SMALL.max_length, beam_size=1, use_cache=False)
+    ref_seqs = greedy(dec, memory, heads=DEC_HEADS, max_length=SMALL.max_length)
+    assert seqs == ref_seqs == uncached
+    lengths = {len(s) for s in ref_seqs}
+    assert SMALL.max_length + 1 in lengths and min(lengths) < SMALL.max_length  # stops early and at the limit
+    assert all(s[0] == START_ID for s in seqs) and any(s[-1] == END_ID for s in seqs)
+
+
+def test_clip_encoder_matches_openai_reference(converted: dict) -> None:
+    model, ckpt = converted["model"], converted["ckpt"]
+    image = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        tokens = model.encoder(image)
+    ref = clip_patch_tokens(double(ckpt["encoder_dict"]), image, heads=CLIP_HEADS)
+    assert tokens.shape == (2, 16, 32)
+    torch.testing.assert_close(tokens, ref, rtol=1e-9, atol=1e-9)
+    cfg = model.config.encoder
+    assert cfg.pretrained is None and cfg.config["hidden_act"] == "quick_gelu" and cfg.config["image_size"] == 16
+
+
+def test_no_encoder_runs_from_backbone_tokens(converted: dict, tmp_path: Path) -> None:
+    import changecap
+
+    out = convert_hisem_official(
+        converted["tmp"] / "official.pth", tmp_path / "m", converted["vocab"], encoder="none", **CONVERT_OPTS
+    )
+    model = changecap.load_model(out).double()
+    assert model.encoder is None
+    f1, f2 = features(2)
+    with torch.no_grad():
+        memory, logits = model.fusion(f1, f2, route=None)
+        full_memory, _ = converted["model"].fusion(f1, f2)
+        torch.testing.assert_close(memory, full_memory, rtol=0, atol=0)
+        assert model.decoder(memory, torch.tensor([[2, 5, 3], [2, 6, 3]])).shape == (2, 3, 20)
+        assert len(model.generate(memory, max_length=5)) == 2
+    assert "none" in (out / "README.md").read_text()
+
+
+def test_checkpoint_without_encoder_dict_gives_a_model_without_backbone(tmp_path: Path) -> None:
+    import changecap
+
+    torch.save(small_checkpoint(), tmp_path / "c.pth")
+    vocab = write_vocab(tmp_path / "vocab.json", 20)
+    out = convert_hisem_official(tmp_path / "c.pth", tmp_path / "m", vocab, **CONVERT_OPTS)
+    assert changecap.load_model(out).encoder is None
+
+
+def test_vocabulary_size_must_match(tmp_path: Path) -> None:
+    torch.save(small_checkpoint(), tmp_path / "c.pth")
+    vocab = write_vocab(tmp_path / "small_vocab.json", 19)
+    with pytest.raises(ModelError) as err:
+        convert_hisem_official(tmp_path / "c.pth", tmp_path / "m", vocab, **CONVERT_OPTS)
+    assert "small_vocab.json" in str(err.value) and "19" in str(err.value) and "20" in str(err.value)
+    assert not (tmp_path / "m").exists()
+
+
+def test_conversion_errors_are_one_line(tmp_path: Path) -> None:
+    vocab = write_vocab(tmp_path / "vocab.json", 20)
+    ckpt = small_checkpoint()
+    del ckpt["encoder_trans_dict"]["moe.changemoe.experts.2.down_proj.weight"]
+    torch.save(ckpt, tmp_path / "missing.pth")
+    with pytest.raises(ModelError, match=r"missing\.pth.*experts\.2\.down_proj\.weight.*missing official key"):
+        convert_hisem_official(tmp_path / "missing.pth", tmp_path / "m", vocab, **CONVERT_OPTS)
+    torch.save({"decoder_dict": {}}, tmp_path / "partial.pth")
+    with pytest.raises(ModelError, match="encoder_trans_dict"):
+        convert_hisem_official(tmp_path / "partial.pth", tmp_path / "m", vocab, **CONVERT_OPTS)
+    torch.save(small_checkpoint(), tmp_path / "ok.pth")
+    with pytest.raises(ConfigError, match="heads"):
+        convert_hisem_official(tmp_path / "ok.pth", tmp_path / "m", vocab, **{**CONVERT_OPTS, "heads": 5})
+    with pytest.raises(ConfigError, match="n_group"):
+        convert_hisem_official(tmp_path / "ok.pth", tmp_path / "m", vocab, **{**CONVERT_OPTS, "n_group": 3})
+    with pytest.raises(DataError, match="nope.json"):
+        convert_hisem_official(tmp_path / "ok.pth", tmp_path / "m", tmp_path / "nope.json", **CONVERT_OPTS)
+
+
+class _NotATensor:  # pickled as a global: weights_only loading must refuse it instead of running code
+    pass
+
+
+def test_checkpoint_is_loaded_weights_only(tmp_path: Path) -> None:
+    ckpt = small_checkpoint()
+    ckpt["extra"] = _NotATensor()  # type: ignore[assignment]
+    torch.save(ckpt, tmp_path / "pickled.pth")
+    vocab = write_vocab(tmp_path / "vocab.json", 20)
+    with pytest.raises(ModelError, match="weights-only") as err:
+        convert_hisem_official(tmp_path / "pickled.pth", tmp_path / "m", vocab, **CONVERT_OPTS)
+    assert "\n" not in str(err.value)
+
+
+def test_export_round_trip_is_identity_on_used_tensors(converted: dict, tmp_path: Path) -> None:
+    import changecap
+    from changecap.convert.official_layout import is_unused_key
+
+    ckpt = converted["ckpt"]
+    model = changecap.load_model(converted["dir"])  # float32, as converted
+    back = export_hisem_official(model)
+    for part in ("encoder_trans_dict", "decoder_dict"):
+        assert set(back[part]) == set(ckpt[part])
+        for key, value in ckpt[part].items():
+            if is_unused_key(key):
+                assert torch.count_nonzero(back[part][key]) == 0 and back[part][key].shape == value.shape
+            else:
+                assert torch.equal(back[part][key], value), key
+    enc = ckpt["encoder_dict"]
+    visual = {k: v for k, v in enc.items() if k.startswith("clip_model.visual.") and k != "clip_model.visual.proj"}
+    assert set(back["encoder_dict"]) == set(visual)
+    assert all(torch.equal(back["encoder_dict"][k], v) for k, v in visual.items())
+    # keep_unused: the unused tensors survive too, so the round trip is the identity on everything
+    out = convert_hisem_official(
+        converted["tmp"] / "official.pth", tmp_path / "k", converted["vocab"], keep_unused=True, **CONVERT_OPTS
+    )
+    kept = changecap.load_model(out)
+    assert kept.fusion.config.official_unused_params and kept.decoder.config.official_unused_params
+    again = export_hisem_official(kept)
+    for part in ("encoder_trans_dict", "decoder_dict"):
+        assert all(torch.equal(again[part][k], v) for k, v in ckpt[part].items())
+
+
+def test_encoder_from_a_transformers_clip_directory(converted: dict, tmp_path: Path) -> None:
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    import changecap
+
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=16, patch_size=4, hidden_act="quick_gelu")  # fmt: skip
+    CLIPVisionModel(cfg).save_pretrained(tmp_path / "clip")
+    out = convert_hisem_official(
+        converted["tmp"] / "official.pth", tmp_path / "m", converted["vocab"], encoder=str(tmp_path / "clip"),
+        **CONVERT_OPTS,
+    )  # fmt: skip
+    model = changecap.load_model(out)
+    saved = CLIPVisionModel.from_pretrained(tmp_path / "clip").state_dict()
+    ours = model.encoder.vision.state_dict()
+    assert model.encoder.num_layers == 1 and all(torch.equal(ours[k], v) for k, v in saved.items())
+    assert "transformers CLIP" in (out / "README.md").read_text()
+    # a backbone whose grid does not match the fusion's is refused with a config error naming the field
+    cfg.image_size = 20
+    CLIPVisionModel(cfg).save_pretrained(tmp_path / "clip20")
+    with pytest.raises(ConfigError, match="grid_size"):
+        convert_hisem_official(
+            converted["tmp"] / "official.pth", tmp_path / "m20", converted["vocab"], encoder=str(tmp_path / "clip20"),
+            **CONVERT_OPTS,
+        )  # fmt: skip

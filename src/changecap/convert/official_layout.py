@@ -379,6 +379,6 @@ def synthetic_official_checkpoint(
 
     trans = {k: rnd(v, k) for k, v in official_trans_shapes(dims, include_unused=include_unused).items()}
     dec = {k: rnd(v, k) for k, v in official_decoder_shapes(dims, include_unused=include_unused).items()}
-    # word embeddings ~ U(-1, 1): comparable to the sinusoidal table, so both visibly matter
-    dec["vocab_embedding.weight"] = (torch.rand((dims.vocab_size, dims.d_model), generator=g) * 2 - 1).to(dtype)
+    # word embeddings ~ U(-0.1, 0.1), the official init (so the memory, not the embedding residual, drives the logits)
+    dec["vocab_embedding.weight"] = (0.2 * torch.rand((dims.vocab_size, dims.d_model), generator=g) - 0.1).to(dtype)
     return {TRANS_KEY: trans, DECODER_KEY: dec}
