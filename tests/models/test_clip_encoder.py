@@ -145,3 +145,14 @@ def test_from_pretrained_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="cannot load CLIP vision weights from local directory") as info:
         CLIPPatchEncoder.from_pretrained(tmp_path)  # a directory without weights
     assert "\n" not in str(info.value)
+
+
+def test_uninitialised_build_matches_after_loading_weights() -> None:
+    src = CLIPPatchEncoder.from_config(TINY, trainable_layers=1).eval()
+    fast = CLIPPatchEncoder.from_config(TINY, trainable_layers=1, init_weights=False).eval()
+    assert set(fast.state_dict()) == set(src.state_dict())
+    fast.load_state_dict(src.state_dict())
+    assert fast.vision.embeddings.position_ids.tolist() == [list(range(17))]  # not in any checkpoint: rebuilt
+    assert [p.requires_grad for p in fast.parameters()] == [p.requires_grad for p in src.parameters()]
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(fast(images), src(images))

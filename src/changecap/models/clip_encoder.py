@@ -82,14 +82,34 @@ class CLIPPatchEncoder(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(
-        cls, fields: Mapping[str, Any], trainable_layers: int = 4, patch_ln_post: bool = True
+        cls,
+        fields: Mapping[str, Any],
+        trainable_layers: int = 4,
+        patch_ln_post: bool = True,
+        init_weights: bool = True,
     ) -> CLIPPatchEncoder:
-        """Random initialisation from ``CLIPVisionConfig`` fields (tests, CPU runs, or before loading weights)."""
+        """Random initialisation from ``CLIPVisionConfig`` fields (tests, CPU runs, or before loading weights).
+
+        ``init_weights=False`` allocates the parameters without initialising them (garbage values): transformers'
+        initialisation of a ViT-B/16 takes seconds on CPU, which is pure waste when every weight is loaded next
+        (``load_model``). Only the non-persistent ``position_ids`` buffer, which no checkpoint carries, is filled.
+        """
         from transformers import CLIPVisionModel
 
         cfg = _vision_config(fields)
         cfg._attn_implementation = "sdpa"  # fixed so the same model computes the same way on every machine
-        return cls(CLIPVisionModel(cfg), trainable_layers, patch_ln_post)
+        if init_weights:
+            return cls(CLIPVisionModel(cfg), trainable_layers, patch_ln_post)
+        with torch.device("meta"):
+            vision = CLIPVisionModel(cfg)
+        vision = vision.to_empty(device="cpu")
+        emb = vision.embeddings
+        emb.register_buffer("position_ids", torch.arange(emb.num_positions).expand((1, -1)), persistent=False)
+        persistent = set(vision.state_dict())
+        others = [n for n, _ in vision.named_buffers() if n not in persistent and n != "embeddings.position_ids"]
+        if others:  # a transformers version with more unsaved state: initialise normally rather than guess it
+            return cls(CLIPVisionModel(cfg), trainable_layers, patch_ln_post)
+        return cls(vision, trainable_layers, patch_ln_post)
 
     @classmethod
     def from_pretrained(

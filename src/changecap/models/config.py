@@ -162,13 +162,15 @@ class ModelConfig:
         )
 
 
-def build_model(config: ModelConfig, load_pretrained: bool = True) -> HiSem:
+def build_model(config: ModelConfig, load_pretrained: bool = True, init_encoder: bool = True) -> HiSem:
     """Instantiate the captioner described by ``config``.
 
     With ``load_pretrained=True`` and ``encoder.pretrained`` set, the CLIP weights are loaded from that id/directory;
     otherwise the encoder is built (randomly initialised) from ``encoder.config``, which is how ``load_model``
-    rebuilds a saved model before loading its own weights (no network). ``model.config`` is set to a copy of
-    ``config`` in which ``encoder.config`` holds the loaded weights' architecture, so saving it rebuilds offline.
+    rebuilds a saved model before loading its own weights (no network). ``init_encoder=False`` skips that random
+    initialisation (values are garbage) for callers that load every weight right after. ``model.config`` is set to
+    a copy of ``config`` in which ``encoder.config`` holds the encoder's complete architecture fields, so saving it
+    rebuilds offline.
     """
     config.validate()
     config = copy.deepcopy(config)
@@ -188,7 +190,9 @@ def build_model(config: ModelConfig, load_pretrained: bool = True) -> HiSem:
                         )
         else:
             assert enc.config is not None  # validate() guarantees pretrained or config
-            encoder = CLIPPatchEncoder.from_config(enc.config, enc.trainable_layers, enc.patch_ln_post)
+            encoder = CLIPPatchEncoder.from_config(
+                enc.config, enc.trainable_layers, enc.patch_ln_post, init_weights=init_encoder
+            )
         enc.config = encoder.config_fields  # canonical (complete) field set, so configs compare equal after a reload
         config.validate()
     if config.architecture == "plain":

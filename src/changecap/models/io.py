@@ -264,7 +264,7 @@ def load_model_bundle(
     config = _read_config(directory)
     vocab = _read_vocab(directory, config)
     try:
-        model = build_model(config, load_pretrained=False)
+        model = build_model(config, load_pretrained=False, init_encoder=False)  # every weight is loaded next
     except ChangeCapError:
         raise
     except Exception as e:  # an architecture transformers or torch rejects: still one line naming the file
