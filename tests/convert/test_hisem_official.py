@@ -575,6 +575,17 @@ def test_checkpoint_is_loaded_weights_only(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
+def test_dataparallel_prefix_and_legacy_serialisation(tmp_path: Path) -> None:
+    from changecap.convert.official_layout import load_official_checkpoint
+
+    ckpt = small_checkpoint()
+    wrapped = {part: {f"module.{k}": v for k, v in sd.items()} for part, sd in ckpt.items()}
+    torch.save(wrapped, tmp_path / "dp.pth", _use_new_zipfile_serialization=False)  # not mmap-able: fallback path
+    loaded = load_official_checkpoint(tmp_path / "dp.pth")
+    for part, sd in ckpt.items():
+        assert loaded[part].keys() == sd.keys() and all(torch.equal(loaded[part][k], v) for k, v in sd.items())
+
+
 def test_export_round_trip_is_identity_on_used_tensors(converted: dict, tmp_path: Path) -> None:
     import changecap
     from changecap.convert.official_layout import is_unused_key
