@@ -9,6 +9,7 @@ import yaml
 
 from changecap.engine.config import TrainConfig, load_config
 from changecap.errors import ConfigError
+from tests.engine.toy import TINY_MODEL
 
 BASE = """
 data:
@@ -22,9 +23,9 @@ train: {epochs: 50, batch_size: 8, precision: bf16}
 """
 
 
-def write(tmp_path: Path, text: str = BASE, name: str = "cfg.yaml") -> Path:
+def write(tmp_path: Path, text: str = BASE, name: str = "cfg.yaml", model: bool = True) -> Path:
     p = tmp_path / name
-    p.write_text(text)
+    p.write_text(text + ("\n" + yaml.safe_dump({"model": TINY_MODEL}) if model else ""))
     return p
 
 
@@ -40,12 +41,12 @@ def test_load_applies_types_defaults_and_overrides(tmp_path: Path) -> None:
 
 
 def test_round_trip_dict_and_yaml(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path), overrides=["model.kind=hisem", "model.fusion={dim: 32}"])
-    again = TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml()), check_model=False)
+    cfg = load_config(write(tmp_path), overrides=["model.fusion.bdam_layers=2"])
+    again = TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
     saved = cfg.save(tmp_path / "run" / "config.yaml")
-    assert load_config(saved, check_model=False) == cfg
-    assert cfg.model == {"kind": "hisem", "fusion": {"dim": 32}}
+    assert load_config(saved) == cfg
+    assert cfg.model["fusion"]["bdam_layers"] == 2 and cfg.model["architecture"] == "hisem"
     assert "source" not in cfg.to_dict()
 
 
@@ -71,6 +72,8 @@ def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
         ("schedule.name=linear", "schedule.name", "'constant'"),
         ("data.resize_mode=crop", "data.resize_mode", "expected"),
         ("data.vocab.rule=gte", "data.vocab.rule", "expected"),
+        ("data.max_length=long", "data.max_length", "expected int or 'auto' or null"),
+        ("data.max_length=1", "data.max_length", "must be >= 2"),
         ("data.normalize=nonsense", "data.normalize", "unknown normalisation"),
         ("data.format=coco", "data.format", "unknown dataset format"),
         ("data.root=", "data.root", "expected str, got null"),
@@ -79,6 +82,10 @@ def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
         ("train.grad_accum=3", "train.batch_size", "not divisible by grad_accum 3"),
         ("train.epochs.x=1", "train.epochs.x", "not a section"),
         ("train.epochs", "train.epochs", "section.key=value"),
+        ("model.decoder.heads=3", "model.decoder.heads", "divisible"),
+        ("model.fusion.dim=48", "model.fusion.dim", "hidden_size"),
+        ("model.architecture=transformer", "model.architecture", "hisem, plain"),
+        ("model.fusion.experts=4", "model.fusion.experts", "unknown"),
     ],
 )
 def test_bad_values_name_file_and_field(tmp_path: Path, override: str, field: str, words: str) -> None:
@@ -93,7 +100,7 @@ def test_bad_values_name_file_and_field(tmp_path: Path, override: str, field: st
 
 
 def test_yaml_syntax_error_is_one_line_naming_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "train:\n  epochs: [1, 2\n  batch_size: 4\n")
+    path = write(tmp_path, "train:\n  epochs: [1, 2\n  batch_size: 4\n", model=False)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     msg = str(info.value)
@@ -105,11 +112,13 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="expected a mapping"):
-        load_config(write(tmp_path, "- a\n- b\n"))
+        load_config(write(tmp_path, "- a\n- b\n", model=False))
     with pytest.raises(ConfigError, match=r"'train'.*expected a mapping"):
         load_config(write(tmp_path, "data: {root: x}\ntrain: 3\n"))
 
 
 def test_empty_section_means_defaults(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "data: {root: x}\nloss:\nmodel:\n"))
+    cfg = load_config(write(tmp_path, "data: {root: x}\nloss:\nmodel:\n", model=False), check_model=False)
     assert cfg.loss.router_warmup_epochs == 3 and cfg.model == {}
+    with pytest.raises(ConfigError, match="'model.architecture'"):
+        load_config(write(tmp_path, "data: {root: x}\n", model=False))

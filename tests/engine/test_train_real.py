@@ -9,41 +9,11 @@ import pytest
 import torch
 import yaml
 
-pytest.importorskip("changecap.models.config")
-
-from changecap.cli.main import main  # noqa: E402
-from changecap.data.vocab import Vocabulary  # noqa: E402
-from changecap.engine import load_config, train  # noqa: E402
-from tests.data.fakes import make_levir  # noqa: E402
-
-TINY_MODEL = {
-    "architecture": "hisem",
-    "encoder": {
-        "config": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        "trainable_layers": -1,
-    },
-    "fusion": {
-        "dim": 32,
-        "grid_size": 4,
-        "bdam_layers": 1,
-        "heads": 2,
-        "num_experts": 4,
-        "top_k": 2,
-        "n_group": 2,
-        "topk_group": 1,
-        "n_shared_experts": 1,
-        "expert_hidden": 64,
-        "pwff_hidden": 64,
-    },
-    "decoder": {"dim": 32, "layers": 1, "heads": 2},
-}
+from changecap.cli.main import main
+from changecap.data.vocab import Vocabulary
+from changecap.engine import load_config, train
+from tests.data.fakes import make_levir
+from tests.engine.toy import TINY_MODEL
 
 
 @pytest.fixture(scope="module")

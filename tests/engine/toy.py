@@ -26,6 +26,36 @@ CHANGED_LEFT = "a house is built on the left"
 CHANGED_RIGHT = "a house is built on the right"
 UNCHANGED = "the scene is the same as before"
 
+# A real HiSem small enough for CPU tests: random CLIP (32 px, patch 8 → 4×4 tokens), 1 BDAM layer, 4 experts.
+TINY_MODEL = {
+    "architecture": "hisem",
+    "encoder": {
+        "config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        "trainable_layers": -1,
+    },
+    "fusion": {
+        "dim": 32,
+        "grid_size": 4,
+        "bdam_layers": 1,
+        "heads": 2,
+        "num_experts": 4,
+        "top_k": 2,
+        "n_group": 2,
+        "topk_group": 1,
+        "n_shared_experts": 1,
+        "expert_hidden": 64,
+        "pwff_hidden": 64,
+    },
+    "decoder": {"dim": 32, "layers": 1, "heads": 2},
+}
+
 
 def toy_vocab() -> Vocabulary:
     return Vocabulary.build([w.split() for w in (CHANGED_LEFT, CHANGED_RIGHT, UNCHANGED)], threshold=0)

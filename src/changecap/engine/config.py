@@ -58,7 +58,8 @@ class VocabConfig:
 class DataConfig:
     """Dataset options, handed to ``changecap.data.datasets.ChangeCaptionDataset``.
 
-    ``image_size`` / ``max_length`` ``null`` take the format's convention (native size; 41 tokens).
+    ``image_size`` / ``max_length`` ``null`` take the format's convention (native size; 41 tokens);
+    ``max_length: auto`` is the longest caption of the dataset (all splits) + ``<START>``/``<END>``.
     ``normalize`` is a statistics name (``dataset``, ``clip``, ``imagenet``, ``none``, ``levir-cc``, …) or
     ``[[mean r, g, b], [std r, g, b]]`` on the 0–1 scale. The train split uses ``canonicalize_no_change`` and
     ``augment``; the validation split never does (its references keep their paraphrases).
@@ -73,7 +74,7 @@ class DataConfig:
     canonicalize_no_change: bool = True
     augment: bool = False
     vocab: VocabConfig = field(default_factory=VocabConfig)
-    max_length: int | None = None
+    max_length: int | Literal["auto"] | None = None
     num_workers: int = 0
 
 
@@ -234,7 +235,11 @@ class TrainConfig:
         _check_format_and_normalize(d, path)
         need(d.image_size is None or d.image_size > 0, "data.image_size", f"must be positive, got {d.image_size}")
         need(d.resize_mode != "clip" or d.image_size is not None, "data.image_size", "resize_mode 'clip' needs one")
-        need(d.max_length is None or d.max_length >= 2, "data.max_length", f"must be >= 2, got {d.max_length}")
+        need(
+            d.max_length in (None, "auto") or d.max_length >= 2,  # type: ignore[operator]
+            "data.max_length",
+            f"must be >= 2, 'auto' or null, got {d.max_length}",
+        )
         need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
         need(d.vocab.threshold is None or d.vocab.threshold >= 0, "data.vocab.threshold", "must be >= 0")
         for name in ("lr", "encoder_lr", "fusion_lr", "decoder_lr"):

@@ -1,0 +1,136 @@
+"""Training throughput of a config: data loading, one optimiser update (fp32 vs bf16), validation decoding.
+
+Builds the real :class:`~changecap.engine.Trainer` from a YAML config (data, vocabulary, model, optimiser), then
+times separately:
+
+* ``data``: samples/s of the training DataLoader (``data.num_workers`` workers), i.e. PNG decoding + resizing;
+* ``update``: one optimiser update (forward + backward + Adam) on batches already in memory, for each precision
+  asked for; the first ``--warmup`` updates are not timed;
+* ``decode``: batched greedy captioning (``model.caption``) of one validation batch.
+
+From those it estimates the wall time of an epoch and of the whole run (updates + validation passes; loading
+overlaps compute only with ``num_workers > 0``). Figures are medians (and minima) of ``--steps`` repetitions;
+estimates use the medians.
+
+Usage::
+
+    python benchmarks/bench_train_speed.py configs/hisem_synthcc_cpu.yaml --set data.root=data/synthcc \
+        [--steps 10] [--precision fp32 bf16] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def timed(fn: Callable[[], object], steps: int, warmup: int) -> tuple[float, float]:
+    """(median, min) seconds of ``steps`` calls after ``warmup`` untimed ones. On a shared machine the minimum is
+    the better estimate of the intrinsic cost; the median is what a run will see under the current load."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--steps", type=int, default=10, help="timed repetitions per measurement")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args(argv)
+
+    from changecap.engine import Trainer, load_config
+    from changecap.engine.objectives import plan_epoch
+    from changecap.engine.precision import PRECISIONS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, overrides=args.overrides)
+    t = cfg.train
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.train.output_dir = str(Path(tmp) / "run")
+        trainer = Trainer(cfg, resume=False)
+        counts = trainer.model.parameter_counts() if hasattr(trainer.model, "parameter_counts") else {}
+        print(
+            f"config {args.config}: {len(trainer.train_set)} train items, {trainer.steps_per_epoch} updates/epoch, "
+            f"batch {t.batch_size}, vocab {len(trainer.vocab)}, max_length {trainer.max_length}, "
+            f"torch threads {torch.get_num_threads()}"
+        )
+        if counts:
+            print(f"parameters: {counts}")
+
+        # ---- data loading
+        trainer.train_set.set_epoch(0)
+        trainer.sampler.set_epoch(0)
+        it = iter(trainer.loader)
+        batches = [next(it) for _ in range(t.grad_accum)]  # first batch also starts the workers
+        t0 = time.perf_counter()
+        n = 0
+        for _ in range(args.steps):
+            batch = next(it)
+            n += len(batch["target"])
+        data_rate = n / (time.perf_counter() - t0)
+        print(f"data: {data_rate:.1f} samples/s ({cfg.data.num_workers} workers)")
+
+        # ---- one update per precision (the weights move, which does not change the cost)
+        plan = plan_epoch(cfg, 0)
+        update_s: dict[str, float] = {}
+        for precision in args.precision:
+            trainer.autocast_dtype = PRECISIONS[precision]
+            sec, best = timed(lambda: trainer.train_step(batches, plan), args.steps, args.warmup)
+            update_s[precision] = sec
+            print(
+                f"update [{precision}]: median {sec * 1000:.0f} ms = {t.batch_size / sec:.1f} samples/s "
+                f"(min {best * 1000:.0f} ms)"
+            )
+
+        # ---- validation decoding
+        model = trainer.model.eval()
+        images = batches[0]["image"][: t.val_batch_size].to(trainer.ctx.device)
+        max_len = t.val_max_length or trainer.max_length
+        decode_s: dict[str, float] = {}
+        for precision in args.precision:
+            dtype = PRECISIONS[precision]
+
+            def decode(dtype: torch.dtype | None = dtype) -> None:
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+                ):
+                    model.caption(images, max_length=max_len, beam_size=t.val_beam_size)
+
+            decode_s[precision] = timed(decode, max(3, args.steps // 3), 1)[0] / len(images)
+            print(f"decode [{precision}]: {decode_s[precision] * 1000:.1f} ms/pair (greedy, batch {len(images)})")
+
+        # ---- estimate
+        for precision in args.precision:
+            step = update_s[precision]
+            load = t.batch_size / data_rate
+            epoch = trainer.steps_per_epoch * (max(step, load) if cfg.data.num_workers else step + load)
+            vals = (t.epochs // t.val_every) if t.val_every else 0
+            val = len(trainer.val_set) * (decode_s[precision] + 1 / data_rate)
+            total = epoch * t.epochs + val * vals
+            print(
+                f"estimate [{precision}]: {epoch:.0f} s/epoch, {val:.0f} s/validation, "
+                f"{total / 60:.1f} min for {t.epochs} epochs + {vals} validations"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
