@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument(
         "--clip-heads", type=int, default=None, help="CLIP attention heads (default: OpenAI's rule width // 64)"
     )
+    h.add_argument(
+        "--keep-unused",
+        action="store_true",
+        help="keep the official never-read tensors (norm_add/norm_del, fc_alpha1..3, embedding_1D) instead of "
+        "dropping them, so the parameter count equals the official one",
+    )
     h.add_argument("--force", action="store_true", help="overwrite OUT_DIR if it already holds a model")
 
 
@@ -73,6 +79,7 @@ def run_hisem_official(args: argparse.Namespace) -> int:
         topk_group=args.topk_group,
         top_k=args.top_k,
         clip_heads=args.clip_heads,
+        keep_unused=args.keep_unused,
         overwrite=args.force,
     )
     print(f"wrote {out}")
