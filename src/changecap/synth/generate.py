@@ -102,12 +102,9 @@ def render_pair(seed: int, index: int, changed: bool, size: int) -> RenderedPair
                                        nz.shadow_scale)
         y0, x0 = m + nz.shift[1], m + nz.shift[0]  # crop of this image on the shared canvas
         window = (slice(y0, y0 + s), slice(x0, x0 + s))
-        crop_fields = type(fields)(
-            landcover=fields.landcover[window], drift=fields.drift[window], grain=fields.grain[window],
-            haze=fields.haze[window],
-        )
-        rgb = colorize(classes[window], shadow[window], crop_fields, seasonal(palette, nz.dryness, nz.greenness))
-        images.append(apply_photometric(rgb, crop_fields.haze, nz, rng))
+        rgb = colorize(classes[window], shadow[window], fields.drift[window], fields.grain[window],
+                       seasonal(palette, nz.dryness, nz.greenness), gain=nz.scale())
+        images.append(apply_photometric(rgb, fields.haze[window], nz, rng))
         nuisances.append(nz.to_json())
     mask = change_mask(scene, frame)
     return RenderedPair(images[0], images[1], mask, scene, {"before": nuisances[0], "after": nuisances[1]})

@@ -56,11 +56,11 @@ ROOF_COLORS: tuple[tuple[float, float, float], ...] = (
 )
 # Texture strength per class: low-frequency colour drift (dcol, RGB) and grain (relative brightness).
 _DRIFT: dict[int, tuple[float, float, float]] = {
-    C.BARE: (24, 22, 18), C.GRASS: (16, 18, 12), C.SOIL: (16, 14, 12), C.LAWN: (10, 14, 8),
+    C.BARE: (24, 22, 18), C.GRASS: (16, 18, 12), C.SOIL: (14, 12, 10), C.LAWN: (10, 14, 8),
     C.FOREST_FLOOR: (10, 12, 8), C.WATER: (6, 8, 8), C.SHORE: (10, 10, 8),
 }
 _GRAIN: dict[int, float] = {
-    C.BARE: 0.07, C.GRASS: 0.09, C.SOIL: 0.09, C.LAWN: 0.05, C.FOREST_FLOOR: 0.12, C.SHORE: 0.05, C.WATER: 0.02,
+    C.BARE: 0.08, C.GRASS: 0.1, C.SOIL: 0.14, C.LAWN: 0.05, C.FOREST_FLOOR: 0.12, C.SHORE: 0.05, C.WATER: 0.02,
     C.CURB: 0.03, C.ROAD: 0.04, C.PARKING: 0.04, C.PAINT: 0.02, C.DRIVEWAY: 0.03, C.TREE: 0.22, C.TREE_LIGHT: 0.2,
 }
 _ROOF_GRAIN = 0.04
@@ -117,7 +117,7 @@ def _octave(rng: np.random.Generator, cells_per_unit: float, frame: Frame) -> np
 
 def make_fields(scene: Scene, rng: np.random.Generator, frame: Frame) -> Fields:
     landcover = landcover_field(scene.landcover, frame.canvas, offset=-frame.margin / frame.size, scale=1 / frame.size)
-    drift = 0.6 * _octave(rng, 4, frame) + 0.4 * _octave(rng, 12, frame)
+    drift = 0.5 * _octave(rng, 5, frame) + 0.5 * _octave(rng, 18, frame)
     grain = 0.55 * _octave(rng, 40, frame) + 0.45 * _octave(rng, 110, frame)
     haze = _octave(rng, 2, frame)
     haze = (haze - haze.min()) / max(float(np.ptp(haze)), 1e-6)
@@ -147,7 +147,7 @@ def scene_palette(scene: Scene, rng: np.random.Generator) -> Palette:
             color[C.roof_class(slot, shade)] = base * f
     # The ground varies most between scenes: sandy to greyish brown soils, olive to fresh green grass.
     color[C.BARE] = np.array(_SOILS[int(rng.integers(len(_SOILS)))], np.float32) * rng.uniform(0.92, 1.06)
-    color[C.SOIL] = color[C.BARE] * np.array([0.9, 0.86, 0.82], np.float32)
+    color[C.SOIL] = color[C.BARE] * np.array([0.8, 0.72, 0.64], np.float32)  # fresh earth: darker, redder
     color[C.GRASS] = np.array(_GRASSES[int(rng.integers(len(_GRASSES)))], np.float32) * rng.uniform(0.92, 1.08)
     color[: C.ROOF0] *= rng.uniform(0.97, 1.03, size=(C.ROOF0, 3)).astype(np.float32)
     drift = np.zeros((C.N_CLASSES, 3), np.float32)
@@ -164,7 +164,7 @@ def seasonal(palette: Palette, dryness: float, greenness: float) -> Palette:
     """Nuisance: the same vegetation in another season (browner when ``dryness`` > 0, greener with ``greenness``)."""
     color = palette.color.copy()
     veg = list(C.VEGETATION)
-    brown = np.array([150, 132, 92], np.float32)
+    brown = np.array([142, 130, 102], np.float32)
     color[veg] = color[veg] * (1 - dryness) + brown * dryness * (color[veg].mean(axis=1, keepdims=True) / 100)
     color[veg] *= np.array([1 - 0.5 * greenness, 1 + greenness, 1 - 0.5 * greenness], np.float32)
     return Palette(color=color, drift=palette.drift, grain=palette.grain)
@@ -253,18 +253,32 @@ def _draw_lot(d: ImageDraw.ImageDraw, lot: ParkingLot, frame: Frame) -> None:
         d.polygon(frame.px(car), fill=C.CAR0 + col)
 
 
-def colorize(classes: np.ndarray, shadow: np.ndarray, fields: Fields, palette: Palette) -> np.ndarray:
-    """Classes ``[N, N]`` → float32 RGB ``[N, N, 3]`` (0-255 scale, not clipped).
+SHADOW_BIT = 64  # class index + SHADOW_BIT = the same class in shadow (N_CLASSES <= 64)
 
-    One-dimensional ``np.take`` per channel on the uint8 class image is about 2.5x faster than gathering ``[K, 3]``
-    rows with fancy indexing.
+
+def colorize(
+    classes: np.ndarray, shadow: np.ndarray, drift: np.ndarray, grain: np.ndarray, palette: Palette,
+    gain: np.ndarray | None = None,
+) -> np.ndarray:
+    """Classes ``[S, S]`` → float32 RGB ``[S, S, 3]`` (0-255 scale, not clipped), times a per-channel ``gain``.
+
+    Shadowed pixels are looked up as their own classes (``class + SHADOW_BIT``) so that colour, drift, grain and
+    shadow cost one index conversion and three 1-D ``np.take`` per channel on ``intp`` indices (about 3x faster than
+    gathering ``[K, 3]`` rows or indexing with the uint8 image directly).
     """
+    g3 = np.ones(3, np.float32) if gain is None else np.asarray(gain, np.float32)
+    lut_color = np.zeros((2 * SHADOW_BIT, 3), np.float32)
+    lut_drift = np.zeros((2 * SHADOW_BIT, 3), np.float32)
+    lut_grain = np.zeros(2 * SHADOW_BIT, np.float32)
+    k = C.N_CLASSES
+    lut_color[:k], lut_color[SHADOW_BIT : SHADOW_BIT + k] = palette.color * g3, palette.color * g3 * _SHADOW_RGB
+    lut_drift[:k], lut_drift[SHADOW_BIT : SHADOW_BIT + k] = palette.drift * g3, palette.drift * g3 * _SHADOW_RGB
+    lut_grain[:k], lut_grain[SHADOW_BIT : SHADOW_BIT + k] = palette.grain, palette.grain
+    idx = (classes + shadow * np.uint8(SHADOW_BIT)).astype(np.intp)  # [S, S]
+    texture = 1 + np.take(lut_grain, idx) * grain  # [S, S]
     out = np.empty((*classes.shape, 3), np.float32)
-    grain = 1 + np.take(palette.grain, classes) * fields.grain  # [N, N]
     for c in range(3):
-        shade = np.array([1.0, _SHADOW_RGB[c]], np.float32)
-        base = np.take(palette.color[:, c], classes) + np.take(palette.drift[:, c], classes) * fields.drift
-        out[..., c] = base * grain * np.take(shade, shadow)
+        out[..., c] = (np.take(lut_color[:, c], idx) + np.take(lut_drift[:, c], idx) * drift) * texture
     return out
 
 
