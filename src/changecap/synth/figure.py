@@ -79,7 +79,7 @@ def render_figure(
     font, small = _font(13), _font(11)
     cell_w = 3 * tile + 2 * _GAP
     chars = max(20, int(cell_w / 6.6))  # ~6.6 px per character of the 13 px default font
-    wrapped = [textwrap.wrap(r["sentences"][0]["raw"].strip(), chars)[:3] for r in chosen]
+    wrapped = [textwrap.wrap(" ".join(r["sentences"][0]["tokens"]), chars)[:3] for r in chosen]
     text_h = 16 * max(len(w) for w in wrapped) + 6
     header_h = 20
     rows = (len(chosen) + columns - 1) // columns

@@ -1,9 +1,10 @@
 """A minimal, fast PNG encoder for 8-bit grey and RGB arrays.
 
 Pillow's encoder tries several row filters and spends most of a SynthCC pair's time there; writing the ``Up``
-filter for every row with numpy and deflating at level 1 is about twice as fast and compresses noisy aerial tiles
-as well (measured in ``benchmarks/bench_synth.py``). The output is a standard PNG that any reader decodes, and it
-is byte-identical for identical input (zlib is deterministic), which the determinism tests rely on.
+filter for every row with numpy and deflating at level 1 with the run-length strategy is about three times as fast
+and compresses noisy aerial tiles as well (measured in ``benchmarks/bench_synth.py``). The output is a standard PNG
+that any reader decodes, and it is byte-identical for identical input (zlib is deterministic), which the
+determinism tests rely on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
 
+def _deflate(data: bytes, level: int) -> bytes:
+    # Z_RLE only looks for runs (distance-1 matches): ~40 % faster than the default strategy on Up-filtered noisy
+    # tiles and even a little smaller, since long-distance matches are rare in them; far better on the sparse masks.
+    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    return c.compress(data) + c.flush()
+
+
 def encode_png(image: np.ndarray, level: int = 1) -> bytes:
     """Encode ``uint8 [H, W]`` (grey) or ``uint8 [H, W, 3]`` (RGB) as PNG bytes."""
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
@@ -37,7 +45,7 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
     return b"".join([
         _SIGNATURE,
         _chunk(b"IHDR", header),
-        _chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)),
+        _chunk(b"IDAT", _deflate(filtered.tobytes(), level)),
         _chunk(b"IEND", b""),
     ])
 
