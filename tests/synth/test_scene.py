@@ -61,3 +61,17 @@ def test_events_match_placed_objects(index: int) -> None:
         assert not any(r.state != "static" for r in s.roads)
     if "vegetation" not in types:
         assert not any(t.state != "static" for t in s.trees)
+
+
+def test_object_sizes_stay_in_their_documented_ranges() -> None:
+    """Tree canopies at most 0.035 units (4.5 m) in radius; houses 13-18 m long; large buildings longer."""
+    for i in range(30):
+        s = plan_pair(2, i, i % 2 == 0)
+        for t in s.trees:
+            assert 0.005 < t.r <= 0.035, t
+        for b in s.buildings:
+            assert b.half_len >= b.half_wid > 0
+            if b.kind == "house":
+                assert 0.05 <= b.half_len <= 0.07 and 0.036 <= b.half_wid <= 0.05, b
+            else:
+                assert b.half_len >= 0.09, b

@@ -442,7 +442,8 @@ class Planner:
         pts = pts[inside_polygon(pts, poly)]
         pts = pts[rng.random(len(pts)) < rng.uniform(0.7, 0.95)]
         radii = rng.uniform(0.45, 0.7, len(pts)) * spacing * 1.2
-        pts, radii = self._free_points(pts, radii * 0.5, avoid)
+        ok = self._free_points(pts, radii * 0.5, avoid)
+        pts, radii = pts[ok], radii[ok]
         trees: list[Tree] = []
         for (x, y), r in zip(pts.tolist(), radii.tolist()):
             state: State = "static" if state_of is None else state_of(x, y)
@@ -452,14 +453,14 @@ class Planner:
         self.scene.trees.extend(trees)
         return poly, trees
 
-    def _free_points(self, pts: np.ndarray, half: np.ndarray, avoid: int) -> tuple[np.ndarray, np.ndarray]:
-        """The points ``[n, 2]`` (and their ``half`` sizes ``[n]``) whose box corners and centre are free of
-        ``avoid``: a vectorised, slightly looser version of :meth:`Occupancy.free` for small objects (trees)."""
+    def _free_points(self, pts: np.ndarray, half: np.ndarray, avoid: int) -> np.ndarray:
+        """Which points ``[n, 2]`` have the corners and centre of their box (half size ``half`` ``[n]``) free of
+        ``avoid``: a vectorised, slightly looser :meth:`Occupancy.free` for small objects (trees). Bool ``[n]``."""
         ok = np.ones(len(pts), bool)
         for dx, dy in ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)):
             cells = np.clip(((pts + np.stack([dx * half, dy * half], axis=1)) * GRID).astype(int), 0, GRID - 1)
             ok &= (self.occ.grid[cells[:, 1], cells[:, 0]] & avoid) == 0
-        return pts[ok], half[ok] * 2
+        return ok
 
     def scattered_trees(self, n: int, state: State = "static", box: tuple[float, float, float, float] | None = None,
                         avoid: int = OCC_HARD) -> list[Tree]:
@@ -467,7 +468,9 @@ class Planner:
         rng = self.rng
         x0, y0, x1, y1 = (-0.03, -0.03, 1.03, 1.03) if box is None else box
         pts = np.stack([rng.uniform(x0, x1, 2 * n), rng.uniform(y0, y1, 2 * n)], axis=1)  # [2n, 2] candidates
-        pts, radii = self._free_points(pts, rng.uniform(0.014, 0.03, 2 * n), avoid)
+        radii = rng.uniform(0.014, 0.03, 2 * n)
+        ok = self._free_points(pts, radii, avoid)
+        pts, radii = pts[ok], radii[ok]
         out = [Tree(x, y, r, state) for (x, y), r in zip(pts[:n].tolist(), radii[:n].tolist())]
         for t in out:
             self.occ.mark((t.cx - t.r * 0.6, t.cy - t.r * 0.6, t.cx + t.r * 0.6, t.cy + t.r * 0.6), OCC_TREE)
