@@ -55,3 +55,10 @@ def test_exactly_one_mode_is_required(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as e:
         main(["synth"])
     assert e.value.code == 2
+
+
+def test_refused_output_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "LevirCCcaptions.json").write_text('{"images": []}')
+    assert main(["synth", "--out", str(tmp_path), "--preset", "tiny", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "choose a new folder" in err

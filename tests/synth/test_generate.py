@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from changecap.data.text import NO_CHANGE_SENTENCES, tokenize
+from changecap.errors import DataError
 from changecap.synth import generate_synthcc, split_sizes
 
 
@@ -120,3 +121,20 @@ def test_other_sizes_render(tmp_path: Path, size: int) -> None:
     root = generate_synthcc(tmp_path, pairs=3, size=size, seed=1, progress=False)
     rec = json.loads((root / "LevirCCcaptions.json").read_text())["images"][0]
     assert _load(root, rec, "A").shape == (size, size, 3)
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_synthcc(tmp_path: Path) -> None:
+    real = tmp_path / "levir"
+    real.mkdir()
+    (real / "LevirCCcaptions.json").write_text('{"images": []}')
+    with pytest.raises(DataError, match="did not write"):
+        generate_synthcc(real, pairs=2, size=32, progress=False)
+    assert (real / "LevirCCcaptions.json").read_text() == '{"images": []}'
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="notes.txt"):
+        generate_synthcc(other, pairs=2, size=32, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        generate_synthcc(tmp_path / "file", pairs=2, size=32, progress=False)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from changecap.errors import DataError
 from changecap.synth.captions import make_captions
 from changecap.synth.nuisance import apply_photometric, draw_nuisance, shadow_angle
 from changecap.synth.pngio import write_png
@@ -181,6 +182,26 @@ def _remove_stale(root: Path, jobs: list[PairJob]) -> None:
                     f.unlink()
 
 
+_OWN_ENTRIES = frozenset({ANNOTATION_FILE, META_FILE, "images", ANNOTATION_FILE + ".tmp", META_FILE + ".tmp"})
+
+
+def _check_output_folder(root: Path) -> None:
+    """Refuse to write into anything but an empty folder or an earlier (possibly interrupted) SynthCC set, so that
+    pointing ``--out`` at a real dataset cannot overwrite it."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise DataError(root, "output path exists and is not a folder")
+    names = {p.name for p in root.iterdir()}
+    foreign = sorted(names - _OWN_ENTRIES)
+    if foreign:
+        raise DataError(root, f"output folder is not empty and not a SynthCC set (contains {foreign[0]!r}); "
+                              "choose a new folder")
+    if ANNOTATION_FILE in names and META_FILE not in names:
+        raise DataError(root, f"output folder holds a {ANNOTATION_FILE} that SynthCC did not write; "
+                              "choose a new folder")
+
+
 def generate_synthcc(
     out_dir: str | os.PathLike[str],
     *,
@@ -194,10 +215,12 @@ def generate_synthcc(
     """Generate a SynthCC set in ``out_dir`` (LEVIR-MCI layout) and return the folder.
 
     ``pairs``/``size`` override the preset's values. The same arguments always give byte-identical files, whatever
-    ``workers`` is. An existing SynthCC set in the folder is overwritten (its surplus files removed).
+    ``workers`` is. An existing SynthCC set in the folder is overwritten (its surplus files removed); any other
+    non-empty folder is refused with a :class:`DataError`.
     """
     settings = resolve_settings(preset=preset, pairs=pairs, size=size, seed=seed, workers=workers)
     root = Path(out_dir)
+    _check_output_folder(root)
     jobs = plan_jobs(settings)
     for split in SPLITS:
         for sub in ("A", "B", "label"):
