@@ -15,7 +15,7 @@ from changecap.errors import ModelError
 from tests.engine.toy import ToyDataset, load_toy_weights, toy_builder, toy_saver, toy_vocab
 
 
-def make_config(out: Path, **train: Any) -> TrainConfig:
+def make_config(out: Path, tensorboard: bool = False, **train: Any) -> TrainConfig:
     section = {
         "epochs": 2,
         "batch_size": 4,
@@ -32,7 +32,7 @@ def make_config(out: Path, **train: Any) -> TrainConfig:
             # short schedule so one 2-epoch run crosses warm-up, the ramp and the end of GT routing
             "loss": {"router_warmup_epochs": 0, "gt_routing_until_epoch": 0},
             "train": section,
-            "logging": {"log_every": 2, "progress": False},
+            "logging": {"log_every": 2, "progress": False, "tensorboard": tensorboard},
         },
         check_model=False,
     )
@@ -135,10 +135,16 @@ def test_resume_true_without_checkpoint_and_vocab_mismatch_are_errors(tmp_path: 
         )
 
 
-def test_restart_ignores_the_checkpoint_and_bf16_trains(tmp_path: Path) -> None:
+def test_restart_ignores_the_checkpoint_and_bf16_trains(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     run(make_config(out, max_steps=3))
-    result = run(make_config(out, epochs=1, precision="bf16", val_every=0), resume=False)
+    result = run(make_config(out, tensorboard=True, epochs=1, precision="bf16", val_every=0), resume=False)
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert "TensorBoard is not installed" in capsys.readouterr().err  # a clear message, and training went on
+    else:
+        assert (out / "tensorboard").is_dir()
     assert result.finished and result.global_step == 5  # started afresh
     assert result.best_metric is None and result.best_dir == out / "last"
     losses = [json.loads(x)["caption_ce"] for x in (out / "metrics.jsonl").read_text().splitlines()]
