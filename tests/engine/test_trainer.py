@@ -38,7 +38,9 @@ def make_config(out: Path, tensorboard: bool = False, **train: Any) -> TrainConf
     )
 
 
-def run(config: TrainConfig, n: int = 18, **kw: Any):
+def run(config: TrainConfig, n: int = 18, num_workers: int = 0, **kw: Any):
+    """Train the toy model on the toy data (``num_workers`` DataLoader worker processes)."""
+    config.data.num_workers = num_workers
     vocab = toy_vocab()
     datasets = (ToyDataset(n, vocab, "train", seed=config.train.seed), ToyDataset(6, vocab, "val"))
     return train(config, model_builder=toy_builder(), model_saver=toy_saver, datasets=datasets, vocab=vocab, **kw)
@@ -91,13 +93,14 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[name], b[name]), name
 
 
-def test_resume_after_max_steps_mid_epoch_is_bit_identical(tmp_path: Path) -> None:
-    run(make_config(tmp_path / "ref"))
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_after_max_steps_mid_epoch_is_bit_identical(tmp_path: Path, workers: int) -> None:
+    run(make_config(tmp_path / "ref"))  # reference: no workers
     out = tmp_path / "split"
-    first = run(make_config(out, max_steps=7))  # stops in the middle of epoch 1 (5 updates per epoch)
+    first = run(make_config(out, max_steps=7), num_workers=workers)  # stops mid epoch 1 (5 updates per epoch)
     assert not first.finished and first.global_step == 7
     assert load_checkpoint(out).progress.step_in_epoch == 2
-    second = run(make_config(out))  # automatic resume
+    second = run(make_config(out), num_workers=workers)  # automatic resume
     assert second.finished and second.global_step == 10
     assert_same_weights(final_weights(tmp_path / "ref"), final_weights(out))
     # the log reads as one run: each train step logged once
