@@ -23,7 +23,7 @@ class Nuisance:
     gain: tuple[float, float, float]  # per-channel multiplicative colour balance x global brightness
     offset: float  # additive brightness
     contrast: float  # around mid-grey
-    dryness: float  # 0 green season .. 0.45 dry season (vegetation colour)
+    dryness: float  # 0 green season .. 0.35 dry season (vegetation colour)
     greenness: float  # extra green saturation of vegetation
     haze: float  # 0: clear; up to ~0.3 of the haze colour mixed in
     noise: float  # sensor noise standard deviation (0-255 scale)
@@ -55,7 +55,7 @@ def draw_nuisance(rng: np.random.Generator, size: int, after: bool) -> Nuisance:
         gain=(gain[0], gain[1], gain[2]),
         offset=float(rng.uniform(-8, 8)),
         contrast=float(rng.uniform(0.85, 1.15)),
-        dryness=float(rng.uniform(0.0, 0.45)),
+        dryness=float(rng.uniform(0.0, 0.35)),
         greenness=float(rng.uniform(-0.06, 0.1)),
         haze=float(rng.uniform(0.04, 0.2)) if rng.random() < 0.35 else 0.0,
         noise=float(rng.uniform(0.8, 2.5)),

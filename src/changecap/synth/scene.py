@@ -138,23 +138,19 @@ def visible(state: State, when: str) -> bool:
 def landcover_field(octaves: list[np.ndarray], n: int, offset: float = 0.0, scale: float | None = None) -> np.ndarray:
     """Land-cover field ``[n, n]`` over the unit square from the scene's random grids (``LANDCOVER_OCTAVES``).
 
-    ``offset``/``scale`` map pixel indices to unit coordinates (the renderer's canvas has a margin around the tile);
-    the grids span [-0.25, 1.25] so that the margin is covered too. The planner samples the same function on its
-    occupancy grid, so "on the bareland" in a caption agrees with the rendered ground.
+    ``offset``/``scale`` map pixel indices to unit coordinates (pixel ``i`` covers ``offset + i * scale`` to
+    ``offset + (i + 1) * scale``; the renderer's canvas has a margin around the tile). Each grid spans
+    [-0.25, 1.25], is upsampled bicubically to a fine grid once and then sampled bilinearly at the pixel centres
+    (Pillow's resize with a source box), so the value at a ground point does not depend on ``n``: the planner samples
+    the same field on its occupancy grid, and "on the bareland" in a caption agrees with the rendered ground.
     """
     scale = 1.0 / n if scale is None else scale
-    u = (np.arange(n) + 0.5) * scale + offset  # unit coordinate of each pixel centre
     out = np.zeros((n, n), np.float32)
     for values, (_, weight) in zip(octaves, LANDCOVER_OCTAVES):
-        big = 4 * values.shape[0]  # bicubic to a fine grid once, then bilinear sampling (size independent)
-        fine = np.asarray(
-            Image.fromarray(values.astype(np.float32), mode="F").resize((big, big), Image.Resampling.BICUBIC)
-        )
-        f = np.clip((u + 0.25) / 1.5 * big - 0.5, 0, big - 1.001)  # fine-grid coordinate
-        i0 = f.astype(np.int64)
-        w = (f - i0).astype(np.float32)
-        rows = fine[i0] * (1 - w)[:, None] + fine[i0 + 1] * w[:, None]  # [n, big]
-        out += weight * (rows[:, i0] * (1 - w)[None, :] + rows[:, i0 + 1] * w[None, :])  # [n, n]
+        big = 4 * values.shape[0]
+        fine = Image.fromarray(values.astype(np.float32), mode="F").resize((big, big), Image.Resampling.BICUBIC)
+        lo, hi = (offset + 0.25) / 1.5 * big, (offset + n * scale + 0.25) / 1.5 * big  # tile span on the fine grid
+        out += weight * np.asarray(fine.resize((n, n), Image.Resampling.BILINEAR, box=(lo, lo, hi, hi)))
     return out
 
 
@@ -444,12 +440,10 @@ class Planner:
         radii = rng.uniform(0.45, 0.7, len(pts)) * spacing * 1.2
         ok = self._free_points(pts, radii * 0.5, avoid)
         pts, radii = pts[ok], radii[ok]
-        trees: list[Tree] = []
-        for (x, y), r in zip(pts.tolist(), radii.tolist()):
-            state: State = "static" if state_of is None else state_of(x, y)
-            trees.append(Tree(x, y, r, state))
-            if state == "static":
-                self.occ.mark((x - r * 0.6, y - r * 0.6, x + r * 0.6, y + r * 0.6), OCC_TREE)
+        trees = [Tree(x, y, r, "static" if state_of is None else state_of(x, y))
+                 for (x, y), r in zip(pts.tolist(), radii.tolist())]
+        static = np.array([t.state == "static" for t in trees], bool)
+        self._mark_points(pts[static], radii[static] * 0.6, OCC_TREE)
         self.scene.trees.extend(trees)
         return poly, trees
 
@@ -462,6 +456,12 @@ class Planner:
             ok &= (self.occ.grid[cells[:, 1], cells[:, 0]] & avoid) == 0
         return ok
 
+    def _mark_points(self, pts: np.ndarray, half: np.ndarray, bits: int) -> None:
+        """Vectorised :meth:`Occupancy.mark` of the box corners and centres of small objects ``[n, 2]``."""
+        for dx, dy in ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)):
+            cells = np.clip(((pts + np.stack([dx * half, dy * half], axis=1)) * GRID).astype(int), 0, GRID - 1)
+            np.bitwise_or.at(self.occ.grid, (cells[:, 1], cells[:, 0]), np.uint8(bits))
+
     def scattered_trees(self, n: int, state: State = "static", box: tuple[float, float, float, float] | None = None,
                         avoid: int = OCC_HARD) -> list[Tree]:
         """Up to ``n`` single trees at random free places in ``box`` (default: the tile and a little beyond)."""
@@ -471,9 +471,9 @@ class Planner:
         radii = rng.uniform(0.014, 0.03, 2 * n)
         ok = self._free_points(pts, radii, avoid)
         pts, radii = pts[ok], radii[ok]
-        out = [Tree(x, y, r, state) for (x, y), r in zip(pts[:n].tolist(), radii[:n].tolist())]
-        for t in out:
-            self.occ.mark((t.cx - t.r * 0.6, t.cy - t.r * 0.6, t.cx + t.r * 0.6, t.cy + t.r * 0.6), OCC_TREE)
+        pts, radii = pts[:n], radii[:n]
+        out = [Tree(x, y, r, state) for (x, y), r in zip(pts.tolist(), radii.tolist())]
+        self._mark_points(pts, radii * 0.6, OCC_TREE)
         self.scene.trees.extend(out)
         return out
 
