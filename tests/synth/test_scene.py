@@ -75,3 +75,9 @@ def test_object_sizes_stay_in_their_documented_ranges() -> None:
                 assert 0.05 <= b.half_len <= 0.07 and 0.036 <= b.half_wid <= 0.05, b
             else:
                 assert b.half_len >= 0.09, b
+
+
+def test_every_recipe_has_a_placement_function() -> None:
+    from changecap.synth.scene import _RECIPE_FUNCTIONS
+
+    assert set(_RECIPE_FUNCTIONS) == set(RECIPES)

@@ -524,8 +524,7 @@ class Planner:
         kinds = {b.kind for b in placed}
         surface = None
         if action == "appear" and "surface" not in extra:
-            s = set(self.surface_at(centers))
-            surface = s.pop() if len(s) == 1 and "unsure" not in s else None
+            surface = _common_surface(self.surface_at(centers))
         event: dict[str, Any] = {
             "type": "building",
             "action": action,
@@ -587,161 +586,194 @@ def _tree_event(trees: list[Tree], forest: bool) -> dict[str, Any]:
     }
 
 
-def _apply_recipe(p: Planner, recipe: str) -> None:
-    """Place the changed objects of ``recipe`` and append the resulting events (raises PlacementError)."""
+def _common_surface(labels: list[str]) -> str | None:
+    """The surface shared by all points ("bareland" / "grass"), or None when they differ or one is unsure."""
+    kinds = set(labels)
+    return kinds.pop() if len(kinds) == 1 and "unsure" not in kinds else None
+
+
+def _recipe_road(p: Planner, recipe: str) -> None:
+    """``road``, ``road_build`` and ``road_clear``: a new road network, with houses along it or cut through woods."""
     rng, sc = p.rng, p.scene
-    if recipe in ("road", "road_build", "road_clear"):
-        shape = _pick(rng, ROAD_SHAPES)
-        if recipe == "road_clear" and shape == "branch":
-            shape = "straight"  # woods cut by a road; an old road would have to go through them too
-        if shape == "branch":  # a new road joining an existing one
-            old = p.add_road(p.road_polylines("straight")[0], "static")
-            new_lines = [p._branch(old.points)]
-        else:
-            new_lines = p.road_polylines(shape)
-        width = float(rng.uniform(0.05, 0.065))
-        new_roads = [p.add_road(line, "after", width) for line in new_lines]
-        if recipe == "road_clear":
-            pts, _ = polyline_resample(new_roads[0].points, 0.02)
-            pts = pts[(pts > 0.3).all(axis=1) & (pts < 0.7).all(axis=1)]
-            if not len(pts):
-                raise PlacementError("road misses the middle of the tile")
-            c = pts[int(rng.integers(len(pts)))]
-            corridor = max(r.width for r in new_roads) * 0.7 + 0.02
-            road_pts = np.concatenate([polyline_resample(r.points, 0.01)[0] for r in new_roads])  # [m, 2]
-
-            def state_of(x: float, y: float) -> State:
-                near = np.min(np.hypot(road_pts[:, 0] - x, road_pts[:, 1] - y)) < corridor
-                return "before" if near else "static"
-
-            # The woods grow over the future road corridor (they ignore the road's occupancy); the trees on the
-            # corridor are the ones cut down.
-            poly, trees = p.woods((float(c[0]), float(c[1])), float(rng.uniform(0.2, 0.3)), state_of=state_of,
-                                  avoid=OCC_HARD & ~(OCC_RESERVED | OCC_ROAD))
-            sc.ground.insert(0, Patch(poly, C.FOREST_FLOOR, "static"))
-            removed = [t for t in trees if t.state == "before" and 0 <= t.cx <= 1 and 0 <= t.cy <= 1]
-            if len(removed) < 3:
-                raise PlacementError("too few trees on the road corridor")
-            sc.events.append(_road_event(new_roads, shape, through="trees", surface=None))
-            sc.events.append(_tree_event(removed, forest=True))
-            return
-        on = np.concatenate([polyline_resample(r.points, 0.05)[0] for r in new_roads]).clip(0, 1)  # [m, 2]
-        surface = set(p.surface_at(on))
-        sc.events.append(_road_event(new_roads, shape, surface=surface.pop() if surface in ({"bareland"}, {"grass"})
-                                     else None))
-        if recipe == "road_build":
-            k = _count_for(rng, (0.0, 0.15, 0.35, 0.5))
-            both = bool(rng.random() < 0.5) and k >= 2
-            placed = p.along_road(new_roads[0], k, "after", both_sides=both)
-            if len(new_roads) > 1 and len(placed) < k:
-                placed += p.along_road(new_roads[1], k - len(placed), "after", both_sides=both)
-            if not placed:
-                raise PlacementError("no room along the new road")
-            p.lawns(placed, "after")
-            sides = {_side_of(new_roads[0], b) for b in placed}
-            sc.events.append(p.building_event(placed, "appear", along_road=True, both_sides=len(sides) == 2,
-                                              new_road=True, surface=None))
+    shape = _pick(rng, ROAD_SHAPES)
+    if recipe == "road_clear" and shape == "branch":
+        shape = "straight"  # woods cut by a road; an old road would have to go through them too
+    if shape == "branch":  # a new road joining an existing one
+        old = p.add_road(p.road_polylines("straight")[0], "static")
+        new_lines = [p._branch(old.points)]
+    else:
+        new_lines = p.road_polylines(shape)
+    width = float(rng.uniform(0.05, 0.065))
+    new_roads = [p.add_road(line, "after", width) for line in new_lines]
+    if recipe == "road_clear":
+        removed = _woods_across(p, new_roads)
+        sc.events.append(_road_event(new_roads, shape, through="trees", surface=None))
+        sc.events.append(_tree_event(removed, forest=True))
         return
+    on = np.concatenate([polyline_resample(r.points, 0.05)[0] for r in new_roads]).clip(0, 1)  # [m, 2]
+    sc.events.append(_road_event(new_roads, shape, surface=_common_surface(p.surface_at(on))))
+    if recipe == "road_build":
+        k = _count_for(rng, (0.0, 0.15, 0.35, 0.5))
+        both = bool(rng.random() < 0.5) and k >= 2
+        placed = p.along_road(new_roads[0], k, "after", both_sides=both)
+        if len(new_roads) > 1 and len(placed) < k:
+            placed += p.along_road(new_roads[1], k - len(placed), "after", both_sides=both)
+        if not placed:
+            raise PlacementError("no room along the new road")
+        p.lawns(placed, "after")
+        sides = {_side_of(new_roads[0], b) for b in placed}
+        sc.events.append(p.building_event(placed, "appear", along_road=True, both_sides=len(sides) == 2,
+                                          new_road=True, surface=None))
 
-    if recipe == "build":
-        kind = "large" if rng.random() < 0.12 else "house"
-        k = _count_for(rng, (0.22, 0.2, 0.3, 0.28)) if kind == "house" else int(rng.integers(1, 3))
-        if sc.roads and kind == "house" and rng.random() < 0.5:
-            road = sc.roads[int(rng.integers(len(sc.roads)))]
-            both = bool(rng.random() < 0.4) and k >= 2
-            placed = p.along_road(road, k, "after", both_sides=both)
-            if placed:
-                p.lawns(placed, "after") if rng.random() < 0.6 else None
-                sides = {_side_of(road, b) for b in placed}
-                sc.events.append(p.building_event(placed, "appear", along_road=True, both_sides=len(sides) == 2))
-                return
-        for _ in range(4):
-            placed = p.cluster(_target(rng, k), k, kind, "after")
-            if placed:
-                break
-        else:
-            raise PlacementError("no room for the new buildings")
-        event = p.building_event(placed, "appear")
+
+def _woods_across(p: Planner, new_roads: list[Road]) -> list[Tree]:
+    """Woods around a point of the new road; the trees on its corridor are cut down (returned)."""
+    rng = p.rng
+    pts, _ = polyline_resample(new_roads[0].points, 0.02)
+    pts = pts[(pts > 0.3).all(axis=1) & (pts < 0.7).all(axis=1)]
+    if not len(pts):
+        raise PlacementError("road misses the middle of the tile")
+    c = pts[int(rng.integers(len(pts)))]
+    corridor = max(r.width for r in new_roads) * 0.7 + 0.02
+    road_pts = np.concatenate([polyline_resample(r.points, 0.01)[0] for r in new_roads])  # [m, 2]
+
+    def state_of(x: float, y: float) -> State:
+        near = np.min(np.hypot(road_pts[:, 0] - x, road_pts[:, 1] - y)) < corridor
+        return "before" if near else "static"
+
+    # The woods grow over the future road corridor (they ignore the road's occupancy).
+    poly, trees = p.woods((float(c[0]), float(c[1])), float(rng.uniform(0.2, 0.3)), state_of=state_of,
+                          avoid=OCC_HARD & ~(OCC_RESERVED | OCC_ROAD))
+    p.scene.ground.insert(0, Patch(poly, C.FOREST_FLOOR, "static"))
+    removed = [t for t in trees if t.state == "before" and 0 <= t.cx <= 1 and 0 <= t.cy <= 1]
+    if len(removed) < 3:
+        raise PlacementError("too few trees on the road corridor")
+    return removed
+
+
+def _recipe_build(p: Planner, recipe: str) -> None:
+    """``build``: houses (or one or two large buildings) appear along an existing road or in a cluster."""
+    rng, sc = p.rng, p.scene
+    kind = "large" if rng.random() < 0.12 else "house"
+    k = _count_for(rng, (0.22, 0.2, 0.3, 0.28)) if kind == "house" else int(rng.integers(1, 3))
+    if sc.roads and kind == "house" and rng.random() < 0.5:
+        road = sc.roads[int(rng.integers(len(sc.roads)))]
+        both = bool(rng.random() < 0.4) and k >= 2
+        placed = p.along_road(road, k, "after", both_sides=both)
+        if placed:
+            if rng.random() < 0.6:
+                p.lawns(placed, "after")
+            sides = {_side_of(road, b) for b in placed}
+            sc.events.append(p.building_event(placed, "appear", along_road=True, both_sides=len(sides) == 2))
+            return
+    for _ in range(4):
+        placed = p.cluster(_target(rng, k), k, kind, "after")
+        if placed:
+            break
+    else:
+        raise PlacementError("no room for the new buildings")
+    event = p.building_event(placed, "appear")
+    if rng.random() < 0.5:
+        p.lawns(placed, "after")
+    elif event["surface"] == "grass" or rng.random() < 0.5:
+        _lots(p, placed, C.SOIL, "after")
+    sc.events.append(event)
+
+
+def _recipe_demolish(p: Planner, recipe: str) -> None:
+    """``demolish``: buildings along a road or in a cluster disappear, leaving bare soil."""
+    rng, sc = p.rng, p.scene
+    k = _count_for(rng, (0.35, 0.3, 0.25, 0.1), many_max=8)
+    if sc.roads and rng.random() < 0.5:
+        road = sc.roads[int(rng.integers(len(sc.roads)))]
+        placed = p.along_road(road, k, "before", both_sides=bool(rng.random() < 0.4))
+    else:
+        placed = p.cluster(_target(rng, k), k, "house" if rng.random() < 0.85 else "large", "before")
+    if not placed:
+        raise PlacementError("no room for the demolished buildings")
+    p.lawns(placed, "static")
+    _lots(p, placed, C.SOIL, "after", grow=0.012)
+    sc.events.append(p.building_event(placed, "disappear"))
+
+
+def _recipe_clear(p: Planner, recipe: str) -> None:
+    """``clear`` and ``clear_build``: woods or a grove are cut down, and possibly replaced by houses."""
+    rng, sc = p.rng, p.scene
+    k = _count_for(rng, (0.2, 0.25, 0.35, 0.2)) if recipe == "clear_build" else 0
+    forest = recipe == "clear_build" or rng.random() < 0.6
+    if forest:  # a patch of woods, cleared to bare soil
+        radius = float(rng.uniform(0.13, 0.2)) if k < 6 else float(rng.uniform(0.2, 0.26))
+    else:  # a grove of a few trees, leaving soil where they stood
+        radius = float(rng.uniform(0.07, 0.11))
+    for _ in range(6):
+        cx, cy = _target(rng, 3 if radius < 0.17 else 6)
+        core = radius * 0.6
+        if p.occ.free((cx - core, cy - core, cx + core, cy + core), OCC_HARD | OCC_TREE):
+            break
+    else:
+        raise PlacementError("no room for the woods")
+    poly, trees = p.woods((cx, cy), radius, state_of=lambda x, y: "before", avoid=OCC_HARD | OCC_TREE)
+    trees = [t for t in trees if 0 <= t.cx <= 1 and 0 <= t.cy <= 1]
+    if forest:
+        sc.ground.append(Patch(poly, C.FOREST_FLOOR, "before"))
+        sc.ground.append(Patch(poly, C.SOIL, "after"))
+    else:
+        for t in trees:
+            sc.ground.append(Patch(blob_polygon(rng, t.cx, t.cy, t.r * 1.1, t.r * 0.9, n=10), C.SOIL, "after"))
+    p.occ.mark_polygon(poly, OCC_RESERVED)
+    if len(trees) < 3:
+        raise PlacementError("too few trees to clear")
+    sc.events.append(_tree_event(trees, forest=forest))
+    if recipe == "clear_build":
+        placed = p.cluster((cx, cy), k, "house", "after", avoid=OCC_HARD & ~OCC_RESERVED)
+        if not placed:
+            raise PlacementError("no room in the clearing")
         if rng.random() < 0.5:
             p.lawns(placed, "after")
-        elif event["surface"] == "grass" or rng.random() < 0.5:
-            _lots(p, placed, C.SOIL, "after")
-        sc.events.append(event)
-        return
+        sc.events.append(p.building_event(placed, "appear", surface="trees"))
 
-    if recipe == "demolish":
-        k = _count_for(rng, (0.35, 0.3, 0.25, 0.1), many_max=8)
-        if sc.roads and rng.random() < 0.5:
-            road = sc.roads[int(rng.integers(len(sc.roads)))]
-            placed = p.along_road(road, k, "before", both_sides=bool(rng.random() < 0.4))
-        else:
-            placed = p.cluster(_target(rng, k), k, "house" if rng.random() < 0.85 else "large", "before")
-        if not placed:
-            raise PlacementError("no room for the demolished buildings")
-        p.lawns(placed, "static")
-        _lots(p, placed, C.SOIL, "after", grow=0.012)
-        sc.events.append(p.building_event(placed, "disappear"))
-        return
 
-    if recipe in ("clear", "clear_build"):
-        k = _count_for(rng, (0.2, 0.25, 0.35, 0.2)) if recipe == "clear_build" else 0
-        forest = recipe == "clear_build" or rng.random() < 0.6
-        if forest:  # a patch of woods, cleared to bare soil
-            radius = float(rng.uniform(0.13, 0.2)) if k < 6 else float(rng.uniform(0.2, 0.26))
-        else:  # a grove of a few trees, leaving soil where they stood
-            radius = float(rng.uniform(0.07, 0.11))
-        for _ in range(6):
-            cx, cy = _target(rng, 3 if radius < 0.17 else 6)
-            core = radius * 0.6
-            if p.occ.free((cx - core, cy - core, cx + core, cy + core), OCC_HARD | OCC_TREE):
-                break
-        else:
-            raise PlacementError("no room for the woods")
-        poly, trees = p.woods((cx, cy), radius, state_of=lambda x, y: "before", avoid=OCC_HARD | OCC_TREE)
-        trees = [t for t in trees if 0 <= t.cx <= 1 and 0 <= t.cy <= 1]
-        if forest:
-            sc.ground.append(Patch(poly, C.FOREST_FLOOR, "before"))
-            sc.ground.append(Patch(poly, C.SOIL, "after"))
-        else:
-            for t in trees:
-                sc.ground.append(Patch(blob_polygon(rng, t.cx, t.cy, t.r * 1.1, t.r * 0.9, n=10), C.SOIL, "after"))
-        p.occ.mark_polygon(poly, OCC_RESERVED)
-        if len(trees) < 3:
-            raise PlacementError("too few trees to clear")
-        sc.events.append(_tree_event(trees, forest=forest))
-        if recipe == "clear_build":
-            placed = p.cluster((cx, cy), k, "house", "after", avoid=OCC_HARD & ~OCC_RESERVED)
-            if not placed:
-                raise PlacementError("no room in the clearing")
-            if rng.random() < 0.5:
-                p.lawns(placed, "after")
-            sc.events.append(p.building_event(placed, "appear", surface="trees"))
-        return
+def _recipe_water(p: Planner, recipe: str) -> None:
+    """``water``: a pond (or a lake) is dug on open land."""
+    rng = p.rng
+    lake = rng.random() < 0.4
+    for _ in range(6):
+        radius = float(rng.uniform(0.14, 0.21) if lake else rng.uniform(0.07, 0.11))
+        poly = p.pond(_target(rng, 6 if lake else 2), radius, "after", inner=0.02)
+        if poly is not None:
+            break
+    else:
+        raise PlacementError("no room for the pond")
+    loc, centroid, extent = objects_location(poly)
+    p.scene.events.append({
+        "type": "water",
+        "action": "appear",
+        "count": 1,
+        "kind": "lake" if lake else "pond",
+        "location": loc,
+        "centroid": list(centroid),
+        "extent": list(extent),
+        "surface": _common_surface(p.surface_at(poly.clip(0, 1))),
+    })
 
-    if recipe == "water":
-        lake = rng.random() < 0.4
-        for _ in range(6):
-            radius = float(rng.uniform(0.14, 0.21) if lake else rng.uniform(0.07, 0.11))
-            c = _target(rng, 6 if lake else 2)
-            poly = p.pond(c, radius, "after", inner=0.02)
-            if poly is not None:
-                break
-        else:
-            raise PlacementError("no room for the pond")
-        loc, centroid, extent = objects_location(poly)
-        s = set(p.surface_at(poly.clip(0, 1)))
-        sc.events.append({
-            "type": "water",
-            "action": "appear",
-            "count": 1,
-            "kind": "lake" if lake else "pond",
-            "location": loc,
-            "centroid": list(centroid),
-            "extent": list(extent),
-            "surface": s.pop() if len(s) == 1 and "unsure" not in s else None,
-        })
-        return
-    raise ValueError(f"unknown recipe {recipe!r}")
+
+_RECIPE_FUNCTIONS: dict[str, Callable[[Planner, str], None]] = {
+    "build": _recipe_build,
+    "road_build": _recipe_road,
+    "road": _recipe_road,
+    "demolish": _recipe_demolish,
+    "clear": _recipe_clear,
+    "clear_build": _recipe_clear,
+    "water": _recipe_water,
+    "road_clear": _recipe_road,
+}
+
+
+def _apply_recipe(p: Planner, recipe: str) -> None:
+    """Place the changed objects of ``recipe`` and append the resulting events (raises PlacementError)."""
+    if recipe not in _RECIPE_FUNCTIONS:
+        raise ValueError(f"unknown recipe {recipe!r}")
+    _RECIPE_FUNCTIONS[recipe](p, recipe)
 
 
 def _side_of(road: Road, b: Building) -> int:
