@@ -13,7 +13,6 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageChops, ImageFilter
 
 from changecap.synth.render import max_shift
 
@@ -66,11 +65,31 @@ def draw_nuisance(rng: np.random.Generator, size: int, after: bool) -> Nuisance:
 
 
 _HAZE_RGB = np.array([200, 204, 210], np.float32)
-# Point spread of the optics: a [1, 2, 1] x [1, 2, 1] / 16 blur, in Pillow's C code on uint8 (cheaper than numpy).
-_PSF = ImageFilter.BoxBlur(0.5)  # radius 0.5 = weights (0.5, 1, 0.5) / 2 along each axis
 # Standard normal quantiles of 256 equiprobable bins: random bytes mapped through them are Gaussian noise at a
 # fraction of the cost of ``standard_normal`` (sensor noise needs no finer tail).
 _NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(256)], np.float32)
+
+
+def blur_121(image: np.ndarray) -> np.ndarray:
+    """Optical point spread: the [1, 2, 1] x [1, 2, 1] / 16 blur of a uint8 ``[H, W, C]`` image, edges replicated.
+
+    Returned as uint16 ``[H, W, C]`` with values 0..255 (rounded). Integer shifts and adds on uint16 are about five
+    times faster than Pillow's box blur of the same kernel.
+    """
+    x = image.astype(np.uint16)
+    h = x * 2  # horizontal pass: 2 x centre + left + right (the border pixel counts as its own neighbour)
+    h[:, 1:] += x[:, :-1]
+    h[:, :-1] += x[:, 1:]
+    h[:, 0] += x[:, 0]
+    h[:, -1] += x[:, -1]
+    v = h * 2  # vertical pass on the horizontal sums (max 16 * 255 fits in uint16)
+    v[1:] += h[:-1]
+    v[:-1] += h[1:]
+    v[0] += h[0]
+    v[-1] += h[-1]
+    v += 8
+    v >>= 4
+    return v
 
 
 def apply_photometric(rgb: np.ndarray, haze_field: np.ndarray, nz: Nuisance, rng: np.random.Generator) -> np.ndarray:
@@ -83,11 +102,11 @@ def apply_photometric(rgb: np.ndarray, haze_field: np.ndarray, nz: Nuisance, rng
         rgb *= 1 - a
         rgb += _HAZE_RGB * a
     np.clip(rgb, 0, 255, out=rgb)
-    blurred = Image.fromarray(rgb.astype(np.uint8), mode="RGB").filter(_PSF)
-    lut = np.clip(np.round(_NORMAL_QUANTILES * nz.noise) + 128, 0, 255).astype(np.uint8)
-    noise = np.take(lut, np.frombuffer(rng.bytes(rgb.size), np.uint8).reshape(rgb.shape))  # centred on 128
-    # a + noise - 128, saturated to 0..255, in Pillow's C code
-    return np.asarray(ImageChops.add(blurred, Image.fromarray(noise, mode="RGB"), scale=1.0, offset=-128))
+    out = blur_121(rgb.astype(np.uint8)).view(np.int16)  # 0..255 has the same bits in uint16 and int16
+    lut = np.round(_NORMAL_QUANTILES * nz.noise).astype(np.int16)
+    out += np.take(lut, np.frombuffer(rng.bytes(out.size), np.uint8).reshape(out.shape))  # sensor noise
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def shadow_angle(base: float, nz: Nuisance) -> float:
