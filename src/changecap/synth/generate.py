@@ -1,9 +1,9 @@
 """Generate a SynthCC set on disk in the LEVIR-MCI layout.
 
-Each pair is a pure function of ``(seed, index)`` (and the split/changed plan, itself a function of the seed), so
-pairs can be rendered in any order by any number of worker processes and the files are byte-identical. Three
-independent random streams per pair keep concerns apart: the layout (``scene``), the rendering and nuisance, and the
-captions; improving the caption templates does not move a single pixel.
+Each pair is a pure function of ``(seed, index)`` and its change flag (the split/changed plan is a function of the
+seed and the number of pairs), so pairs can be rendered in any order by any number of worker processes and the files
+are byte-identical. Three independent random streams per pair keep concerns apart: the layout (``scene``), the
+rendering and nuisance, and the captions; improving the caption templates does not move a single pixel.
 
 Output::
 

@@ -4,8 +4,8 @@ Rendering is two passes per image, both vectorised:
 
 1. **Classes**: every object is drawn as a class id (``classes.py``) into a ``uint8`` canvas with PIL ImageDraw
    (polygons, polylines, ellipses, all in C), plus a second canvas of cast shadows.
-2. **Colour**: one palette gather turns classes into RGB, modulated by shared noise fields (texture) and darkened by
-   the shadow canvas.
+2. **Colour**: one lookup per channel on the class index (shadowed pixels are separate classes) turns classes into
+   RGB, modulated by noise fields shared by both images (colour drift and grain).
 
 The canvas is the tile plus a margin on each side; the before image is the centred crop and the after image a crop
 shifted by the misregistration, so that both show the same ground with real (not wrapped) content at the borders.
@@ -28,6 +28,7 @@ from changecap.synth.scene import Building, ParkingLot, Scene, landcover_field, 
 MAX_SHIFT_256 = 3  # misregistration of the after image: up to 3 px at 256 px, scaled with the size
 
 # Base colours (RGB 0-255) of the ground classes, tuned by eye against LEVIR-CC tiles (Texas suburbs, 0.5 m/px).
+# BARE, GRASS and SOIL are replaced per scene from _SOILS / _GRASSES (see scene_palette).
 _BASE: dict[int, tuple[float, float, float]] = {
     C.BARE: (178, 163, 136),
     C.GRASS: (118, 126, 80),
@@ -106,7 +107,8 @@ class Fields:
 
 
 def _octave(rng: np.random.Generator, cells_per_unit: float, frame: Frame) -> np.ndarray:
-    """One noise octave: random values on a grid of ``cells_per_unit`` per 128 m, bicubically upsampled."""
+    """One noise octave ``[N, N]``: random values on a grid of ``cells_per_unit`` per 128 m, upsampled to the canvas
+    (so the texture has the same ground scale at every tile size)."""
     n = frame.canvas
     g = max(2, int(math.ceil(cells_per_unit * n / frame.size)) + 1)
     if g >= n:  # finer than a pixel: plain per-pixel noise
@@ -118,6 +120,7 @@ def _octave(rng: np.random.Generator, cells_per_unit: float, frame: Frame) -> np
 
 
 def make_fields(scene: Scene, rng: np.random.Generator, frame: Frame) -> Fields:
+    """The pair's shared fields on the canvas: ground classes, colour drift, grain and haze density."""
     landcover = landcover_field(scene.landcover, frame.canvas, offset=-frame.margin / frame.size, scale=1 / frame.size)
     ground = np.where(landcover > scene.grass_level, C.GRASS, C.BARE).astype(np.uint8)
     drift = 0.5 * _octave(rng, 5, frame) + 0.5 * _octave(rng, 18, frame)
