@@ -30,7 +30,10 @@ def write(tmp_path: Path, text: str = BASE, name: str = "cfg.yaml", model: bool 
 
 
 def test_load_applies_types_defaults_and_overrides(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path), overrides=["train.epochs=3", "optim.betas=[0.8, 0.9]", "data.augment=true"])
+    cfg = load_config(
+        write(tmp_path), overrides=["train.epochs=3", "optim.betas=[0.8, 0.9]", "data.augment=true", "optim.eps=1e-6"]
+    )
+    assert cfg.optim.eps == 1e-6  # YAML 1.1 reads `1e-6` as a string; float fields accept it
     assert cfg.data.format == "levir-mci" and cfg.data.image_size == 64
     assert cfg.data.vocab.splits == "all" and cfg.data.vocab.rule == "ge"
     assert cfg.optim.lr == 0.001 and cfg.optim.decoder_lr == 0.002 and cfg.optim.encoder_lr is None
@@ -67,6 +70,8 @@ def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
         ("train.epochs=2.5", "train.epochs", "expected int"),
         ("train.epochs=0", "train.epochs", "must be > 0"),
         ("optim.lr=-0.1", "optim.lr", ">= 0"),
+        ("optim.lr=fast", "optim.lr", "expected float"),
+        ("optim.lr=.nan", "optim.lr", "finite"),
         ("optim.betas=[0.9]", "optim.betas", "list of 2"),
         ("train.precision=fp16", "train.precision", "'fp32' | 'bf16'"),
         ("schedule.name=linear", "schedule.name", "'constant'"),

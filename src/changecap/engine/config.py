@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -421,6 +422,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_FLOAT_STRING = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 class _Mismatch(Exception):
     """Internal: a value does not fit a type (turned into a ConfigError by the caller)."""
 
@@ -468,6 +472,9 @@ def _coerce_simple(value: Any, tp: Any, origin: Any) -> Any:
         raise _Mismatch
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_STRING.fullmatch(value.strip()):
+            # PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string, not a number; accept it as one.
             return float(value)
         raise _Mismatch
     if tp is str:
