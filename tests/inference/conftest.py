@@ -1,0 +1,57 @@
+"""Fixtures for the inference tests: a tiny saved HiSem (and plain) model directory and a fake LEVIR-MCI set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from changecap.data.annotations import parse_annotations
+from changecap.data.vocab import Vocabulary
+from changecap.inference import PreprocessConfig
+from changecap.models import build_model, save_model, tiny_config
+from tests.data.fakes import make_levir
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fake LEVIR-MCI: 6 train, 4 val, 4 test pairs of 40 px (resized to the model's 32 px)."""
+    return make_levir(tmp_path_factory.mktemp("inference") / "mci", "levir-mci", {"train": 6, "val": 4, "test": 4}, 40)
+
+
+@pytest.fixture(scope="session")
+def vocab(data_root: Path) -> Vocabulary:
+    records = parse_annotations(data_root, "levir-mci")
+    return Vocabulary.from_captions([c for r in records for c in r.captions], threshold=0)
+
+
+def _save(root: Path, vocab: Vocabulary, architecture: str) -> Path:
+    torch.manual_seed(0)
+    model = build_model(
+        tiny_config(len(vocab), image_size=IMAGE_SIZE, patch_size=8, dim=32, architecture=architecture, max_length=20)
+    ).eval()
+    out = save_model(model, model.config, vocab, root / architecture)
+    PreprocessConfig(image_size=IMAGE_SIZE, resize_mode="resize").save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, vocab: Vocabulary) -> Path:
+    return _save(tmp_path_factory.mktemp("models"), vocab, "hisem")
+
+
+@pytest.fixture(scope="session")
+def plain_model_dir(tmp_path_factory: pytest.TempPathFactory, vocab: Vocabulary) -> Path:
+    return _save(tmp_path_factory.mktemp("models"), vocab, "plain")

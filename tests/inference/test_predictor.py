@@ -1,0 +1,186 @@
+"""ChangeCaptioner: every input kind (paths, PIL, numpy, tensors; single and batched) gives the same captions as the
+model on the same preprocessed tensor, and bad inputs end in one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from changecap.data.image_io import read_rgb
+from changecap.errors import ChangeCapError, DataError, ModelError
+from changecap.inference import CaptionResult, ChangeCaptioner, PreprocessConfig, preprocess_pair
+from changecap.models import load_model
+from tests.inference.conftest import IMAGE_SIZE
+
+
+def _pair_paths(root: Path, split: str = "test", i: int = 0) -> tuple[Path, Path]:
+    name = f"{split}_{i + 1:06d}.png"
+    return root / "images" / split / "A" / name, root / "images" / split / "B" / name
+
+
+@pytest.fixture(scope="module")
+def captioner(model_dir: Path) -> ChangeCaptioner:
+    return ChangeCaptioner.from_pretrained(model_dir, device="cpu")
+
+
+def test_single_pair_from_paths_matches_the_model(captioner: ChangeCaptioner, model_dir: Path, data_root: Path) -> None:
+    before, after = _pair_paths(data_root)
+    res = captioner(before, after)
+    assert isinstance(res, CaptionResult)
+    # The same pair through the model directly, preprocessed by hand.
+    model = load_model(model_dir)
+    image = preprocess_pair(read_rgb(before), read_rgb(after), captioner.preprocess)[None]  # [1, 2, 3, S, S]
+    assert image.shape == (1, 2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    seqs, prob = model.caption(image, max_length=captioner.max_length)
+    assert res.tokens == seqs[0]
+    assert res.caption == captioner.vocab.decode(seqs[0])
+    assert prob is not None and res.change_probability == pytest.approx(float(prob[0]))
+    assert 0.0 <= res.change_probability <= 1.0
+    assert res.tokens[0] == 2  # <START>
+    assert len(res.tokens) <= captioner.max_length + 1  # <START> + at most max_length decoded ids
+
+
+def test_every_input_kind_gives_the_same_caption(captioner: ChangeCaptioner, data_root: Path) -> None:
+    before, after = _pair_paths(data_root)
+    ref = captioner(before, after)
+    b, a = read_rgb(before), read_rgb(after)  # uint8 [H, W, 3]
+    variants = {
+        "str": (str(before), str(after)),
+        "pil": (Image.open(before), Image.open(after)),
+        "uint8 array": (b, a),
+        "float array": (b.astype(np.float32) / 255.0, a.astype(np.float32) / 255.0),
+        "uint8 tensor": (torch.from_numpy(b).permute(2, 0, 1), torch.from_numpy(a).permute(2, 0, 1)),
+        "float tensor": (torch.from_numpy(b).permute(2, 0, 1) / 255.0, torch.from_numpy(a).permute(2, 0, 1) / 255.0),
+        "palette-free RGBA→RGB PIL": (Image.open(before).convert("RGB"), Image.open(after).convert("RGB")),
+    }
+    for kind, (x, y) in variants.items():
+        out = captioner(x, y)
+        assert isinstance(out, CaptionResult), kind
+        assert out.tokens == ref.tokens, kind
+        assert out.change_probability == pytest.approx(ref.change_probability, abs=1e-6), kind
+
+
+def test_batches_match_single_pairs(captioner: ChangeCaptioner, data_root: Path) -> None:
+    pairs = [_pair_paths(data_root, "test", i) for i in range(4)]
+    singles = [captioner(b, a) for b, a in pairs]
+    for batch_size in (1, 3, 16):
+        batched = captioner([b for b, _ in pairs], [a for _, a in pairs], batch_size=batch_size)
+        assert isinstance(batched, list) and len(batched) == 4
+        assert [r.tokens for r in batched] == [r.tokens for r in singles], batch_size
+    arrays_b = np.stack([read_rgb(b) for b, _ in pairs])  # [N, H, W, 3]
+    arrays_a = np.stack([read_rgb(a) for _, a in pairs])
+    assert [r.tokens for r in captioner(arrays_b, arrays_a)] == [r.tokens for r in singles]
+    tensors_b = torch.from_numpy(arrays_b).permute(0, 3, 1, 2)  # [N, 3, H, W]
+    tensors_a = torch.from_numpy(arrays_a).permute(0, 3, 1, 2)
+    assert [r.tokens for r in captioner(tensors_b, tensors_a)] == [r.tokens for r in singles]
+
+
+def test_beam_search_and_max_length(captioner: ChangeCaptioner, data_root: Path) -> None:
+    before, after = _pair_paths(data_root)
+    beam = captioner(before, after, beam_size=3)
+    assert beam.tokens[0] == 2 and len(beam.tokens) <= captioner.max_length + 1
+    short = captioner(before, after, max_length=3)
+    assert len(short.tokens) <= 4 and short.tokens[:4] == captioner(before, after).tokens[:4]
+
+
+def test_plain_model_has_no_change_probability(plain_model_dir: Path, data_root: Path) -> None:
+    captioner = ChangeCaptioner.from_pretrained(plain_model_dir, device="cpu")
+    res = captioner(*_pair_paths(data_root))
+    assert res.change_probability is None and res.tokens[0] == 2
+
+
+def test_preprocess_config_is_read_from_the_model_dir(captioner: ChangeCaptioner) -> None:
+    assert captioner.preprocess == PreprocessConfig(image_size=IMAGE_SIZE, resize_mode="resize")
+
+
+def test_missing_preprocess_json_falls_back_to_clip_rule_at_encoder_size(model_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(model_dir, tmp_path / "m")
+    (copy / "preprocess.json").unlink()
+    captioner = ChangeCaptioner.from_pretrained(copy, device="cpu")
+    assert captioner.preprocess.image_size == IMAGE_SIZE and captioner.preprocess.resize_mode == "clip"
+
+
+def _one_line(exc: pytest.ExceptionInfo[BaseException], *words: str) -> None:
+    msg = str(exc.value)
+    assert "\n" not in msg, msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "words"),
+    [
+        (np.zeros((32, 32, 3), np.uint8), np.zeros((40, 32, 3), np.uint8), ("same size", "32×32", "32×40")),
+        (np.zeros((32, 32), np.uint8), np.zeros((32, 32, 3), np.uint8), ("single-band", "before")),
+        (np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 4), np.uint8), ("4 bands", "after")),
+        (torch.zeros(4, 32, 32), torch.zeros(3, 32, 32), ("4 band(s)", "before")),
+        (torch.zeros(32, 32), torch.zeros(3, 32, 32), ("[3, H, W]",)),
+        (Image.new("L", (32, 32)), Image.new("RGB", (32, 32)), ("1 band(s)", "before")),
+        (Image.new("RGBA", (32, 32)), Image.new("RGB", (32, 32)), ("4 band(s)", "before")),
+        (np.full((32, 32, 3), 2.0, np.float32), np.zeros((32, 32, 3), np.float32), ("[0, 1]",)),
+        ("nope.png", np.zeros((32, 32, 3), np.uint8), ("nope.png",)),
+        (3, 4, ("unsupported image type",)),
+    ],
+)
+def test_bad_images_are_one_line_errors(captioner: ChangeCaptioner, before: object, after: object, words) -> None:
+    with pytest.raises(DataError) as exc:
+        captioner(before, after)  # type: ignore[arg-type]
+    _one_line(exc, *words)
+
+
+def test_grayscale_and_4_band_files_are_refused(captioner: ChangeCaptioner, tmp_path: Path) -> None:
+    rgb = tmp_path / "rgb.png"
+    Image.new("RGB", (32, 32)).save(rgb)
+    for mode in ("L", "RGBA"):
+        path = tmp_path / f"{mode}.png"
+        Image.new(mode, (32, 32)).save(path)
+        with pytest.raises(DataError) as exc:
+            captioner(path, rgb)
+        _one_line(exc, str(path))
+
+
+def test_batch_length_mismatch_and_index_in_messages(captioner: ChangeCaptioner) -> None:
+    ok = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(DataError) as exc:
+        captioner([ok, ok], [ok])
+    _one_line(exc, "same length")
+    with pytest.raises(DataError) as exc:
+        captioner([ok, ok], [ok, np.zeros((16, 16, 3), np.uint8)])
+    _one_line(exc, "before[1]", "after[1]")
+
+
+def test_missing_or_broken_model_files_are_one_line_errors(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(tmp_path / "nowhere", device="cpu")
+    _one_line(exc, "nowhere", "not found")
+    for name, words in (
+        ("model.safetensors", ("model.safetensors", "missing")),
+        ("vocab.json", ("vocab.json", "missing")),
+        ("config.json", ("config.json", "missing")),
+    ):
+        copy = shutil.copytree(model_dir, tmp_path / f"no_{name}")
+        (copy / name).unlink()
+        with pytest.raises(ChangeCapError) as exc:
+            ChangeCaptioner.from_pretrained(copy, device="cpu")
+        _one_line(exc, *words)
+    broken = shutil.copytree(model_dir, tmp_path / "broken_pp")
+    (broken / "preprocess.json").write_text("{not json")
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(broken, device="cpu")
+    _one_line(exc, "preprocess.json", "not valid JSON")
+
+
+def test_vocabulary_that_does_not_match_the_checkpoint(model_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(model_dir, tmp_path / "m")
+    words = json.loads((copy / "vocab.json").read_text())
+    words["zzzextra"] = len(words)
+    (copy / "vocab.json").write_text(json.dumps(words))
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(copy, device="cpu")
+    _one_line(exc, "vocab.json", str(len(words)))
