@@ -69,8 +69,7 @@ def main() -> None:
     generate_synthcc(tempfile.mkdtemp(), pairs=10, size=args.size, progress=False)  # warm-up (imports, caches)
     with tempfile.TemporaryDirectory() as tmp:
         w0, c0 = time.perf_counter(), time.process_time()
-        root = generate_synthcc(Path(tmp) / "s", pairs=args.pairs, size=args.size, workers=args.workers,
-                                progress=False)
+        root = generate_synthcc(Path(tmp) / "s", pairs=args.pairs, size=args.size, workers=args.workers, progress=False)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         mb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
     print(f"SynthCC generation: {args.pairs} pairs of {args.size} px, workers={args.workers}")
@@ -82,8 +81,10 @@ def main() -> None:
     for k, v in _stage_times(min(100, args.pairs), args.size).items():
         print(f"  {k:14s} {v:6.2f}")
     ours, pil, ours_b, pil_b = _png_compare(args.size)
-    print(f"PNG encoder per RGB tile: ours {ours:.2f} ms ({ours_b // 1024} KiB), Pillow level 1 {pil:.2f} ms "
-          f"({pil_b // 1024} KiB)")
+    print(
+        f"PNG encoder per RGB tile: ours {ours:.2f} ms ({ours_b // 1024} KiB), Pillow level 1 {pil:.2f} ms "
+        f"({pil_b // 1024} KiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,231 @@
+"""Benchmark (b): training and inference throughput (pairs/s) and peak memory of a model, with random weights.
+
+Models:
+
+* ``paper``: the paper configuration (CLIP ViT-B/16 at 224 px, last 4 blocks trained, 3 BDAM layers, 8 experts,
+  V = 501, 41 positions), randomly initialised — the cost of the real model without needing its weights;
+* ``cpu``: the model of ``configs/hisem_synthcc_cpu.yaml`` (what ``make demo`` trains), V = 60, 41 positions;
+* ``plain-cpu``: the plain baseline of ``configs/plain_synthcc_cpu.yaml`` at the same sizes.
+
+Per model and precision (fp32, bf16 autocast):
+
+* **train**: one optimiser update (``TrainingStep``: forward + HiSem objective + backward + Adam) on a batch of
+  random images and 20-word captions, half the pairs routed to the changed path (ground-truth routing) — pairs/s;
+* **infer**: image pair → caption (encoder, fusion, batched KV-cached greedy decoding). Random weights rarely emit
+  ``<END>``, so every caption runs to the full ``max_length``: the figure is a lower bound on real throughput.
+
+Peak memory: each model runs in its own process; on CPU the figure is that process's peak resident set
+(``ru_maxrss``, which includes the Python interpreter and torch, ≈ 0.3 GB), on CUDA the peak allocated tensor memory
+of each phase. Timings are medians of ``--steps`` repetitions after ``--warmup`` untimed ones.
+
+Usage::
+
+    python benchmarks/bench_model_speed.py [--models paper cpu plain-cpu] [--precision fp32 bf16] [--steps 5]
+        [--device cpu|cuda] [--train-batch N] [--infer-batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BATCH = {"paper": (8, 8), "cpu": (32, 64), "plain-cpu": (32, 64)}  # (train, infer) on CPU
+CUDA_BATCH = {"paper": (64, 64), "cpu": (256, 256), "plain-cpu": (256, 256)}
+
+
+def build(name: str):  # -> (model, max_length)
+    import yaml
+
+    from changecap.engine.trainer import with_data_sizes
+    from changecap.models.config import ModelConfig, build_model, paper_config
+
+    if name == "paper":
+        return build_model(paper_config(vocab_size=501, pretrained=None)), 41
+    cfg = "hisem_synthcc_cpu.yaml" if name == "cpu" else "plain_synthcc_cpu.yaml"
+    section = yaml.safe_load((REPO / "configs" / cfg).read_text())["model"]
+    return build_model(ModelConfig.from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
+
+
+def median_time(fn: Callable[[], object], steps: int, warmup: int, sync: Callable[[], None]) -> float:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(name: str, args: argparse.Namespace) -> dict:
+    """All figures of one model (runs in a process of its own)."""
+    import torch
+
+    from changecap.engine.objectives import EpochPlan, GlobalCounts, TrainingStep
+    from changecap.engine.precision import PRECISIONS, autocast
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as the engine does on CPU
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    torch.manual_seed(0)
+    model, max_len = build(name)
+    model.to(device)
+    table = CUDA_BATCH if cuda else DEFAULT_BATCH
+    train_b = args.train_batch or table[name][0]
+    infer_b = args.infer_batch or table[name][1]
+    size = model.encoder.image_size
+    vocab = model.config.vocab_size
+    counts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.named_children()}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    out: dict = {
+        "model": name,
+        "device": str(device),
+        "image_size": size,
+        "train_batch": train_b,
+        "infer_batch": infer_b,
+        "parameters": counts,
+        "trainable": trainable,
+        "threads": torch.get_num_threads(),
+        "train": {},
+        "infer": {},
+        "peak_mem_gb": {},
+    }
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(train_b, 2, 3, size, size, generator=g).to(device)  # [B, 2, 3, S, S]
+    target = torch.zeros(train_b, max_len, dtype=torch.long)
+    target[:, 0] = 2
+    target[:, 1:21] = torch.randint(4, vocab, (train_b, 20), generator=g)
+    target[:, 21] = 3  # <START> 20 words <END> <NULL>…
+    target = target.to(device)
+    changed = (torch.arange(train_b) % 2 == 0).to(device)
+    step = TrainingStep(model)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    plan = EpochPlan(
+        epoch=5, gt_routing=True, router_detached=False, router_alpha=0.1, router_weight=0.08, aux_weight=1.0
+    )
+    n_tok = float((target[:, 1:] != 0).sum())
+    gc = GlobalCounts(tokens=n_tok, samples=float(train_b), world_size=1, grad_accum=1)
+
+    for precision in args.precision:
+        dtype = PRECISIONS[precision]
+        model.train()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+        def update(dtype=dtype) -> None:
+            opt.zero_grad(set_to_none=True)
+            terms = step(images, target, changed, plan, gc, autocast_dtype=dtype)
+            terms.loss.backward()
+            opt.step()
+
+        sec = median_time(update, args.steps, args.warmup, sync)
+        out["train"][precision] = train_b / sec
+        if cuda:
+            out["peak_mem_gb"][f"train_{precision}"] = torch.cuda.max_memory_allocated() / 2**30
+        print(f"  [{name}] train {precision}: {train_b / sec:.2f} pairs/s (batch {train_b})", flush=True)
+
+        model.eval()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        pairs = images[:infer_b] if infer_b <= train_b else images.repeat(-(-infer_b // train_b), 1, 1, 1, 1)[:infer_b]
+
+        def infer(dtype=dtype, pairs=pairs) -> None:
+            with torch.inference_mode(), autocast(device, dtype):
+                model.caption(pairs, max_length=max_len)
+
+        sec = median_time(infer, max(2, args.steps // 2), 1, sync)
+        out["infer"][precision] = infer_b / sec
+        if cuda:
+            out["peak_mem_gb"][f"infer_{precision}"] = torch.cuda.max_memory_allocated() / 2**30
+        print(
+            f"  [{name}] infer {precision}: {infer_b / sec:.2f} pairs/s (batch {infer_b}, {max_len} steps)", flush=True
+        )
+    if not cuda:
+        out["peak_mem_gb"]["process_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["paper", "cpu", "plain-cpu"], choices=list(DEFAULT_BATCH))
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--train-batch", type=int, default=None)
+    p.add_argument("--infer-batch", type=int, default=None)
+    p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.one:  # worker: one model, figures as JSON on the last stdout line
+        print(json.dumps(measure(args.one, args)), flush=True)
+        return 0
+    results = []
+    for name in args.models:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--device",
+            args.device,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--precision",
+            *args.precision,
+        ]
+        for flag, val in (
+            ("--threads", args.threads),
+            ("--train-batch", args.train_batch),
+            ("--infer-batch", args.infer_batch),
+        ):
+            if val:
+                cmd += [flag, str(val)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            print(f"{name}: failed (exit {proc.returncode})", file=sys.stderr)
+            return 1
+        print("\n".join(lines[:-1]))
+        results.append(json.loads(lines[-1]))
+
+    print(f"\nmodel speed on {args.device} ({results[0]['threads']} threads), pairs/s, medians of {args.steps}")
+    head = ["model", "params", "trainable", "batch t/i"]
+    head += [f"train {p}" for p in args.precision] + [f"infer {p}" for p in args.precision] + ["peak mem GB"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in results:
+        total = sum(r["parameters"].values())
+        mem = ", ".join(f"{k} {v:.2f}" for k, v in r["peak_mem_gb"].items())
+        cells = [
+            r["model"],
+            f"{total / 1e6:.1f} M",
+            f"{r['trainable'] / 1e6:.1f} M",
+            f"{r['train_batch']}/{r['infer_batch']}",
+        ]
+        cells += [f"{r['train'][p]:.2f}" for p in args.precision] + [f"{r['infer'][p]:.2f}" for p in args.precision]
+        print("| " + " | ".join([*cells, mem]) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
