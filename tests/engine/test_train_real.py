@@ -93,3 +93,43 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path: Path, data_root: P
         assert main(["train", str(cfg), *extra]) == 2, extra
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and words in err and "\n" not in err, (extra, err)
+
+
+def test_cli_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path: Path, data_root: Path) -> None:
+    """A real ``changecap train`` process is SIGKILLed mid-epoch (after its first checkpoint); the resumed run ends
+    with exactly the weights of an uninterrupted run (dropout on, so the RNG state must be restored too)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from changecap.engine.checkpoint import CHECKPOINT_DIRNAME, LATEST_FILE
+
+    # 6 pairs / batch 2 = 3 updates per epoch; 40 epochs = 120 updates, a checkpoint every 2 updates (mid-epoch)
+    extra = {"val_every": 0, "epochs": 40, "batch_size": 2, "checkpoint_every_steps": 2}
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # both runs in the same set-up: one thread each, same kernels
+    ref_cfg = write_config(tmp_path / "ref", data_root, **extra)
+    ref = subprocess.run([sys.executable, "-m", "changecap", "train", str(ref_cfg)], capture_output=True, env=env)
+    assert ref.returncode == 0, ref.stderr
+    cfg = write_config(tmp_path / "killed", data_root, **extra)
+    cmd = [sys.executable, "-m", "changecap", "train", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    latest = tmp_path / "killed" / "run" / CHECKPOINT_DIRNAME / LATEST_FILE
+    deadline = time.time() + 120
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "run" / "last").exists()  # it really stopped before the end
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "update(s) into it" in resumed.stderr
+    wa = load_file(str(tmp_path / "ref" / "run" / "last" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "killed" / "run" / "last" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name

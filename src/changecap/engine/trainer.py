@@ -421,6 +421,11 @@ class Trainer:
                 file=sys.stderr,
             )
         if self.ctx.is_main:
+            print(
+                f"resuming from {ckpt.path} (update {self.progress.global_step}, epoch {self.progress.epoch}, "
+                f"{self.progress.step_in_epoch} update(s) into it)",
+                file=sys.stderr,
+            )
             now, before = _flatten(self.config.to_dict()), _flatten(ckpt.config)
             changed = sorted(
                 k for k in set(now) | set(before) if now.get(k) != before.get(k) and not k.startswith(_RESUME_NEUTRAL)
