@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     print(evaluation.result.format_table())
 
     log("5/5 captioning test pairs and writing the HTML report")
+    show_examples(model_dir, data_dir)
     report = write_html_report(
         out / "report.html",
         evaluation=evaluation,
@@ -101,6 +102,21 @@ def run(args: argparse.Namespace) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"done in {time.time() - t0:.0f} s — report: {report}")
     return 0
+
+
+def show_examples(model_dir: Path, data_dir: Path, per_kind: int = 3) -> None:
+    """Caption a few changed and unchanged test pairs from their files with ``ChangeCaptioner`` (the user path)."""
+    from changecap.data import parse_annotations
+    from changecap.inference import ChangeCaptioner
+
+    records = parse_annotations(data_dir, "levir-mci", "test")
+    picks = [r for r in records if r.changed][:per_kind] + [r for r in records if not r.changed][:per_kind]
+    captioner = ChangeCaptioner.from_pretrained(model_dir)
+    results = captioner([r.before_path for r in picks], [r.after_path for r in picks])
+    for rec, res in zip(picks, results, strict=True):
+        print(f"\n{rec.name} ({'changed' if rec.changed else 'unchanged'}), P(change) = {res.change_probability:.2f}")
+        print(f"  model:     {res.caption}")
+        print(f"  reference: {rec.captions[0]}")
 
 
 if __name__ == "__main__":
