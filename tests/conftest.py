@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,12 +21,20 @@ def require_shared(sub: str = "") -> Path:
     """Return ``../shared/data/<sub>`` or skip the test with a clear reason."""
     p = SHARED_DATA / sub
     if not p.exists():
-        pytest.skip(
-            f"real benchmark samples not available: {p} is absent (../shared is only beside the repo)"
-        )
+        pytest.skip(f"real benchmark samples not available: {p} is absent (../shared is only beside the repo)")
     return p
 
 
 @pytest.fixture
 def shared_data() -> Path:
     return require_shared()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test on one torch thread (restored afterwards): the xdist workers already use every core, and one
+    thread makes float results independent of the machine's core count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

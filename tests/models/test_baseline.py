@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -11,14 +9,6 @@ from changecap.errors import ConfigError, ModelError
 from changecap.models import ConcatFusion, ConcatFusionConfig, HiSem, build_model, tiny_config
 
 D, G = 32, 4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _pair(b: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -18,15 +16,6 @@ from changecap.models.caption_decoder import (
 from changecap.models.multihead_attention import MultiheadAttention
 
 D, V, H, L = 32, 17, 4, 9
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The CI box has 2 shared cores; intra-op threads only add contention at these sizes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _decoder(layers: int = 2, max_length: int = 12, seed: int = 0, **kw: object) -> TransformerCaptionDecoder:
@@ -89,7 +78,8 @@ def test_forward_matches_official_formulation() -> None:
     """Reference built from nn.TransformerDecoderLayer (what the official code uses) plus the outer residual."""
     dec = _decoder(layers=2)
     refs = nn.ModuleList(
-        nn.TransformerDecoderLayer(D, H, 4 * D, dropout=0.0) for _ in range(2)  # sequence-first, post-norm, ReLU
+        nn.TransformerDecoderLayer(D, H, 4 * D, dropout=0.0)
+        for _ in range(2)  # sequence-first, post-norm, ReLU
     ).eval()
     for ref, ours in zip(refs, dec.layers):
         sd = {k.replace("cross_attn", "multihead_attn"): v for k, v in ours.state_dict().items()}

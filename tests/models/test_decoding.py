@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,14 +14,6 @@ from changecap.models.caption_decoder import CaptionDecoderConfig, TransformerCa
 from changecap.models.decoding import beam_search, generate, greedy_search
 
 D, H, L = 32, 4, 6
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _decoder(vocab: int = 14, max_length: int = 10, seed: int = 0, end_bias: float = 3.0) -> TransformerCaptionDecoder:

@@ -3,8 +3,6 @@ router probabilities, aux loss pass-through, gradients and bf16 autocast, on tin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -14,14 +12,6 @@ from changecap.models import HiSem, HiSemFusion, build_model, tiny_config
 from changecap.models.output import CaptionModelOutput
 
 V, B, S, T = 23, 3, 32, 9
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model(encoder: bool = True, seed: int = 0) -> HiSem:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,6 @@ from changecap.models.io import CONFIG_FILE, FORMAT_TAG, VOCAB_FILE, WEIGHTS_FIL
 
 WORDS = ["a", "building", "road", "house", "the", "is", "are", "new", "built", "scene", "same", "before", "there"]
 WORDS += ["no", "change"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
