@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         fmt="levir-mci",
         split="test",
         num_examples=12,
+        baseline_predictions={
+            name: json.loads((out / "baselines" / f"baseline_{name}_predictions.json").read_text())
+            for name in baselines
+        },
     )
     summary = {
         "model": evaluation.result.scores,

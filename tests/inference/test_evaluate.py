@@ -75,6 +75,11 @@ def test_html_report_shows_pairs_predictions_and_metrics(evaluation, data_root: 
     for pred in evaluation.predictions.values():
         assert pred.replace("&", "&amp;") in doc
     assert f"{100 * evaluation.result.scores['Bleu_4']:.2f}" in doc
+    # the changed-pairs table carries the changed subset's own scores
+    changed = evaluation.result.subsets["changed"]
+    tail = doc.split("<h3>Changed pairs only</h3>", 1)[1]
+    assert f"<td>{100 * changed.scores['Bleu_4']:.2f}</td>" in tail.split("</table>", 1)[0]
+    assert f"<td>{changed.n}</td>" in tail
 
 
 def test_caption_cli(model_dir: Path, data_root: Path, capsys) -> None:

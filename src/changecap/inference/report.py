@@ -46,15 +46,27 @@ def _accuracies(result: Any) -> tuple[Any, Any]:
     return find("nochange_acc"), find("change_acc")
 
 
-def metrics_table_html(rows: Mapping[str, Any]) -> str:
-    """``{row name: CaptionEvalResult}`` → an HTML table (scores ×100)."""
-    head = "".join(f"<th>{k}</th>" for k in (*METRIC_KEYS, "no-change acc", "change acc"))
+def metrics_table_html(rows: Mapping[str, Any], subset: str | None = None) -> str:
+    """``{row name: CaptionEvalResult}`` → an HTML table (scores ×100).
+
+    ``subset=None`` shows the scores over all pairs with the no-change / change accuracies; ``"changed"`` or
+    ``"unchanged"`` shows that subset's scores (each subset scored as its own corpus).
+    """
+    extra = ("no-change acc", "change acc") if subset is None else ("pairs",)
+    head = "".join(f"<th>{k}</th>" for k in (*METRIC_KEYS, *extra))
     body = []
     for name, res in rows.items():
-        scores = res.scores
-        nca, ca = _accuracies(res)
+        if subset is None:
+            scores = res.scores
+            nca, ca = _accuracies(res)
+            tail = f"<td>{_fmt(nca)}</td><td>{_fmt(ca)}</td>"
+        else:
+            sub = getattr(res, "subsets", {}).get(subset)
+            if sub is None:
+                continue
+            scores, tail = sub.scores, f"<td>{sub.n}</td>"
         cells = "".join(f"<td>{_fmt(scores.get(k))}</td>" for k in METRIC_KEYS)
-        body.append(f"<tr><th>{html.escape(name)}</th>{cells}<td>{_fmt(nca)}</td><td>{_fmt(ca)}</td></tr>")
+        body.append(f"<tr><th>{html.escape(name)}</th>{cells}{tail}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
@@ -131,6 +143,10 @@ figcaption {{ font-size: 0.8em; color: #666; }} .pred {{ font-size: 1.1em; }} .p
 <p class="note">Scores on vocabulary-id strings (the protocol of published RSICC numbers). METEOR is n/a when Java or
 the METEOR jar is unavailable. no-change acc = share of unchanged pairs described as unchanged; change acc = share of
 changed pairs described as changed.</p>
+<h3>Changed pairs only</h3>
+{metrics_table_html(rows, subset="changed")}
+<p class="note">The changed pairs scored as a corpus of their own: what a model says about real changes. Their CIDEr-D
+uses the subset's own idf and does not compare with the all-pairs CIDEr-D.</p>
 <h2>Examples</h2>
 {"".join(cards)}
 </body></html>
