@@ -29,12 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from timing import median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BATCH = {"paper": (8, 8), "cpu": (32, 64), "plain-cpu": (32, 64)}  # (train, infer) on CPU
@@ -52,19 +51,6 @@ def build(name: str):  # -> (model, max_length)
     cfg = "hisem_synthcc_cpu.yaml" if name == "cpu" else "plain_synthcc_cpu.yaml"
     section = yaml.safe_load((REPO / "configs" / cfg).read_text())["model"]
     return build_model(ModelConfig.from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
-
-
-def median_time(fn: Callable[[], object], steps: int, warmup: int, sync: Callable[[], None]) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -132,7 +118,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             terms.loss.backward()
             opt.step()
 
-        sec = median_time(update, args.steps, args.warmup, sync)
+        sec = median_seconds(update, args.steps, args.warmup, sync)
         out["train"][precision] = train_b / sec
         if cuda:
             out["peak_mem_gb"][f"train_{precision}"] = torch.cuda.max_memory_allocated() / 2**30
@@ -147,7 +133,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             with torch.inference_mode(), autocast(device, dtype):
                 model.caption(pairs, max_length=max_len)
 
-        sec = median_time(infer, max(2, args.steps // 2), 1, sync)
+        sec = median_seconds(infer, max(2, args.steps // 2), 1, sync)
         out["infer"][precision] = infer_b / sec
         if cuda:
             out["peak_mem_gb"][f"infer_{precision}"] = torch.cuda.max_memory_allocated() / 2**30
