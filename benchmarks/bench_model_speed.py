@@ -65,7 +65,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     torch.set_flush_denormal(True)  # as the engine does on CPU
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = torch.cuda.synchronize if cuda else None  # CPU work is synchronous
     torch.manual_seed(0)
     model, max_len = build(name)
     model.to(device)
