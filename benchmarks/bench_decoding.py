@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--official-max-batch", type=int, default=16, help="skip the batch-1 loop above this batch")
     args = p.parse_args(argv)
 
-    from changecap.models.caption_decoder import CaptionDecoderConfig, TransformerCaptionDecoder
-    from changecap.models.decoding import generate
+    from changecap.models.parts.caption_decoder import CaptionDecoderConfig, TransformerCaptionDecoder
+    from changecap.models.parts.decoding import generate
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -44,7 +44,7 @@ def build(name: str):  # -> (model, max_length)
     import yaml
 
     from changecap.engine.trainer import with_data_sizes
-    from changecap.models.config import ModelConfig, build_model, paper_config
+    from changecap.models.hisem.config import ModelConfig, build_model, paper_config
 
     if name == "paper":
         return build_model(paper_config(vocab_size=501, pretrained=None)), 41

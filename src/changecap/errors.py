@@ -30,10 +30,15 @@ class DataError(ChangeCapError):
 
 
 class ConfigError(ChangeCapError):
-    """A configuration value is unknown or invalid. Names the field (dotted path)."""
+    """A configuration value is unknown or invalid. Names the field (dotted path) and, when known, the file.
+
+    ``.field`` is the dotted field, ``.message`` the bare message and ``.path`` the file (or None); ``str(err)`` is
+    ``<path>: config field '<field>': <message>``.
+    """
 
     def __init__(self, field: str, message: str, path: str | PathLike[str] | None = None) -> None:
         self.field = field
+        self.message = " ".join(str(message).split())
         self.path = None if path is None else str(path)
         prefix = f"{self.path}: " if self.path else ""
         super().__init__(f"{prefix}config field '{field}': {message}")

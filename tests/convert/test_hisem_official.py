@@ -431,7 +431,7 @@ def ref_fusion(ckpt: dict, f1: torch.Tensor, f2: torch.Tensor, route: torch.Tens
 
 
 def test_converted_directory_and_card(converted: dict) -> None:
-    from changecap.models import HiSem
+    from changecap.models.hisem import HiSem
 
     out, model = converted["dir"], converted["model"]
     assert {"config.json", "model.safetensors", "vocab.json", "README.md"} <= {p.name for p in out.iterdir()}

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from changecap.engine import train
+from changecap.engine.objectives.hisem import HisemObjective
 from tests.engine.test_ddp import ddp_config, ddp_datasets
 from tests.engine.toy import toy_builder, toy_saver, toy_vocab
 
@@ -15,6 +16,7 @@ def main() -> None:
     vocab = toy_vocab()
     result = train(
         ddp_config(out, accum),
+        objective=HisemObjective,
         model_builder=toy_builder(dropout=0.0),
         model_saver=toy_saver,
         datasets=ddp_datasets(vocab),

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from changecap.engine.config import TrainConfig, load_config
+from changecap.engine.config import TrainConfig, load_config, validate_loss_section
+from changecap.engine.objectives.hisem import HisemLossConfig
 from changecap.errors import ConfigError
 from tests.engine.toy import TINY_MODEL
 
@@ -17,7 +18,7 @@ data:
   format: levir-mci
   image_size: 64
   vocab: {splits: all, threshold: 5, rule: ge}
-optim: {lr: 0.001, decoder_lr: 0.002}
+optim: {lr: 0.001, group_lr: {decoder: 0.002}}
 loss: {gt_routing_until_epoch: 0.8}
 train: {epochs: 50, batch_size: 8, precision: bf16}
 """
@@ -36,10 +37,11 @@ def test_load_applies_types_defaults_and_overrides(tmp_path: Path) -> None:
     assert cfg.optim.eps == 1e-6  # YAML 1.1 reads `1e-6` as a string; float fields accept it
     assert cfg.data.format == "levir-mci" and cfg.data.image_size == 64
     assert cfg.data.vocab.splits == "all" and cfg.data.vocab.rule == "ge"
-    assert cfg.optim.lr == 0.001 and cfg.optim.decoder_lr == 0.002 and cfg.optim.encoder_lr is None
+    assert cfg.optim.lr == 0.001 and cfg.optim.group_lr == {"decoder": 0.002} and cfg.optim.name == "adam"
     assert cfg.optim.betas == (0.8, 0.9)
     assert cfg.train.epochs == 3 and cfg.train.precision == "bf16" and cfg.data.augment is True
-    assert cfg.loss.router_weight == 0.8  # default kept
+    loss = validate_loss_section(cfg)  # the HiSem objective's section
+    assert isinstance(loss, HisemLossConfig) and loss.router_weight == 0.8  # default kept
     assert cfg.source == str(tmp_path / "cfg.yaml")
 
 
@@ -55,10 +57,11 @@ def test_round_trip_dict_and_yaml(tmp_path: Path) -> None:
 
 def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path))
-    assert cfg.gt_routing_last_epoch() == 40  # 0.8 of 50 epochs = the paper's e <= 40
+    assert validate_loss_section(cfg).gt_routing_last_epoch(cfg.train.epochs) == 40  # 0.8 of 50 = the paper's e <= 40
     cfg = load_config(write(tmp_path), overrides=["loss.gt_routing_until_epoch=12"])
-    assert cfg.loss.gt_routing_until_epoch == 12 and isinstance(cfg.loss.gt_routing_until_epoch, int)
-    assert cfg.gt_routing_last_epoch() == 12
+    loss = validate_loss_section(cfg)
+    assert loss.gt_routing_until_epoch == 12 and isinstance(loss.gt_routing_until_epoch, int)
+    assert loss.gt_routing_last_epoch(cfg.train.epochs) == 12
 
 
 @pytest.mark.parametrize(
@@ -91,6 +94,10 @@ def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
         ("model.fusion.dim=48", "model.fusion.dim", "hidden_size"),
         ("model.architecture=transformer", "model.architecture", "hisem, plain"),
         ("model.fusion.experts=4", "model.fusion.experts", "unknown"),
+        ("optim.name=sgd", "optim.name", "'adam' | 'adamw'"),
+        ("optim.group_lr.decoder=-1", "optim.group_lr.decoder", ">= 0"),
+        ("loss.router_weght=1", "loss.router_weght", "unknown key"),
+        ("loss.router_weight=-1", "loss.router_weight", ">= 0"),
     ],
 )
 def test_bad_values_name_file_and_field(tmp_path: Path, override: str, field: str, words: str) -> None:
@@ -124,6 +131,6 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
 
 def test_empty_section_means_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "data: {root: x}\nloss:\nmodel:\n", model=False), check_model=False)
-    assert cfg.loss.router_warmup_epochs == 3 and cfg.model == {}
+    assert cfg.loss == {} and cfg.model == {}
     with pytest.raises(ConfigError, match="'model.architecture'"):
         load_config(write(tmp_path, "data: {root: x}\n", model=False))

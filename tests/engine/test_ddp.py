@@ -21,6 +21,7 @@ import torch
 
 from changecap.data.vocab import Vocabulary
 from changecap.engine import TrainConfig, train
+from changecap.engine.objectives.hisem import HisemObjective
 from tests.engine.toy import ToyDataset, load_toy_weights, toy_builder, toy_saver, toy_vocab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +65,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     single = tmp_path / "single"
     res = train(
         ddp_config(single, 4),
+        objective=HisemObjective,
         model_builder=toy_builder(dropout=0.0),
         model_saver=toy_saver,
         datasets=ddp_datasets(vocab),

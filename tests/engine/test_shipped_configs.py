@@ -9,7 +9,8 @@ import torch
 
 from changecap.data.vocab import Vocabulary
 from changecap.engine import load_config
-from changecap.engine.trainer import default_model_builder
+from changecap.engine.config import validate_loss_section
+from changecap.engine.model_setup import default_model_builder
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -34,7 +35,9 @@ def test_paper_configs_follow_the_paper() -> None:
         assert cfg.model["encoder"]["trainable_layers"] == 4
         assert (cfg.data.image_size, cfg.data.resize_mode, cfg.data.normalize) == (224, "clip", "clip")
         assert (cfg.train.batch_size, cfg.train.epochs, cfg.optim.lr, cfg.schedule.name) == (64, 50, 1e-4, "constant")
-        assert (cfg.loss.gt_routing_until_epoch, cfg.loss.router_warmup_epochs, cfg.loss.router_weight) == (40, 3, 0.8)
+        loss = validate_loss_section(cfg)
+        assert (loss.gt_routing_until_epoch, loss.router_warmup_epochs, loss.router_weight) == (40, 3, 0.8)
+        assert cfg.optim.name == "adam" and cfg.optim.group_lr == {}
     assert load_config(CONFIGS[0].parent / "hisem_levircc.yaml").data.vocab.rule == "ge"  # V = 501 convention
 
 

@@ -11,6 +11,7 @@ import torch
 
 from changecap.engine import TrainConfig, Trainer, train
 from changecap.engine.checkpoint import load_checkpoint
+from changecap.engine.objectives.hisem import HisemObjective
 from changecap.errors import ModelError
 from tests.engine.toy import ToyDataset, load_toy_weights, toy_builder, toy_saver, toy_vocab
 
@@ -43,7 +44,15 @@ def run(config: TrainConfig, n: int = 18, num_workers: int = 0, **kw: Any):
     config.data.num_workers = num_workers
     vocab = toy_vocab()
     datasets = (ToyDataset(n, vocab, "train", seed=config.train.seed), ToyDataset(6, vocab, "val"))
-    return train(config, model_builder=toy_builder(), model_saver=toy_saver, datasets=datasets, vocab=vocab, **kw)
+    return train(
+        config,
+        objective=HisemObjective,
+        model_builder=toy_builder(),
+        model_saver=toy_saver,
+        datasets=datasets,
+        vocab=vocab,
+        **kw,
+    )
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -131,6 +140,7 @@ def test_resume_true_without_checkpoint_and_vocab_mismatch_are_errors(tmp_path: 
     with pytest.raises(ModelError, match="does not match the resumed checkpoint"):
         train(
             make_config(out),
+            objective=HisemObjective,
             model_builder=toy_builder(),
             model_saver=toy_saver,
             datasets=(ToyDataset(8, other_vocab), ToyDataset(4, other_vocab, "val")),

@@ -95,6 +95,10 @@ class ToyCaptioner(nn.Module):
             }
         )
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimiser groups by part (the router falls into the trainer's ``other`` group)."""
+        return {name: list(getattr(self, name).parameters()) for name in ("encoder", "fusion", "decoder")}
+
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f1 = self.encoder(image[:, 0]).flatten(2).transpose(1, 2)  # [B, L, D]
         f2 = self.encoder(image[:, 1]).flatten(2).transpose(1, 2)  # [B, L, D]

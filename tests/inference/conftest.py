@@ -10,7 +10,8 @@ import torch
 from changecap.data.annotations import parse_annotations
 from changecap.data.vocab import Vocabulary
 from changecap.inference import PreprocessConfig
-from changecap.models import build_model, save_model, tiny_config
+from changecap.models import build_model, save_model
+from changecap.models.hisem import tiny_config
 from tests.data.fakes import make_levir
 
 IMAGE_SIZE = 32

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 import changecap
 from changecap.data.vocab import Vocabulary
 from changecap.errors import ChangeCapError, ConfigError, ModelError
-from changecap.models import HiSem, build_model, load_model, load_model_bundle, save_model, tiny_config
+from changecap.models import build_model, load_model, load_model_bundle, save_model
+from changecap.models.hisem import HiSem, tiny_config
 from changecap.models.io import CONFIG_FILE, FORMAT_TAG, VOCAB_FILE, WEIGHTS_FILE
 
 WORDS = ["a", "building", "road", "house", "the", "is", "are", "new", "built", "scene", "same", "before", "there"]
@@ -80,7 +81,7 @@ def test_config_json_and_card(tmp_path: Path, vocab: Vocabulary) -> None:
     }
     out = save_model(model, model.config, vocab, tmp_path / "m", card=card)
     payload = json.loads((out / CONFIG_FILE).read_text())
-    assert payload["format"] == FORMAT_TAG and payload["format_version"] == 1
+    assert payload["format"] == FORMAT_TAG and payload["format_version"] == 2 and payload["architecture"] == "hisem"
     assert payload["changecap_version"] == changecap.__version__
     assert payload["model"] == model.config.to_dict()
     text = (out / "README.md").read_text()

@@ -101,7 +101,7 @@ def decoder_key_map(layers: int) -> dict[str, str]:
 
     Built from the decoder module's own ``OFFICIAL_NAME_MAP`` (the decoder's author keeps it next to the parameters).
     """
-    from changecap.models.caption_decoder import OFFICIAL_NAME_MAP
+    from changecap.models.parts.caption_decoder import OFFICIAL_NAME_MAP
 
     out: dict[str, str] = {}
     for ours, official in OFFICIAL_NAME_MAP.items():
@@ -156,8 +156,8 @@ def hisem_configs(
     source: str = "checkpoint",
 ) -> tuple[Any, Any]:
     """(HiSemFusionConfig, CaptionDecoderConfig) for official dimensions ``dims`` and the non-inferable options."""
-    from changecap.models.caption_decoder import OFFICIAL_EMBEDDING_1D_ROWS, CaptionDecoderConfig
-    from changecap.models.hisem_fusion import HiSemFusionConfig
+    from changecap.models.hisem.fusion import HiSemFusionConfig
+    from changecap.models.parts.caption_decoder import OFFICIAL_EMBEDDING_1D_ROWS, CaptionDecoderConfig
 
     D, E = dims.d_model, dims.num_experts
     wt, wd = f"{source} [{TRANS_KEY}]", f"{source} [{DECODER_KEY}]"
@@ -281,8 +281,10 @@ def convert_hisem_official(
     OpenAI's ``width // 64``. ``vocab_path`` must be the checkpoint's ``vocab.json`` (same ids, same size).
     """
     from changecap.data.vocab import Vocabulary
-    from changecap.models.config import EncoderConfig, ModelConfig, build_model
+    from changecap.models.hisem import HiSemConfig
     from changecap.models.io import CONFIG_FILE, WEIGHTS_FILE, save_model
+    from changecap.models.parts.clip_encoder import EncoderConfig
+    from changecap.models.registry import build_model
 
     ckpt_path, out_dir, vocab_path = Path(ckpt_path), Path(out_dir), Path(vocab_path)
     if out_dir.exists() and not out_dir.is_dir():
@@ -347,7 +349,7 @@ def convert_hisem_official(
     else:
         backbone_note = "none (the checkpoint has no encoder_dict; run from CLIP patch tokens)"
 
-    config = ModelConfig(architecture="hisem", fusion=fusion_cfg, decoder=decoder_cfg, encoder=enc_cfg)
+    config = HiSemConfig(fusion=fusion_cfg, decoder=decoder_cfg, encoder=enc_cfg)
     model = build_model(config, load_pretrained=True)
     fusion_sd, decoder_sd = official_to_changecap(trans, dec, dims, keep_unused=keep_unused)
     _load_strict(model.fusion, fusion_sd, "fusion")

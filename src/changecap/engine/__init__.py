@@ -1,6 +1,7 @@
-"""Training engine: typed configs, the HiSem objective, the DDP training loop and exact-resume checkpoints.
+"""Training engine: typed configs, objectives looked up by name, the DDP training loop, exact-resume checkpoints.
 
-A run folder (``train.output_dir``) holds::
+The engine trains any architecture of the model registry; what it optimises comes from the architecture's
+objective (``engine.objectives``), never from the engine itself. A run folder (``train.output_dir``) holds::
 
     config.yaml      the resolved config (after --set overrides)
     vocab.json       the training vocabulary (peers' format)
@@ -12,23 +13,24 @@ A run folder (``train.output_dir``) holds::
     tensorboard/     only with ``logging.tensorboard: true`` and TensorBoard installed
 
 >>> from changecap.engine import load_config, train
->>> result = train(load_config("configs/hisem_synthcc_cpu.yaml", overrides=["data.root=synthcc"]))  # doctest: +SKIP
+>>> result = train(load_config("configs/plain_synthcc_cpu.yaml", overrides=["data.root=synthcc"]))  # doctest: +SKIP
 >>> result.best_dir, result.best_metric                                                            # doctest: +SKIP
 """
 
 from changecap.engine.config import TrainConfig, apply_overrides, load_config
-from changecap.engine.objectives import EpochPlan, HisemObjective, plan_epoch, router_ramp
+from changecap.engine.objectives import Objective, ObjectiveOutput, Phase, StepInfo, build_objective
 from changecap.engine.trainer import Trainer, TrainResult, train
 
 __all__ = [
-    "EpochPlan",
-    "HisemObjective",
+    "Objective",
+    "ObjectiveOutput",
+    "Phase",
+    "StepInfo",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "apply_overrides",
+    "build_objective",
     "load_config",
-    "plan_epoch",
-    "router_ramp",
     "train",
 ]

@@ -143,8 +143,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP and :class:`~changecap.engine.objectives.TrainingStep` wrappers."""
-    from changecap.engine.objectives import TrainingStep
+    """The bare model inside DDP and :class:`~changecap.engine.objectives.base.TrainingStep` wrappers."""
+    from changecap.engine.objectives.base import TrainingStep
 
     while True:
         if isinstance(model, DistributedDataParallel):

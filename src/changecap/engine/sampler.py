@@ -15,7 +15,7 @@ to run the same number of forward/backward passes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -37,6 +37,8 @@ class DeterministicBatchSampler(Sampler[list[int]]):
         seed: base seed; the permutation of epoch ``e`` depends on ``(seed, e)`` only.
         shuffle: permute (training) or keep dataset order.
         drop_last: drop the last, smaller global batch.
+        indices: the dataset items to draw from (a phase's filtered subset); ``None`` is ``range(num_items)``. The
+            order is a permutation of positions in this list, so a subset is shuffled like a dataset of its size.
     """
 
     def __init__(
@@ -49,7 +51,10 @@ class DeterministicBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
+        indices: Sequence[int] | None = None,
     ) -> None:
+        if indices is not None and len(indices) != num_items:
+            raise ValueError(f"{len(indices)} indices given for num_items={num_items}")
         if batch_size % (world_size * grad_accum):
             raise ValueError(f"batch_size {batch_size} is not divisible by world_size × grad_accum")
         if not 0 <= rank < world_size:
@@ -62,6 +67,7 @@ class DeterministicBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.indices = None if indices is None else list(indices)
         self.epoch = 0
         self.start_step = 0
 
@@ -107,7 +113,8 @@ class DeterministicBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order = self.permutation(self.epoch)
         for step in range(self.start_step, self.steps_per_epoch):
-            yield from self.micro_batches(step, order)
+            for micro in self.micro_batches(step, order):
+                yield micro if self.indices is None else [self.indices[i] for i in micro]
 
 
 class ShardSampler(Sampler[list[int]]):

@@ -23,10 +23,11 @@ from changecap.engine.sampler import ShardSampler
 
 @dataclass
 class ValidationResult:
-    """Scores of one validation pass (metric name → value) and the router's accuracy on the change flag."""
+    """Scores of one validation pass (metric name → value) and, for models that give a change probability, its
+    accuracy on the dataset's change flag (probability > 0.5 = changed)."""
 
     scores: dict[str, float]
-    router_accuracy: float | None
+    change_accuracy: float | None
     num_pairs: int
     predictions: dict[str, str] = field(default_factory=dict)
 
@@ -79,9 +80,10 @@ def validate(
         for name, caps, seq in zip(batch["name"], batch["captions"], seqs, strict=True):
             preds[name] = vocab.decode(seq)
             refs[name] = list(caps)
-        if prob is not None:
+        flags = batch.get("changed")
+        if prob is not None and flags is not None:
             predicted = torch.as_tensor(prob).float().cpu() > 0.5  # [B]
-            correct += int((predicted == batch["changed"]).sum())
+            correct += int((predicted == flags).sum())
             counted += len(seqs)
     model.train(was_training)
 
@@ -99,7 +101,7 @@ def validate(
         scores = {k: float(v) for k, v in evaluation.scores.items() if isinstance(v, (int, float))}
         result = ValidationResult(
             scores=scores,
-            router_accuracy=n_correct / n_counted if n_counted else None,
+            change_accuracy=n_correct / n_counted if n_counted else None,
             num_pairs=len(all_preds),
             predictions=all_preds,
         )

@@ -2,8 +2,8 @@
 
 from changecap.inference.evaluate import ModelEvaluation, evaluate_model
 from changecap.inference.predictor import CaptionResult, ChangeCaptioner, preprocess_pair
-from changecap.inference.preprocess import PreprocessConfig
 from changecap.inference.report import write_html_report
+from changecap.models.preprocess import PreprocessConfig
 
 __all__ = [
     "CaptionResult",

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from changecap.errors import DataError, ModelError
-from changecap.inference.preprocess import PreprocessConfig
+from changecap.models.preprocess import PreprocessConfig
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -124,17 +124,24 @@ class ChangeCaptioner:
     def from_pretrained(
         cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None
     ) -> ChangeCaptioner:
+        """Load a saved model directory or a Hugging Face Hub repo id (``owner/name``), any registered architecture.
+
+        ``device`` defaults to CUDA when available. Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from the local
+        cache or fails with a one-line error.
+        """
         from changecap.models.io import load_model_bundle
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, config, vocab = load_model_bundle(model_dir)
         encoder = getattr(model, "encoder", None)
         default_size = int(getattr(encoder, "image_size", 224) or 224)
-        return cls(model, vocab, PreprocessConfig.load(model_dir, default_image_size=default_size), device)
+        folder = getattr(model, "model_dir", model_dir)  # the local copy of a Hub model
+        return cls(model, vocab, PreprocessConfig.load(folder, default_image_size=default_size), device)
 
     @property
     def max_length(self) -> int:
-        return int(getattr(self.model.decoder, "max_length", 41))
+        config = getattr(self.model, "config", None)
+        return int(getattr(config, "max_length", None) or getattr(self.model.decoder, "max_length", 41))
 
     @torch.inference_mode()
     def caption_tensor(

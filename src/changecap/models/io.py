@@ -2,12 +2,17 @@
 
 A saved model is a directory::
 
-    config.json        {"format": "changecap-model", "format_version": 1, "changecap_version", "model": ModelConfig}
-    model.safetensors  the full state dict (encoder + fusion + decoder); never pickled, so loading runs no code
+    config.json        {"format": "changecap-model", "format_version": 2, "architecture": name,
+                        "changecap_version", "model": the architecture's config (its to_dict(), "architecture" too)}
+    model.safetensors  the full state dict; never pickled, so loading runs no code
     vocab.json         the decoder's vocabulary in the peers' {token: id} format
     README.md          model card (architecture, parameter counts, training data, metrics, protocol)
 
-Other files in the directory (e.g. ``preprocess.json`` written by the inference package) are left alone.
+Which model class is built, how it is described and which config class reads ``model`` all come from the
+architecture registry (``changecap.models.registry``); nothing here knows a particular system. Format version 1
+(changecap 0.1) had no top-level ``architecture``; it is read from ``model.architecture`` then, so 0.1 model
+directories still load. Other files in the directory (e.g. ``preprocess.json``) are left alone. ``load_model`` also
+accepts a Hugging Face Hub repo id (``changecap.models.hub``).
 Writes are atomic: a new directory is assembled under a temporary name and renamed into place; into an existing
 directory each file is written to a temporary name and renamed, weights first and ``config.json`` last.
 """
@@ -26,11 +31,12 @@ import torch
 
 from changecap.data.vocab import Vocabulary
 from changecap.errors import ChangeCapError, ConfigError, ModelError
-from changecap.models.config import ModelConfig, build_model
-from changecap.models.hisem import HiSem
+from changecap.models.hub import resolve_model_dir
+from changecap.models.registry import architecture_of, build_model, config_from_dict, get_architecture
+from changecap.schema import with_path
 
 FORMAT_TAG = "changecap-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, CARD_FILE = "config.json", "model.safetensors", "vocab.json", "README.md"
 
 
@@ -57,21 +63,43 @@ def _state_dict_for_safetensors(model: torch.nn.Module) -> dict[str, torch.Tenso
     return out
 
 
-def _count(module: torch.nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
+def _count(module: torch.nn.Module | None, trainable: bool = False) -> int:
+    if module is None:
+        return 0
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
 
-def model_card(model: HiSem, config: ModelConfig, vocab: Vocabulary, card: Mapping[str, Any] | None = None) -> str:
+def _submodule(model: torch.nn.Module, dotted: str) -> torch.nn.Module | None:
+    """``model.<a>.<b>`` or None (an absent optional part, e.g. a model without encoder)."""
+    module: Any = model
+    for name in dotted.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            return None
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def architecture_rows(model: torch.nn.Module, config: Any) -> list[tuple[str, str, int]]:
+    """``(part, description, parameters)`` rows of the model card, from the architecture's ``card_rows``."""
+    spec = architecture_of(config)
+    if spec.card_rows is not None:
+        rows = spec.card_rows(model, config)
+    else:
+        rows = [(name, type(child).__name__) for name, child in model.named_children()]
+    return [(part, text, _count(_submodule(model, part)) if part else 0) for part, text in rows]
+
+
+def model_card(
+    model: torch.nn.Module, config: Any, vocab: Vocabulary, card: Mapping[str, Any] | None = None
+) -> str:
     """Markdown model card. ``card`` may give ``title``, ``description``, ``training_data``, ``metrics`` (a mapping
     name → value, or text), ``protocol``, ``license``, ``citation``, and any other key (listed under *Notes*)."""
     card = dict(card or {})
     from changecap import __version__
 
-    counts = model.parameter_counts()
     arch = config.architecture
-    fusion_name = "HiSem fusion (2-D positions, BDAM, HASD)" if arch == "hisem" else "ConcatFusion (plain baseline)"
-    enc = config.encoder
-    backbone = "none (runs from backbone tokens)" if enc is None else (enc.pretrained or "CLIP vision tower (random)")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines = [
         f"# {card.pop('title', f'changecap {arch} change captioner')}",
         "",
@@ -81,11 +109,8 @@ def model_card(model: HiSem, config: ModelConfig, vocab: Vocabulary, card: Mappi
         "",
         "| part | module | parameters |",
         "|---|---|---:|",
-        f"| encoder | {backbone} | {counts['encoder']:,} |",
-        f"| fusion | {fusion_name} | {counts['fusion']:,} |",
-        f"| decoder | Transformer caption decoder ({config.decoder.layers} layer(s), d={config.decoder.dim}) "
-        f"| {counts['decoder']:,} |",
-        f"| **total** | trainable {counts['trainable']:,} | **{counts['total']:,}** |",
+        *(f"| {part or '-'} | {text} | {n:,} |" for part, text, n in architecture_rows(model, config)),
+        f"| **total** | trainable {trainable:,} | **{total:,}** |",
         "",
         f"Vocabulary: {len(vocab)} entries; max caption length {config.max_length} tokens; "
         f"changecap {__version__}.",
@@ -112,7 +137,9 @@ def model_card(model: HiSem, config: ModelConfig, vocab: Vocabulary, card: Mappi
     return "\n".join(lines)
 
 
-def _write_files(directory: Path, model: HiSem, config: ModelConfig, vocab: Vocabulary, card: str) -> list[Path]:
+def _write_files(
+    directory: Path, model: torch.nn.Module, config: Any, vocab: Vocabulary, card: str
+) -> list[Path]:
     """Write every file into ``directory`` (weights first, config last); return the written paths in order."""
     from safetensors.torch import save_file
 
@@ -125,6 +152,7 @@ def _write_files(directory: Path, model: HiSem, config: ModelConfig, vocab: Voca
     payload = {
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
+        "architecture": config.architecture,
         "changecap_version": __version__,
         "model": config.to_dict(),
     }
@@ -133,17 +161,22 @@ def _write_files(directory: Path, model: HiSem, config: ModelConfig, vocab: Voca
 
 
 def save_model(
-    model: HiSem,
-    config: ModelConfig,
+    model: torch.nn.Module,
+    config: Any,
     vocab: Vocabulary,
     out_dir: str | os.PathLike[str],
     card: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save ``model`` as a directory (see module docstring) and return its path.
 
-    ``config`` must describe ``model`` (normally ``model.config``); it is checked against the model's weights by
-    a shape comparison at load time, and ``vocab`` must have ``config.vocab_size`` entries.
+    ``config`` must describe ``model`` (normally ``model.config``; ``None`` takes it); it is checked against the
+    model's weights by a shape comparison at load time, and ``vocab`` must have ``config.vocab_size`` entries.
     """
+    if config is None:
+        config = getattr(model, "config", None)
+        if config is None:
+            raise ModelError("save_model: the model has no .config; pass the config it was built from")
+    architecture_of(config)  # an architecture the registry knows, so load_model can rebuild it
     if len(vocab) != config.vocab_size:
         raise ModelError(
             f"vocabulary has {len(vocab)} entries but the model's decoder has vocab_size={config.vocab_size}"
@@ -173,19 +206,19 @@ def save_model(
     return out
 
 
-def _with_encoder_architecture(model: HiSem, config: ModelConfig) -> ModelConfig:
+def _with_encoder_architecture(model: torch.nn.Module, config: Any) -> Any:
     """Record the encoder's actual CLIPVisionConfig fields so ``load_model`` can rebuild it without the network."""
-    encoder = model.encoder
-    fields = getattr(encoder, "config_fields", None)
-    if config.encoder is None or not isinstance(fields, dict):
+    fields = getattr(getattr(model, "encoder", None), "config_fields", None)
+    encoder_config = getattr(config, "encoder", None)
+    if encoder_config is None or not isinstance(fields, dict) or not hasattr(encoder_config, "config"):
         return config
     d = config.to_dict()
     d["encoder"]["config"] = fields
-    return ModelConfig.from_dict(d)
+    return config_from_dict(d)
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def _read_config(directory: Path) -> ModelConfig:
+def _read_config(directory: Path) -> Any:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise ModelError(f"{path}: missing (not a saved changecap model directory)")
@@ -200,16 +233,22 @@ def _read_config(directory: Path) -> ModelConfig:
         raise ModelError(
             f"{path}: format_version {version!r} is not supported by this changecap (reads up to {FORMAT_VERSION})"
         )
-    if "model" not in payload:
-        raise ModelError(f"{path}: field 'model' (the model configuration) is missing")
+    section = payload.get("model")
+    if not isinstance(section, dict):
+        raise ModelError(f"{path}: field 'model' (the model configuration) is missing or not a mapping")
+    arch = payload.get("architecture", section.get("architecture")) if version >= 2 else section.get("architecture")
+    if version >= 2 and section.get("architecture", arch) != arch:
+        raise ModelError(
+            f"{path}: field 'architecture' is {arch!r} but 'model.architecture' is {section.get('architecture')!r}"
+        )
     try:
-        return ModelConfig.from_dict(payload["model"], prefix="model")
+        get_architecture(arch, "architecture")
+        return config_from_dict({**section, "architecture": arch}, prefix="model")
     except ConfigError as e:  # re-raise naming the file as well as the field
-        message = str(e).split(f"config field '{e.field}': ", 1)[-1]
-        raise ConfigError(e.field, message, path=path) from None
+        raise with_path(e, path) from None
 
 
-def _read_vocab(directory: Path, config: ModelConfig) -> Vocabulary:
+def _read_vocab(directory: Path, config: Any) -> Vocabulary:
     path = directory / VOCAB_FILE
     if not path.is_file():
         raise ModelError(f"{path}: missing (the model's vocabulary)")
@@ -221,7 +260,7 @@ def _read_vocab(directory: Path, config: ModelConfig) -> Vocabulary:
     return vocab
 
 
-def _load_weights(model: HiSem, path: Path) -> None:
+def _load_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -252,19 +291,18 @@ def _load_weights(model: HiSem, path: Path) -> None:
 
 def load_model_bundle(
     model_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[HiSem, ModelConfig, Vocabulary]:
-    """Load a saved model directory → ``(model in eval mode on device, ModelConfig, Vocabulary)``.
+) -> tuple[torch.nn.Module, Any, Vocabulary]:
+    """Load a saved model directory or Hub repo id → ``(model in eval mode on device, its config, Vocabulary)``.
 
-    No network access: the encoder is rebuilt from the saved CLIPVisionConfig fields, then every weight comes from
-    ``model.safetensors``.
+    No network access for a directory: the architecture is rebuilt from ``config.json`` (the encoder from the saved
+    CLIPVisionConfig fields), then every weight comes from ``model.safetensors``. A Hub id is fetched first (see
+    ``changecap.models.hub``).
     """
-    directory = Path(model_dir)
-    if not directory.is_dir():
-        raise ModelError(f"{directory}: model directory not found")
+    directory = resolve_model_dir(model_dir)
     config = _read_config(directory)
     vocab = _read_vocab(directory, config)
     try:
-        model = build_model(config, load_pretrained=False, init_encoder=False)  # every weight is loaded next
+        model = build_model(config, load_pretrained=False, init_weights=False)  # every weight is loaded next
     except ChangeCapError:
         raise
     except Exception as e:  # an architecture transformers or torch rejects: still one line naming the file
@@ -272,10 +310,11 @@ def load_model_bundle(
     _load_weights(model, directory / WEIGHTS_FILE)
     model.to(device).eval()
     model.vocab = vocab
+    model.model_dir = directory
     return model, model.config, vocab
 
 
-def load_model(model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> HiSem:
-    """Load a saved model directory → model in eval mode with ``.config`` and ``.vocab`` attributes."""
+def load_model(model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a saved model directory (or Hub repo id) → model in eval mode with ``.config`` and ``.vocab``."""
     model, _, _ = load_model_bundle(model_dir, device)
     return model

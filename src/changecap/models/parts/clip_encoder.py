@@ -1,0 +1,273 @@
+"""CLIP vision tower as a patch-token encoder (spec ``hisem.md`` §2).
+
+Wraps ``transformers.CLIPVisionModel`` (the module is held as ``self.vision``, so this encoder's state dict is the
+``CLIPVisionModel`` state dict under ``vision.``). The output is the last layer's patch tokens, CLS dropped,
+``post_layernorm`` applied (``patch_ln_post=True``, the spec's choice since the authors' patch is not recoverable),
+no projection: [B, G·G, hidden] in CLIP's row-major order (token ``t = row · G + col``).
+
+Images must already be CLIP-preprocessed (shorter-side bicubic resize, centre crop, CLIP mean/std:
+``changecap.data.image_io.resize_shorter_then_center_crop`` and ``NORMALIZATION["clip"]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from changecap.errors import ConfigError, ModelError
+from changecap.schema import from_dict, require, to_dict
+
+#: CLIPVisionConfig fields of OpenAI CLIP ViT-B/16's visual tower. ``CLIPVisionModel`` holds 85,799,424 parameters:
+#: the spec's 86,192,640 also counts OpenAI's 768→512 ``proj`` (393,216), which patch tokens never use.
+VIT_B16_CONFIG: dict[str, Any] = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_channels": 3,
+    "image_size": 224,
+    "patch_size": 16,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+}
+
+#: the CLIPVisionConfig fields that define the architecture; everything else in a transformers config is bookkeeping
+ARCHITECTURE_FIELDS: tuple[str, ...] = (*VIT_B16_CONFIG, "attention_dropout")
+
+
+def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config") -> Any:
+    from transformers import CLIPVisionConfig
+
+    known = set(CLIPVisionConfig().to_dict())
+    for key in fields:
+        if key not in known:
+            raise ConfigError(f"{field}.{key}", "not a CLIPVisionConfig field")
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size"):
+        val = fields.get(key, 1)
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ConfigError(f"{field}.{key}", f"must be a positive integer, got {val!r}")
+    hidden, heads = fields.get("hidden_size", 768), fields.get("num_attention_heads", 12)
+    if hidden % heads:
+        raise ConfigError(f"{field}.num_attention_heads", f"hidden_size {hidden} is not divisible by {heads} heads")
+    image, patch = fields.get("image_size", 224), fields.get("patch_size", 32)
+    if image % patch:
+        raise ConfigError(f"{field}.patch_size", f"image_size {image} is not a multiple of patch_size {patch}")
+    try:
+        cfg = CLIPVisionConfig(**dict(fields))
+    except (ValueError, TypeError) as e:  # transformers' own validation (e.g. a bad hidden_act)
+        reason = " ".join(str(e).split())
+        raise ConfigError(field, f"rejected by CLIPVisionConfig: {reason}") from None
+    return cfg
+
+
+class CLIPPatchEncoder(nn.Module):
+    """Image [B, 3, S, S] → patch tokens [B, (S/P)², hidden] from a CLIP vision tower.
+
+    ``trainable_layers`` sets which parameters receive gradients (the paper fine-tunes the last 4 of 12 blocks plus
+    ``post_layernorm``; 0 freezes everything, -1 trains everything). Frozen parameters get
+    ``requires_grad=False``, so optimisers built from ``requires_grad`` parameters skip them.
+    """
+
+    def __init__(self, vision: nn.Module, trainable_layers: int = 4, patch_ln_post: bool = True) -> None:
+        super().__init__()
+        self.vision = vision  # transformers.CLIPVisionModel
+        self.patch_ln_post = patch_ln_post
+        self.trainable_layers = trainable_layers
+        self.set_trainable_layers(trainable_layers)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(
+        cls,
+        fields: Mapping[str, Any],
+        trainable_layers: int = 4,
+        patch_ln_post: bool = True,
+        init_weights: bool = True,
+    ) -> CLIPPatchEncoder:
+        """Random initialisation from ``CLIPVisionConfig`` fields (tests, CPU runs, or before loading weights).
+
+        ``init_weights=False`` allocates the parameters without initialising them (garbage values): transformers'
+        initialisation of a ViT-B/16 takes seconds on CPU, which is pure waste when every weight is loaded next
+        (``load_model``). Only the non-persistent ``position_ids`` buffer, which no checkpoint carries, is filled.
+        """
+        from transformers import CLIPVisionModel
+
+        cfg = _vision_config(fields)
+        cfg._attn_implementation = "sdpa"  # fixed so the same model computes the same way on every machine
+        if init_weights:
+            return cls(CLIPVisionModel(cfg), trainable_layers, patch_ln_post)
+        with torch.device("meta"):
+            vision = CLIPVisionModel(cfg)
+        vision = vision.to_empty(device="cpu")
+        emb = vision.embeddings
+        emb.register_buffer("position_ids", torch.arange(emb.num_positions).expand((1, -1)), persistent=False)
+        persistent = set(vision.state_dict())
+        others = [n for n, _ in vision.named_buffers() if n not in persistent and n != "embeddings.position_ids"]
+        if others:  # a transformers version with more unsaved state: initialise normally rather than guess it
+            return cls(CLIPVisionModel(cfg), trainable_layers, patch_ln_post)
+        return cls(vision, trainable_layers, patch_ln_post)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_dir: str | os.PathLike[str], trainable_layers: int = 4, patch_ln_post: bool = True
+    ) -> CLIPPatchEncoder:
+        """Real weights: a Hugging Face CLIP id (e.g. ``openai/clip-vit-base-patch16``) or a local directory.
+
+        Works offline when the weights are in the local Hugging Face cache; the text tower of a full CLIP
+        checkpoint is ignored. Weights are loaded in float32 (the paper runs CLIP in float32).
+        """
+        from transformers import CLIPVisionModel
+
+        name = str(name_or_dir)
+        if name.startswith(("/", ".", "~")) or Path(name).expanduser().is_dir():  # a path, not a hub id
+            if not Path(name).expanduser().is_dir():
+                raise ModelError(f"CLIP weights directory '{name}' does not exist")
+            name = str(Path(name).expanduser())
+        try:
+            vision = CLIPVisionModel.from_pretrained(name, dtype=torch.float32, attn_implementation="sdpa")
+        except (OSError, ValueError) as e:
+            where = "local directory" if Path(name).is_dir() else "model id"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(
+                f"cannot load CLIP vision weights from {where} '{name}' (offline and not in the Hugging Face cache, "
+                f"or not a CLIP checkpoint): {first}"
+            ) from None
+        return cls(vision, trainable_layers, patch_ln_post)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config_fields(self) -> dict[str, Any]:
+        """The architecture fields of the vision config (what ``from_config`` needs to rebuild this encoder)."""
+        full = self.vision.config.to_dict()
+        return {k: full[k] for k in ARCHITECTURE_FIELDS if k in full}
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.vision.config.hidden_size)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vision.config.image_size)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.vision.config.patch_size)
+
+    @property
+    def grid_size(self) -> int:
+        """Patch tokens per side (14 for ViT-B/16 at 224)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.vision.config.num_hidden_layers)
+
+    # ------------------------------------------------------------------ fine-tuning
+    def set_trainable_layers(self, k: int) -> None:
+        """Freeze everything except the last ``k`` transformer blocks and ``post_layernorm`` (-1 = all, 0 = none).
+
+        ``k`` larger than the number of blocks trains every block (embeddings stay frozen), so the paper default of 4
+        also works for the 2-layer test encoders.
+        """
+        n = self.num_layers
+        if not isinstance(k, int) or isinstance(k, bool) or k < -1:
+            raise ConfigError("model.encoder.trainable_layers", f"must be -1 (all), 0 (frozen) or >= 1, got {k!r}")
+        self.trainable_layers = k
+        train_all = k == -1
+        for p in self.vision.parameters():
+            p.requires_grad_(train_all)
+        if k > 0:
+            for layer in self.vision.encoder.layers[max(n - k, 0) :]:
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+            for p in self.vision.post_layernorm.parameters():
+                p.requires_grad_(True)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` [B, 3, S, S] (CLIP-preprocessed) → patch tokens [B, G·G, hidden], row-major."""
+        s = self.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
+            raise ModelError(f"CLIP encoder expects images [B, 3, {s}, {s}], got {list(images.shape)}")
+        hidden = self.vision(pixel_values=images).last_hidden_state  # [B, 1 + G·G, hidden], before post_layernorm
+        tokens = hidden[:, 1:]  # [B, G·G, hidden], CLS dropped
+        if self.patch_ln_post:
+            tokens = self.vision.post_layernorm(tokens)
+        return tokens
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass
+class EncoderConfig:
+    """The CLIP patch encoder of a model config (``model.encoder``)."""
+
+    pretrained: str | None = None  # HF CLIP id or local dir to load real weights from (provenance once saved)
+    config: dict[str, Any] | None = None  # CLIPVisionConfig fields; random init when ``pretrained`` is None
+    trainable_layers: int = 4  # last k transformer blocks (+ post_layernorm) are fine-tuned; 0 frozen, -1 all
+    patch_ln_post: bool = True  # apply post_layernorm to the patch tokens (hisem.md §2)
+
+    def validate(self, prefix: str = "model.encoder") -> None:
+        require(
+            self.pretrained is not None or self.config is not None,
+            f"{prefix}.config",
+            "give either 'pretrained' (a CLIP id or directory) or 'config' (CLIPVisionConfig fields)",
+        )
+        k = self.trainable_layers
+        require(k >= -1, f"{prefix}.trainable_layers", f"must be -1 (all), 0 (frozen) or a layer count, got {k}")
+        if self.config is not None:
+            for key in ("hidden_size", "image_size", "patch_size"):
+                require(key in self.config, f"{prefix}.config.{key}", "required CLIPVisionConfig field is missing")
+
+    @property
+    def hidden_size(self) -> int | None:
+        return None if self.config is None else int(self.config["hidden_size"])
+
+    @property
+    def grid_size(self) -> int | None:
+        if self.config is None:
+            return None
+        return int(self.config["image_size"]) // int(self.config["patch_size"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "model.encoder") -> EncoderConfig:
+        return from_dict(cls, d, prefix)
+
+
+def build_clip_encoder(
+    config: EncoderConfig, load_pretrained: bool = True, init_weights: bool = True, prefix: str = "model.encoder"
+) -> tuple[CLIPPatchEncoder, EncoderConfig]:
+    """The encoder ``config`` describes, and a copy of ``config`` whose ``config`` holds its complete architecture.
+
+    With ``load_pretrained`` and ``pretrained`` set, the weights come from that id/directory (and must agree with any
+    architecture fields the config also gives); otherwise the encoder is built from ``config.config`` (randomly
+    initialised, or left uninitialised with ``init_weights=False`` for callers that load every weight next). The
+    returned config rebuilds the same architecture offline, so a saved model never needs the weights' source.
+    """
+    config = copy.deepcopy(config)
+    if config.pretrained is not None and (load_pretrained or config.config is None):
+        encoder = CLIPPatchEncoder.from_pretrained(config.pretrained, config.trainable_layers, config.patch_ln_post)
+        fields = encoder.config_fields
+        if config.config is not None:
+            for key in ("hidden_size", "num_hidden_layers", "image_size", "patch_size"):
+                if key in config.config and config.config[key] != fields[key]:
+                    raise ConfigError(
+                        f"{prefix}.config.{key}",
+                        f"is {config.config[key]} but the weights '{config.pretrained}' have {fields[key]}",
+                    )
+    else:
+        assert config.config is not None  # validate() guarantees pretrained or config
+        encoder = CLIPPatchEncoder.from_config(
+            config.config, config.trainable_layers, config.patch_ln_post, init_weights=init_weights
+        )
+    config.config = encoder.config_fields  # canonical (complete) field set, so configs compare equal after a reload
+    return encoder, config

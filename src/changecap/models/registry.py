@@ -1,0 +1,139 @@
+"""The architecture registry: ``architecture`` name → config class, builder, objective, model-card rows.
+
+Everything that handles "a model" without knowing which one — ``build_model``, ``save_model``/``load_model``, the
+trainer, the evaluator, ``ChangeCaptioner``, ``changecap summary`` — goes through :func:`get_architecture`. Adding a
+system is a package under ``changecap/models/<name>/`` exposing an :class:`Architecture`, plus one line in
+:data:`ARCHITECTURES`. Entries are ``"module:attribute"`` strings imported on first use (like the CLI's
+``COMMAND_MODULES``), so importing the registry costs nothing and one system's heavy dependencies (``peft``, an LLM)
+never load for another. Code outside the package (a test, a plug-in) registers with :func:`register_architecture`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+
+from changecap.errors import ConfigError
+
+#: name → "module:attribute" of its :class:`Architecture`; one line per system.
+ARCHITECTURES: dict[str, str] = {
+    "hisem": "changecap.models.hisem:HISEM",
+    "plain": "changecap.models.hisem:PLAIN",
+}
+
+
+class ModelConfig(Protocol):
+    """What every architecture's config provides (a dataclass loaded by ``changecap.schema``)."""
+
+    architecture: str  # a class attribute: the registry name
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def max_length(self) -> int: ...
+
+    def validate(self, prefix: str = "model") -> None: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+#: ``(model, config) -> [(part, description), ...]``: the rows of the model card's architecture table. ``part`` is a
+#: dotted attribute of the model (its parameters are counted) or ``""`` for a row without a count.
+CardRows = Callable[[nn.Module, Any], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One system as the rest of changecap sees it.
+
+    Attributes:
+        name: the ``architecture`` value in configs and ``config.json``.
+        config_class: its config dataclass, with ``from_dict(mapping, prefix)`` (strict, ConfigError naming the
+            dotted field), ``to_dict()`` (including ``"architecture"``), ``validate(prefix)``, ``vocab_size`` and
+            ``max_length``.
+        build: ``build(config, load_pretrained=True, init_weights=True) -> model``; the model carries ``.config``
+            (the config it was built from, with everything needed to rebuild it offline). ``load_pretrained=False``
+            must not touch the network or the disk; ``init_weights=False`` may leave weights uninitialised (they are
+            loaded right after).
+        objective: how the engine trains it: the name of an objective the engine knows (``"hisem"``) or a factory
+            ``(loss_section, train_config) -> Objective`` (see ``changecap.engine.objectives``).
+        card_rows: the architecture table of the model card (``None``: one row per top-level child module).
+        summary_parts: ``model -> {dotted name: [parameters]}`` for ``changecap summary`` (``None``: the model's
+            children and their children).
+        description: one line for ``--help`` and the docs.
+    """
+
+    name: str
+    config_class: type
+    build: Callable[..., nn.Module]
+    objective: str | Callable[..., Any] = "hisem"
+    card_rows: CardRows | None = None
+    summary_parts: Callable[[nn.Module], Mapping[str, list[nn.Parameter]]] | None = None
+    description: str = ""
+
+
+_REGISTERED: dict[str, Architecture] = {}
+_LOADED: dict[str, Architecture] = {}
+
+
+def register_architecture(spec: Architecture, *, replace: bool = False) -> Architecture:
+    """Make ``spec`` known under ``spec.name`` (for this process). Returns it, so it can decorate a constant."""
+    if not replace and (spec.name in _REGISTERED or spec.name in ARCHITECTURES):
+        raise ValueError(f"architecture {spec.name!r} is already registered")
+    _REGISTERED[spec.name] = spec
+    _LOADED.pop(spec.name, None)
+    return spec
+
+
+def unregister_architecture(name: str) -> None:
+    """Forget an architecture registered with :func:`register_architecture` (tests clean up with it)."""
+    _REGISTERED.pop(name, None)
+    _LOADED.pop(name, None)
+
+
+def architecture_names() -> list[str]:
+    """Every known architecture, built-in first."""
+    return [*ARCHITECTURES, *(n for n in _REGISTERED if n not in ARCHITECTURES)]
+
+
+def get_architecture(name: Any, field: str = "model.architecture") -> Architecture:
+    """The :class:`Architecture` called ``name``; a ConfigError naming ``field`` when there is none."""
+    if isinstance(name, str) and name in _REGISTERED:
+        return _REGISTERED[name]
+    if isinstance(name, str) and name in _LOADED:
+        return _LOADED[name]
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        known = ", ".join(architecture_names())
+        got = "nothing" if name is None else repr(name)
+        raise ConfigError(field, f"must be one of {known}, got {got}")
+    module_name, _, attr = ARCHITECTURES[name].partition(":")
+    spec = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(spec, Architecture) or spec.name != name:
+        raise TypeError(f"{ARCHITECTURES[name]} is not the Architecture {name!r}")  # a bug in the registry line
+    _LOADED[name] = spec
+    return spec
+
+
+def architecture_of(config: Any) -> Architecture:
+    """The registry entry of a config object (by its ``architecture`` class attribute)."""
+    return get_architecture(getattr(config, "architecture", None))
+
+
+# ---------------------------------------------------------------------------------------------------- dispatch
+def config_from_dict(d: Any, prefix: str = "model") -> Any:
+    """``{"architecture": name, ...}`` → that architecture's config object (strict; ConfigError naming the field)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(prefix, f"expected a mapping of fields, got {type(d).__name__}")
+    spec = get_architecture(d.get("architecture"), f"{prefix}.architecture")
+    return spec.config_class.from_dict(d, prefix)
+
+
+def build_model(config: Any, load_pretrained: bool = True, init_weights: bool = True) -> nn.Module:
+    """Instantiate the model ``config`` describes through its architecture's builder (see :class:`Architecture`)."""
+    spec = architecture_of(config)
+    return spec.build(config, load_pretrained=load_pretrained, init_weights=init_weights)

@@ -1,0 +1,149 @@
+"""CLIPPatchEncoder (spec hisem.md §2): ViT-B/16 counts, fine-tuning pattern, token count/order, post-LN, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from changecap.errors import ConfigError, ModelError
+from changecap.models.parts.clip_encoder import VIT_B16_CONFIG, CLIPPatchEncoder
+
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
+
+def _trainable(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def test_vit_b16_counts_and_paper_trainable_part() -> None:
+    with torch.device("meta"):
+        enc = CLIPPatchEncoder(CLIPVisionModel(CLIPVisionConfig(**VIT_B16_CONFIG)), trainable_layers=4)
+    total = sum(p.numel() for p in enc.parameters())
+    # spec §11 counts OpenAI's visual tower incl. the 768→512 `proj`, which patch tokens never use
+    assert total == 85_799_424 and total + 768 * 512 == 86_192_640
+    assert _trainable(enc) == 28_353_024 == 4 * 7_087_872 + 1_536
+    assert enc.grid_size == 14 and enc.image_size == 224 and enc.hidden_size == 768
+
+
+@pytest.mark.parametrize(("k", "layers"), [(0, []), (1, [2]), (2, [1, 2]), (5, [0, 1, 2]), (-1, [0, 1, 2])])
+def test_freezing_pattern(k: int, layers: list[int]) -> None:
+    enc = CLIPPatchEncoder.from_config(TINY, trainable_layers=k)
+    for name, p in enc.named_parameters():
+        if name.startswith("vision.encoder.layers."):
+            expected = int(name.split(".")[3]) in layers
+        elif name.startswith("vision.post_layernorm."):
+            expected = k != 0
+        else:  # patch/position embeddings, class embedding, pre-LN
+            expected = k == -1
+        assert p.requires_grad == expected, name
+
+
+@pytest.mark.parametrize("k", [-2, True])
+def test_invalid_trainable_layers(k: int) -> None:
+    with pytest.raises(ConfigError, match="model.encoder.trainable_layers"):
+        CLIPPatchEncoder.from_config(TINY, trainable_layers=k)
+
+
+def test_tokens_are_last_layer_patches_with_post_layernorm() -> None:
+    enc = CLIPPatchEncoder.from_config(TINY).eval()
+    images = torch.randn(2, 3, 32, 32)
+    tokens = enc(images)
+    assert tokens.shape == (2, 16, 32)  # (32 / 8)² patches, CLS dropped
+    hidden = enc.vision(pixel_values=images).last_hidden_state  # [B, 1 + 16, 32]
+    torch.testing.assert_close(tokens, enc.vision.post_layernorm(hidden[:, 1:]))
+    enc.patch_ln_post = False
+    torch.testing.assert_close(enc(images), hidden[:, 1:])
+
+
+def test_token_order_is_row_major() -> None:
+    enc = CLIPPatchEncoder.from_config({**TINY, "num_hidden_layers": 1}).eval()
+    with torch.no_grad():  # make the block the identity so each token depends on its own patch only
+        layer = enc.vision.encoder.layers[0]
+        for lin in (layer.self_attn.out_proj, layer.mlp.fc2):
+            lin.weight.zero_()
+            lin.bias.zero_()
+    images = torch.randn(1, 3, 32, 32)
+    changed = images.clone()
+    row, col = 1, 2
+    changed[:, :, row * 8 : (row + 1) * 8, col * 8 : (col + 1) * 8] += 1.0
+    diff = (enc(changed) - enc(images)).abs().sum(-1)[0]  # [16]
+    assert diff.nonzero().flatten().tolist() == [row * 4 + col]  # token t = row · grid + col
+
+
+def test_gradients_only_reach_trainable_layers() -> None:
+    enc = CLIPPatchEncoder.from_config(TINY, trainable_layers=1).train()
+    enc(torch.randn(2, 3, 32, 32)).square().mean().backward()
+    for name, p in enc.named_parameters():
+        assert (p.grad is not None) == p.requires_grad, name
+
+
+def test_bf16_autocast() -> None:
+    enc = CLIPPatchEncoder.from_config(TINY).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = enc(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 16, 32) and torch.isfinite(out.float()).all()
+
+
+def test_wrong_image_size() -> None:
+    enc = CLIPPatchEncoder.from_config(TINY)
+    with pytest.raises(ModelError, match=r"\[B, 3, 32, 32\]"):
+        enc(torch.randn(1, 3, 64, 64))
+
+
+def test_config_fields_round_trip() -> None:
+    enc = CLIPPatchEncoder.from_config(TINY)
+    again = CLIPPatchEncoder.from_config(enc.config_fields)
+    assert again.config_fields == enc.config_fields
+    assert enc.config_fields["hidden_act"] == "quick_gelu"  # OpenAI CLIP's activation is the default
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({**TINY, "hidden_sise": 32}, "model.encoder.config.hidden_sise"),
+        ({**TINY, "num_attention_heads": 5}, "model.encoder.config.num_attention_heads"),
+        ({**TINY, "patch_size": 7}, "model.encoder.config.patch_size"),
+        ({**TINY, "image_size": "32"}, "model.encoder.config.image_size"),
+    ],
+)
+def test_config_errors(fields: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        CLIPPatchEncoder.from_config(fields)
+
+
+def test_from_pretrained_local_directory(tmp_path: Path) -> None:
+    src = CLIPPatchEncoder.from_config(TINY)
+    src.vision.save_pretrained(tmp_path / "clip")
+    enc = CLIPPatchEncoder.from_pretrained(tmp_path / "clip", trainable_layers=2)
+    images = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(enc.eval()(images), src.eval()(images))
+    assert enc.trainable_layers == 2
+
+
+def test_from_pretrained_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        CLIPPatchEncoder.from_pretrained(tmp_path / "missing")
+    with pytest.raises(ModelError, match="cannot load CLIP vision weights from local directory") as info:
+        CLIPPatchEncoder.from_pretrained(tmp_path)  # a directory without weights
+    assert "\n" not in str(info.value)
+
+
+def test_uninitialised_build_matches_after_loading_weights() -> None:
+    src = CLIPPatchEncoder.from_config(TINY, trainable_layers=1).eval()
+    fast = CLIPPatchEncoder.from_config(TINY, trainable_layers=1, init_weights=False).eval()
+    assert set(fast.state_dict()) == set(src.state_dict())
+    fast.load_state_dict(src.state_dict())
+    assert fast.vision.embeddings.position_ids.tolist() == [list(range(17))]  # not in any checkpoint: rebuilt
+    assert [p.requires_grad for p in fast.parameters()] == [p.requires_grad for p in src.parameters()]
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(fast(images), src(images))
