@@ -244,6 +244,10 @@ class ChangeCaptionDataset(Dataset):
         """Item index → index into ``records`` (differs from ``index`` only with ``sampling="all"``)."""
         return self._items[index][0] if self.sampling == "all" else index
 
+    def record(self, index: int) -> PairRecord:
+        """The pair record behind item ``index`` (flags, paths, captions), without reading any image."""
+        return self.records[self.pair_index(index)]
+
     def captions_of(self, pair: int) -> list[str]:
         """A pair's captions as the model sees them (canonicalised when requested, before any flip)."""
         rec = self.records[pair]

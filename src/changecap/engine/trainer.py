@@ -238,6 +238,7 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.validations: list[dict[str, Any]] = []
         self._phases_of_epoch: list[PhaseData] = []
+        self.current_phase: Phase | None = None  # the phase of the update just made (for callbacks)
         self._window_time = time.perf_counter()
 
     # ------------------------------------------------------------------ construction pieces
@@ -461,6 +462,7 @@ class Trainer:
                 first += steps
                 continue  # resumed past this phase
             frozen = set_phase_trainable(self.model, self.trainable_ids, phase, self.param_groups)
+            self.current_phase = phase
             if hasattr(data.dataset, "set_epoch"):
                 data.dataset.set_epoch(epoch)  # before the iterator pickles the dataset into workers
             data.sampler.set_epoch(epoch, start_step=p.step_in_epoch - first)

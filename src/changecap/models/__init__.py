@@ -25,6 +25,7 @@ from changecap.models.io import load_model, load_model_bundle, save_model
 from changecap.models.preprocess import PreprocessConfig
 from changecap.models.registry import (
     Architecture,
+    ArchitectureConfig,
     ModelConfig,
     architecture_names,
     build_model,
@@ -36,6 +37,7 @@ from changecap.models.registry import (
 
 __all__ = [
     "Architecture",
+    "ArchitectureConfig",
     "ModelConfig",
     "PreprocessConfig",
     "architecture_names",

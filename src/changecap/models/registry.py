@@ -13,17 +13,45 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from torch import nn
 
 from changecap.errors import ConfigError
+from changecap.schema import from_dict as schema_from_dict
+from changecap.schema import to_dict as schema_to_dict
 
 #: name → "module:attribute" of its :class:`Architecture`; one line per system.
 ARCHITECTURES: dict[str, str] = {
     "hisem": "changecap.models.hisem:HISEM",
     "plain": "changecap.models.hisem:PLAIN",
 }
+
+
+class ArchitectureConfig:
+    """Base of architecture config dataclasses: the ``architecture`` key, strict loading, plain dumping.
+
+    A subclass is a ``@dataclass`` with ``architecture: ClassVar[str] = "<name>"``; its fields are read by the one
+    strict loader (``changecap.schema``), and its ``validate(prefix)`` runs after loading. By convention the field
+    ``decoder`` (a mapping with ``vocab_size`` and ``max_length``) is where the trainer puts the data's vocabulary
+    size and caption length when the config leaves them out.
+    """
+
+    architecture: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, **schema_to_dict(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "model") -> Any:
+        """Strict inverse of :meth:`to_dict`; every problem raises ConfigError naming the dotted field."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(prefix, f"expected a mapping of fields, got {type(d).__name__}")
+        d = dict(d)
+        arch = d.pop("architecture", cls.architecture)
+        if arch != cls.architecture:
+            raise ConfigError(f"{prefix}.architecture", f"is {arch!r} but this is a {cls.architecture!r} config")
+        return schema_from_dict(cls, d, prefix)
 
 
 class ModelConfig(Protocol):

@@ -16,7 +16,6 @@ not separate serialised fields, so they can never disagree with the decoder).
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,14 +24,15 @@ from changecap.models.hisem.fusion import HiSemFusionConfig
 from changecap.models.hisem.plain import ConcatFusionConfig
 from changecap.models.parts.caption_decoder import CaptionDecoderConfig
 from changecap.models.parts.clip_encoder import VIT_B16_CONFIG, EncoderConfig
-from changecap.schema import from_dict, require, to_dict
+from changecap.models.registry import ArchitectureConfig
+from changecap.schema import require
 
 #: Hugging Face id of the paper backbone (OpenAI CLIP ViT-B/16)
 PAPER_CLIP_ID = "openai/clip-vit-base-patch16"
 
 
 @dataclass
-class _EncoderFusionDecoderConfig:
+class _EncoderFusionDecoderConfig(ArchitectureConfig):
     """Shared shape of the two configs: CLIP encoder → fusion → Transformer caption decoder."""
 
     architecture: ClassVar[str]
@@ -73,21 +73,6 @@ class _EncoderFusionDecoderConfig:
             f"{prefix}.decoder.dim",
             f"is {self.decoder.dim} but the fusion memory width (fusion.dim) is {self.fusion.dim}",
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = to_dict(self)
-        return {"architecture": self.architecture, **{k: d[k] for k in ("encoder", "fusion", "decoder")}}
-
-    @classmethod
-    def from_dict(cls, d: Any, prefix: str = "model") -> Any:
-        """Strict inverse of :meth:`to_dict`; every problem raises ConfigError naming the dotted field."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(prefix, f"expected a mapping of fields, got {type(d).__name__}")
-        d = dict(d)
-        arch = d.pop("architecture", cls.architecture)
-        if arch != cls.architecture:
-            raise ConfigError(f"{prefix}.architecture", f"is {arch!r} but this is a {cls.architecture!r} config")
-        return from_dict(cls, d, prefix)
 
 
 @dataclass
