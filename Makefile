@@ -23,6 +23,7 @@ test: env
 
 lint: env
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
 demo: env
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) scripts/demo.py --out $(DEMO_OUT)

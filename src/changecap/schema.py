@@ -133,6 +133,11 @@ def coerce(value: Any, tp: Any, field: str, validate: bool = True) -> Any:
             except (_Mismatch, ConfigError):
                 continue
         raise ConfigError(field, f"expected {type_name(tp)}, got {_describe(value)}")
+    args = typing.get_args(tp)
+    if (origin in (dict, Mapping)) and len(args) == 2 and args[1] is not Any and isinstance(value, Mapping):
+        return {k: coerce(v, args[1], f"{field}.{k}", validate) for k, v in value.items()}  # names the bad key
+    if origin is list and args and args[0] is not Any and isinstance(value, (list, tuple)):
+        return [coerce(v, args[0], f"{field}[{i}]", validate) for i, v in enumerate(value)]
     try:
         return _coerce_simple(value, tp, origin)
     except _Mismatch:

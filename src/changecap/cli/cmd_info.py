@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from changecap import __version__
+    from changecap.version import __version__
 
     info: dict[str, object] = {
         "changecap": __version__,

@@ -1,0 +1,65 @@
+"""The architecture registry: lazy built-in entries, runtime registration, one-line errors, dispatch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from changecap.errors import ConfigError
+from changecap.models import architecture_names, build_model, config_from_dict, get_architecture
+from changecap.models.hisem import HISEM, PLAIN, HiSemConfig, PlainConfig, tiny_config
+from changecap.models.registry import ARCHITECTURES, Architecture, register_architecture, unregister_architecture
+
+
+def test_built_in_entries_resolve_to_their_specs() -> None:
+    assert list(ARCHITECTURES) == ["hisem", "plain"] and architecture_names()[:2] == ["hisem", "plain"]
+    assert get_architecture("hisem") is HISEM and get_architecture("plain") is PLAIN
+    assert HISEM.config_class is HiSemConfig and PLAIN.config_class is PlainConfig
+    assert HISEM.objective == PLAIN.objective == "hisem"
+
+
+def test_importing_the_registry_imports_no_system() -> None:
+    code = "import sys, changecap.models.registry; print('changecap.models.hisem' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", [None, "transformer", 3])
+def test_unknown_architecture_is_a_config_error_listing_the_known_ones(name: object) -> None:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"architecture": name} if name is not None else {})
+    assert e.value.field == "model.architecture" and "hisem, plain" in e.value.message
+
+
+def test_dispatch_builds_each_architecture_from_its_dict() -> None:
+    for arch in ("hisem", "plain"):
+        cfg = tiny_config(20, image_size=32, patch_size=8, dim=32, architecture=arch)
+        again = config_from_dict(cfg.to_dict())
+        assert again == cfg and again.to_dict()["architecture"] == arch
+        model = build_model(again)
+        assert model.config.architecture == arch
+
+
+def test_runtime_registration_and_duplicates() -> None:
+    spec = Architecture(name="dummy_arch", config_class=HiSemConfig, build=lambda c, **kw: None)
+    try:
+        register_architecture(spec)
+        assert get_architecture("dummy_arch") is spec and "dummy_arch" in architecture_names()
+        with pytest.raises(ValueError, match="already registered"):
+            register_architecture(spec)
+        with pytest.raises(ValueError, match="already registered"):
+            register_architecture(Architecture(name="hisem", config_class=HiSemConfig, build=spec.build))
+    finally:
+        unregister_architecture("dummy_arch")
+    with pytest.raises(ConfigError):
+        get_architecture("dummy_arch")
+
+
+def test_a_config_of_one_architecture_rejects_another_name() -> None:
+    d = tiny_config(20, image_size=32, patch_size=8, dim=32).to_dict()
+    d["architecture"] = "plain"
+    with pytest.raises(ConfigError) as e:
+        HiSemConfig.from_dict(d)
+    assert e.value.field == "model.architecture"
