@@ -43,22 +43,24 @@ CUDA_BATCH = {"paper": (64, 64), "cpu": (256, 256), "plain-cpu": (256, 256)}
 def build(name: str):  # -> (model, max_length)
     import yaml
 
-    from changecap.engine.trainer import with_data_sizes
-    from changecap.models.hisem.config import ModelConfig, build_model, paper_config
+    from changecap.engine.model_setup import with_data_sizes
+    from changecap.models import build_model, config_from_dict
+    from changecap.models.hisem import paper_config
 
     if name == "paper":
         return build_model(paper_config(vocab_size=501, pretrained=None)), 41
     cfg = "hisem_synthcc_cpu.yaml" if name == "cpu" else "plain_synthcc_cpu.yaml"
     section = yaml.safe_load((REPO / "configs" / cfg).read_text())["model"]
-    return build_model(ModelConfig.from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
+    return build_model(config_from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
     """All figures of one model (runs in a process of its own)."""
     import torch
 
-    from changecap.engine.objectives import EpochPlan, GlobalCounts, TrainingStep
+    from changecap.engine.objectives import GlobalCounts, StepInfo, TrainingStep, build_objective
     from changecap.engine.precision import PRECISIONS, autocast
+    from changecap.models import get_architecture
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,13 +100,13 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     target[:, 21] = 3  # <START> 20 words <END> <NULL>…
     target = target.to(device)
     changed = (torch.arange(train_b) % 2 == 0).to(device)
-    step = TrainingStep(model)
+    # the architecture's own objective with its default loss settings, at epoch 5 of a 50-epoch run
+    objective = build_objective(get_architecture(model.config.architecture).objective, {}, None)
+    step = TrainingStep(model, objective)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    plan = EpochPlan(
-        epoch=5, gt_routing=True, router_detached=False, router_alpha=0.1, router_weight=0.08, aux_weight=1.0
-    )
-    n_tok = float((target[:, 1:] != 0).sum())
-    gc = GlobalCounts(tokens=n_tok, samples=float(train_b), world_size=1, grad_accum=1)
+    batch = {"image": images, "target": target, "changed": changed}
+    phase = objective.phases(5)[0]
+    gc = GlobalCounts(objective.normalizers(batch, phase), world_size=1, grad_accum=1)
 
     for precision in args.precision:
         dtype = PRECISIONS[precision]
@@ -114,7 +116,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
         def update(dtype=dtype) -> None:
             opt.zero_grad(set_to_none=True)
-            terms = step(images, target, changed, plan, gc, autocast_dtype=dtype)
+            terms = step(batch, StepInfo(5, phase, gc, device, dtype))
             terms.loss.backward()
             opt.step()
 

@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from changecap.engine import Trainer, load_config
-    from changecap.engine.objectives import plan_epoch
     from changecap.engine.precision import PRECISIONS
 
     if args.threads:
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, resume=False)
         counts = trainer.model.parameter_counts() if hasattr(trainer.model, "parameter_counts") else {}
         print(
-            f"config {args.config}: {len(trainer.train_set)} train items, {trainer.steps_per_epoch} updates/epoch, "
+            f"config {args.config}: {len(trainer.train_set)} train items, {trainer.steps_in_epoch[0]} updates/epoch, "
             f"batch {t.batch_size}, vocab {len(trainer.vocab)}, max_length {trainer.max_length}, "
             f"torch threads {torch.get_num_threads()}"
         )
@@ -75,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"parameters: {counts}")
 
         # ---- data loading
-        trainer.train_set.set_epoch(0)
-        trainer.sampler.set_epoch(0)
-        it = iter(trainer.loader)
+        phase_data = trainer.epoch_data(0)[0]  # the first phase of the first epoch
+        phase_data.dataset.set_epoch(0)
+        phase_data.sampler.set_epoch(0)
+        it = iter(phase_data.loader)
         batches = [next(it) for _ in range(t.grad_accum)]  # first batch also starts the workers
         t0 = time.perf_counter()
         n = 0
@@ -88,11 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: {data_rate:.1f} samples/s ({cfg.data.num_workers} workers)")
 
         # ---- one update per precision (the weights move, which does not change the cost)
-        plan = plan_epoch(cfg, 0)
         update_s: dict[str, float] = {}
         for precision in args.precision:
-            trainer.autocast_dtype = PRECISIONS[precision]
-            sec, best = timed(lambda: trainer.train_step(batches, plan), args.steps, args.warmup)
+            trainer.update.autocast_dtype = PRECISIONS[precision]
+            sec, best = timed(lambda: trainer.update(batches, 0, phase_data.phase), args.steps, args.warmup)
             update_s[precision] = sec
             print(
                 f"update [{precision}]: median {sec * 1000:.0f} ms = {t.batch_size / sec:.1f} samples/s "
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precision:
             step = update_s[precision]
             load = t.batch_size / data_rate
-            epoch = trainer.steps_per_epoch * (max(step, load) if cfg.data.num_workers else step + load)
+            epoch = trainer.steps_in_epoch[0] * (max(step, load) if cfg.data.num_workers else step + load)
             vals = (t.epochs // t.val_every) if t.val_every else 0
             val = len(trainer.val_set) * (decode_s[precision] + 1 / data_rate)
             total = epoch * t.epochs + val * vals

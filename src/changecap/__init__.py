@@ -1,7 +1,7 @@
 """changecap: remote sensing image change captioning (RSICC) toolkit.
 
 >>> import changecap
->>> model = changecap.load_model("runs/hisem/best")          # a saved model directory or a Hub repo id  # doctest: +SKIP
+>>> model = changecap.load_model("runs/hisem/best")   # a saved model directory or a Hub repo id  # doctest: +SKIP
 """
 
 from __future__ import annotations

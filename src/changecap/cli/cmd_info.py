@@ -28,19 +28,15 @@ def run(args: argparse.Namespace) -> int:
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
-    try:
-        import transformers
+    import transformers
 
-        info["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover - core dependency
-        info["transformers"] = None
-    try:
-        from changecap.metrics.meteor import meteor_availability
+    from changecap.metrics.meteor import meteor_availability
+    from changecap.models.registry import architecture_names
 
-        ok, reason = meteor_availability()
-        info["meteor"] = "available" if ok else f"unavailable: {reason}"
-    except ImportError:
-        info["meteor"] = "unavailable: changecap.metrics.meteor not importable"
+    info["transformers"] = transformers.__version__
+    ok, reason = meteor_availability()
+    info["meteor"] = "available" if ok else f"unavailable: {reason}"
+    info["architectures"] = ", ".join(architecture_names())
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -13,12 +13,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from changecap import __version__
 from changecap.errors import ChangeCapError
+from changecap.version import __version__
 
-# Order = order in --help. A module that fails to import (missing optional extra) only disables its command.
+# Order = order in --help. Command modules import their heavy dependencies (torch, optional extras) inside
+# their run function, so building the parser stays fast and a missing extra fails only the command that needs it.
 COMMAND_MODULES: tuple[str, ...] = (
     "info",
+    "summary",
     "synth",
     "vocab",
     "data",
@@ -38,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"changecap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"changecap.cli.cmd_{name}")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("changecap.cli.cmd_"):
-                continue  # command not implemented in this build
-            raise
-        mod.register(sub)
+        importlib.import_module(f"changecap.cli.cmd_{name}").register(sub)
     return parser
 
 

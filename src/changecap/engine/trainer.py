@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -45,8 +44,6 @@ from changecap.engine.checkpoint import (
     TrainProgress,
     capture_rng_state,
     load_checkpoint,
-    load_weights,
-    restore_rng_state,
     save_checkpoint,
     unwrap,
 )
@@ -59,6 +56,7 @@ from changecap.engine.model_setup import ModelBuilder, ModelSaver, default_model
 from changecap.engine.objectives import Objective, Phase, StepInfo, TrainingStep, build_objective
 from changecap.engine.optim import build_optimizer
 from changecap.engine.precision import PRECISIONS
+from changecap.engine.resume import restore_training
 from changecap.engine.run_log import RunLogger
 from changecap.engine.step import StatsWindow, UpdateStep, set_phase_trainable
 from changecap.engine.validation import ValidationResult, validate
@@ -66,17 +64,6 @@ from changecap.errors import ConfigError, ModelError
 from changecap.schema import with_path
 
 Callback = Callable[["Trainer"], None]
-
-# Config fields whose change between an interrupted run and its resumption does not alter the computation.
-_RESUME_NEUTRAL = (
-    "data.num_workers",
-    "train.max_steps",
-    "train.output_dir",
-    "train.checkpoint_every_steps",
-    "train.val_batch_size",
-    "logging.",
-)
-
 
 @dataclass
 class TrainResult:
@@ -110,18 +97,6 @@ def set_deterministic(enabled: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------- trainer
@@ -195,7 +170,7 @@ class Trainer:
         self.train_set = self.train_sets["train"]
         self.max_length = int(getattr(self.train_set, "max_length", 0) or resolve_max_length(config) or 41)
         self.loaders = PhaseLoaders(self.train_sets, config, self.ctx, self.collate_fn)
-        self.steps_in_epoch = [sum(p.steps_per_epoch for p in self._epoch_data(e)) for e in range(t.epochs)]
+        self.steps_in_epoch = [sum(p.steps_per_epoch for p in self.epoch_data(e)) for e in range(t.epochs)]
         self.total_steps = sum(self.steps_in_epoch)
 
         # ---- model (identical initialisation on every process), optimiser, schedule
@@ -211,7 +186,9 @@ class Trainer:
 
         self.progress = TrainProgress()
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self.progress = restore_training(
+                checkpoint, self.model, self.optimizer, self.scheduler, self.ctx, config, config.source
+            )
 
         # ---- the module DDP wraps: model + objective (see TrainingStep for why the loss is inside)
         self.step_module: nn.Module = TrainingStep(self.model, self.objective)
@@ -286,47 +263,9 @@ class Trainer:
             raise ValueError(f"{type(self.objective).__name__}.phases({epoch}) returned no phase")
         return phases
 
-    def _epoch_data(self, epoch: int) -> list[PhaseData]:
+    def epoch_data(self, epoch: int) -> list[PhaseData]:
+        """The loaders of the phases of ``epoch``, in order (each with its sampler and dataset)."""
         return self.loaders.epoch_plan(self._epoch_phases(epoch))
-
-    # ------------------------------------------------------------------ resume
-    def _restore(self, ckpt: Checkpoint) -> None:
-        """Load weights, optimiser, scheduler, progress and this process's RNG streams from a checkpoint."""
-        t = self.config.train
-        old = ckpt.config.get("train", {})
-        if ckpt.progress.step_in_epoch and old.get("batch_size") != t.batch_size:
-            raise ConfigError(
-                "train.batch_size",
-                f"is {t.batch_size} but the checkpoint {ckpt.path} was written mid-epoch with {old.get('batch_size')}",
-                path=self.config.source,
-            )
-        load_weights(self.model, ckpt.weights, self.ctx.device)
-        try:
-            self.optimizer.load_state_dict(ckpt.optimizer)
-        except (ValueError, KeyError) as e:
-            raise ModelError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
-        self.scheduler.load_state_dict(ckpt.scheduler)
-        self.progress = ckpt.progress
-        if self.ctx.rank < len(ckpt.rng) and len(ckpt.rng) == self.ctx.world_size:
-            restore_rng_state(ckpt.rng[self.ctx.rank])
-        elif self.ctx.is_main:
-            print(
-                f"warning: checkpoint written by {len(ckpt.rng)} process(es), resuming with {self.ctx.world_size}: "
-                "random streams restart from the seed (the run is no longer bit-identical)",
-                file=sys.stderr,
-            )
-        if self.ctx.is_main:
-            print(
-                f"resuming from {ckpt.path} (update {self.progress.global_step}, epoch {self.progress.epoch}, "
-                f"{self.progress.step_in_epoch} update(s) into it)",
-                file=sys.stderr,
-            )
-            now, before = _flatten(self.config.to_dict()), _flatten(ckpt.config)
-            changed = sorted(
-                k for k in set(now) | set(before) if now.get(k) != before.get(k) and not k.startswith(_RESUME_NEUTRAL)
-            )
-            if changed:
-                print(f"warning: resuming with changed config fields: {', '.join(changed)}", file=sys.stderr)
 
     # ------------------------------------------------------------------ logging
     def _log_train(self, epoch: int, phase: Phase, bar: tqdm) -> None:
@@ -451,7 +390,7 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar: tqdm) -> bool:
         """The epoch's phases from the current position on; ``True`` when stopped by ``train.max_steps``."""
         cfg, t, p = self.config, self.config.train, self.progress
-        plan = self._epoch_data(epoch)
+        plan = self.epoch_data(epoch)
         self._phases_of_epoch = plan
         steps_in_epoch = self.steps_in_epoch[epoch]
         self.model.train()

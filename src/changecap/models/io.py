@@ -95,7 +95,7 @@ def model_card(
     """Markdown model card. ``card`` may give ``title``, ``description``, ``training_data``, ``metrics`` (a mapping
     name → value, or text), ``protocol``, ``license``, ``citation``, and any other key (listed under *Notes*)."""
     card = dict(card or {})
-    from changecap import __version__
+    from changecap.version import __version__
 
     arch = config.architecture
     total = sum(p.numel() for p in model.parameters())
@@ -143,7 +143,7 @@ def _write_files(
     """Write every file into ``directory`` (weights first, config last); return the written paths in order."""
     from safetensors.torch import save_file
 
-    from changecap import __version__
+    from changecap.version import __version__
 
     weights = directory / WEIGHTS_FILE
     save_file(_state_dict_for_safetensors(model), str(weights), metadata={"format": FORMAT_TAG})
@@ -218,8 +218,9 @@ def _with_encoder_architecture(model: torch.nn.Module, config: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def _read_config(directory: Path) -> Any:
-    path = directory / CONFIG_FILE
+def read_model_config(directory: str | os.PathLike[str]) -> Any:
+    """The model config object of a saved model directory, from ``config.json`` alone (no weights, no build)."""
+    path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ModelError(f"{path}: missing (not a saved changecap model directory)")
     try:
@@ -242,7 +243,7 @@ def _read_config(directory: Path) -> Any:
             f"{path}: field 'architecture' is {arch!r} but 'model.architecture' is {section.get('architecture')!r}"
         )
     try:
-        get_architecture(arch, "architecture")
+        get_architecture(arch, "architecture" if version >= 2 and "architecture" in payload else "model.architecture")
         return config_from_dict({**section, "architecture": arch}, prefix="model")
     except ConfigError as e:  # re-raise naming the file as well as the field
         raise with_path(e, path) from None
@@ -299,7 +300,7 @@ def load_model_bundle(
     ``changecap.models.hub``).
     """
     directory = resolve_model_dir(model_dir)
-    config = _read_config(directory)
+    config = read_model_config(directory)
     vocab = _read_vocab(directory, config)
     try:
         model = build_model(config, load_pretrained=False, init_weights=False)  # every weight is loaded next
