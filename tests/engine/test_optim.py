@@ -1,0 +1,54 @@
+"""Optimisers by name over the model's parameter groups; only trainable parameters hold optimiser state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from changecap.engine.config import OptimConfig
+from changecap.engine.optim import build_optimizer, parameter_groups
+from changecap.errors import ConfigError
+
+
+class Parts(nn.Module):
+    def __init__(self, groups: bool = True) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.head = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 1)
+        self.encoder.weight.requires_grad_(False)  # a frozen weight: no optimiser state
+        self._groups = groups
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        if not self._groups:
+            return {}
+        return {"encoder": list(self.encoder.parameters()), "decoder": list(self.decoder.parameters())}
+
+
+def test_groups_follow_the_model_and_leftovers_go_to_other() -> None:
+    m = Parts()
+    groups = parameter_groups(m)
+    assert list(groups) == ["encoder", "decoder", "other"]
+    assert groups["encoder"] == [m.encoder.bias]  # the frozen weight is left out
+    assert groups["other"] == list(m.head.parameters())
+    assert list(parameter_groups(Parts(groups=False))) == ["model"]
+
+
+@pytest.mark.parametrize(("name", "cls"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_optimiser_by_name_with_per_group_learning_rates(name: str, cls: type) -> None:
+    m = Parts()
+    opt, _ = build_optimizer(m, OptimConfig(name=name, lr=0.1, group_lr={"decoder": 0.5}, weight_decay=0.01))
+    assert type(opt) is cls
+    assert {g["name"]: g["lr"] for g in opt.param_groups} == {"encoder": 0.1, "decoder": 0.5, "other": 0.1}
+    m.head(m.decoder(m.encoder(torch.ones(2, 3)))).sum().backward()
+    opt.step()
+    assert id(m.encoder.weight) not in {id(p) for p in opt.state}  # frozen: no state at all
+    assert id(m.decoder.weight) in {id(p) for p in opt.state}
+
+
+def test_unknown_group_and_nothing_to_train_are_config_errors() -> None:
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(Parts(), OptimConfig(group_lr={"fusion": 0.1}), source="run.yaml")
+    assert e.value.field == "optim.group_lr.fusion" and "encoder, decoder, other" in e.value.message
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        build_optimizer(frozen, OptimConfig())
