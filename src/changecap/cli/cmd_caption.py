@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("caption", help="caption a before/after image pair with a trained model")
     p.add_argument("before", help="before image (time 1)")
     p.add_argument("after", help="after image (time 2)")
-    p.add_argument("--model", required=True, help="saved model directory")
+    p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id (owner/name)")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print caption, change probability and tokens as JSON")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="caption a dataset split with a trained model and score it")
-    p.add_argument("--model", required=True, help="saved model directory")
+    p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id (owner/name)")
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--format", default="levir-cc", choices=("levir-cc", "levir-mci", "whu-cdc", "dubai-cc"))
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--out", help="output directory (default: <model>/eval_<split>)")
+    p.add_argument("--out", help="output directory (default: <model>/eval_<split>; for a Hub id ./eval_<name>_<split>)")
     p.add_argument(
         "--protocol",
         action="append",
@@ -34,7 +34,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.beam_size < 1:
         raise ChangeCapError("--batch-size and --beam-size must be >= 1")
-    out = Path(args.out) if args.out else Path(args.model) / f"eval_{args.split}"
+    if args.out:
+        out = Path(args.out)
+    elif Path(args.model).is_dir():
+        out = Path(args.model) / f"eval_{args.split}"
+    else:  # a Hub id: never write into the Hugging Face cache
+        out = Path(f"eval_{str(args.model).replace('/', '_')}_{args.split}")
     ev = evaluate_model(
         args.model,
         args.data,
