@@ -302,6 +302,35 @@ def test_sigkilled_child_process_resumes_to_the_uninterrupted_weights(tmp_path: 
     assert_same(weights(tmp_path / "ref" / "run"), weights(tmp_path / "killed" / "run"))
 
 
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path, data_root: Path) -> None:
+    """DDP (torchrun, 2 CPU processes, gloo) with phases whose trainable sets differ reaches the weights of one
+    process with grad_accum 2: frozen parameters stay out of the all-reduce and the optimiser in both."""
+    import socket
+
+    extra = {"val_every": 0, "batch_size": 4}
+    model = {"architecture": ARCH, "dropout": 0.0, "decoder": {"dim": 16}}  # no dropout: the streams differ
+    single = load_config(write_config(tmp_path / "single", data_root, grad_accum=2, **extra))
+    single.model = model
+    train(single)
+    cfg = write_config(tmp_path / "ddp", data_root, **extra)
+    data = yaml.safe_load(cfg.read_text())
+    data["model"] = model
+    cfg.write_text(yaml.safe_dump(data))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "tests.engine.test_new_architecture",
+           "train", str(cfg)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = weights(tmp_path / "single" / "run"), weights(tmp_path / "ddp" / "run")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name
+
+
 if __name__ == "__main__":
     from changecap.cli.main import main
 
