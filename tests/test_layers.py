@@ -4,6 +4,7 @@ no module imports another module's private names."""
 from __future__ import annotations
 
 import ast
+import functools
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "changecap"
 
 
+@functools.cache
 def _modules() -> list[tuple[str, ast.Module]]:
     out = []
     for path in sorted(SRC.rglob("*.py")):
