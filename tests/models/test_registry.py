@@ -13,7 +13,8 @@ from changecap.models.registry import ARCHITECTURES, Architecture, register_arch
 
 
 def test_built_in_entries_resolve_to_their_specs() -> None:
-    assert list(ARCHITECTURES) == ["hisem", "plain"] and architecture_names()[:2] == ["hisem", "plain"]
+    assert list(ARCHITECTURES) == ["hisem", "plain", "semantic_cc"]
+    assert architecture_names()[:3] == ["hisem", "plain", "semantic_cc"]
     assert get_architecture("hisem") is HISEM and get_architecture("plain") is PLAIN
     assert HISEM.config_class is HiSemConfig and PLAIN.config_class is PlainConfig
     assert HISEM.objective == PLAIN.objective == "hisem"
@@ -36,7 +37,7 @@ def test_the_registry_imports_no_system() -> None:
 def test_unknown_architecture_is_a_config_error_listing_the_known_ones(name: object) -> None:
     with pytest.raises(ConfigError) as e:
         config_from_dict({"architecture": name} if name is not None else {})
-    assert e.value.field == "model.architecture" and "hisem, plain" in e.value.message
+    assert e.value.field == "model.architecture" and "hisem, plain, semantic_cc" in e.value.message
 
 
 def test_dispatch_builds_each_architecture_from_its_dict() -> None:

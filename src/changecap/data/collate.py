@@ -16,7 +16,7 @@ def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     Returns ``image [B, 2, C, H, W]`` (when the samples have images), ``tokens [B, R_max, T]`` padded with
     ``<NULL>`` rows, ``num_refs [B]`` (real reference rows per sample, so padding rows can be told apart),
     ``target [B, T]``, ``changed [B]`` bool, ``mask [B, H, W]`` (only when every sample has one) and ``captions``,
-    ``name``, ``split`` as lists.
+    ``caption`` (the training reference as text), ``name``, ``split`` as lists.
     """
     if not samples:
         raise ValueError("collate_pairs needs at least one sample")
@@ -34,6 +34,7 @@ def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "target": torch.stack([s["target"] for s in samples]),  # [B, T]
         "changed": torch.tensor([bool(s["changed"]) for s in samples], dtype=torch.bool),  # [B]
         "captions": [list(s["captions"]) for s in samples],
+        "caption": [s.get("caption", s["captions"][0] if s["captions"] else "") for s in samples],
         "name": [s["name"] for s in samples],
         "split": [s["split"] for s in samples],
     }

@@ -319,6 +319,7 @@ class ChangeCaptionDataset(Dataset):
             captions = [flip_caption(c, hflip, vflip) for c in captions]
         tokens = self.vocab.encode_tensor(captions, self.max_length)  # [R, T]
         sample["captions"] = captions
+        sample["caption"] = captions[k]  # the training reference as text (for captioners with their own tokenizer)
         sample["tokens"] = tokens
         sample["target"] = tokens[k].clone()  # [T]
         return sample

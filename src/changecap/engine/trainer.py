@@ -178,6 +178,7 @@ class Trainer:
         builder = model_builder or default_model_builder
         self.model, self.model_config = builder(dict(config.model), self.vocab, self.max_length)
         self.model.to(self.ctx.device)
+        self.objective.bind(self.model)
         self.trainable_ids = {id(p) for p in self.model.parameters() if p.requires_grad}
         self.optimizer, self.param_groups = build_optimizer(self.model, config.optim, config.source)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, self.total_steps)

@@ -25,6 +25,7 @@ from changecap.schema import to_dict as schema_to_dict
 ARCHITECTURES: dict[str, str] = {
     "hisem": "changecap.models.hisem:HISEM",
     "plain": "changecap.models.hisem:PLAIN",
+    "semantic_cc": "changecap.models.semantic_cc:ARCHITECTURE",
 }
 
 
@@ -41,6 +42,29 @@ class ArchitectureConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"architecture": self.architecture, **schema_to_dict(self)}
+
+    @classmethod
+    def with_data(cls, section: dict[str, Any], words: list[str], max_length: int) -> dict[str, Any]:
+        """A copy of a ``model`` config section completed from the training data: the vocabulary (``words`` in id
+        order) and the longest caption in tokens. Default: the ``decoder`` section's ``vocab_size`` and
+        ``max_length`` (a given value that contradicts the data is a ConfigError naming the field)."""
+        section = dict(section)
+        decoder = section.get("decoder")
+        if not isinstance(decoder, dict):
+            return section  # the config class reports the missing / malformed decoder section
+        decoder = dict(decoder)
+        given = decoder.get("vocab_size")
+        if given is not None and given != len(words):
+            raise ConfigError("model.decoder.vocab_size", f"is {given} but the vocabulary has {len(words)} entries")
+        decoder["vocab_size"] = len(words)
+        given = decoder.get("max_length")
+        if isinstance(given, int) and given < max_length:
+            raise ConfigError(
+                "model.decoder.max_length", f"is {given}, shorter than the data's captions ({max_length})"
+            )
+        decoder.setdefault("max_length", max_length)
+        section["decoder"] = decoder
+        return section
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "model") -> Any:

@@ -133,6 +133,9 @@ class Objective:
         return cls(cls.read_config(loss, train_config), train_config)
 
     # ------------------------------------------------------------------ the contract
+    def bind(self, model: nn.Module) -> None:
+        """Called once by the trainer with the built model (e.g. to count caption tokens with its tokenizer)."""
+
     def phases(self, epoch: int) -> Sequence[Phase]:
         """The phases of ``epoch`` (0-indexed), in order. Default: one phase over the whole training set."""
         return (Phase(),)

@@ -1,0 +1,139 @@
+"""The Semantic-CC objective (``semantic_cc.md`` §6–§7): caption CE + λ · change-detection loss, in stages.
+
+L = L_cc + λ · L_cd with λ = 0.5 (paper; the code sums, λ = 1). L_cc is the LLM's token cross-entropy over the
+caption and end-symbol tokens, L_cd the pixel loss of the change mask (BCE on one logit, paper; 2-class CE, code),
+both exact means over the global batch (``base.py``): the normalisers are the caption tokens (counted with the
+model's own tokenizer, hence :meth:`bind`) and the labelled pixels.
+
+Schedules (``loss.schedule``), phases of every epoch in order:
+
+* ``3-stage`` (paper): pairs with masks → encoder (LoRA, BCSF), the neck's CD side, CD decoder → L_cd;
+  pairs with captions → the neck's CC side, enhancer, LLM LoRA → L_cc; pairs with both → the neck → L_cc + λ L_cd;
+* ``2-stage``: the first two of those;
+* ``1-stage``: pairs with both → everything trainable → L_cc + λ L_cd.
+
+Masks are binarised (class > 0 = change, spec §8: LEVIR-MCI roads and buildings both count). In training each
+sample gets one of the configured instructions at random (torch's generator: restored exactly on resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from changecap.engine.objectives.base import Objective, ObjectiveOutput, Phase, StepInfo
+from changecap.engine.objectives.filters import pairs_with_captions, pairs_with_mask, pairs_with_mask_and_captions
+from changecap.schema import require
+
+IGNORE = 255  # mask value excluded from the pixel loss
+
+
+@dataclass
+class SemanticCCLossConfig:
+    """The ``loss`` section of a Semantic-CC run."""
+
+    cd_weight: float = 0.5  # λ (paper 0.5; the released code sums the losses: 1.0)
+    schedule: Literal["3-stage", "2-stage", "1-stage"] = "3-stage"
+
+    def validate(self, prefix: str = "loss") -> None:
+        require(self.cd_weight >= 0, f"{prefix}.cd_weight", f"must be >= 0, got {self.cd_weight}")
+
+
+def neck_sides(units: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Module prefixes of the neck's captioning side and detection side."""
+    cc = ("neck.cc_proj", *(f"neck.units.{i}.{m}" for i in range(units) for m in ("intra_cc", "inter")))
+    cd = tuple(f"neck.units.{i}.{m}" for i in range(units) for m in ("intra_cd", "inter_cd"))
+    return cc, cd
+
+
+class SemanticCCObjective(Objective):
+    """Staged multi-task training of Semantic-CC (module docstring)."""
+
+    config_class = SemanticCCLossConfig
+
+    def __init__(self, config: SemanticCCLossConfig | None = None, train_config: Any = None, units: int | None = None):
+        super().__init__(config or SemanticCCLossConfig(), train_config)
+        if units is None:
+            neck = (train_config.model.get("neck") or {}) if train_config is not None else {}
+            units = int(neck.get("units", 3))
+        cc_side, cd_side = neck_sides(units)
+        cd = Phase("cd", filter=pairs_with_mask, trainable=("encoder", *cd_side, "cd_decoder"), options={"tasks": "cd"})
+        cc = Phase("cc", filter=pairs_with_captions, trainable=(*cc_side, "caption_decoder"), options={"tasks": "cc"})
+        both = Phase("neck", filter=pairs_with_mask_and_captions, trainable=("neck",), options={"tasks": "both"})
+        joint = Phase("joint", filter=pairs_with_mask_and_captions, options={"tasks": "both"})
+        self._phases = {"3-stage": (cd, cc, both), "2-stage": (cd, cc), "1-stage": (joint,)}[self.config.schedule]
+        self.tokenizer: Any = None
+        self.caption_config: Any = None
+
+    def bind(self, model: nn.Module) -> None:
+        """Remember the model's tokenizer: the caption-token normaliser is counted before the forward pass."""
+        decoder = getattr(model, "caption_decoder", None)
+        self.tokenizer = getattr(decoder, "tokenizer", None)
+        self.caption_config = getattr(decoder, "config", None)
+
+    def phases(self, epoch: int) -> Sequence[Phase]:
+        return self._phases
+
+    def _target_tokens(self, caption: str) -> int:
+        from changecap.models.semantic_cc.caption import clean_caption
+
+        c = self.caption_config
+        return min(len(self.tokenizer.encode(clean_caption(caption) + c.end_symbol)), c.max_txt_len)
+
+    def normalizers(self, batch: Mapping[str, Any], phase: Phase) -> dict[str, float]:
+        tasks = phase.options.get("tasks", "both")
+        out: dict[str, float] = {"samples": float(len(batch["name"]))}
+        if tasks in ("cc", "both"):
+            if self.tokenizer is None:
+                raise RuntimeError("SemanticCCObjective.bind(model) must be called before training")
+            out["tokens"] = float(sum(self._target_tokens(c) for c in batch["caption"]))
+        if tasks in ("cd", "both"):
+            out["pixels"] = float((batch["mask"] != IGNORE).sum())
+        return out
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Any], step: StepInfo) -> ObjectiveOutput:
+        tasks = step.phase.options.get("tasks", "both")
+        c = step.counts
+        stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        with step.autocast():
+            f_cc, f_cd = model.features(batch["image"])
+        loss = torch.zeros((), device=batch["image"].device)
+        if tasks in ("cd", "both"):
+            with step.autocast():
+                logits = model.change_logits(f_cd)  # [B, K, S, S]
+            pix_sum, pix_n = pixel_loss_sum(logits.float(), batch["mask"])
+            weight = 1.0 if tasks == "cd" else self.config.cd_weight
+            loss = loss + pix_sum * (weight * c.mean_scale("pixels"))
+            stats["cd_loss"] = (pix_sum.detach(), pix_n.detach())
+        if tasks in ("cc", "both"):
+            n = len(batch["caption"])
+            k = len(self.caption_config.instructions)
+            instructions = torch.randint(k, (n,)).tolist()  # one instruction per sample, uniformly
+            with step.autocast():
+                ce_sum, n_tok = model.caption_loss_sum(f_cc, list(batch["caption"]), instructions)
+            loss = loss + ce_sum.float() * c.mean_scale("tokens")
+            stats["caption_ce"] = (ce_sum.detach().float(), n_tok.detach())
+        return ObjectiveOutput(loss, stats)
+
+
+def pixel_loss_sum(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the per-pixel loss over labelled pixels and their count; binarised mask (class > 0 = change).
+
+    One logit per pixel: binary cross-entropy; two: softmax cross-entropy (ignore value 255 in both).
+    """
+    valid = mask != IGNORE  # [B, S, S]
+    target = (mask > 0) & valid
+    if logits.shape[1] == 1:
+        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target.float(), reduction="none")  # [B, S, S]
+        return (per_pixel * valid).sum(), valid.sum()
+    labels = torch.where(valid, target.long(), torch.full_like(mask, IGNORE))
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum"), valid.sum()
+
+
+#: what ``objective_factory("semantic_cc")`` finds
+OBJECTIVE = SemanticCCObjective

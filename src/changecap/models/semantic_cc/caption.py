@@ -1,0 +1,290 @@
+"""Semantic-CC's caption decoder (``semantic_cc.md`` §5): Q-Former → change semantic feature enhancer → prompted LLM.
+
+* ``ln_vision`` + the BLIP-2 Q-Former (``transformers.Blip2QFormerModel``) with 32 learned queries shared by both
+  dates, frozen (as MiniGPT-4); the two dates' CC tokens go through it in one call → [2B, 32, 768].
+* The enhancer (eq. 8). Paper form (default), after the Q-Former: per-query scalar gates
+  F1' = F1 ⊙ σ(P1[F1 ; F2]), F2' = F2 ⊙ σ(P2[F2 ; F1]), then ΔF = P([F1' ; F2' ; F1' − F2']) → [B, 32, D_llm].
+  Code form: ``llama_proj`` (768 → D_llm) first, element-wise gates σ(W1[A ; B]), σ(W2[B ; A]) and the three results
+  concatenated along the tokens → [B, 96, D_llm].
+* The LLM (any ``AutoModelForCausalLM``; frozen, LoRA through ``peft``) reads
+  ``[BOS] ###Ask: <Img>`` + ΔF + ``</Img> {instruction} ###Answer: `` + ``{caption}###``; the loss covers the caption
+  and the end symbol only. Generation stops at the end symbol; greedy by default.
+
+Tokenisation: a real LLM brings its tokenizer. A random-init LLM (``llm_config``, tests and CPU runs) gets a
+:class:`WordTokenizer` over the data vocabulary's words plus the prompt's — recorded in the config, so the saved
+model rebuilds it offline.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from changecap.errors import ConfigError, ModelError
+from changecap.models.semantic_cc.config import CaptionDecoderConfig
+from changecap.models.semantic_cc.encoder import freeze_except_lora, inject_lora
+
+_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def clean_caption(text: str) -> str:
+    """Spec §5.3: lower-case, every punctuation character removed, spaces collapsed (``lower-left`` → ``lowerleft``)."""
+    return " ".join(_PUNCTUATION.sub("", text.lower()).split())
+
+
+# ---------------------------------------------------------------------------------------------------- tokenizers
+class WordTokenizer:
+    """A small word-level tokenizer for random-init LLMs: special tokens, the prompt's words, the caption words.
+
+    Pieces are ``###``, ``<...>`` tags, runs of letters/digits and single other characters, lower-cased, so the
+    prompt template tokenises the same way every time. Unknown words map to ``<unk>``.
+    """
+
+    SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+    _PIECE = re.compile(r"###|<[^<>\s]+>|[a-z0-9]+|[^\sa-z0-9]")
+
+    def __init__(self, words: Sequence[str]) -> None:
+        self.id_to_token = list(self.SPECIALS) + [w for w in dict.fromkeys(words) if w not in self.SPECIALS]
+        self.token_to_id = {t: i for i, t in enumerate(self.id_to_token)}
+        self.pad_token_id, self.bos_token_id, self.eos_token_id, self.unk_token_id = 0, 1, 2, 3
+
+    @classmethod
+    def pieces(cls, text: str) -> list[str]:
+        return cls._PIECE.findall(text.lower())
+
+    def __len__(self) -> int:
+        return len(self.id_to_token)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.token_to_id.get(p, self.unk_token_id) for p in self.pieces(text)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        words = [self.id_to_token[i] for i in ids if 0 <= i < len(self) and i >= len(self.SPECIALS)]
+        return " ".join(words)
+
+
+class HFTokenizer:
+    """The same interface over a ``transformers`` tokenizer (pieces without special tokens; pad = eos as LLaMA)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+        self.eos_token_id = tokenizer.eos_token_id
+        self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def __len__(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=True)
+
+
+def prompt_words(config: CaptionDecoderConfig) -> list[str]:
+    """Every piece of the prompt template, the image placeholder, the instructions and the end symbol."""
+    text = " ".join([config.prompt_template, config.image_placeholder, config.end_symbol, *config.instructions])
+    return WordTokenizer.pieces(text)
+
+
+# ---------------------------------------------------------------------------------------------------- the module
+class SemanticCCCaptionDecoder(nn.Module):
+    """CC tokens of both dates [2B, L, cc_dim] → LLM loss (training) or captions (inference)."""
+
+    def __init__(
+        self, config: CaptionDecoderConfig, qformer: nn.Module, llm: nn.Module, tokenizer: Any, cc_dim: int
+    ) -> None:
+        super().__init__()
+        self.config = config
+        q_dim = int(qformer.config.hidden_size)
+        llm_dim = int(llm.get_input_embeddings().embedding_dim)
+        self.ln_vision = nn.LayerNorm(cc_dim)
+        self.qformer = qformer
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, q_dim))  # [1, Q, q_dim]
+        nn.init.normal_(self.query_tokens, std=0.02)
+        if config.enhancer == "paper":
+            self.gate_before = nn.Linear(2 * q_dim, 1)  # P1: [F1 ; F2] → one gate per query token
+            self.gate_after = nn.Linear(2 * q_dim, 1)  # P2: [F2 ; F1]
+            self.enhancer_proj = nn.Linear(3 * q_dim, llm_dim)  # P: [F1' ; F2' ; F1' − F2'] → LLM width
+        else:
+            self.llama_proj = nn.Linear(q_dim, llm_dim)
+            self.gate_before = nn.Linear(2 * llm_dim, llm_dim)  # W1: element-wise gates
+            self.gate_after = nn.Linear(2 * llm_dim, llm_dim)  # W2
+        self.llm = llm
+        self.tokenizer = tokenizer
+        # Frozen as MiniGPT-4: the visual LayerNorm, the Q-Former and its queries; the LLM except its LoRA.
+        for frozen in (self.ln_vision, self.qformer):
+            frozen.requires_grad_(False)
+        self.query_tokens.requires_grad_(False)
+        if config.llm_lora.enabled:
+            inject_lora(self.llm, config.llm_lora, "model.caption.llm_lora")
+            freeze_except_lora(self.llm, config.llm_lora.bias)
+        else:
+            self.llm.requires_grad_(False)
+        end = tokenizer.encode(config.end_symbol)
+        if not end:
+            raise ConfigError("model.caption.end_symbol", f"{config.end_symbol!r} tokenises to nothing")
+        self.end_token_id = end[-1]  # generation stops at the last token of the end symbol (as the code)
+
+    # ------------------------------------------------------------------ visual tokens
+    def visual_tokens(self, f_cc: torch.Tensor) -> torch.Tensor:
+        """[2B, L, cc_dim] (before rows first) → the LLM's visual tokens [B, T_v, D_llm]."""
+        v = self.ln_vision(f_cc)  # [2B, L, cc_dim]
+        queries = self.query_tokens.expand(v.shape[0], -1, -1)  # [2B, Q, q_dim]
+        mask = torch.ones(v.shape[:2], dtype=torch.long, device=v.device)
+        q = self.qformer(query_embeds=queries, encoder_hidden_states=v, encoder_attention_mask=mask)
+        q = q.last_hidden_state  # [2B, Q, q_dim]
+        f1, f2 = q.chunk(2, dim=0)  # [B, Q, q_dim] each: before, after
+        if self.config.enhancer == "paper":
+            g1 = torch.sigmoid(self.gate_before(torch.cat([f1, f2], dim=-1)))  # [B, Q, 1]
+            g2 = torch.sigmoid(self.gate_after(torch.cat([f2, f1], dim=-1)))  # [B, Q, 1]
+            a, b = f1 * g1, f2 * g2
+            return self.enhancer_proj(torch.cat([a, b, a - b], dim=-1))  # [B, Q, D_llm]
+        a, b = self.llama_proj(f1), self.llama_proj(f2)  # [B, Q, D_llm]
+        ga = a * torch.sigmoid(self.gate_before(torch.cat([a, b], dim=-1)))  # element-wise gates from [A ; B]
+        gb = b * torch.sigmoid(self.gate_after(torch.cat([b, a], dim=-1)))  # and from [B ; A]
+        return torch.cat([ga, gb, ga - gb], dim=1)  # [B, 3Q, D_llm]: the code concatenates along the tokens
+
+    # ------------------------------------------------------------------ prompt
+    def _prompt_ids(self, instruction: int) -> tuple[list[int], list[int]]:
+        """Token ids before and after the visual tokens for one instruction (``[BOS]`` included before)."""
+        c = self.config
+        text = c.prompt_template.format(c.image_placeholder + c.instructions[instruction])
+        head, sep, tail = text.partition("<ImageHere>")
+        if not sep:
+            raise ConfigError("model.caption.image_placeholder", "the prompt has no <ImageHere> slot")
+        return [self.tokenizer.bos_token_id, *self.tokenizer.encode(head)], self.tokenizer.encode(tail)
+
+    def _embed(self, ids: Sequence[int], device: torch.device) -> torch.Tensor:
+        table = self.llm.get_input_embeddings()
+        return table(torch.tensor(list(ids), dtype=torch.long, device=device))  # [T, D]
+
+    def _sequences(
+        self, visual: torch.Tensor, instructions: Sequence[int], captions: Sequence[str] | None
+    ) -> tuple[list[torch.Tensor], list[list[int]]]:
+        """Per item: input embeddings [T_i, D] and labels (−100 except on the caption and end symbol)."""
+        seqs, labels = [], []
+        for i, k in enumerate(instructions):
+            head, tail = self._prompt_ids(k)
+            parts = [self._embed(head, visual.device), visual[i], self._embed(tail, visual.device)]
+            label = [-100] * (len(head) + visual.shape[1] + len(tail))
+            if captions is not None:
+                target = self.tokenizer.encode(clean_caption(captions[i]) + self.config.end_symbol)
+                target = target[: self.config.max_txt_len]
+                parts.append(self._embed(target, visual.device))
+                label += target
+            seqs.append(torch.cat(parts, dim=0))  # [T_i, D]
+            labels.append(label)
+        return seqs, labels
+
+    # ------------------------------------------------------------------ training
+    def caption_loss_sum(
+        self, f_cc: torch.Tensor, captions: Sequence[str], instructions: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum of the LLM's token cross-entropies over the caption tokens, and their count (right padding)."""
+        visual = self.visual_tokens(f_cc)  # [B, T_v, D]
+        seqs, labels = self._sequences(visual, instructions, captions)
+        length = max(len(s) for s in seqs)
+        d = visual.shape[-1]
+        embeds = visual.new_zeros(len(seqs), length, d)  # [B, T, D]
+        mask = torch.zeros(len(seqs), length, dtype=torch.long, device=visual.device)
+        target = torch.full((len(seqs), length), -100, dtype=torch.long, device=visual.device)
+        for i, (s, lab) in enumerate(zip(seqs, labels)):
+            embeds[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+            target[i, : len(lab)] = torch.tensor(lab, device=visual.device)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits  # [B, T, V]
+        shifted, labels_next = logits[:, :-1].float(), target[:, 1:]  # position t predicts token t + 1
+        ce = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels_next.reshape(-1), reduction="sum",
+                             ignore_index=-100)  # fmt: skip
+        return ce, (labels_next != -100).sum()
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(self, f_cc: torch.Tensor, instruction: int = 0) -> list[str]:
+        """Captions of B pairs: one batched ``generate`` with the LLM's KV cache (left padding)."""
+        g = self.config.generation
+        visual = self.visual_tokens(f_cc)  # [B, T_v, D]
+        seqs, _ = self._sequences(visual, [instruction] * visual.shape[0], None)
+        length = max(len(s) for s in seqs)
+        embeds = visual.new_zeros(len(seqs), length, visual.shape[-1])  # [B, T, D]
+        mask = torch.zeros(len(seqs), length, dtype=torch.long, device=visual.device)
+        for i, s in enumerate(seqs):
+            embeds[i, length - len(s) :] = s
+            mask[i, length - len(s) :] = 1
+        kwargs: dict[str, Any] = {
+            "inputs_embeds": embeds,
+            "attention_mask": mask,
+            "max_new_tokens": g.max_new_tokens,
+            "eos_token_id": [self.end_token_id, self.tokenizer.eos_token_id],
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": g.repetition_penalty,
+            "do_sample": g.strategy == "sample",
+            "num_beams": g.num_beams if g.strategy == "beam" else 1,
+        }
+        if g.strategy == "sample":
+            kwargs.update(top_p=g.top_p, temperature=g.temperature)
+            torch.manual_seed(g.seed)  # seeded nucleus sampling: the same captions for the same inputs
+        out = self.llm.generate(**kwargs)  # [B, new tokens] (inputs_embeds: only the new ones come back)
+        texts = []
+        for row in out.tolist():
+            if self.end_token_id in row:
+                row = row[: row.index(self.end_token_id)]
+            text = self.tokenizer.decode(row)
+            texts.append(" ".join(text.split(self.config.end_symbol)[0].split()))
+        return texts
+
+
+# ---------------------------------------------------------------------------------------------------- building
+def build_llm(config: CaptionDecoderConfig, load_pretrained: bool) -> tuple[nn.Module, Any]:
+    """The causal LM and its tokenizer: real weights from ``llm`` or a random model from ``llm_config``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if config.llm is not None:
+        try:
+            if load_pretrained:
+                llm = AutoModelForCausalLM.from_pretrained(config.llm, dtype=torch.float32)
+            else:  # load_model: the architecture only, the LoRA tensors come from model.safetensors
+                llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.llm))
+            tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(config.tokenizer or config.llm))
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(
+                f"model.caption.llm '{config.llm}': neither a local directory nor in the Hugging Face cache "
+                f"(offline), or not a causal LM: {first}"
+            ) from None
+        return llm, tokenizer
+    fields = dict(config.llm_config or {})
+    model_type = fields.pop("model_type", "llama")
+    words = fields.pop("tokenizer_words", [])
+    tokenizer = WordTokenizer([*prompt_words(config), *words])
+    fields["vocab_size"] = len(tokenizer)
+    fields.setdefault("pad_token_id", tokenizer.pad_token_id)
+    fields.setdefault("bos_token_id", tokenizer.bos_token_id)
+    fields.setdefault("eos_token_id", tokenizer.eos_token_id)
+    try:
+        llm_cfg = AutoConfig.for_model(model_type, **fields)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError("model.caption.llm_config", f"rejected by transformers: {' '.join(str(e).split())}") from None
+    llm_cfg._attn_implementation = "sdpa"
+    return AutoModelForCausalLM.from_config(llm_cfg), tokenizer
+
+
+def build_qformer(config: CaptionDecoderConfig) -> nn.Module:
+    """A random-init ``Blip2QFormerModel`` of the configured size (real weights are loaded by the model builder)."""
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+    try:
+        cfg = Blip2QFormerConfig(**config.qformer)
+    except (TypeError, ValueError) as e:
+        reason = " ".join(str(e).split())
+        raise ConfigError("model.caption.qformer", f"rejected by Blip2QFormerConfig: {reason}") from None
+    cfg._attn_implementation = "eager"
+    return Blip2QFormerModel(cfg)

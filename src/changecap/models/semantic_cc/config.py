@@ -1,0 +1,244 @@
+"""Configuration of Semantic-CC (``semantic_cc.md``), paper values by default, the released code's as options.
+
+Every difference between the paper and the released code (spec §10) is a named field whose default is the paper's:
+
+* #1 ``encoder.bcsf_placement``: ``"global"`` after the 4 global-attention blocks; code ``"windowed"``;
+* #2, #3 ``encoder.bcsf_form``: ``"paper"`` [self ; other] gates and 3 FFNs; code ``"code"`` ([F1 ; F2], shared FFN);
+* #4 ``encoder.bcsf_trainable``: ``true``; code ``false`` (frozen as a side effect of its PEFT wrapping);
+* #5 ``neck.units``: 3; code 2.  #6 ``neck.cc_heads`` / ``cd_heads``: 16 / 8; code 1408 / 256 (head dimension 1);
+* #7 ``neck.symmetric_inter``: ``false`` (CC ← CD only, as the code; the mirrored layer is an option);
+* #8 ``cd_decoder.form`` / ``.loss``: ``"paper"`` (4 levels) / ``"bce"``; code ``"code"`` (5 levels) / ``"ce"``;
+* #10 ``caption.enhancer``: ``"paper"`` after the Q-Former, scalar gates; code ``"code"`` (4096-d gates, 96 tokens);
+* #11 ``caption.llm_lora.enabled``: ``true``; code ``false`` (``freeze_LLM``);
+* #12 ``caption.generation.strategy``: ``"greedy"``; code ``"sample"`` (top-p 0.9, repetition penalty 1.1);
+* #14 ``encoder.lora.dropout`` / ``.bias``: 0.05 / ``"none"``; code 0.01 / ``"lora_only"``.
+
+λ (#9) and the schedule (#13) belong to training: ``loss.cd_weight`` and ``loss.schedule`` of the objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from changecap.models.registry import ArchitectureConfig
+from changecap.schema import require
+
+#: SamVisionConfig fields of SAM ViT-L (``facebook/sam-vit-large``) at Semantic-CC's 256 px input (spec §2.1)
+SAM_VIT_L_256: dict[str, Any] = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "mlp_dim": 4096,
+    "output_channels": 256,
+    "image_size": 256,
+    "patch_size": 16,
+    "window_size": 14,
+    "global_attn_indexes": [5, 11, 17, 23],
+    "layer_norm_eps": 1e-6,
+    "qkv_bias": True,
+    "use_abs_pos": True,
+    "use_rel_pos": True,
+}
+
+#: Blip2QFormerConfig fields of the MiniGPT-4 / BLIP-2 Q-Former (BERT-base, cross-attention every 2nd layer)
+QFORMER_BASE: dict[str, Any] = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "cross_attention_frequency": 2,
+    "encoder_hidden_size": 1408,
+}
+
+#: the four instructions of the released config (spec §5.3), one drawn per sample in training
+INSTRUCTIONS: tuple[str, ...] = (
+    "Describe the difference between the new RS images and the old one in detail.",
+    "What is the main change between the two RS scenes? Describe it in detail.",
+    "Please provide a detailed description of the difference between this two RS pictures.",
+    "Could you describe what has been changed between this two RS pictures?",
+)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (``peft``) on the named Linear modules; everything else of the wrapped model stays frozen."""
+
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    bias: Literal["none", "lora_only", "all"] = "none"  # "lora_only" also trains the adapted layers' biases
+    target_modules: list[str] = field(default_factory=lambda: ["qkv"])
+
+    def validate(self, prefix: str = "lora") -> None:
+        require(self.r >= 1, f"{prefix}.r", f"must be >= 1, got {self.r}")
+        require(self.alpha >= 1, f"{prefix}.alpha", f"must be >= 1, got {self.alpha}")
+        require(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+        require(bool(self.target_modules), f"{prefix}.target_modules", "name at least one module")
+
+
+@dataclass
+class LLMLoraConfig(LoraConfig):
+    """LoRA in the LLM (spec §5.3): the q/k/v projections of every layer."""
+
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
+
+
+@dataclass
+class SAMEncoderConfig:
+    """The bi-temporal SAM ViT encoder with change semantic filters (spec §2)."""
+
+    pretrained: str | None = None  # "facebook/sam-vit-large" (or -base / -huge) or a local dir; None: random init
+    config: dict[str, Any] = field(default_factory=lambda: dict(SAM_VIT_L_256))  # SamVisionConfig fields
+    bcsf_placement: Literal["global", "windowed", "none"] = "global"
+    bcsf_form: Literal["paper", "code"] = "paper"
+    bcsf_trainable: bool = True
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = False
+
+    def validate(self, prefix: str = "model.encoder") -> None:
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size"):
+            value = self.config.get(key)
+            require(
+                isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                f"{prefix}.config.{key}",
+                f"must be a positive integer, got {value!r}",
+            )
+        require(
+            self.config["image_size"] % self.config["patch_size"] == 0,
+            f"{prefix}.config.patch_size",
+            f"must divide image_size {self.config['image_size']}",
+        )
+        layers = self.config["num_hidden_layers"]
+        for i in self.config.get("global_attn_indexes", []):
+            require(0 <= i < layers, f"{prefix}.config.global_attn_indexes", f"block {i} outside 0..{layers - 1}")
+        self.lora.validate(f"{prefix}.lora")
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config["hidden_size"])
+
+    @property
+    def grid_size(self) -> int:
+        return int(self.config["image_size"]) // int(self.config["patch_size"])
+
+    @property
+    def cd_width(self) -> int:
+        return int(self.config.get("output_channels", 256))
+
+    def bcsf_blocks(self) -> list[int]:
+        """Blocks after which a BCSF runs: the global-attention ones (paper) or the windowed ones (code)."""
+        layers = int(self.config["num_hidden_layers"])
+        window = int(self.config.get("window_size", 14))
+        global_blocks = set(self.config.get("global_attn_indexes", []) if window > 0 else range(layers))
+        if self.bcsf_placement == "none":
+            return []
+        if self.bcsf_placement == "global":
+            return sorted(global_blocks)
+        return [i for i in range(layers) if i not in global_blocks]
+
+
+@dataclass
+class NeckConfig:
+    """The multi-task semantic aggregation neck (spec §3)."""
+
+    units: int = 3
+    cc_dim: int = 1408  # the visual width the pretrained Q-Former expects
+    cc_heads: int = 16
+    cd_heads: int = 8
+    symmetric_inter: bool = False
+
+    def validate(self, prefix: str = "model.neck") -> None:
+        require(self.units >= 0, f"{prefix}.units", f"must be >= 0, got {self.units}")
+        require(self.cc_dim > 0 and self.cc_dim % self.cc_heads == 0, f"{prefix}.cc_heads", "must divide cc_dim")
+
+
+@dataclass
+class CDDecoderConfig:
+    """The change-detection decoder (spec §4) and its pixel loss (§6)."""
+
+    form: Literal["paper", "code"] = "paper"
+    loss: Literal["bce", "ce"] = "bce"  # bce: one logit per pixel (paper); ce: 2-class softmax (code)
+    fpn_dim: int | None = None  # None: 512 (2 × the CD width) in the paper form, 256 in the code form
+
+    @property
+    def num_classes(self) -> int:
+        return 1 if self.loss == "bce" else 2
+
+
+@dataclass
+class GenerationConfig:
+    """How captions are decoded. Greedy by default, so evaluation is deterministic."""
+
+    strategy: Literal["greedy", "beam", "sample"] = "greedy"
+    num_beams: int = 3
+    top_p: float = 0.9
+    temperature: float = 1.0
+    repetition_penalty: float = 1.0  # the code's sampling uses 1.1
+    max_new_tokens: int = 64
+    seed: int = 0  # sampling: the generator seed, so sampled captions are reproducible
+
+
+@dataclass
+class CaptionDecoderConfig:
+    """Q-Former + change semantic feature enhancer + prompted causal LM with LoRA (spec §5)."""
+
+    qformer: dict[str, Any] = field(default_factory=lambda: dict(QFORMER_BASE))  # Blip2QFormerConfig fields
+    qformer_pretrained: str | None = None  # a BLIP-2 checkpoint id / dir whose Q-Former (and queries) to load
+    num_query_tokens: int = 32
+    enhancer: Literal["paper", "code"] = "paper"
+    llm: str | None = None  # an AutoModelForCausalLM id or local dir (weights are referenced, not copied)
+    llm_config: dict[str, Any] | None = None  # or the fields of a random-init config (tests, CPU runs)
+    tokenizer: str | None = None  # default: the LLM's own (for ``llm_config``: a word-level tokenizer of the data)
+    llm_lora: LLMLoraConfig = field(default_factory=LLMLoraConfig)
+    prompt_template: str = "###Ask: {} ###Answer: "
+    image_placeholder: str = "<Img><ImageHere></Img> "
+    instructions: list[str] = field(default_factory=lambda: list(INSTRUCTIONS))
+    end_symbol: str = "###"
+    max_txt_len: int = 120
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def validate(self, prefix: str = "model.caption") -> None:
+        require(
+            self.llm is not None or self.llm_config is not None,
+            f"{prefix}.llm",
+            "give 'llm' (a causal LM id or directory) or 'llm_config' (the fields of a random-init config)",
+        )
+        require(self.num_query_tokens >= 1, f"{prefix}.num_query_tokens", "must be >= 1")
+        require(bool(self.instructions), f"{prefix}.instructions", "give at least one instruction")
+        require("{}" in self.prompt_template, f"{prefix}.prompt_template", "must contain '{}' (the prompt slot)")
+        require("<ImageHere>" in self.image_placeholder, f"{prefix}.image_placeholder", "must contain <ImageHere>")
+        self.llm_lora.validate(f"{prefix}.llm_lora")
+
+
+@dataclass
+class SemanticCCConfig(ArchitectureConfig):
+    """Semantic-CC: SAM encoder + BCSF → multi-task neck → CD decoder and Q-Former/LLM caption decoder."""
+
+    architecture: ClassVar[str] = "semantic_cc"
+    encoder: SAMEncoderConfig = field(default_factory=SAMEncoderConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    cd_decoder: CDDecoderConfig = field(default_factory=CDDecoderConfig)
+    caption: CaptionDecoderConfig = field(default_factory=CaptionDecoderConfig)
+    vocab_size: int = 4  # the data vocabulary's size (the rsicc scoring protocol's ids); set by the trainer
+    max_length: int = 41  # the data's caption length in tokens (``<START>``/``<END>`` included)
+
+    def validate(self, prefix: str = "model") -> None:
+        require(
+            self.caption.qformer.get("encoder_hidden_size", self.neck.cc_dim) == self.neck.cc_dim,
+            f"{prefix}.caption.qformer.encoder_hidden_size",
+            f"must equal neck.cc_dim = {self.neck.cc_dim} (the Q-Former reads the CC stream)",
+        )
+
+    @classmethod
+    def with_data(cls, section: dict[str, Any], words: list[str], max_length: int) -> dict[str, Any]:
+        """The data's vocabulary size and caption length; a random-init LLM also gets the caption words for its
+        word-level tokenizer (recorded in the config, so a saved model rebuilds the same tokenizer offline)."""
+        out = {**section, "vocab_size": len(words), "max_length": max(int(section.get("max_length", 0)), max_length)}
+        caption = dict(out.get("caption") or {})
+        llm_config = caption.get("llm_config")
+        if isinstance(llm_config, dict) and caption.get("llm") is None and "tokenizer_words" not in llm_config:
+            caption["llm_config"] = {**llm_config, "tokenizer_words": [w for w in words if not w.startswith("<")]}
+            out["caption"] = caption
+        return out

@@ -1,0 +1,115 @@
+"""Semantic-CC (eq. 1): SAM encoder → multi-task neck → change-detection decoder and caption decoder, by injection.
+
+The model is batched (the released code only runs batch 1). The attribute names ``encoder``, ``neck``,
+``cd_decoder`` and ``caption_decoder`` are what the three-stage objective freezes and trains by prefix; within the
+neck, ``cc_proj``, ``*.intra_cc`` and ``*.inter`` are the captioning side and ``*.intra_cd`` the detection side.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from changecap.models.semantic_cc.caption import SemanticCCCaptionDecoder, build_llm, build_qformer
+from changecap.models.semantic_cc.cd_decoder import ChangeDetectionDecoder, predict_mask
+from changecap.models.semantic_cc.config import SemanticCCConfig
+from changecap.models.semantic_cc.encoder import BiTemporalSAMEncoder, build_sam_encoder
+from changecap.models.semantic_cc.neck import SemanticAggregationNeck
+
+
+class SemanticCC(nn.Module):
+    """Image pairs [B, 2, 3, S, S] → change-mask logits [B, K, S, S] and captions."""
+
+    def __init__(
+        self,
+        encoder: BiTemporalSAMEncoder,
+        neck: SemanticAggregationNeck,
+        cd_decoder: ChangeDetectionDecoder,
+        caption_decoder: SemanticCCCaptionDecoder,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.neck = neck
+        self.cd_decoder = cd_decoder
+        self.caption_decoder = caption_decoder
+        self.config: Any = None  # set by build_semantic_cc / load_model
+        self.vocab: Any = None  # set by load_model: the data vocabulary the rsicc scores use
+
+    # ------------------------------------------------------------------ stages
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One encoder + neck pass → (F_cc [2B, L, cc_dim], F_cd [2B, L, cd_dim]), before rows first."""
+        raw, cd = self.encoder(images)  # [2B, L, C], [2B, L, C_cd]
+        return self.neck(raw, cd)
+
+    def change_logits(self, f_cd: torch.Tensor) -> torch.Tensor:
+        """F_cd tokens [2B, L, cd_dim] → per-pixel logits [B, K, S, S] (K = 1 for BCE, 2 for CE)."""
+        g = self.encoder.config.grid_size
+        grid = f_cd.transpose(1, 2).unflatten(2, (g, g))  # [2B, cd_dim, G, G]
+        return self.cd_decoder(grid)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and change logits; the caption loss needs the captions (see ``caption_loss_sum``)."""
+        f_cc, f_cd = self.features(images)
+        return f_cc, self.change_logits(f_cd)
+
+    def caption_loss_sum(
+        self, f_cc: torch.Tensor, captions: list[str], instructions: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.caption_decoder.caption_loss_sum(f_cc, captions, instructions)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def caption(
+        self, image: torch.Tensor, max_length: int | None = None, beam_size: int = 1
+    ) -> tuple[list[str], None]:
+        """Captions (text; the first instruction, greedy unless configured otherwise). No image-level change
+        probability: Semantic-CC predicts a change *mask* (:meth:`predict`)."""
+        f_cc, _ = self.features(image)
+        return self.caption_decoder.generate(f_cc), None
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> dict[str, Any]:
+        """Captions and change masks [B, S, S] (1 = changed) from one encoder pass."""
+        f_cc, f_cd = self.features(image)
+        return {"captions": self.caption_decoder.generate(f_cc), "mask": predict_mask(self.change_logits(f_cd))}
+
+    # ------------------------------------------------------------------ introspection
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        parts = {"encoder": self.encoder, "neck": self.neck, "cd_decoder": self.cd_decoder}
+        groups = {name: list(m.parameters()) for name, m in parts.items()}
+        groups["caption_decoder"] = list(self.caption_decoder.parameters())
+        return groups
+
+
+def build_semantic_cc(config: SemanticCCConfig, load_pretrained: bool = True, init_weights: bool = True) -> SemanticCC:
+    """Instantiate Semantic-CC; ``load_pretrained`` loads SAM (resized) and the LLM from their ids/directories."""
+    config.validate()
+    config = copy.deepcopy(config)
+    enc = config.encoder
+    encoder = build_sam_encoder(enc, load_pretrained=load_pretrained, init_weights=init_weights)
+    neck = SemanticAggregationNeck(
+        units=config.neck.units,
+        encoder_dim=enc.hidden_size,
+        cc_dim=config.neck.cc_dim,
+        cd_dim=enc.cd_width,
+        cc_heads=config.neck.cc_heads,
+        cd_heads=config.neck.cd_heads,
+        symmetric_inter=config.neck.symmetric_inter,
+    )
+    cd_decoder = ChangeDetectionDecoder(
+        in_dim=enc.cd_width,
+        grid_size=enc.grid_size,
+        image_size=int(enc.config["image_size"]),
+        num_classes=config.cd_decoder.num_classes,
+        form=config.cd_decoder.form,
+        fpn_dim=config.cd_decoder.fpn_dim,
+    )
+    llm, tokenizer = build_llm(config.caption, load_pretrained)
+    qformer = build_qformer(config.caption)
+    caption = SemanticCCCaptionDecoder(config.caption, qformer, llm, tokenizer, config.neck.cc_dim)
+    model = SemanticCC(encoder, neck, cd_decoder, caption)
+    model.config = config
+    return model

@@ -1,0 +1,123 @@
+"""The whole Semantic-CC model on a tiny random config: shapes, placements, trainable sets, batching, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from changecap.data.vocab import Vocabulary
+from changecap.errors import ConfigError, ModelError
+from changecap.models import build_model, config_from_dict, load_model, save_model
+from changecap.models.semantic_cc import SemanticCC
+from tests.models.semantic_cc.conftest import WORDS, tiny
+
+CAPTIONS = ["a house is built on the left.", "the scene is the same as before", "a road is built", "a house"]
+
+
+def _model(seed: int = 0, **changes: object) -> SemanticCC:
+    torch.manual_seed(seed)
+    return build_model(config_from_dict(tiny(**changes)))
+
+
+def _images(b: int = 4, seed: int = 1) -> torch.Tensor:
+    return torch.randn(b, 2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))  # [B, 2, 3, S, S]
+
+
+def test_shapes_of_every_stage() -> None:
+    model = _model().eval()
+    images = _images()
+    raw, cd = model.encoder(images)
+    assert raw.shape == (8, 16, 32) and cd.shape == (8, 16, 16)  # [2B, L, C], [2B, L, C_cd]: 4×4 grid
+    f_cc, f_cd = model.neck(raw, cd)
+    assert f_cc.shape == (8, 16, 24) and f_cd.shape == (8, 16, 16)
+    assert model.change_logits(f_cd).shape == (4, 1, 64, 64)  # paper: one logit per pixel (BCE)
+    visual = model.caption_decoder.visual_tokens(f_cc)
+    assert visual.shape == (4, 4, 32)  # paper enhancer: [B, Q, D_llm]
+    code = _model(**{"caption.enhancer": "code", "cd_decoder.loss": "ce", "cd_decoder.form": "code"}).eval()
+    f_cc, f_cd = code.features(images)
+    assert code.caption_decoder.visual_tokens(f_cc).shape == (4, 12, 32)  # code enhancer: 3Q tokens
+    assert code.change_logits(f_cd).shape == (4, 2, 64, 64)
+    out = model.predict(images)
+    assert len(out["captions"]) == 4 and all(isinstance(c, str) for c in out["captions"])
+    assert out["mask"].shape == (4, 64, 64) and set(out["mask"].unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize(("placement", "blocks"), [("global", ["1"]), ("windowed", ["0"]), ("none", [])])
+def test_filter_placement(placement: str, blocks: list[str]) -> None:
+    model = _model(**{"encoder.bcsf_placement": placement})
+    assert sorted(model.encoder.bcsf) == blocks
+
+
+def test_only_lora_and_the_new_modules_train_in_the_encoder_and_the_llm() -> None:
+    model = _model()
+    for name, p in model.encoder.sam.named_parameters():
+        assert p.requires_grad == ("lora_" in name), name
+    assert all(p.requires_grad for p in model.encoder.bcsf.parameters())  # paper: the filters are new and train
+    for name, p in model.caption_decoder.llm.named_parameters():
+        assert p.requires_grad == ("lora_" in name), name
+    frozen = [model.caption_decoder.qformer, model.caption_decoder.ln_vision]
+    assert not any(p.requires_grad for m in frozen for p in m.parameters())
+    assert not model.caption_decoder.query_tokens.requires_grad
+    assert all(p.requires_grad for p in model.neck.parameters()) and all(
+        p.requires_grad for p in model.cd_decoder.parameters()
+    )
+    code = _model(
+        **{"encoder.bcsf_trainable": False, "encoder.lora.bias": "lora_only", "caption.llm_lora.enabled": False}
+    )
+    assert not any(p.requires_grad for p in code.encoder.bcsf.parameters())
+    biases = [n for n, p in code.encoder.sam.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert biases and all(n.endswith("qkv.base_layer.bias") for n in biases)  # lora_only: the adapted layers' biases
+    assert not any(p.requires_grad for p in code.caption_decoder.llm.parameters())
+
+
+def test_a_batch_of_four_equals_four_single_pairs() -> None:
+    model = _model().eval()
+    images = _images()
+    with torch.no_grad():
+        f_cc, logits = model(images)
+        loss_sum, count = model.caption_loss_sum(f_cc, CAPTIONS, [0, 1, 2, 3])
+        captions = model.caption(images)[0]
+        singles = [model(images[i : i + 1]) for i in range(4)]
+        single_losses = [model.caption_loss_sum(singles[i][0], [CAPTIONS[i]], [i]) for i in range(4)]
+        single_captions = [model.caption(images[i : i + 1])[0][0] for i in range(4)]
+    for i in range(4):
+        assert torch.allclose(logits[i], singles[i][1][0], atol=1e-5)
+    assert torch.allclose(loss_sum, sum(s for s, _ in single_losses), rtol=1e-4)
+    assert int(count) == sum(int(n) for _, n in single_losses)
+    assert captions == single_captions
+
+
+def test_caption_loss_covers_the_caption_and_end_symbol_only() -> None:
+    model = _model()
+    f_cc, _ = model(_images(2))
+    _, count = model.caption_loss_sum(f_cc, ["A house, built!", "a road"], [0, 0])
+    assert int(count) == (3 + 1) + (2 + 1)  # cleaned words + "###"
+
+
+def test_save_and_load_reproduce_masks_and_captions(tmp_path: Path) -> None:
+    model = _model().eval()
+    vocab = Vocabulary.build([WORDS], threshold=0)
+    model.config.vocab_size = len(vocab)
+    out = save_model(model, None, vocab, tmp_path / "m")
+    again = load_model(out)
+    assert isinstance(again, SemanticCC) and again.config == model.config
+    images = _images(2)
+    a, b = model.predict(images), again.predict(images)
+    assert torch.equal(a["mask"], b["mask"]) and a["captions"] == b["captions"]
+
+
+def test_bad_configs_are_one_line_errors() -> None:
+    with pytest.raises(ConfigError, match="encoder_hidden_size"):
+        config_from_dict(tiny(**{"neck.cc_dim": 32}))
+    with pytest.raises(ConfigError, match="model.encoder.config.hidden_size"):
+        config_from_dict(tiny(**{"encoder.config.hidden_size": 0}))
+    with pytest.raises(ConfigError, match="model.caption.llm_lora.target_modules"):
+        build_model(config_from_dict(tiny(**{"caption.llm_lora.target_modules": ["nope"]})))
+    with pytest.raises(ModelError, match="model.caption.llm 'nobody/no-llm'"):
+        d = tiny(**{"caption.llm": "nobody/no-llm"})
+        d["caption"].pop("llm_config")
+        build_model(config_from_dict(d))
+    with pytest.raises(ModelError, match=r"image pairs \[B, 2, 3, 64, 64\]"):
+        _model().features(torch.randn(1, 2, 3, 32, 32))
