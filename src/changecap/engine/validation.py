@@ -33,13 +33,17 @@ class ValidationResult:
 
 
 def caption_batch(model: nn.Module, image: torch.Tensor, max_length: int, beam_size: int) -> tuple[list, Any]:
-    """``model.caption`` → (token-id lists, change probabilities or None), whatever the model returns exactly."""
+    """``model.caption`` → (captions, change probabilities or None), whatever the model returns exactly.
+
+    A caption is a token-id list of the data vocabulary (decoded by the caller) or, for a model with its own
+    tokenizer (an LLM), already a string.
+    """
     out = model.caption(image, max_length=max_length, beam_size=beam_size)
     if isinstance(out, tuple) and len(out) == 2:
         seqs, prob = out
     else:
         seqs, prob = out, None
-    return [[int(t) for t in s] for s in seqs], prob
+    return [s if isinstance(s, str) else [int(t) for t in s] for s in seqs], prob
 
 
 @torch.inference_mode()
@@ -78,7 +82,7 @@ def validate(
         with autocast(ctx.device, autocast_dtype):
             seqs, prob = caption_batch(model, image, max_length, beam_size)
         for name, caps, seq in zip(batch["name"], batch["captions"], seqs, strict=True):
-            preds[name] = vocab.decode(seq)
+            preds[name] = seq if isinstance(seq, str) else vocab.decode(seq)
             refs[name] = list(caps)
         flags = batch.get("changed")
         if prob is not None and flags is not None:

@@ -153,7 +153,11 @@ class ChangeCaptioner:
         results = []
         for i, seq in enumerate(seqs):
             prob = None if change_prob is None else float(change_prob[i])
-            results.append(CaptionResult(self.vocab.decode(seq), prob, [int(t) for t in seq]))
+            if isinstance(seq, str):  # a model with its own tokenizer (an LLM) returns text
+                ids = self.vocab.encode(seq, max_length=len(seq.split()) + 2, pad=False)  # in the data vocabulary
+                results.append(CaptionResult(seq, prob, ids))
+            else:
+                results.append(CaptionResult(self.vocab.decode(seq), prob, [int(t) for t in seq]))
         return results
 
     def __call__(
