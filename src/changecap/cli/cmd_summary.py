@@ -97,7 +97,7 @@ def _train_model_config(path: Path, vocab_size: int | None, notes: list[str]) ->
         why = (
             f"data.vocab.path '{vocab_path}' does not exist" if vocab_path else "the vocabulary is built from the data"
         )
-        notes.append(f"model.decoder.vocab_size is not set and {why}; assuming {vocab_size} (pass --vocab-size N)")
+        notes.append(f"the vocabulary size is not set and {why}; assuming {vocab_size} (pass --vocab-size N)")
     if isinstance(cfg.data.max_length, int):
         max_length = cfg.data.max_length
     elif isinstance(decoder.get("max_length"), int):
@@ -105,7 +105,7 @@ def _train_model_config(path: Path, vocab_size: int | None, notes: list[str]) ->
     else:
         max_length = DEFAULT_MAX_LENGTH
         notes.append(
-            f"model.decoder.max_length is not set and data.max_length is {cfg.data.max_length!r}; assuming {max_length}"
+            f"the caption length is not set and data.max_length is {cfg.data.max_length!r}; assuming {max_length}"
         )
     try:
         return config_from_dict(with_data_sizes(cfg.model, vocab_size, max_length), prefix="model")

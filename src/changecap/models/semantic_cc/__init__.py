@@ -29,12 +29,44 @@ def card_rows(model: nn.Module, config: Any) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
+def summary_parts(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """The parts spec §11 counts: frozen backbones apart from their LoRA, the new modules one by one."""
+
+    def params(module: nn.Module | None, lora: bool | None = None) -> list[nn.Parameter]:
+        if module is None:
+            return []
+        named = module.named_parameters()
+        return [p for n, p in named if lora is None or (("lora_" in n) == lora)]
+
+    enc, cap = model.encoder, model.caption_decoder
+    enhancer = [getattr(cap, n, None) for n in ("gate_before", "gate_after", "enhancer_proj", "llama_proj")]
+    parts = {
+        "encoder": params(enc),
+        "encoder.sam": params(enc.sam, lora=False),
+        "encoder.lora": params(enc.sam, lora=True),
+        "encoder.bcsf": params(enc.bcsf),
+        "neck": params(model.neck),
+        "neck.cc_proj": params(model.neck.cc_proj),
+        "neck.units": params(model.neck.units),
+        "cd_decoder": params(model.cd_decoder),
+        "cd_decoder.fpn": params(model.cd_decoder.fpn),
+        "cd_decoder.head": params(model.cd_decoder.head),
+        "caption_decoder": params(cap),
+        "caption_decoder.qformer": [*params(cap.qformer), cap.query_tokens, *params(cap.ln_vision)],
+        "caption_decoder.enhancer": [p for m in enhancer for p in params(m)],
+        "caption_decoder.llm": params(cap.llm, lora=False),
+        "caption_decoder.llm.lora": params(cap.llm, lora=True),
+    }
+    return parts
+
+
 ARCHITECTURE = Architecture(
     name="semantic_cc",
     config_class=SemanticCCConfig,
     build=build_semantic_cc,
     objective="semantic_cc",
     card_rows=card_rows,
+    summary_parts=summary_parts,
     description="Semantic-CC: SAM ViT + change filters, multi-task neck, CD decoder, Q-Former + LLM captions",
 )
 

@@ -118,7 +118,6 @@ class SemanticCCCaptionDecoder(nn.Module):
             self.gate_before = nn.Linear(2 * llm_dim, llm_dim)  # W1: element-wise gates
             self.gate_after = nn.Linear(2 * llm_dim, llm_dim)  # W2
         self.llm = llm
-        self.tokenizer = tokenizer
         # Frozen as MiniGPT-4: the visual LayerNorm, the Q-Former and its queries; the LLM except its LoRA.
         for frozen in (self.ln_vision, self.qformer):
             frozen.requires_grad_(False)
@@ -128,10 +127,24 @@ class SemanticCCCaptionDecoder(nn.Module):
             freeze_except_lora(self.llm, config.llm_lora.bias)
         else:
             self.llm.requires_grad_(False)
-        end = tokenizer.encode(config.end_symbol)
+        self._tokenizer = tokenizer  # None: an LLM whose tokenizer is not available offline (counting only)
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise ModelError(
+                f"model.caption.llm '{self.config.llm}': its tokenizer is not available offline (not cached, not a "
+                "local directory); it is needed to caption or train"
+            )
+        return self._tokenizer
+
+    @property
+    def end_token_id(self) -> int:
+        """Generation stops at the last token of the end symbol (as the code)."""
+        end = self.tokenizer.encode(self.config.end_symbol)
         if not end:
-            raise ConfigError("model.caption.end_symbol", f"{config.end_symbol!r} tokenises to nothing")
-        self.end_token_id = end[-1]  # generation stops at the last token of the end symbol (as the code)
+            raise ConfigError("model.caption.end_symbol", f"{self.config.end_symbol!r} tokenises to nothing")
+        return end[-1]
 
     # ------------------------------------------------------------------ visual tokens
     def visual_tokens(self, f_cc: torch.Tensor) -> torch.Tensor:
@@ -250,31 +263,49 @@ def build_llm(config: CaptionDecoderConfig, load_pretrained: bool) -> tuple[nn.M
     if config.llm is not None:
         try:
             if load_pretrained:
-                llm = AutoModelForCausalLM.from_pretrained(config.llm, dtype=torch.float32)
-            else:  # load_model: the architecture only, the LoRA tensors come from model.safetensors
+                return (
+                    AutoModelForCausalLM.from_pretrained(config.llm, dtype=torch.float32),
+                    HFTokenizer(AutoTokenizer.from_pretrained(config.tokenizer or config.llm)),
+                )
+            # The architecture only (weights come next, or never: `changecap summary` on the meta device): from
+            # `llm_config` when the config gives it, so no download is needed, else from the LLM's own config.json.
+            if config.llm_config is not None:
+                llm = _random_llm(config.llm_config, None)
+            else:
                 llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.llm))
-            tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(config.tokenizer or config.llm))
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(
                 f"model.caption.llm '{config.llm}': neither a local directory nor in the Hugging Face cache "
                 f"(offline), or not a causal LM: {first}"
             ) from None
+        try:
+            tokenizer: Any = HFTokenizer(AutoTokenizer.from_pretrained(config.tokenizer or config.llm))
+        except (OSError, ValueError):
+            tokenizer = None  # offline without the tokenizer: fine for counting parameters, an error when used
         return llm, tokenizer
-    fields = dict(config.llm_config or {})
+    tokenizer = WordTokenizer([*prompt_words(config), *(config.llm_config or {}).get("tokenizer_words", [])])
+    return _random_llm(config.llm_config or {}, tokenizer), tokenizer
+
+
+def _random_llm(fields: dict[str, Any], tokenizer: WordTokenizer | None) -> nn.Module:
+    """A randomly initialised causal LM from config fields (``model_type`` picks the family, LLaMA by default)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = dict(fields)
     model_type = fields.pop("model_type", "llama")
-    words = fields.pop("tokenizer_words", [])
-    tokenizer = WordTokenizer([*prompt_words(config), *words])
-    fields["vocab_size"] = len(tokenizer)
-    fields.setdefault("pad_token_id", tokenizer.pad_token_id)
-    fields.setdefault("bos_token_id", tokenizer.bos_token_id)
-    fields.setdefault("eos_token_id", tokenizer.eos_token_id)
+    fields.pop("tokenizer_words", None)
+    if tokenizer is not None:  # the word-level tokenizer fixes the vocabulary and the special ids
+        fields["vocab_size"] = len(tokenizer)
+        fields.setdefault("pad_token_id", tokenizer.pad_token_id)
+        fields.setdefault("bos_token_id", tokenizer.bos_token_id)
+        fields.setdefault("eos_token_id", tokenizer.eos_token_id)
     try:
         llm_cfg = AutoConfig.for_model(model_type, **fields)
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError("model.caption.llm_config", f"rejected by transformers: {' '.join(str(e).split())}") from None
     llm_cfg._attn_implementation = "sdpa"
-    return AutoModelForCausalLM.from_config(llm_cfg), tokenizer
+    return AutoModelForCausalLM.from_config(llm_cfg)
 
 
 def build_qformer(config: CaptionDecoderConfig) -> nn.Module:

@@ -7,7 +7,8 @@ Every difference between the paper and the released code (spec §10) is a named 
 * #4 ``encoder.bcsf_trainable``: ``true``; code ``false`` (frozen as a side effect of its PEFT wrapping);
 * #5 ``neck.units``: 3; code 2.  #6 ``neck.cc_heads`` / ``cd_heads``: 16 / 8; code 1408 / 256 (head dimension 1);
 * #7 ``neck.symmetric_inter``: ``false`` (CC ← CD only, as the code; the mirrored layer is an option);
-* #8 ``cd_decoder.form`` / ``.loss``: ``"paper"`` (4 levels) / ``"bce"``; code ``"code"`` (5 levels) / ``"ce"``;
+* #8 ``cd_decoder.loss``: ``"bce"``; code ``"ce"``. ``cd_decoder.form`` defaults to ``"code"`` (5 levels, as spec §4
+  specifies); the paper's 4-level text is the reconstructed option ``"paper"``;
 * #10 ``caption.enhancer``: ``"paper"`` after the Q-Former, scalar gates; code ``"code"`` (4096-d gates, 96 tokens);
 * #11 ``caption.llm_lora.enabled``: ``true``; code ``false`` (``freeze_LLM``);
 * #12 ``caption.generation.strategy``: ``"greedy"``; code ``"sample"`` (top-p 0.9, repetition penalty 1.1);
@@ -158,7 +159,9 @@ class NeckConfig:
 class CDDecoderConfig:
     """The change-detection decoder (spec §4) and its pixel loss (§6)."""
 
-    form: Literal["paper", "code"] = "paper"
+    # "code" by default: spec §4 specifies the code's realisation (5 SimpleFPN levels × 256 channels); the paper's
+    # text ("4 levels of 512 channels") is a reconstruction here, selectable as "paper".
+    form: Literal["paper", "code"] = "code"
     loss: Literal["bce", "ce"] = "bce"  # bce: one logit per pixel (paper); ce: 2-class softmax (code)
     fpn_dim: int | None = None  # None: 512 (2 × the CD width) in the paper form, 256 in the code form
 
