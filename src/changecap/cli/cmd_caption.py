@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print caption, change probability and tokens as JSON")
+    p.add_argument("--mask", metavar="PNG", help="write the predicted change mask (models with a CD head)")
     p.set_defaults(func=run)
 
 
@@ -24,7 +25,17 @@ def run(args: argparse.Namespace) -> int:
     if args.beam_size < 1:
         raise ChangeCapError(f"--beam-size must be >= 1, got {args.beam_size}")
     captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device)
+    if args.mask and not captioner.predicts_masks:
+        raise ChangeCapError(f"--mask: the model {args.model} predicts no change mask (it has no CD head)")
     res = captioner(args.before, args.after, beam_size=args.beam_size)
+    if args.mask:
+        from pathlib import Path
+
+        out = Path(args.mask)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        res.mask_image().save(tmp, format="PNG")
+        tmp.replace(out)  # atomic: never a half-written mask
     if args.json:
         print(json.dumps({"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}))
     else:

@@ -53,11 +53,19 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     if args.json:
-        print(json.dumps({p: r.to_dict() for p, r in ev.results.items()}, indent=2))
+        payload = {p: r.to_dict() for p, r in ev.results.items()}
+        if ev.change_detection is not None:
+            payload["change_detection"] = ev.change_detection.to_dict()
+        print(json.dumps(payload, indent=2))
     else:
         for proto, res in ev.results.items():
             print(f"== protocol: {proto} ({args.split} split, {len(ev.predictions)} pairs) ==")
             print(res.format_table())
+            print()
+        if ev.change_detection is not None:
+            from changecap.inference.evaluate import format_change_detection
+
+            print(format_change_detection(ev.change_detection))
             print()
         print(f"predictions: {ev.files['predictions']}\nreport: {ev.files['report']}")
     return 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -26,6 +27,7 @@ class ModelEvaluation:
     model_dir: str
     split: str
     files: dict[str, str] = field(default_factory=dict)
+    change_detection: Any = None  # ChangeDetectionScores (classes: 0 no change, 1 change) for models with a CD head
 
     @property
     def result(self) -> Any:
@@ -56,6 +58,7 @@ def evaluate_model(
     from changecap.data.collate import collate_pairs
     from changecap.data.datasets import open_dataset
     from changecap.metrics import evaluate_captions
+    from changecap.metrics.change_detection import ConfusionMatrix
 
     captioner = ChangeCaptioner.from_pretrained(model_dir, device=device)
     pp = captioner.preprocess
@@ -73,6 +76,8 @@ def evaluate_model(
     preds: dict[str, str] = {}
     probs: dict[str, float | None] = {}
     refs: dict[str, list[str]] = {}
+    # change detection: binary (class > 0 = change, as the models are trained), when the model and the data have masks
+    confusion = ConfusionMatrix(2) if captioner.predicts_masks else None
     for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
         with torch.inference_mode():
             results = captioner.caption_tensor(batch["image"], beam_size=beam_size)
@@ -80,23 +85,41 @@ def evaluate_model(
             preds[name] = res.caption
             probs[name] = res.change_probability
             refs[name] = list(caps)
+        if confusion is not None and "mask" in batch:
+            predicted = torch.from_numpy(np.stack([r.mask for r in results])).long()  # [B, S, S]
+            confusion.update(predicted, (batch["mask"] > 0).long())
     results_by_protocol = {
         proto: evaluate_captions(preds, refs, protocol=proto, vocab=captioner.vocab, meteor=meteor)
         for proto in protocols
     }
     evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split)
+    if confusion is not None and confusion.matrix.sum() > 0:
+        evaluation.change_detection = confusion.compute()
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         pred_path = out / f"predictions_{split}.json"
         pred_path.write_text(json.dumps(preds, indent=1))
         metrics_path = out / f"metrics_{split}.json"
-        metrics_path.write_text(
-            json.dumps({p: r.to_dict() for p, r in results_by_protocol.items()} | {"model": str(model_dir)}, indent=1)
-        )
+        payload: dict[str, Any] = {p: r.to_dict() for p, r in results_by_protocol.items()} | {"model": str(model_dir)}
+        sections = [f"== protocol: {p} ==\n{r.format_table()}" for p, r in results_by_protocol.items()]
+        if evaluation.change_detection is not None:
+            payload["change_detection"] = evaluation.change_detection.to_dict()
+            sections.append(format_change_detection(evaluation.change_detection))
+        metrics_path.write_text(json.dumps(payload, indent=1))
         report_path = out / f"metrics_{split}.txt"
-        report_path.write_text(
-            "\n\n".join(f"== protocol: {p} ==\n{r.format_table()}" for p, r in results_by_protocol.items()) + "\n"
-        )
+        report_path.write_text("\n\n".join(sections) + "\n")
         evaluation.files = {"predictions": str(pred_path), "metrics": str(metrics_path), "report": str(report_path)}
     return evaluation
+
+
+def format_change_detection(scores: Any) -> str:
+    """Precision, recall, F1, IoU (per class and for "change") and overall accuracy as a text table (×100)."""
+    lines = ["== change detection (binary: class > 0 = change), x100 ==",
+             "class        precision   recall       F1      IoU"]  # fmt: skip
+    for c, name in enumerate(("no change", "change")):
+        p, r, f, i = (100 * float(v[c]) for v in (scores.precision, scores.recall, scores.f1, scores.iou))
+        lines.append(f"{name:<12} {p:9.2f} {r:8.2f} {f:8.2f} {i:8.2f}")
+    lines.append(f"mean F1 {100 * scores.mean_f1:.2f}   mean IoU {100 * scores.mean_iou:.2f}   "
+                 f"OA {100 * scores.overall_accuracy:.2f}")  # fmt: skip
+    return "\n".join(lines)

@@ -28,11 +28,19 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 @dataclass
 class CaptionResult:
-    """One pair's caption, its token ids and the router's probability that something changed (None without)."""
+    """One pair's caption, its token ids, the probability that something changed (None for models without one)
+    and, for models with a change-detection head, the change mask (uint8 [H, W], 1 = changed)."""
 
     caption: str
     change_probability: float | None
     tokens: list[int]
+    mask: np.ndarray | None = None
+
+    def mask_image(self) -> Image.Image:
+        """The change mask as a black-and-white PIL image (255 = changed)."""
+        if self.mask is None:
+            raise ModelError("this model predicts no change mask")
+        return Image.fromarray((self.mask > 0).astype(np.uint8) * 255, mode="L")
 
 
 def _to_uint8_hwc(img: ImageLike, what: str) -> np.ndarray:
@@ -147,9 +155,16 @@ class ChangeCaptioner:
     def caption_tensor(
         self, images: torch.Tensor, beam_size: int = 1, max_length: int | None = None
     ) -> list[CaptionResult]:
-        """Preprocessed ``[B, 2, 3, S, S]`` → captions."""
+        """Preprocessed ``[B, 2, 3, S, S]`` → captions (and masks at the model's resolution, for models with one)."""
         images = images.to(self.device)
-        seqs, change_prob = self.model.caption(images, max_length=max_length or self.max_length, beam_size=beam_size)
+        masks = None
+        if self.predicts_masks:
+            out = self.model.predict(images)  # one encoder pass for both outputs
+            seqs, change_prob, masks = out["captions"], out.get("change_probability"), out["mask"].cpu().numpy()
+        else:
+            seqs, change_prob = self.model.caption(
+                images, max_length=max_length or self.max_length, beam_size=beam_size
+            )
         results = []
         for i, seq in enumerate(seqs):
             prob = None if change_prob is None else float(change_prob[i])
@@ -158,7 +173,14 @@ class ChangeCaptioner:
                 results.append(CaptionResult(seq, prob, ids))
             else:
                 results.append(CaptionResult(self.vocab.decode(seq), prob, [int(t) for t in seq]))
+            if masks is not None:
+                results[-1].mask = masks[i].astype(np.uint8)
         return results
+
+    @property
+    def predicts_masks(self) -> bool:
+        """Whether the model has a change-detection head (its ``predict`` returns masks)."""
+        return callable(getattr(self.model, "predict", None))
 
     def __call__(
         self,
@@ -178,11 +200,16 @@ class ChangeCaptioner:
             raise DataError(None, "before and after must both be single images or batches of the same length")
         results: list[CaptionResult] = []
         for start in range(0, len(b_list), batch_size):
-            pairs = [
-                preprocess_pair(b, a, self.preprocess, names=(f"before[{start + k}]", f"after[{start + k}]"))
-                if not single
-                else preprocess_pair(b, a, self.preprocess)
-                for k, (b, a) in enumerate(zip(b_list[start : start + batch_size], a_list[start : start + batch_size]))
-            ]
-            results += self.caption_tensor(torch.stack(pairs), beam_size=beam_size, max_length=max_length)
+            chunk = list(zip(b_list[start : start + batch_size], a_list[start : start + batch_size]))
+            pairs, sizes = [], []
+            for k, (b, a) in enumerate(chunk):
+                names = (f"before[{start + k}]", f"after[{start + k}]") if not single else ("before", "after")
+                pairs.append(preprocess_pair(b, a, self.preprocess, names=names))
+                sizes.append(_to_uint8_hwc(b, names[0]).shape[:2] if self.predicts_masks else None)
+            batch = self.caption_tensor(torch.stack(pairs), beam_size=beam_size, max_length=max_length)
+            for res, size in zip(batch, sizes):
+                if res.mask is not None and size is not None and res.mask.shape != tuple(size):
+                    # back to the input image's size (nearest: a mask stays a mask)
+                    res.mask = np.asarray(Image.fromarray(res.mask).resize((size[1], size[0]), Image.NEAREST))
+            results += batch
         return results[0] if single else results
