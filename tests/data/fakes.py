@@ -7,7 +7,7 @@ Pairs alternate changed / unchanged (even index changed). Images are small noise
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -174,4 +174,23 @@ def make_tokens(
         for p in tok_dir.iterdir():
             p.unlink()
         tok_dir.rmdir()
+    return root
+
+
+def make_levir_cd(root: Path, n: int = 3, size: int = 16, splits: Sequence[str] | None = None, seed: int = 0) -> Path:
+    """A change-detection folder without captions (``levir-cd``): ``A/ B/ label/`` in the root, or per split.
+
+    Even items change (label 255 where the after image differs), odd items do not.
+    """
+    rng = np.random.default_rng(seed)
+    for split in splits or [None]:
+        folder = root if split is None else root / split
+        for sub in ("A", "B", "label"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            before, after, label = _pair_images(rng, size, changed=i % 2 == 0)
+            name = f"{split or 'cd'}_{i:04d}.png"
+            Image.fromarray(before).save(folder / "A" / name)
+            Image.fromarray(after).save(folder / "B" / name)
+            Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(folder / "label" / name)
     return root

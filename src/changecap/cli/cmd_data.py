@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from changecap.data.annotations import Layout
 
 # Same as changecap.data.annotations.FORMATS (tested); literal so that building the parser does not import torch.
-FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens")
+FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens", "levir-cd")
 
 
 def add_layout_arguments(p: argparse.ArgumentParser) -> None:

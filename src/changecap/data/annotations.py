@@ -17,6 +17,11 @@ Supported formats (``FORMATS``):
     Caption JSONs named ``Train_*`` / ``Validation_*`` / ``Test_*`` (the prefix sets the split) in a captions folder
     (``description_jsontr_te_val/``, discovered under the root), 50×50 ``.tif`` tiles in ``500_2000/`` (before) and
     ``500_2010/`` (after), discovered under the root. Captions keep their case.
+``levir-cd``
+    Change-detection pairs without captions (LEVIR-CD, DSIFN-CD, WHU-CD crops): ``{split}/{A,B,label}/`` below the
+    root (the official LEVIR-CD layout), or ``A/``, ``B/``, ``label/`` directly in the root, whose pairs then form
+    the ``train`` split. Every pair needs its label; the change flag is read from it (any non-zero pixel). Used to
+    train and evaluate change detection, alone or mixed with caption datasets (``data.extra``).
 ``tokens``
     The peers' preprocessed layout: ``{train,val,test}.txt`` (names, or ``name.png-k`` lines, deduplicated),
     ``tokens/<stem>.txt`` (JSON list of token lists with ``<START>``/``<END>``), optional ``images/{split}/{A,B}/``.
@@ -44,7 +49,8 @@ from changecap.data.text import changed_from_captions, dubai_changed_from_captio
 from changecap.data.vocab import END, START
 from changecap.errors import ConfigError, DataError
 
-FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens")
+FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens", "levir-cd")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 LEVIR_ANNOTATION = "LevirCCcaptions.json"
 DUBAI_CAPTIONS_DIR = "description_jsontr_te_val"
@@ -147,6 +153,8 @@ def parse_annotations(
         return _parse_dubai(root_p, wanted, lay, lower, check_files)
     if fmt == "tokens":
         return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional")
+    if fmt == "levir-cd":
+        return _parse_cd_folders(root_p, wanted)
     annotation = _find_annotation(root_p, lay, allow_missing=fmt == "whu-cdc")
     if annotation is None:  # whu-cdc without a captions JSON: MaskApproxNet list files
         return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional")
@@ -349,6 +357,30 @@ def _check_record_files(rec: PairRecord) -> None:
         _require_file(rec.after_path, "after image (B)", rec.source)
     if rec.mask_path is not None:
         _require_file(rec.mask_path, "label image", rec.source)
+
+
+# ---------------------------------------------------------------------------------------------------------- LEVIR-CD
+def _parse_cd_folders(root: Path, wanted: tuple[str, ...]) -> list[PairRecord]:
+    """``{split}/{A,B,label}/`` or a flat ``A/B/label/`` (= the train split); no captions, flags from the labels."""
+    from changecap.data.image_io import read_mask
+
+    split_dirs = {s: root / s for s in SPLITS if (root / s / "A").is_dir()}
+    if not split_dirs:
+        if not (root / "A").is_dir():
+            raise DataError(root, "no A/ folder (expected {split}/A,B,label/ or A/, B/, label/ below the root)")
+        split_dirs = {"train": root}
+    records: list[PairRecord] = []
+    for split, folder in split_dirs.items():
+        if split not in wanted:
+            continue
+        for before in sorted(p for p in (folder / "A").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            after, label = folder / "B" / before.name, folder / "label" / before.name
+            source = f"{folder / 'A'} [{before.name}]"
+            _require_file(after, "after image (B)", source)
+            _require_file(label, "label image", source)
+            changed = bool((read_mask(label) > 0).any())
+            records.append(PairRecord(before.name, split, before, after, label, [], changed, "json", source, None))
+    return records
 
 
 # ---------------------------------------------------------------------------------------------------------- Dubai-CC

@@ -75,6 +75,8 @@ CONVENTIONS: dict[str, FormatConventions] = {
     "dubai-cc": FormatConventions(27, 0, "dubai-cc", DUBAI_CANONICAL_NO_CHANGE, 256, "bilinear"),
     # The preprocessed layout is LEVIR-CC's in every public repo, hence LEVIR-CC statistics.
     "tokens": FormatConventions(41, 5, "levir-cc", CANONICAL_NO_CHANGE, None, "bicubic"),
+    # Change-detection folders (no captions): LEVIR-CD imagery, hence LEVIR-CC statistics.
+    "levir-cd": FormatConventions(41, 5, "levir-cc", CANONICAL_NO_CHANGE, None, "bicubic"),
 }
 
 
@@ -209,7 +211,7 @@ class ChangeCaptionDataset(Dataset):
         self.vocab = vocab
         # Item index → (pair index, reference index); only materialised for per-caption sampling.
         self._items: list[tuple[int, int]] = (
-            [(p, k) for p, rec in enumerate(self.records) for k in range(len(rec.captions))]
+            [(p, k) for p, rec in enumerate(self.records) for k in range(max(len(rec.captions), 1))]
             if sampling == "all"
             else []
         )
@@ -298,7 +300,7 @@ class ChangeCaptionDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         captions = self.captions_of(pair)
         # Draw order is fixed (reference, then flips) so switching augmentation on keeps the reference choice.
-        k = ref if ref >= 0 else int(rng.integers(len(captions)))
+        k = ref if ref >= 0 else int(rng.integers(max(len(captions), 1)))
         hflip = vflip = False
         if self.augment:
             hflip, vflip = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
@@ -317,12 +319,57 @@ class ChangeCaptionDataset(Dataset):
                 sample["mask"] = torch.from_numpy(mask.astype(np.int64))  # [H, W]
         elif hflip or vflip:  # caption-only dataset: the flip still teaches the spatial-word symmetry
             captions = [flip_caption(c, hflip, vflip) for c in captions]
-        tokens = self.vocab.encode_tensor(captions, self.max_length)  # [R, T]
+        if captions:
+            tokens = self.vocab.encode_tensor(captions, self.max_length)  # [R, T]
+            target = tokens[k].clone()  # [T]
+        else:  # a change-detection pair without captions: no references, an empty target
+            tokens = torch.zeros((0, self.max_length), dtype=torch.long)  # [0, T]
+            target = torch.tensor(self.vocab.encode("", self.max_length), dtype=torch.long)  # <START> <END> <NULL>…
         sample["captions"] = captions
-        sample["caption"] = captions[k]  # the training reference as text (for captioners with their own tokenizer)
+        sample["caption"] = captions[k] if captions else ""  # the training reference as text (LLM captioners)
         sample["tokens"] = tokens
-        sample["target"] = tokens[k].clone()  # [T]
+        sample["target"] = target
         return sample
+
+
+class MixedDataset(Dataset):
+    """Several datasets' items in one training set (e.g. LEVIR-CD pairs with masks only + caption pairs).
+
+    Items keep their own dataset's sample dict and ``record``, so phase filters (``pairs_with_mask`` …) pick the
+    right ones; the first dataset's ``mean``, ``std``, ``image_size`` and ``max_length`` describe the mix (all parts
+    are opened with the same preprocessing).
+    """
+
+    def __init__(self, parts: Sequence[Dataset]) -> None:
+        if not parts:
+            raise ValueError("MixedDataset needs at least one dataset")
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts]).tolist()  # type: ignore[arg-type]
+        first = self.parts[0]
+        for attr in ("mean", "std", "image_size", "max_length", "vocab"):
+            setattr(self, attr, getattr(first, attr, None))
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, index: int) -> tuple[Dataset, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part], index - int(self.offsets[part])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        dataset, i = self._locate(index)
+        return dataset[i]
+
+    def record(self, index: int) -> PairRecord:
+        dataset, i = self._locate(index)
+        return dataset.record(i)  # type: ignore[attr-defined]
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
 
 
 def open_dataset(

@@ -55,6 +55,15 @@ class VocabConfig:
 
 
 @dataclass
+class ExtraDataConfig:
+    """A further training dataset mixed into the train split (``data.extra``), read with the main preprocessing."""
+
+    root: str
+    format: str = "levir-cd"
+    split: str = "train"
+
+
+@dataclass
 class DataConfig:
     """Dataset options, handed to ``changecap.data.datasets.ChangeCaptionDataset``.
 
@@ -76,6 +85,8 @@ class DataConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     max_length: int | Literal["auto"] | None = None
     num_workers: int = 0
+    # further training sets mixed into the train split: e.g. LEVIR-CD pairs (masks, no captions) beside LEVIR-CC
+    extra: list[ExtraDataConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -229,6 +240,15 @@ class TrainConfig:
         )
         need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
         need(d.vocab.threshold is None or d.vocab.threshold >= 0, "data.vocab.threshold", "must be >= 0")
+        for i, extra in enumerate(d.extra):
+            need(bool(str(extra.root).strip()), f"data.extra[{i}].root", "is required (the dataset root folder)")
+            need(extra.split in ("train", "val", "test"), f"data.extra[{i}].split", f"unknown split {extra.split!r}")
+            try:
+                from changecap.data.annotations import check_format
+
+                check_format(extra.format)
+            except ConfigError as e:
+                raise ConfigError(f"data.extra[{i}].format", e.message) from None
         need(o.lr >= 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number >= 0, got {o.lr}")
         for group, v in o.group_lr.items():
             need(v >= 0 and math.isfinite(v), f"optim.group_lr.{group}", f"must be a finite number >= 0, got {v}")

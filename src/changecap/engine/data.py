@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,6 +73,15 @@ def build_datasets(config: TrainConfig, vocab: Vocabulary) -> tuple[Dataset, Dat
         **common,
     )
     val_set = open_dataset(d.root, d.format, t.val_split, sampling="random", **common)
+    if d.extra:
+        from changecap.data.datasets import MixedDataset
+
+        extras = []
+        for i, extra in enumerate(d.extra):
+            if not Path(extra.root).is_dir():
+                raise ConfigError(f"data.extra[{i}].root", f"dataset folder {extra.root} not found", path=config.source)
+            extras.append(open_dataset(extra.root, extra.format, extra.split, sampling=d.sampling, **common))
+        train_set = MixedDataset([train_set, *extras])
     return train_set, val_set
 
 

@@ -108,3 +108,22 @@ def test_pixel_loss_binarises_and_ignores() -> None:
         two.permute(0, 2, 3, 1).reshape(-1, 2)[:3], torch.tensor([0, 1, 1]), reduction="sum"
     )
     assert int(count) == 3 and torch.allclose(total, expected)
+
+
+def test_a_mixed_dataset_trains_each_stage_on_its_pairs(tmp_path: Path, data_root: Path) -> None:
+    """Main set with masks and captions (LEVIR-MCI, 4 train pairs) + mask-only pairs (levir-cd, 4) + caption-only
+    pairs (levir-cc, 2): stage i reads 8 pairs, stage ii 6, stage iii 4 (batch 2 → 4 + 3 + 2 updates). (Even
+    counts: the tiny CD head's BatchNorm sees a 1×1 map at its coarsest level, which a batch of 1 cannot normalise.)"""
+    from tests.data.fakes import make_levir_cd
+
+    cd_root = make_levir_cd(tmp_path / "cd", 4, 64)
+    cc_root = make_levir(tmp_path / "cc", "levir-cc", {"train": 2, "val": 1, "test": 1}, 64)
+    cfg = write_config(tmp_path, data_root, val_every=0)
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["extra"] = [{"root": str(cd_root), "format": "levir-cd"}, {"root": str(cc_root), "format": "levir-cc"}]
+    cfg.write_text(yaml.safe_dump(data))
+    phases: list[str] = []
+    trainer = Trainer(load_config(cfg), callbacks=[lambda t: phases.append(t.current_phase.name)])
+    result = trainer.fit()
+    assert result.finished and phases == ["cd"] * 4 + ["cc"] * 3 + ["neck"] * 2
+    assert len(trainer.train_set) == 4 + 4 + 2

@@ -127,6 +127,11 @@ class SemanticCCCaptionDecoder(nn.Module):
             freeze_except_lora(self.llm, config.llm_lora.bias)
         else:
             self.llm.requires_grad_(False)
+        if config.train_llm:
+            self.llm.requires_grad_(True)
+        if config.train_qformer:
+            self.qformer.requires_grad_(True)
+            self.query_tokens.requires_grad_(True)
         self._tokenizer = tokenizer  # None: an LLM whose tokenizer is not available offline (counting only)
 
     @property

@@ -14,6 +14,9 @@ Every difference between the paper and the released code (spec §10) is a named 
 * #12 ``caption.generation.strategy``: ``"greedy"``; code ``"sample"`` (top-p 0.9, repetition penalty 1.1);
 * #14 ``encoder.lora.dropout`` / ``.bias``: 0.05 / ``"none"``; code 0.01 / ``"lora_only"``.
 
+Beyond the paper: ``encoder.train_backbone``, ``caption.train_llm`` and ``caption.train_qformer`` train those parts in
+full — for randomly initialised ones (CPU runs), where LoRA has nothing pretrained to adapt.
+
 λ (#9) and the schedule (#13) belong to training: ``loss.cd_weight`` and ``loss.schedule`` of the objective.
 """
 
@@ -96,6 +99,7 @@ class SAMEncoderConfig:
     bcsf_form: Literal["paper", "code"] = "paper"
     bcsf_trainable: bool = True
     lora: LoraConfig = field(default_factory=LoraConfig)
+    train_backbone: bool = False  # train every SAM weight (a randomly initialised SAM; LoRA adapts pretrained ones)
     gradient_checkpointing: bool = False
 
     def validate(self, prefix: str = "model.encoder") -> None:
@@ -195,6 +199,8 @@ class CaptionDecoderConfig:
     llm_config: dict[str, Any] | None = None  # or the fields of a random-init config (tests, CPU runs)
     tokenizer: str | None = None  # default: the LLM's own (for ``llm_config``: a word-level tokenizer of the data)
     llm_lora: LLMLoraConfig = field(default_factory=LLMLoraConfig)
+    train_llm: bool = False  # train every LLM weight (a randomly initialised LLM; LoRA adapts pretrained ones)
+    train_qformer: bool = False  # train the Q-Former and its queries (frozen in the paper: MiniGPT-4's weights)
     prompt_template: str = "###Ask: {} ###Answer: "
     image_placeholder: str = "<Img><ImageHere></Img> "
     instructions: list[str] = field(default_factory=lambda: list(INSTRUCTIONS))

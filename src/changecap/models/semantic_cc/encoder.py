@@ -87,6 +87,8 @@ class BiTemporalSAMEncoder(nn.Module):
             freeze_except_lora(self.sam, config.lora.bias)
         else:
             self.sam.requires_grad_(False)
+        if config.train_backbone:
+            self.sam.requires_grad_(True)
         self.bcsf.requires_grad_(config.bcsf_trainable)
 
     @property
