@@ -45,11 +45,12 @@ def _state_dict_for_safetensors(model: torch.nn.Module) -> dict[str, torch.Tenso
     """Detached CPU tensors that each own their whole storage, as safetensors requires.
 
     Tied/shared tensors, non-contiguous ones and views into a larger buffer (e.g. slices made by a converter) are
-    copied; everything else is written without a copy.
+    copied; everything else is written without a copy. A model may leave out weights it references instead of
+    copying (a frozen pretrained LLM): ``model.saved_state_dict()``, when it has one, says what is written.
     """
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
-    for key, t in model.state_dict().items():
+    for key, t in saved_state_dict(model).items():
         t = t.detach().cpu()
         storage = t.untyped_storage()
         owns_storage = (
@@ -261,6 +262,13 @@ def _read_vocab(directory: Path, config: Any) -> Vocabulary:
     return vocab
 
 
+def saved_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What ``model.safetensors`` holds for ``model``: its ``saved_state_dict()`` when it defines one (weights it
+    references by id are left out), else the whole state dict."""
+    select = getattr(model, "saved_state_dict", None)
+    return select() if callable(select) else model.state_dict()
+
+
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -272,7 +280,7 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
     except (SafetensorError, OSError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(f"{path}: cannot read safetensors file ({reason})") from None
-    expected = model.state_dict()
+    expected = saved_state_dict(model)
     missing = [k for k in expected if k not in state]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -287,7 +295,10 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
                 f"{path}: tensor '{key}' has shape {list(state[key].shape)} but config.json's architecture expects "
                 f"{list(t.shape)}"
             )
-    model.load_state_dict(state, strict=True)
+    missing, _ = model.load_state_dict(state, strict=False)  # every saved key was checked above
+    not_referenced = set(missing) - (set(model.state_dict()) - set(expected))
+    if not_referenced:
+        raise ModelError(f"{path}: missing tensor '{sorted(not_referenced)[0]}' required by config.json's architecture")
 
 
 def load_model_bundle(
@@ -303,7 +314,11 @@ def load_model_bundle(
     config = read_model_config(directory)
     vocab = _read_vocab(directory, config)
     try:
-        model = build_model(config, load_pretrained=False, init_weights=False)  # every weight is loaded next
+        # Every weight comes from model.safetensors, except those the model references by id (a frozen pretrained
+        # LLM): those are loaded from their source, which needs it cached or a network.
+        references = getattr(config, "references_pretrained", None)
+        load_pretrained = bool(references()) if callable(references) else False
+        model = build_model(config, load_pretrained=load_pretrained, init_weights=False)
     except ChangeCapError:
         raise
     except Exception as e:  # an architecture transformers or torch rejects: still one line naming the file

@@ -200,6 +200,7 @@ class CaptionDecoderConfig:
     tokenizer: str | None = None  # default: the LLM's own (for ``llm_config``: a word-level tokenizer of the data)
     llm_lora: LLMLoraConfig = field(default_factory=LLMLoraConfig)
     train_llm: bool = False  # train every LLM weight (a randomly initialised LLM; LoRA adapts pretrained ones)
+    save_llm_weights: bool = False  # copy the frozen pretrained LLM into model.safetensors (default: reference it)
     train_qformer: bool = False  # train the Q-Former and its queries (frozen in the paper: MiniGPT-4's weights)
     prompt_template: str = "###Ask: {} ###Answer: "
     image_placeholder: str = "<Img><ImageHere></Img> "
@@ -239,6 +240,11 @@ class SemanticCCConfig(ArchitectureConfig):
             f"{prefix}.caption.qformer.encoder_hidden_size",
             f"must equal neck.cc_dim = {self.neck.cc_dim} (the Q-Former reads the CC stream)",
         )
+
+    def references_pretrained(self) -> bool:
+        """Whether a saved model leaves the frozen pretrained LLM out of its weights (loaded from ``caption.llm``)."""
+        c = self.caption
+        return c.llm is not None and not c.train_llm and not c.save_llm_weights
 
     @classmethod
     def with_data(cls, section: dict[str, Any], words: list[str], max_length: int) -> dict[str, Any]:

@@ -76,6 +76,17 @@ class SemanticCC(nn.Module):
         f_cc, f_cd = self.features(image)
         return {"captions": self.caption_decoder.generate(f_cc), "mask": predict_mask(self.change_logits(f_cd))}
 
+    # ------------------------------------------------------------------ saving
+    def saved_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict without the frozen pretrained LLM's own weights when the config references them
+        (``caption.llm`` + ``save_llm_weights: false``): a 7B model is not copied into every model directory.
+        Its LoRA tensors, and everything else, are saved."""
+        state = self.state_dict()
+        if self.config is None or not self.config.references_pretrained():
+            return state
+        prefix = "caption_decoder.llm."
+        return {k: v for k, v in state.items() if not k.startswith(prefix) or "lora_" in k}
+
     # ------------------------------------------------------------------ introspection
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         parts = {"encoder": self.encoder, "neck": self.neck, "cd_decoder": self.cd_decoder}

@@ -1,0 +1,64 @@
+"""A pretrained LLM (here a tiny one saved to a local directory, with its own tokenizer) is referenced by the model
+directory, not copied: only its LoRA tensors are saved, and load_model reloads the rest from the source."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from changecap.data.vocab import Vocabulary
+from changecap.errors import ModelError
+from changecap.models import build_model, config_from_dict, load_model, save_model
+from tests.models.semantic_cc.conftest import WORDS, tiny
+
+
+def _pretrained_llm(folder: Path) -> Path:
+    """A tiny LLaMA and a word-level fast tokenizer, saved as ``from_pretrained`` expects them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    words = specials + sorted(set(WORDS) | {"###", "ask", "answer", ":", "<", ">", "img", "/", "describe", "the"})
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")  # fmt: skip
+    fast.save_pretrained(folder)
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_the_llm_is_referenced_not_copied(tmp_path: Path) -> None:
+    llm_dir = _pretrained_llm(tmp_path / "llm")
+    d = tiny(**{"caption.llm": str(llm_dir)})
+    d["caption"].pop("llm_config")
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(d)).eval()
+    assert model.config.references_pretrained()
+    vocab = Vocabulary.build([WORDS], threshold=0)
+    model.config.vocab_size = len(vocab)
+    out = save_model(model, None, vocab, tmp_path / "model")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    llm_keys = [k for k in keys if k.startswith("caption_decoder.llm.")]
+    assert llm_keys and all("lora_" in k for k in llm_keys)  # the adapters only
+    assert json.loads((out / "config.json").read_text())["model"]["caption"]["llm"] == str(llm_dir)
+    again = load_model(out)
+    images = torch.randn(2, 2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    a, b = model.predict(images), again.predict(images)
+    assert a["captions"] == b["captions"] and torch.equal(a["mask"], b["mask"])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    shutil.rmtree(llm_dir)
+    with pytest.raises(ModelError, match="model.caption.llm") as e:
+        load_model(out)
+    assert "\n" not in str(e.value)
