@@ -18,12 +18,13 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 def test_configs_exist() -> None:
     names = {p.name for p in CONFIGS}
     assert {"hisem_levircc.yaml", "hisem_whucdc.yaml", "hisem_synthcc_cpu.yaml", "plain_synthcc_cpu.yaml"} <= names
+    assert {"semantic_cc_levircc.yaml", "semantic_cc_synthcc_cpu.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_loads_and_round_trips(path: Path, tmp_path: Path) -> None:
     cfg = load_config(path)
-    assert cfg.train.select_metric == "Bleu_4" and cfg.train.batch_size % cfg.train.grad_accum == 0
+    assert cfg.train.select_metric in ("Bleu_4", "CIDEr") and cfg.train.batch_size % cfg.train.grad_accum == 0
     again = load_config(cfg.save(tmp_path / path.name))
     assert again == cfg
 
@@ -52,3 +53,16 @@ def test_cpu_configs_build_a_small_model(name: str) -> None:
     out = model(torch.zeros(1, 2, 3, 64, 64), torch.tensor([[2, 4, 3] + [0] * 24]))
     assert out.logits.shape == (1, 27, len(vocab))
     assert (out.router_logits is None) == (model_config.architecture == "plain")
+
+
+def test_semantic_cc_cpu_config_builds_a_small_fully_trainable_model() -> None:
+    cfg = load_config(CONFIGS[0].parent / "semantic_cc_synthcc_cpu.yaml")
+    vocab = Vocabulary.build([["a", "house", "is", "built"]], threshold=0)
+    model, model_config = default_model_builder(cfg.model, vocab, 27)
+    assert model_config.vocab_size == len(vocab) and model_config.max_length == 27
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    # random init: everything trains (no LoRA) but the visual LayerNorm in front of the Q-Former (identity at init)
+    assert frozen == ["caption_decoder.ln_vision.weight", "caption_decoder.ln_vision.bias"]
+    f_cc, logits = model(torch.zeros(1, 2, 3, 64, 64))
+    assert logits.shape == (1, 1, 64, 64)
