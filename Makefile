@@ -5,7 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
-DEMO_OUT ?= demo_out
+MODEL ?= hisem
+# `make demo MODEL=semantic_cc` trains configs/semantic_cc_synthcc_cpu.yaml into its own folder
+DEMO_OUT ?= $(if $(filter hisem,$(MODEL)),demo_out,demo_out_$(MODEL))
 
 .PHONY: demo test lint bench env clean
 
@@ -26,10 +28,10 @@ lint: env
 	$(VENV)/bin/lint-imports
 
 demo: env
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) scripts/demo.py --out $(DEMO_OUT)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) scripts/demo.py --out $(DEMO_OUT) --config configs/$(MODEL)_synthcc_cpu.yaml
 
 bench: env
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_out demo_out_* .pytest_cache .ruff_cache

@@ -80,8 +80,12 @@ def run(args: argparse.Namespace) -> int:
     from changecap.inference import evaluate_model, write_html_report
 
     evaluation = evaluate_model(model_dir, data_dir, fmt="levir-mci", split="test", out_dir=out / "evaluation")
-    print("\n== HiSem (CPU config), test split, rsicc protocol ==")
+    print(f"\n== {config.model.get('architecture', 'model')} (CPU config), test split, rsicc protocol ==")
     print(evaluation.result.format_table())
+    if evaluation.change_detection is not None:
+        from changecap.inference.evaluate import format_change_detection
+
+        print(format_change_detection(evaluation.change_detection))
 
     log("5/5 captioning test pairs and writing the HTML report")
     show_examples(model_dir, data_dir)
@@ -118,7 +122,9 @@ def show_examples(model_dir: Path, data_dir: Path, per_kind: int = 3) -> None:
     captioner = ChangeCaptioner.from_pretrained(model_dir)
     results = captioner([r.before_path for r in picks], [r.after_path for r in picks])
     for rec, res in zip(picks, results, strict=True):
-        print(f"\n{rec.name} ({'changed' if rec.changed else 'unchanged'}), P(change) = {res.change_probability:.2f}")
+        prob = "" if res.change_probability is None else f", P(change) = {res.change_probability:.2f}"
+        pixels = "" if res.mask is None else f", {100 * float((res.mask > 0).mean()):.1f} % of pixels changed"
+        print(f"\n{rec.name} ({'changed' if rec.changed else 'unchanged'}){prob}{pixels}")
         print(f"  model:     {res.caption}")
         print(f"  reference: {rec.captions[0]}")
 

@@ -75,3 +75,9 @@ def test_evaluate_reports_change_detection_metrics(scc_dir: Path, tmp_path: Path
     report = (tmp_path / "eval" / "metrics_test.txt").read_text()
     assert "change detection" in report and "OA" in report
     assert "change_detection" in (tmp_path / "eval" / "metrics_test.json").read_text()
+    assert set(ev.masks) == set(ev.predictions) and all(m.shape == (64, 64) for m in ev.masks.values())
+    from changecap.inference import write_html_report
+
+    page = write_html_report(tmp_path / "report.html", evaluation=ev, data_root=root, fmt="levir-mci", num_examples=2)
+    text = page.read_text()
+    assert "predicted change" in text and "Change detection" in text and text.count("<img") == 2 * 4

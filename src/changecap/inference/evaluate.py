@@ -28,6 +28,7 @@ class ModelEvaluation:
     split: str
     files: dict[str, str] = field(default_factory=dict)
     change_detection: Any = None  # ChangeDetectionScores (classes: 0 no change, 1 change) for models with a CD head
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # predicted change masks (uint8, model resolution)
 
     @property
     def result(self) -> Any:
@@ -78,6 +79,7 @@ def evaluate_model(
     refs: dict[str, list[str]] = {}
     # change detection: binary (class > 0 = change, as the models are trained), when the model and the data have masks
     confusion = ConfusionMatrix(2) if captioner.predicts_masks else None
+    masks: dict[str, np.ndarray] = {}
     for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
         with torch.inference_mode():
             results = captioner.caption_tensor(batch["image"], beam_size=beam_size)
@@ -85,6 +87,9 @@ def evaluate_model(
             preds[name] = res.caption
             probs[name] = res.change_probability
             refs[name] = list(caps)
+        for name, res in zip(batch["name"], results, strict=True):
+            if res.mask is not None:
+                masks[name] = res.mask
         if confusion is not None and "mask" in batch:
             predicted = torch.from_numpy(np.stack([r.mask for r in results])).long()  # [B, S, S]
             confusion.update(predicted, (batch["mask"] > 0).long())
@@ -92,7 +97,7 @@ def evaluate_model(
         proto: evaluate_captions(preds, refs, protocol=proto, vocab=captioner.vocab, meteor=meteor)
         for proto in protocols
     }
-    evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split)
+    evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks)
     if confusion is not None and confusion.matrix.sum() > 0:
         evaluation.change_detection = confusion.compute()
     if out_dir is not None:

@@ -46,6 +46,22 @@ def _accuracies(result: Any) -> tuple[Any, Any]:
     return find("nochange_acc"), find("change_acc")
 
 
+def change_detection_html(scores: Any) -> str:
+    """Precision / recall / F1 / IoU per class and overall accuracy of the predicted masks (×100), or nothing."""
+    if scores is None:
+        return ""
+    rows = "".join(
+        f"<tr><th>{name}</th>" + "".join(f"<td>{_fmt(float(v[c]))}</td>" for v in
+                                         (scores.precision, scores.recall, scores.f1, scores.iou)) + "</tr>"
+        for c, name in enumerate(("no change", "change"))
+    )  # fmt: skip
+    return (
+        "<h2>Change detection (binary: class &gt; 0 = change, ×100)</h2><table><tr><th></th><th>precision</th>"
+        f"<th>recall</th><th>F1</th><th>IoU</th></tr>{rows}</table><p class='note'>overall accuracy "
+        f"{_fmt(scores.overall_accuracy)}, mean F1 {_fmt(scores.mean_f1)}, mean IoU {_fmt(scores.mean_iou)}</p>"
+    )
+
+
 def metrics_table_html(rows: Mapping[str, Any], subset: str | None = None) -> str:
     """``{row name: CaptionEvalResult}`` → an HTML table (scores ×100).
 
@@ -108,6 +124,9 @@ def write_html_report(
             mask = read_mask(rec.mask_path)
             palette = np.array([[0, 0, 0], [255, 200, 0], [255, 255, 255]], dtype=np.uint8)
             imgs.append(("change mask", palette[np.clip(mask, 0, 2)]))
+        predicted = getattr(evaluation, "masks", {}).get(rec.name)
+        if predicted is not None:  # models with a change-detection head: the predicted mask beside the ground truth
+            imgs.append(("predicted change", (predicted > 0).astype(np.uint8) * 255))
         pred = evaluation.predictions.get(rec.name, "")
         prob = evaluation.change_probability.get(rec.name)
         figs = "".join(
@@ -147,6 +166,7 @@ changed pairs described as changed.</p>
 {metrics_table_html(rows, subset="changed")}
 <p class="note">The changed pairs scored as a corpus of their own: what a model says about real changes. Their CIDEr-D
 uses the subset's own idf and does not compare with the all-pairs CIDEr-D.</p>
+{change_detection_html(getattr(evaluation, "change_detection", None))}
 <h2>Examples</h2>
 {"".join(cards)}
 </body></html>
