@@ -121,3 +121,19 @@ def test_bad_configs_are_one_line_errors() -> None:
         build_model(config_from_dict(d))
     with pytest.raises(ModelError, match=r"image pairs \[B, 2, 3, 64, 64\]"):
         _model().features(torch.randn(1, 2, 3, 32, 32))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    images = _images(2)
+    grads = []
+    for checkpointing in (False, True):
+        model = _model(**{"encoder.gradient_checkpointing": checkpointing}).train()
+        for m in model.modules():  # dropout off: the two passes must see the same computation
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        _, logits = model(images)
+        logits.float().pow(2).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.encoder.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
