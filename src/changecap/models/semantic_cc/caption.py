@@ -28,7 +28,7 @@ from torch import nn
 
 from changecap.errors import ConfigError, ModelError
 from changecap.models.semantic_cc.config import CaptionDecoderConfig
-from changecap.models.semantic_cc.encoder import freeze_except_lora, inject_lora
+from changecap.models.semantic_cc.encoder import adapt_pretrained
 
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -122,13 +122,7 @@ class SemanticCCCaptionDecoder(nn.Module):
         for frozen in (self.ln_vision, self.qformer):
             frozen.requires_grad_(False)
         self.query_tokens.requires_grad_(False)
-        if config.llm_lora.enabled:
-            inject_lora(self.llm, config.llm_lora, "model.caption.llm_lora")
-            freeze_except_lora(self.llm, config.llm_lora.bias)
-        else:
-            self.llm.requires_grad_(False)
-        if config.train_llm:
-            self.llm.requires_grad_(True)
+        adapt_pretrained(self.llm, config.llm_lora, "model.caption.llm_lora", config.train_llm)
         if config.train_qformer:
             self.qformer.requires_grad_(True)
             self.query_tokens.requires_grad_(True)

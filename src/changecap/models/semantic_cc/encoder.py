@@ -73,6 +73,18 @@ def freeze_except_lora(module: nn.Module, bias: str) -> None:
         p.requires_grad_(trainable)
 
 
+def adapt_pretrained(module: nn.Module, lora: LoraConfig, field: str, train_all: bool) -> None:
+    """What of a pretrained backbone trains: only LoRA adapters (``lora.enabled``), nothing, or — for a randomly
+    initialised one (``train_all``) — every weight."""
+    if lora.enabled:
+        inject_lora(module, lora, field)
+        freeze_except_lora(module, lora.bias)
+    else:
+        module.requires_grad_(False)
+    if train_all:
+        module.requires_grad_(True)
+
+
 class BiTemporalSAMEncoder(nn.Module):
     """Image pairs [B, 2, 3, S, S] → (raw tokens [2B, L, C], CD tokens [2B, L, C_cd]); rows 0..B−1 = before."""
 
@@ -82,13 +94,7 @@ class BiTemporalSAMEncoder(nn.Module):
         self.config = config
         grid, dim = config.grid_size, config.hidden_size
         self.bcsf = nn.ModuleDict({str(i): BCSF(dim, grid, config.bcsf_form) for i in config.bcsf_blocks()})
-        if config.lora.enabled:
-            inject_lora(self.sam, config.lora, "model.encoder.lora")
-            freeze_except_lora(self.sam, config.lora.bias)
-        else:
-            self.sam.requires_grad_(False)
-        if config.train_backbone:
-            self.sam.requires_grad_(True)
+        adapt_pretrained(self.sam, config.lora, "model.encoder.lora", config.train_backbone)
         self.bcsf.requires_grad_(config.bcsf_trainable)
 
     @property
