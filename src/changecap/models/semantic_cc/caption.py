@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -318,3 +319,58 @@ def build_qformer(config: CaptionDecoderConfig) -> nn.Module:
         raise ConfigError("model.caption.qformer", f"rejected by Blip2QFormerConfig: {reason}") from None
     cfg._attn_implementation = "eager"
     return Blip2QFormerModel(cfg)
+
+
+def load_blip2_qformer(decoder: SemanticCCCaptionDecoder, name_or_dir: str) -> None:
+    """The MiniGPT-4 / BLIP-2 initialisation: the Q-Former, its query tokens and ``ln_vision`` from a transformers
+    BLIP-2 checkpoint (``Salesforce/blip2-opt-2.7b`` or a local directory).
+
+    Only those tensors are read from the checkpoint's safetensors files (the ViT-g and the LLM of the checkpoint are
+    never loaded): ``qformer.*`` → the Q-Former, ``query_tokens``, and ``vision_model.post_layernorm.*`` (LAVIS'
+    ``ln_vision`` in transformers' naming). Shapes must match the configured Q-Former.
+    """
+    from safetensors import safe_open
+
+    local = Path(name_or_dir).expanduser()
+    if local.is_dir():
+        folder = local
+    else:
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(name_or_dir), allow_patterns=["*.safetensors", "*.json"]))
+        except Exception as e:  # noqa: BLE001 - offline / not cached / no such repo: one line naming the id
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"model.caption.qformer_pretrained '{name_or_dir}': cannot be read ({first})") from None
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"model.caption.qformer_pretrained '{name_or_dir}': no .safetensors files in {folder}")
+    wanted = {f"qformer.{k}": ("qformer", k) for k in decoder.qformer.state_dict()}
+    wanted["query_tokens"] = ("query_tokens", "")
+    wanted["vision_model.post_layernorm.weight"] = ("ln_vision", "weight")
+    wanted["vision_model.post_layernorm.bias"] = ("ln_vision", "bias")
+    found: dict[tuple[str, str], torch.Tensor] = {}
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                if key in wanted:
+                    found[wanted[key]] = f.get_tensor(key)
+    missing = [k for k, v in wanted.items() if v not in found]
+    if missing:
+        raise ModelError(f"model.caption.qformer_pretrained '{name_or_dir}': tensor '{missing[0]}' not found")
+    qformer_state = {k: found[("qformer", k)] for k in decoder.qformer.state_dict()}
+    targets = [*((decoder.qformer.state_dict()[k], t, f"qformer.{k}") for k, t in qformer_state.items()),
+               (decoder.query_tokens, found[("query_tokens", "")], "query_tokens"),
+               (decoder.ln_vision.weight, found[("ln_vision", "weight")], "ln_vision.weight"),
+               (decoder.ln_vision.bias, found[("ln_vision", "bias")], "ln_vision.bias")]  # fmt: skip
+    for current, loaded, key in targets:
+        if tuple(current.shape) != tuple(loaded.shape):
+            raise ModelError(
+                f"model.caption.qformer_pretrained '{name_or_dir}': '{key}' is {list(loaded.shape)}, the configured "
+                f"Q-Former needs {list(current.shape)}"
+            )
+    with torch.no_grad():
+        decoder.qformer.load_state_dict(qformer_state)
+        decoder.query_tokens.copy_(found[("query_tokens", "")])
+        decoder.ln_vision.weight.copy_(found[("ln_vision", "weight")])
+        decoder.ln_vision.bias.copy_(found[("ln_vision", "bias")])

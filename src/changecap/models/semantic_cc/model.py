@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from changecap.models.semantic_cc.caption import SemanticCCCaptionDecoder, build_llm, build_qformer
+from changecap.models.semantic_cc.caption import (
+    SemanticCCCaptionDecoder,
+    build_llm,
+    build_qformer,
+    load_blip2_qformer,
+)
 from changecap.models.semantic_cc.cd_decoder import ChangeDetectionDecoder, predict_mask
 from changecap.models.semantic_cc.config import SemanticCCConfig
 from changecap.models.semantic_cc.encoder import BiTemporalSAMEncoder, build_sam_encoder
@@ -121,6 +126,8 @@ def build_semantic_cc(config: SemanticCCConfig, load_pretrained: bool = True, in
     llm, tokenizer = build_llm(config.caption, load_pretrained)
     qformer = build_qformer(config.caption)
     caption = SemanticCCCaptionDecoder(config.caption, qformer, llm, tokenizer, config.neck.cc_dim)
+    if config.caption.qformer_pretrained is not None and load_pretrained:
+        load_blip2_qformer(caption, config.caption.qformer_pretrained)
     model = SemanticCC(encoder, neck, cd_decoder, caption)
     model.config = config
     return model
