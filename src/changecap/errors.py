@@ -46,3 +46,10 @@ class ConfigError(ChangeCapError):
 
 class ModelError(ChangeCapError):
     """A saved model directory, checkpoint or vocabulary is missing or inconsistent."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line user errors that
+    wrap a library's multi-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -33,7 +33,7 @@ from safetensors.torch import save_model as save_safetensors_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from changecap.errors import ModelError
+from changecap.errors import ModelError, first_line
 
 CHECKPOINT_DIRNAME = "checkpoint"
 LATEST_FILE = "LATEST"
@@ -235,5 +235,5 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], device: torch.d
     try:
         load_safetensors_model(unwrap(model), str(path), strict=True, device=str(device))
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"{path}: weights do not fit the configured model ({first[:200]})") from None

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from changecap.errors import ModelError
+from changecap.errors import ModelError, first_line
 
 #: files of a model directory (``changecap.models.io``) plus the preprocessing and the card
 MODEL_FILES: tuple[str, ...] = ("config.json", "model.safetensors", "vocab.json", "preprocess.json", "README.md")
@@ -56,7 +56,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(MODEL_FILES))
     except HfHubHTTPError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"{repo_id}: cannot download from the Hugging Face Hub ({first})") from None
     except Exception as e:  # noqa: BLE001 - offline/cache misses surface as several huggingface_hub exception types
         if offline or type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
@@ -64,6 +64,6 @@ def _download(repo_id: str, revision: str | None) -> Path:
                 f"{repo_id}: not a local directory, and not in the Hugging Face cache while offline "
                 "(HF_HUB_OFFLINE=1); download it once with a network connection or pass a local directory"
             ) from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"{repo_id}: cannot fetch the model from the Hugging Face Hub ({first})") from None
     return Path(folder)

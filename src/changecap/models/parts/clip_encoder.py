@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from changecap.errors import ConfigError, ModelError
+from changecap.errors import ConfigError, ModelError, first_line
 from changecap.schema import from_dict, require, to_dict
 
 #: CLIPVisionConfig fields of OpenAI CLIP ViT-B/16's visual tower. ``CLIPVisionModel`` holds 85,799,424 parameters:
@@ -134,7 +134,7 @@ class CLIPPatchEncoder(nn.Module):
             vision = CLIPVisionModel.from_pretrained(name, dtype=torch.float32, attn_implementation="sdpa")
         except (OSError, ValueError) as e:
             where = "local directory" if Path(name).is_dir() else "model id"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ModelError(
                 f"cannot load CLIP vision weights from {where} '{name}' (offline and not in the Hugging Face cache, "
                 f"or not a CLIP checkpoint): {first}"

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from changecap.errors import ConfigError, ModelError
+from changecap.errors import ConfigError, ModelError, first_line
 from changecap.models.semantic_cc.config import CaptionDecoderConfig
 from changecap.models.semantic_cc.encoder import adapt_pretrained
 
@@ -274,7 +274,7 @@ def build_llm(config: CaptionDecoderConfig, load_pretrained: bool) -> tuple[nn.M
             else:
                 llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.llm))
         except (OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ModelError(
                 f"model.caption.llm '{config.llm}': neither a local directory nor in the Hugging Face cache "
                 f"(offline), or not a causal LM: {first}"
@@ -340,7 +340,7 @@ def load_blip2_qformer(decoder: SemanticCCCaptionDecoder, name_or_dir: str) -> N
 
             folder = Path(snapshot_download(str(name_or_dir), allow_patterns=["*.safetensors", "*.json"]))
         except Exception as e:  # noqa: BLE001 - offline / not cached / no such repo: one line naming the id
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ModelError(f"model.caption.qformer_pretrained '{name_or_dir}': cannot be read ({first})") from None
     files = sorted(folder.glob("*.safetensors"))
     if not files:

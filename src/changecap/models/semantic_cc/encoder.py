@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from changecap.errors import ConfigError, ModelError
+from changecap.errors import ConfigError, ModelError, first_line
 from changecap.models.semantic_cc.bcsf import BCSF
 from changecap.models.semantic_cc.config import LoraConfig, SAMEncoderConfig
 
@@ -156,7 +156,7 @@ def load_resized_sam_weights(sam: nn.Module, name_or_dir: str | os.PathLike[str]
     try:
         source = SamVisionModel.from_pretrained(str(local) if local.is_dir() else name, dtype=torch.float32)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(
             f"cannot load SAM weights '{name}' (offline and not in the Hugging Face cache, or not a SAM "
             f"checkpoint): {first}"
