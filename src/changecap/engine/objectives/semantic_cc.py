@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from changecap.engine.objectives.base import Objective, ObjectiveOutput, Phase, StepInfo
 from changecap.engine.objectives.filters import pairs_with_captions, pairs_with_mask, pairs_with_mask_and_captions
+from changecap.models.semantic_cc.cd_decoder import change_detection_loss_sum
 from changecap.schema import require
 
 IGNORE = 255  # mask value excluded from the pixel loss
@@ -126,13 +126,8 @@ def pixel_loss_sum(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
 
     One logit per pixel: binary cross-entropy; two: softmax cross-entropy (ignore value 255 in both).
     """
-    valid = mask != IGNORE  # [B, S, S]
-    target = (mask > 0) & valid
-    if logits.shape[1] == 1:
-        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target.float(), reduction="none")  # [B, S, S]
-        return (per_pixel * valid).sum(), valid.sum()
-    labels = torch.where(valid, target.long(), torch.full_like(mask, IGNORE))
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum"), valid.sum()
+    labels = torch.where(mask == IGNORE, mask, (mask > 0).long())  # [B, S, S]: 0 / 1 / ignore
+    return change_detection_loss_sum(logits, labels, "bce" if logits.shape[1] == 1 else "ce", IGNORE)
 
 
 #: what ``objective_factory("semantic_cc")`` finds

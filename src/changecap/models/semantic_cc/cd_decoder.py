@@ -183,6 +183,16 @@ def change_detection_loss(
     ``"bce"`` (paper): logits [B, 1, S, S], mask values in {0, 1}; ``"ce"`` (code): logits [B, K ≥ 2, S, S], mask
     class indices. ``mask`` is [B, S, S] (integer or float).
     """
+    total, count = change_detection_loss_sum(logits, mask, form, ignore_index)
+    # clamp: with no valid pixel the loss is 0 (and still connected to the graph) instead of 0/0
+    return total / count.to(total.dtype).clamp_min(1.0)
+
+
+def change_detection_loss_sum(
+    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel loss summed over the valid pixels, and their count (both 0-dim): what a trainer normalises over a
+    global batch. Arguments as :func:`change_detection_loss`."""
     if form not in ("bce", "ce"):
         raise ModelError(f"change-detection loss form must be 'bce' or 'ce', got {form!r}")
     if logits.dim() != 4 or mask.shape != (logits.shape[0], *logits.shape[2:]):
@@ -195,14 +205,11 @@ def change_detection_loss(
         valid = mask != ignore_index  # [B, S, S]
         target = torch.where(valid, mask, torch.zeros_like(mask)).to(logits.dtype)  # [B, S, S]
         per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")  # [B, S, S]
-        weight = valid.to(logits.dtype)
-        # clamp: with no valid pixel the loss is 0 (and still connected to the graph) instead of 0/0
-        return (per_pixel * weight).sum() / weight.sum().clamp_min(1.0)
+        return (per_pixel * valid.to(logits.dtype)).sum(), valid.sum()
     if logits.shape[1] < 2:
         raise ModelError(f"'ce' CD loss expects at least 2 class channels, got {logits.shape[1]}")
     per_pixel = F.cross_entropy(logits, mask.long(), ignore_index=ignore_index, reduction="none")  # [B, S, S]
-    valid = (mask != ignore_index).to(logits.dtype)
-    return per_pixel.sum() / valid.sum().clamp_min(1.0)
+    return per_pixel.sum(), (mask != ignore_index).sum()
 
 
 def predict_mask(logits: torch.Tensor) -> torch.Tensor:
