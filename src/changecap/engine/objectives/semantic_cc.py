@@ -67,31 +67,23 @@ class SemanticCCObjective(Objective):
         both = Phase("neck", filter=pairs_with_mask_and_captions, trainable=("neck",), options={"tasks": "both"})
         joint = Phase("joint", filter=pairs_with_mask_and_captions, options={"tasks": "both"})
         self._phases = {"3-stage": (cd, cc, both), "2-stage": (cd, cc), "1-stage": (joint,)}[self.config.schedule]
-        self.tokenizer: Any = None
-        self.caption_config: Any = None
+        self.caption_decoder: Any = None
 
     def bind(self, model: nn.Module) -> None:
-        """Remember the model's tokenizer: the caption-token normaliser is counted before the forward pass."""
-        decoder = getattr(model, "caption_decoder", None)
-        self.tokenizer = getattr(decoder, "tokenizer", None)
-        self.caption_config = getattr(decoder, "config", None)
+        """Remember the model's caption decoder: the caption-token normaliser is counted before the forward pass,
+        with the decoder's own target encoding."""
+        self.caption_decoder = getattr(model, "caption_decoder", None)
 
     def phases(self, epoch: int) -> Sequence[Phase]:
         return self._phases
-
-    def _target_tokens(self, caption: str) -> int:
-        from changecap.models.semantic_cc.caption import clean_caption
-
-        c = self.caption_config
-        return min(len(self.tokenizer.encode(clean_caption(caption) + c.end_symbol)), c.max_txt_len)
 
     def normalizers(self, batch: Mapping[str, Any], phase: Phase) -> dict[str, float]:
         tasks = phase.options.get("tasks", "both")
         out: dict[str, float] = {"samples": float(len(batch["name"]))}
         if tasks in ("cc", "both"):
-            if self.tokenizer is None:
+            if self.caption_decoder is None:
                 raise RuntimeError("SemanticCCObjective.bind(model) must be called before training")
-            out["tokens"] = float(sum(self._target_tokens(c) for c in batch["caption"]))
+            out["tokens"] = float(sum(len(self.caption_decoder.target_ids(c)) for c in batch["caption"]))
         if tasks in ("cd", "both"):
             out["pixels"] = float((batch["mask"] != IGNORE).sum())
         return out
@@ -112,7 +104,7 @@ class SemanticCCObjective(Objective):
             stats["cd_loss"] = (pix_sum.detach(), pix_n.detach())
         if tasks in ("cc", "both"):
             n = len(batch["caption"])
-            k = len(self.caption_config.instructions)
+            k = len(self.caption_decoder.config.instructions)
             instructions = torch.randint(k, (n,)).tolist()  # one instruction per sample, uniformly
             with step.autocast():
                 ce_sum, n_tok = model.caption_loss_sum(f_cc, list(batch["caption"]), instructions)

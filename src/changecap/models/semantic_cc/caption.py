@@ -175,6 +175,11 @@ class SemanticCCCaptionDecoder(nn.Module):
             raise ConfigError("model.caption.image_placeholder", "the prompt has no <ImageHere> slot")
         return [self.tokenizer.bos_token_id, *self.tokenizer.encode(head)], self.tokenizer.encode(tail)
 
+    def target_ids(self, caption: str) -> list[int]:
+        """The tokens a caption is trained on: cleaned text + end symbol, at most ``max_txt_len`` (spec §5.3)."""
+        ids = self.tokenizer.encode(clean_caption(caption) + self.config.end_symbol)
+        return ids[: self.config.max_txt_len]
+
     def _embed(self, ids: Sequence[int], device: torch.device) -> torch.Tensor:
         table = self.llm.get_input_embeddings()
         return table(torch.tensor(list(ids), dtype=torch.long, device=device))  # [T, D]
@@ -189,8 +194,7 @@ class SemanticCCCaptionDecoder(nn.Module):
             parts = [self._embed(head, visual.device), visual[i], self._embed(tail, visual.device)]
             label = [-100] * (len(head) + visual.shape[1] + len(tail))
             if captions is not None:
-                target = self.tokenizer.encode(clean_caption(captions[i]) + self.config.end_symbol)
-                target = target[: self.config.max_txt_len]
+                target = self.target_ids(captions[i])
                 parts.append(self._embed(target, visual.device))
                 label += target
             seqs.append(torch.cat(parts, dim=0))  # [T_i, D]
@@ -204,14 +208,9 @@ class SemanticCCCaptionDecoder(nn.Module):
         """Sum of the LLM's token cross-entropies over the caption tokens, and their count (right padding)."""
         visual = self.visual_tokens(f_cc)  # [B, T_v, D]
         seqs, labels = self._sequences(visual, instructions, captions)
-        length = max(len(s) for s in seqs)
-        d = visual.shape[-1]
-        embeds = visual.new_zeros(len(seqs), length, d)  # [B, T, D]
-        mask = torch.zeros(len(seqs), length, dtype=torch.long, device=visual.device)
-        target = torch.full((len(seqs), length), -100, dtype=torch.long, device=visual.device)
-        for i, (s, lab) in enumerate(zip(seqs, labels)):
-            embeds[i, : len(s)] = s
-            mask[i, : len(s)] = 1
+        embeds, mask = _pad(seqs, left=False)  # [B, T, D], [B, T]
+        target = torch.full(mask.shape, -100, dtype=torch.long, device=visual.device)  # [B, T]
+        for i, lab in enumerate(labels):
             target[i, : len(lab)] = torch.tensor(lab, device=visual.device)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits  # [B, T, V]
         shifted, labels_next = logits[:, :-1].float(), target[:, 1:]  # position t predicts token t + 1
@@ -226,12 +225,7 @@ class SemanticCCCaptionDecoder(nn.Module):
         g = self.config.generation
         visual = self.visual_tokens(f_cc)  # [B, T_v, D]
         seqs, _ = self._sequences(visual, [instruction] * visual.shape[0], None)
-        length = max(len(s) for s in seqs)
-        embeds = visual.new_zeros(len(seqs), length, visual.shape[-1])  # [B, T, D]
-        mask = torch.zeros(len(seqs), length, dtype=torch.long, device=visual.device)
-        for i, s in enumerate(seqs):
-            embeds[i, length - len(s) :] = s
-            mask[i, length - len(s) :] = 1
+        embeds, mask = _pad(seqs, left=True)  # [B, T, D], [B, T]: generation continues after the last position
         kwargs: dict[str, Any] = {
             "inputs_embeds": embeds,
             "attention_mask": mask,
@@ -253,6 +247,21 @@ class SemanticCCCaptionDecoder(nn.Module):
             text = self.tokenizer.decode(row)
             texts.append(" ".join(text.split(self.config.end_symbol)[0].split()))
         return texts
+
+
+def _pad(seqs: Sequence[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input embeddings [T_i, D] → a zero-padded batch [B, T, D] and its attention mask [B, T] (1 = real).
+
+    Right padding for teacher forcing (labels line up from position 0); left padding for generation.
+    """
+    length = max(len(s) for s in seqs)
+    embeds = seqs[0].new_zeros(len(seqs), length, seqs[0].shape[-1])  # [B, T, D]
+    mask = torch.zeros(len(seqs), length, dtype=torch.long, device=seqs[0].device)  # [B, T]
+    for i, s in enumerate(seqs):
+        span = slice(length - len(s), length) if left else slice(0, len(s))
+        embeds[i, span] = s
+        mask[i, span] = 1
+    return embeds, mask
 
 
 # ---------------------------------------------------------------------------------------------------- building
