@@ -95,6 +95,13 @@ def preprocess_pair(
     before: ImageLike, after: ImageLike, cfg: PreprocessConfig, names: tuple[str, str] = ("before", "after")
 ) -> torch.Tensor:
     """One pair → float ``[2, 3, S, S]``. Dates must have the same size (a mismatch is a user error)."""
+    return _prepare_pair(before, after, cfg, names)[0]
+
+
+def _prepare_pair(
+    before: ImageLike, after: ImageLike, cfg: PreprocessConfig, names: tuple[str, str]
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One pair → (``[2, 3, S, S]``, the images' ``(H, W)``), each image decoded once."""
     from changecap.data.image_io import resize_image, resize_shorter_then_center_crop, to_tensor_normalized
 
     b = _to_uint8_hwc(before, names[0])
@@ -112,7 +119,7 @@ def preprocess_pair(
         else:
             img = resize_image(img, cfg.image_size, resample="bicubic")
         out.append(to_tensor_normalized(img, cfg.mean, cfg.std))  # [3, S, S]
-    return torch.stack(out)  # [2, 3, S, S]
+    return torch.stack(out), (int(b.shape[0]), int(b.shape[1]))  # [2, 3, S, S], (H, W)
 
 
 class ChangeCaptioner:
@@ -204,11 +211,12 @@ class ChangeCaptioner:
             pairs, sizes = [], []
             for k, (b, a) in enumerate(chunk):
                 names = (f"before[{start + k}]", f"after[{start + k}]") if not single else ("before", "after")
-                pairs.append(preprocess_pair(b, a, self.preprocess, names=names))
-                sizes.append(_to_uint8_hwc(b, names[0]).shape[:2] if self.predicts_masks else None)
+                pair, size = _prepare_pair(b, a, self.preprocess, names)
+                pairs.append(pair)
+                sizes.append(size)
             batch = self.caption_tensor(torch.stack(pairs), beam_size=beam_size, max_length=max_length)
             for res, size in zip(batch, sizes):
-                if res.mask is not None and size is not None and res.mask.shape != tuple(size):
+                if res.mask is not None and res.mask.shape != size:
                     # back to the input image's size (nearest: a mask stays a mask)
                     res.mask = np.asarray(Image.fromarray(res.mask).resize((size[1], size[0]), Image.NEAREST))
             results += batch

@@ -86,12 +86,29 @@ def test_three_stages_train_exactly_their_parts(tmp_path: Path, data_root: Path)
     assert model.config.caption.llm_config["tokenizer_words"]  # the word-level tokenizer, from the data
 
 
-@pytest.mark.parametrize(("schedule", "phases"), [("2-stage", ["cd", "cc"]), ("1-stage", ["joint"])])
-def test_other_schedules(schedule: str, phases: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("schedule", "phases", "tasks"),
+    [
+        ("2-stage", ["cd", "cc"], ["cd", "cc"]),
+        ("1-stage", ["joint"], ["both"]),
+        ("caption-only", ["caption"], ["cc"]),
+        ("cd-only", ["cd"], ["cd"]),
+    ],
+)
+def test_other_schedules(schedule: str, phases: list[str], tasks: list[str]) -> None:
     objective = SemanticCCObjective(SemanticCCLossConfig(schedule=schedule), units=1)
     assert [p.name for p in objective.phases(0)] == phases
-    if schedule == "1-stage":
-        assert objective.phases(0)[0].trainable is None
+    assert [p.options["tasks"] for p in objective.phases(0)] == tasks
+    if schedule in ("1-stage", "caption-only"):
+        assert objective.phases(0)[0].trainable is None  # everything the model trains
+
+
+def test_caption_only_never_moves_the_cd_decoder(tmp_path: Path, data_root: Path) -> None:
+    trainer = Trainer(load_config(write_config(tmp_path, data_root, {"schedule": "caption-only"}, val_every=0)))
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    moved = {n.split(".")[0] for n, p in trainer.model.named_parameters() if not torch.equal(p, start[n])}
+    assert "cd_decoder" not in moved and {"encoder", "caption_decoder"} <= moved
 
 
 def test_pixel_loss_binarises_and_ignores() -> None:

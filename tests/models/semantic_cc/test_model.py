@@ -113,6 +113,8 @@ def test_bad_configs_are_one_line_errors() -> None:
         config_from_dict(tiny(**{"neck.cc_dim": 32}))
     with pytest.raises(ConfigError, match="model.encoder.config.hidden_size"):
         config_from_dict(tiny(**{"encoder.config.hidden_size": 0}))
+    with pytest.raises(ConfigError, match="model.neck.units.*must be >= 1"):
+        config_from_dict(tiny(**{"neck.units": 0}))
     with pytest.raises(ConfigError, match="model.caption.llm_lora.target_modules"):
         build_model(config_from_dict(tiny(**{"caption.llm_lora.target_modules": ["nope"]})))
     with pytest.raises(ModelError, match="model.caption.llm 'nobody/no-llm'"):

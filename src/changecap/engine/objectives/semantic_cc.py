@@ -10,7 +10,10 @@ Schedules (``loss.schedule``), phases of every epoch in order:
 * ``3-stage`` (paper): pairs with masks → encoder (LoRA, BCSF), the neck's CD side, CD decoder → L_cd;
   pairs with captions → the neck's CC side, enhancer, LLM LoRA → L_cc; pairs with both → the neck → L_cc + λ L_cd;
 * ``2-stage``: the first two of those;
-* ``1-stage``: pairs with both → everything trainable → L_cc + λ L_cd.
+* ``1-stage``: pairs with both → everything trainable → L_cc + λ L_cd;
+* ``caption-only`` (the single-task row of the paper's Table II): pairs with captions → everything trainable → L_cc
+  (the CD decoder gets no gradient);
+* ``cd-only``: the first stage alone, pairs with masks → L_cd (a change detector; the caption side never trains).
 
 Masks are binarised (class > 0 = change, spec §8: LEVIR-MCI roads and buildings both count). In training each
 sample gets one of the configured instructions at random (torch's generator: restored exactly on resume).
@@ -38,7 +41,7 @@ class SemanticCCLossConfig:
     """The ``loss`` section of a Semantic-CC run."""
 
     cd_weight: float = 0.5  # λ (paper 0.5; the released code sums the losses: 1.0)
-    schedule: Literal["3-stage", "2-stage", "1-stage"] = "3-stage"
+    schedule: Literal["3-stage", "2-stage", "1-stage", "caption-only", "cd-only"] = "3-stage"
 
     def validate(self, prefix: str = "loss") -> None:
         require(self.cd_weight >= 0, f"{prefix}.cd_weight", f"must be >= 0, got {self.cd_weight}")
@@ -66,7 +69,14 @@ class SemanticCCObjective(Objective):
         cc = Phase("cc", filter=pairs_with_captions, trainable=(*cc_side, "caption_decoder"), options={"tasks": "cc"})
         both = Phase("neck", filter=pairs_with_mask_and_captions, trainable=("neck",), options={"tasks": "both"})
         joint = Phase("joint", filter=pairs_with_mask_and_captions, options={"tasks": "both"})
-        self._phases = {"3-stage": (cd, cc, both), "2-stage": (cd, cc), "1-stage": (joint,)}[self.config.schedule]
+        caption = Phase("caption", filter=pairs_with_captions, options={"tasks": "cc"})
+        self._phases = {
+            "3-stage": (cd, cc, both),
+            "2-stage": (cd, cc),
+            "1-stage": (joint,),
+            "caption-only": (caption,),
+            "cd-only": (cd,),
+        }[self.config.schedule]
         self.caption_decoder: Any = None
 
     def bind(self, model: nn.Module) -> None:

@@ -155,7 +155,7 @@ class NeckConfig:
     symmetric_inter: bool = False
 
     def validate(self, prefix: str = "model.neck") -> None:
-        require(self.units >= 0, f"{prefix}.units", f"must be >= 0, got {self.units}")
+        require(self.units >= 1, f"{prefix}.units", f"must be >= 1 (the neck needs a unit), got {self.units}")
         require(self.cc_dim > 0 and self.cc_dim % self.cc_heads == 0, f"{prefix}.cc_heads", "must divide cc_dim")
 
 
