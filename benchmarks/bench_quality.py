@@ -105,6 +105,33 @@ def paired_differences(results: list[dict], a: str, b: str, metric: str) -> list
     return [100 * (by[(a, s)] - by[(b, s)]) for s in seeds if by.get((a, s)) is not None and by.get((b, s)) is not None]
 
 
+def run_pool(jobs: list[tuple[str, list[str], Path]], parallel: int, threads: int) -> list[str]:
+    """Run ``(label, argv, folder)`` jobs as ``python argv`` processes, ``parallel`` at a time, each logging to
+    ``folder/log.txt`` with ``threads`` OpenMP threads; returns the labels of the jobs that failed."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
+    todo, running, failed = list(jobs), [], []
+    while todo or running:
+        while todo and len(running) < parallel:
+            label, argv, folder = todo.pop(0)
+            folder.mkdir(parents=True, exist_ok=True)
+            log = open(folder / "log.txt", "w")  # noqa: SIM115 — closed with the process
+            proc = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((label, proc, log, time.time()))
+            print(f"  started {label}", flush=True)
+        time.sleep(2)
+        for item in list(running):
+            label, proc, log, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            if proc.returncode != 0:
+                failed.append(label)
+            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see log.txt)"
+            print(f"  {label}: {status} in {time.time() - t0:.0f} s", flush=True)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench_out/quality")
@@ -149,46 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         generate_synthcc(data, preset=args.preset, pairs=args.pairs, seed=args.data_seed, progress=False)
     todo = [(v, s) for s in args.seeds for v in args.variants if not (out / f"{v}_seed{s}" / "result.json").exists()]
     print(f"{len(todo)} run(s) to do, {args.jobs} at a time, {args.threads} thread(s) each", flush=True)
-    running: list[tuple[str, int, subprocess.Popen, float]] = []
-    failed = []
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1")
+    extra = [
+        "--out",
+        str(out),
+        "--preset",
+        args.preset,
+        "--data-seed",
+        str(args.data_seed),
+        *(["--pairs", str(args.pairs)] if args.pairs else []),
+        "--threads",
+        str(args.threads),
+        "--meteor",
+        args.meteor,
+        *[x for o in args.overrides for x in ("--set", o)],
+    ]
+    jobs = [(f"{v} seed {s}", [__file__, "--one", v, str(s), *extra], out / f"{v}_seed{s}") for v, s in todo]
     t_start = time.time()
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            v, s = todo.pop(0)
-            (out / f"{v}_seed{s}").mkdir(parents=True, exist_ok=True)
-            log = open(out / f"{v}_seed{s}" / "log.txt", "w")  # noqa: SIM115 — closed with the process
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                v,
-                str(s),
-                "--out",
-                str(out),
-                "--preset",
-                args.preset,
-                "--data-seed",
-                str(args.data_seed),
-                *(["--pairs", str(args.pairs)] if args.pairs else []),
-                "--threads",
-                str(args.threads),
-                "--meteor",
-                args.meteor,
-            ]
-            cmd += [x for o in args.overrides for x in ("--set", o)]
-            running.append((v, s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time()))
-            print(f"  started {v} seed {s}", flush=True)
-        time.sleep(2)
-        for item in list(running):
-            v, s, proc, t0 = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see log.txt)"
-            if proc.returncode != 0:
-                failed.append((v, s))
-            print(f"  {v} seed {s}: {status} in {time.time() - t0:.0f} s", flush=True)
+    failed = run_pool(jobs, args.jobs, args.threads)
 
     results = []
     for v in args.variants:
