@@ -70,12 +70,10 @@ CD_COLUMNS = ("F1", "IoU", "OA")
 
 
 # ------------------------------------------------------------------------------------------------ change detection
-def cd_figures(matrix: np.ndarray) -> dict[str, float]:
-    """Binary confusion matrix [[TN, FP], [FN, TP]] → "change" F1, IoU and overall accuracy."""
-    tn, fp, fn, tp = (float(x) for x in matrix.ravel())
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
-    iou = tp / (tp + fp + fn) if tp + fp + fn else math.nan
-    return {"F1": f1, "IoU": iou, "OA": (tp + tn) / max(tp + tn + fp + fn, 1)}
+def cd_figures(confusion: Any) -> dict[str, float]:
+    """A binary :class:`~changecap.metrics.ConfusionMatrix` → "change" F1, IoU and overall accuracy."""
+    scores = confusion.compute()
+    return {"F1": float(scores.f1[1]), "IoU": float(scores.iou[1]), "OA": scores.overall_accuracy}
 
 
 def real_sample_scores(predict_masks: Any) -> dict[str, dict[str, float]]:
@@ -83,35 +81,37 @@ def real_sample_scores(predict_masks: Any) -> dict[str, dict[str, float]]:
     (pairs with a label only) → change F1 / IoU / OA over all their pixels."""
     from PIL import Image
 
+    from changecap.metrics import ConfusionMatrix
+
     out = {}
     for name, root in REAL_SETS.items():
         if not root.is_dir():
             continue
         names = sorted(p.name for p in (root / "label").iterdir() if (root / "A" / p.name).exists())
         masks = predict_masks([root / "A" / n for n in names], [root / "B" / n for n in names])
-        matrix = np.zeros((2, 2), dtype=np.int64)
+        confusion = ConfusionMatrix(2)
         for n, pred in zip(names, masks, strict=True):
             label = (np.asarray(Image.open(root / "label" / n).convert("L")) > 127).astype(np.int64)
             if pred.shape != label.shape:
                 pred = np.asarray(Image.fromarray(pred).resize(label.shape[::-1], Image.NEAREST))
-            matrix += np.bincount(2 * label.ravel() + (pred.ravel() > 0), minlength=4).reshape(2, 2)
-        out[name] = {**cd_figures(matrix), "pairs": len(names), "changed_pixel_share": matrix[1].sum() / matrix.sum()}
+            confusion.update((pred > 0).astype(np.int64), label)
+        share = int(confusion.matrix[1].sum()) / int(confusion.matrix.sum())
+        out[name] = {**cd_figures(confusion), "pairs": len(names), "changed_pixel_share": share}
     return out
 
 
-def test_matrix(predict: Any, dataset: Any, batch_size: int = 64) -> np.ndarray:
-    """``predict(images [B, 2, 3, S, S]) -> masks [B, S, S]`` over a dataset with masks → binary confusion matrix."""
+def test_confusion(predict: Any, dataset: Any, batch_size: int = 64) -> Any:
+    """``predict(images [B, 2, 3, S, S]) -> masks [B, S, S]`` over a dataset with masks → binary ConfusionMatrix."""
     from torch.utils.data import DataLoader
 
     from changecap.data.collate import collate_pairs
+    from changecap.metrics import ConfusionMatrix
 
-    matrix = np.zeros((2, 2), dtype=np.int64)
+    confusion = ConfusionMatrix(2)
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_pairs):
         with torch.inference_mode():
-            pred = predict(batch["image"]).long().ravel()
-        target = (batch["mask"] > 0).long().ravel()
-        matrix += torch.bincount(2 * target + pred, minlength=4).view(2, 2).numpy()
-    return matrix
+            confusion.update(predict(batch["image"]).long(), (batch["mask"] > 0).long())
+    return confusion
 
 
 # -------------------------------------------------------------------------------------------- Semantic-CC variants
@@ -142,7 +142,7 @@ def run_semantic_cc(variant: str, seed: int, data: Path, run_dir: Path, epochs: 
 
             return predict_mask(model.change_logits(model.features(images)[1]))
 
-        figures |= cd_figures(test_matrix(predict, test))
+        figures |= cd_figures(test_confusion(predict, test))
         record["real"] = real_sample_scores(
             lambda before, after: [r.mask for r in captioner([str(p) for p in before], [str(p) for p in after])]
         )
@@ -227,7 +227,7 @@ def run_siamese(seed: int, data: Path, run_dir: Path, epochs: int) -> dict:
             sched.step()
     train_s = time.time() - t0
     model.eval()
-    figures = cd_figures(test_matrix(lambda x: predict_mask(model(x)), test_set))
+    figures = cd_figures(test_confusion(lambda x: predict_mask(model(x)), test_set))
     pp = PreprocessConfig(image_size=size, resize_mode="resize", mean=test_set.mean, std=test_set.std)
 
     def predict_files(before: list[Path], after: list[Path]) -> list[np.ndarray]:
