@@ -62,3 +62,14 @@ def test_the_llm_is_referenced_not_copied(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="model.caption.llm") as e:
         load_model(out)
     assert "\n" not in str(e.value)
+
+
+def test_gguf_files_are_read_from_their_folder(tmp_path: Path) -> None:
+    from changecap.models.semantic_cc.caption import pretrained_source
+
+    gguf = tmp_path / "gemma-3-270m-q4_k_m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert pretrained_source(str(gguf), "model.caption.llm") == (str(tmp_path), {"gguf_file": gguf.name})
+    assert pretrained_source("lmsys/vicuna-7b-v1.5", "model.caption.llm") == ("lmsys/vicuna-7b-v1.5", {})
+    with pytest.raises(ModelError, match=r"model.caption.llm '.*missing.gguf': no such GGUF file"):
+        pretrained_source(str(tmp_path / "missing.gguf"), "model.caption.llm")

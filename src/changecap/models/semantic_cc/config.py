@@ -195,7 +195,7 @@ class CaptionDecoderConfig:
     qformer_pretrained: str | None = None  # a BLIP-2 checkpoint id / dir whose Q-Former (and queries) to load
     num_query_tokens: int = 32
     enhancer: Literal["paper", "code"] = "paper"
-    llm: str | None = None  # an AutoModelForCausalLM id or local dir (weights are referenced, not copied)
+    llm: str | None = None  # an AutoModelForCausalLM id, local dir or local .gguf file (referenced, not copied)
     llm_config: dict[str, Any] | None = None  # or the fields of a random-init config (tests, CPU runs)
     tokenizer: str | None = None  # default: the LLM's own (for ``llm_config``: a word-level tokenizer of the data)
     llm_lora: LLMLoraConfig = field(default_factory=LLMLoraConfig)
