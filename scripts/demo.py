@@ -2,7 +2,8 @@
 
 1. generate a SynthCC set (LEVIR-MCI layout) — or reuse it when the same one is already there;
 2. score the two trivial caption baselines on its test split (nearest neighbour by image, most frequent caption);
-3. train the CPU HiSem configuration on it (``configs/hisem_synthcc_cpu.yaml``);
+3. train the CPU HiSem configuration on it (``configs/hisem_synthcc_cpu.yaml``; ``--config`` picks another system,
+   e.g. ``configs/change_detection_synthcc_cpu.yaml``, whose report shows masks instead of captions);
 4. evaluate the trained model on the test split (rsicc protocol, changed/unchanged breakdown);
 5. caption a handful of test pairs and write an HTML report (pairs side by side, predictions vs references,
    metrics of the model next to the baselines).
@@ -80,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from changecap.inference import evaluate_model, write_html_report
 
     evaluation = evaluate_model(model_dir, data_dir, fmt="levir-mci", split="test", out_dir=out / "evaluation")
-    print(f"\n== {config.model.get('architecture', 'model')} (CPU config), test split, rsicc protocol ==")
-    print(evaluation.result.format_table())
+    if evaluation.result is not None:  # a change detector makes masks only
+        print(f"\n== {config.model.get('architecture', 'model')} (CPU config), test split, rsicc protocol ==")
+        print(evaluation.result.format_table())
     if evaluation.change_detection is not None:
         from changecap.inference.evaluate import format_change_detection
 
@@ -102,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
             for name in baselines
         },
     )
+    cd = evaluation.change_detection
     summary = {
-        "model": evaluation.result.scores,
+        "model": evaluation.result.scores if evaluation.result is not None else {},
+        "change_detection": None if cd is None else cd.to_dict(),
         **{f"baseline_{k}": v.scores for k, v in baselines.items()},
         "seconds": round(time.time() - t0, 1),
     }
@@ -125,7 +129,8 @@ def show_examples(model_dir: Path, data_dir: Path, per_kind: int = 3) -> None:
         prob = "" if res.change_probability is None else f", P(change) = {res.change_probability:.2f}"
         pixels = "" if res.mask is None else f", {100 * float((res.mask > 0).mean()):.1f} % of pixels changed"
         print(f"\n{rec.name} ({'changed' if rec.changed else 'unchanged'}){prob}{pixels}")
-        print(f"  model:     {res.caption}")
+        if res.caption is not None:
+            print(f"  model:     {res.caption}")
         print(f"  reference: {rec.captions[0]}")
 
 

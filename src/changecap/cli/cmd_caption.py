@@ -38,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
         tmp.replace(out)  # atomic: never a half-written mask
     if args.json:
         print(json.dumps({"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}))
+    elif res.caption is None:  # a change detector: the mask is its whole answer
+        changed = int(res.mask.sum()) if res.mask is not None else 0
+        total = res.mask.size if res.mask is not None else 0
+        where = f", mask written to {args.mask}" if args.mask else " (--mask PNG writes the mask)"
+        print(f"changed pixels: {changed} of {total} ({100 * changed / max(total, 1):.2f} %){where}")
     else:
         print(res.caption)
         if res.change_probability is not None:

@@ -6,12 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from changecap.cli.cmd_data import FORMATS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="caption a dataset split with a trained model and score it")
     p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id (owner/name)")
     p.add_argument("--data", required=True, help="dataset root")
-    p.add_argument("--format", default="levir-cc", choices=("levir-cc", "levir-mci", "whu-cdc", "dubai-cc"))
+    p.add_argument("--format", default="levir-cc", choices=FORMATS, help="dataset layout (levir-cd: masks only)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", help="output directory (default: <model>/eval_<split>; for a Hub id ./eval_<name>_<split>)")
     p.add_argument(
@@ -68,4 +70,6 @@ def run(args: argparse.Namespace) -> int:
             print(format_change_detection(ev.change_detection))
             print()
         print(f"predictions: {ev.files['predictions']}\nreport: {ev.files['report']}")
+        if "masks" in ev.files:
+            print(f"predicted masks: {ev.files['masks']}")
     return 0

@@ -32,8 +32,8 @@ class ModelEvaluation:
 
     @property
     def result(self) -> Any:
-        """The ``rsicc``-protocol result (what published numbers use)."""
-        return self.results.get("rsicc") or next(iter(self.results.values()))
+        """The ``rsicc``-protocol result (what published numbers use); None for a mask-only model."""
+        return self.results.get("rsicc") or next(iter(self.results.values()), None)
 
 
 def evaluate_model(
@@ -84,6 +84,8 @@ def evaluate_model(
         with torch.inference_mode():
             results = captioner.caption_tensor(batch["image"], beam_size=beam_size)
         for name, caps, res in zip(batch["name"], batch["captions"], results, strict=True):
+            if res.caption is None:
+                continue  # a change detector: masks only
             preds[name] = res.caption
             probs[name] = res.change_probability
             refs[name] = list(caps)
@@ -95,7 +97,7 @@ def evaluate_model(
             confusion.update(predicted, (batch["mask"] > 0).long())
     results_by_protocol = {
         proto: evaluate_captions(preds, refs, protocol=proto, vocab=captioner.vocab, meteor=meteor)
-        for proto in protocols
+        for proto in (protocols if preds else ())  # a mask-only model is scored on its masks alone
     }
     evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks)
     if confusion is not None and confusion.matrix.sum() > 0:
@@ -115,7 +117,23 @@ def evaluate_model(
         report_path = out / f"metrics_{split}.txt"
         report_path.write_text("\n\n".join(sections) + "\n")
         evaluation.files = {"predictions": str(pred_path), "metrics": str(metrics_path), "report": str(report_path)}
+        if masks:
+            evaluation.files["masks"] = str(write_masks(masks, out / f"masks_{split}"))
     return evaluation
+
+
+def write_masks(masks: dict[str, np.ndarray], folder: Path) -> Path:
+    """Predicted masks as black-and-white PNGs (255 = changed, the model's resolution), one per pair name; each is
+    written to a temporary name and renamed, so a folder never holds a half-written mask."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, mask in masks.items():
+        target = folder / f"{Path(name).stem}.png"
+        tmp = target.with_name(f".{target.name}.tmp")
+        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
+        tmp.replace(target)
+    return folder
 
 
 def format_change_detection(scores: Any) -> str:

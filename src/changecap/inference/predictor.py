@@ -29,9 +29,10 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 @dataclass
 class CaptionResult:
     """One pair's caption, its token ids, the probability that something changed (None for models without one)
-    and, for models with a change-detection head, the change mask (uint8 [H, W], 1 = changed)."""
+    and, for models with a change-detection head, the change mask (uint8 [H, W], 1 = changed). A mask-only model
+    (a change detector) gives ``caption=None`` and no tokens."""
 
-    caption: str
+    caption: str | None
     change_probability: float | None
     tokens: list[int]
     mask: np.ndarray | None = None
@@ -172,6 +173,8 @@ class ChangeCaptioner:
             seqs, change_prob = self.model.caption(
                 images, max_length=max_length or self.max_length, beam_size=beam_size
             )
+        if seqs is None:  # a change detector: masks only
+            return [CaptionResult(None, None, [], masks[i].astype(np.uint8)) for i in range(len(images))]
         results = []
         for i, seq in enumerate(seqs):
             prob = None if change_prob is None else float(change_prob[i])

@@ -105,7 +105,8 @@ def write_html_report(
     from changecap.data.datasets import open_dataset
 
     ds = open_dataset(data_root, fmt, split)
-    rows: dict[str, Any] = {"model": evaluation.result}
+    captions = evaluation.result is not None  # False for a change detector (masks only)
+    rows: dict[str, Any] = {"model": evaluation.result} if captions else {}
     for name, res in (baselines or {}).items():
         rows[f"baseline: {name}"] = res
 
@@ -138,11 +139,22 @@ def write_html_report(
         extra = ""
         for bname, bpreds in (baseline_predictions or {}).items():
             extra += f'<p class="baseline"><b>{html.escape(bname)}:</b> {html.escape(bpreds.get(rec.name, ""))}</p>'
+        said = f'<p class="pred"><b>model:</b> {html.escape(pred)}{prob_txt}</p>' if captions else ""
+        listed = f"<details open><summary>references</summary><ul>{refs}</ul></details>" if rec.captions else ""
         cards.append(
             f'<div class="card"><h3>{html.escape(rec.name)} — {"changed" if rec.changed else "unchanged"}</h3>'
-            f'<div class="imgs">{figs}</div><p class="pred"><b>model:</b> {html.escape(pred)}{prob_txt}</p>{extra}'
-            f"<details open><summary>references</summary><ul>{refs}</ul></details></div>"
+            f'<div class="imgs">{figs}</div>{said}{extra}{listed}</div>'
         )
+    caption_sections = f"""<h2>Metrics (rsicc protocol, ×100)</h2>
+{metrics_table_html(rows)}
+<p class="note">Scores on vocabulary-id strings (the protocol of published RSICC numbers). METEOR is n/a when Java or
+the METEOR jar is unavailable. no-change acc = share of unchanged pairs described as unchanged; change acc = share of
+changed pairs described as changed.</p>
+<h3>Changed pairs only</h3>
+{metrics_table_html(rows, subset="changed")}
+<p class="note">The changed pairs scored as a corpus of their own: what a model says about real changes. Their CIDEr-D
+uses the subset's own idf and does not compare with the all-pairs CIDEr-D.</p>"""
+    pairs = len(evaluation.predictions) if captions else len(getattr(evaluation, "masks", {}))
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>changecap report — {html.escape(split)} split</title>
 <style>
@@ -156,16 +168,8 @@ figcaption {{ font-size: 0.8em; color: #666; }} .pred {{ font-size: 1.1em; }} .p
 </style></head><body>
 <h1>changecap report</h1>
 <p>Model: <code>{html.escape(str(evaluation.model_dir))}</code> — data: <code>{html.escape(str(data_root))}</code>
-({html.escape(fmt)}, {html.escape(split)} split, {len(evaluation.predictions)} pairs).</p>
-<h2>Metrics (rsicc protocol, ×100)</h2>
-{metrics_table_html(rows)}
-<p class="note">Scores on vocabulary-id strings (the protocol of published RSICC numbers). METEOR is n/a when Java or
-the METEOR jar is unavailable. no-change acc = share of unchanged pairs described as unchanged; change acc = share of
-changed pairs described as changed.</p>
-<h3>Changed pairs only</h3>
-{metrics_table_html(rows, subset="changed")}
-<p class="note">The changed pairs scored as a corpus of their own: what a model says about real changes. Their CIDEr-D
-uses the subset's own idf and does not compare with the all-pairs CIDEr-D.</p>
+({html.escape(fmt)}, {html.escape(split)} split, {pairs} pairs).</p>
+{caption_sections if captions else ""}
 {change_detection_html(getattr(evaluation, "change_detection", None))}
 <h2>Examples</h2>
 {"".join(cards)}

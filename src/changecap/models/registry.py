@@ -26,6 +26,7 @@ ARCHITECTURES: dict[str, str] = {
     "hisem": "changecap.models.hisem:HISEM",
     "plain": "changecap.models.hisem:PLAIN",
     "semantic_cc": "changecap.models.semantic_cc:ARCHITECTURE",
+    "change_detection": "changecap.models.change_detection:ARCHITECTURE",
 }
 
 

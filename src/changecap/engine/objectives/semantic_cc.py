@@ -30,10 +30,8 @@ from torch import nn
 
 from changecap.engine.objectives.base import Objective, ObjectiveOutput, Phase, StepInfo
 from changecap.engine.objectives.filters import pairs_with_captions, pairs_with_mask, pairs_with_mask_and_captions
-from changecap.models.semantic_cc.cd_decoder import change_detection_loss_sum
+from changecap.models.parts.change_masks import IGNORE, binary_change_loss_sum
 from changecap.schema import require
-
-IGNORE = 255  # mask value excluded from the pixel loss
 
 
 @dataclass
@@ -123,13 +121,8 @@ class SemanticCCObjective(Objective):
         return ObjectiveOutput(loss, stats)
 
 
-def pixel_loss_sum(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of the per-pixel loss over labelled pixels and their count; binarised mask (class > 0 = change).
-
-    One logit per pixel: binary cross-entropy; two: softmax cross-entropy (ignore value 255 in both).
-    """
-    labels = torch.where(mask == IGNORE, mask, (mask > 0).long())  # [B, S, S]: 0 / 1 / ignore
-    return change_detection_loss_sum(logits, labels, "bce" if logits.shape[1] == 1 else "ce", IGNORE)
+#: the pixel loss of the change mask (binarised, ``IGNORE`` left out), shared with the change-detection objective
+pixel_loss_sum = binary_change_loss_sum
 
 
 #: what ``objective_factory("semantic_cc")`` finds

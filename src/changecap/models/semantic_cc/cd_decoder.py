@@ -2,7 +2,8 @@
 
 The two dates' CD features are concatenated on channels (so every level sees both dates at once), turned into a
 feature pyramid from the single-scale ViT map (:class:`SimpleFPN`, ViTDet style: no backbone pyramid to tap), and
-fused by an all-MLP head (:class:`MLPSegHead`) at the output resolution.
+fused by an all-MLP head (:class:`MLPSegHead`) at the output resolution. The pixel losses and the mask prediction
+are shared with the other change-detection heads (``models/parts/change_masks.py``).
 
 Forms (spec §10 row 8):
 
@@ -23,9 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from changecap.errors import ModelError
+from changecap.models.parts.change_masks import (  # noqa: F401 - the decoder's loss and prediction, shared
+    LossForm,
+    change_detection_loss,
+    change_detection_loss_sum,
+    predict_mask,
+)
 
 DecoderForm = Literal["code", "paper"]
-LossForm = Literal["bce", "ce"]
 
 
 class LayerNorm2d(nn.Module):
@@ -173,49 +179,3 @@ class ChangeDetectionDecoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"form={self.form!r}, grid_size={self.grid_size}, image_size={self.image_size}"
-
-
-def change_detection_loss(
-    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255
-) -> torch.Tensor:
-    """Mean pixel loss over the pixels whose mask value is not ``ignore_index`` (0-dim; 0 if none are valid).
-
-    ``"bce"`` (paper): logits [B, 1, S, S], mask values in {0, 1}; ``"ce"`` (code): logits [B, K ≥ 2, S, S], mask
-    class indices. ``mask`` is [B, S, S] (integer or float).
-    """
-    total, count = change_detection_loss_sum(logits, mask, form, ignore_index)
-    # clamp: with no valid pixel the loss is 0 (and still connected to the graph) instead of 0/0
-    return total / count.to(total.dtype).clamp_min(1.0)
-
-
-def change_detection_loss_sum(
-    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pixel loss summed over the valid pixels, and their count (both 0-dim): what a trainer normalises over a
-    global batch. Arguments as :func:`change_detection_loss`."""
-    if form not in ("bce", "ce"):
-        raise ModelError(f"change-detection loss form must be 'bce' or 'ce', got {form!r}")
-    if logits.dim() != 4 or mask.shape != (logits.shape[0], *logits.shape[2:]):
-        raise ModelError(
-            f"CD loss expects logits [B, K, S, S] and mask [B, S, S], got {list(logits.shape)} and {list(mask.shape)}"
-        )
-    if form == "bce":
-        if logits.shape[1] != 1:
-            raise ModelError(f"'bce' CD loss expects 1-channel logits, got {logits.shape[1]} channels")
-        valid = mask != ignore_index  # [B, S, S]
-        target = torch.where(valid, mask, torch.zeros_like(mask)).to(logits.dtype)  # [B, S, S]
-        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")  # [B, S, S]
-        return (per_pixel * valid.to(logits.dtype)).sum(), valid.sum()
-    if logits.shape[1] < 2:
-        raise ModelError(f"'ce' CD loss expects at least 2 class channels, got {logits.shape[1]}")
-    per_pixel = F.cross_entropy(logits, mask.long(), ignore_index=ignore_index, reduction="none")  # [B, S, S]
-    return per_pixel.sum(), (mask != ignore_index).sum()
-
-
-def predict_mask(logits: torch.Tensor) -> torch.Tensor:
-    """Logits [B, K, S, S] → change mask [B, S, S] (int64): argmax over classes, or logit > 0 for one class."""
-    if logits.dim() != 4:
-        raise ModelError(f"predict_mask expects logits [B, K, S, S], got {list(logits.shape)}")
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).long()
-    return logits.argmax(dim=1)

@@ -1,0 +1,70 @@
+"""Pixel-level change detection shared by every model with a change head: the per-pixel loss (BCE on one logit or
+softmax cross-entropy on K ≥ 2 classes, with an ignore value) and logits → change mask."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from changecap.errors import ModelError
+
+LossForm = Literal["bce", "ce"]
+IGNORE = 255  # mask value excluded from the pixel loss
+
+
+def change_detection_loss(
+    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255
+) -> torch.Tensor:
+    """Mean pixel loss over the pixels whose mask value is not ``ignore_index`` (0-dim; 0 if none are valid).
+
+    ``"bce"`` (paper): logits [B, 1, S, S], mask values in {0, 1}; ``"ce"`` (code): logits [B, K ≥ 2, S, S], mask
+    class indices. ``mask`` is [B, S, S] (integer or float).
+    """
+    total, count = change_detection_loss_sum(logits, mask, form, ignore_index)
+    # clamp: with no valid pixel the loss is 0 (and still connected to the graph) instead of 0/0
+    return total / count.to(total.dtype).clamp_min(1.0)
+
+
+def change_detection_loss_sum(
+    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel loss summed over the valid pixels, and their count (both 0-dim): what a trainer normalises over a
+    global batch. Arguments as :func:`change_detection_loss`."""
+    if form not in ("bce", "ce"):
+        raise ModelError(f"change-detection loss form must be 'bce' or 'ce', got {form!r}")
+    if logits.dim() != 4 or mask.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ModelError(
+            f"CD loss expects logits [B, K, S, S] and mask [B, S, S], got {list(logits.shape)} and {list(mask.shape)}"
+        )
+    if form == "bce":
+        if logits.shape[1] != 1:
+            raise ModelError(f"'bce' CD loss expects 1-channel logits, got {logits.shape[1]} channels")
+        valid = mask != ignore_index  # [B, S, S]
+        target = torch.where(valid, mask, torch.zeros_like(mask)).to(logits.dtype)  # [B, S, S]
+        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")  # [B, S, S]
+        return (per_pixel * valid.to(logits.dtype)).sum(), valid.sum()
+    if logits.shape[1] < 2:
+        raise ModelError(f"'ce' CD loss expects at least 2 class channels, got {logits.shape[1]}")
+    per_pixel = F.cross_entropy(logits, mask.long(), ignore_index=ignore_index, reduction="none")  # [B, S, S]
+    return per_pixel.sum(), (mask != ignore_index).sum()
+
+
+def predict_mask(logits: torch.Tensor) -> torch.Tensor:
+    """Logits [B, K, S, S] → change mask [B, S, S] (int64): argmax over classes, or logit > 0 for one class."""
+    if logits.dim() != 4:
+        raise ModelError(f"predict_mask expects logits [B, K, S, S], got {list(logits.shape)}")
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+def binary_change_loss_sum(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the per-pixel loss over labelled pixels and their count, on the binarised mask (class > 0 = change, so
+    LEVIR-MCI's roads and buildings both count); ``IGNORE`` pixels are left out.
+
+    One logit per pixel: binary cross-entropy; two or more: softmax cross-entropy.
+    """
+    labels = torch.where(mask == IGNORE, mask, (mask > 0).long())  # [B, S, S]: 0 / 1 / ignore
+    return change_detection_loss_sum(logits, labels, "bce" if logits.shape[1] == 1 else "ce", IGNORE)
