@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 MODEL ?= hisem
-# `make demo MODEL=semantic_cc` trains configs/semantic_cc_synthcc_cpu.yaml into its own folder
+# `make demo MODEL=semantic_cc` trains configs/semantic_cc_synthcc_cpu.yaml into its own folder;
+# `make demo MODEL=cd` the change detector (configs/change_detection_synthcc_cpu.yaml)
 DEMO_OUT ?= $(if $(filter hisem,$(MODEL)),demo_out,demo_out_$(MODEL))
+DEMO_CONFIG ?= configs/$(if $(filter cd,$(MODEL)),change_detection,$(MODEL))_synthcc_cpu.yaml
 
 .PHONY: demo test lint bench env clean
 
@@ -28,7 +30,7 @@ lint: env
 	$(VENV)/bin/lint-imports
 
 demo: env
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) scripts/demo.py --out $(DEMO_OUT) --config configs/$(MODEL)_synthcc_cpu.yaml
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) scripts/demo.py --out $(DEMO_OUT) --config $(DEMO_CONFIG)
 
 bench: env
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
