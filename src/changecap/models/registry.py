@@ -27,6 +27,7 @@ ARCHITECTURES: dict[str, str] = {
     "plain": "changecap.models.hisem:PLAIN",
     "semantic_cc": "changecap.models.semantic_cc:ARCHITECTURE",
     "change_detection": "changecap.models.change_detection:ARCHITECTURE",
+    "dfm": "changecap.models.dfm:ARCHITECTURE",
 }
 
 

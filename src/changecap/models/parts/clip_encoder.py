@@ -193,6 +193,14 @@ class CLIPPatchEncoder(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` [B, 3, S, S] (CLIP-preprocessed) → patch tokens [B, G·G, hidden], row-major."""
+        return self.forward_with_cls(images)[0]
+
+    def forward_with_cls(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``images`` [B, 3, S, S] → (patch tokens [B, G·G, hidden], [CLS] [B, hidden]).
+
+        The [CLS] token is taken after ``post_layernorm`` and before CLIP's projection (what ``CLIPVisionModel``
+        calls ``pooler_output``).
+        """
         s = self.image_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
             raise ModelError(f"CLIP encoder expects images [B, 3, {s}, {s}], got {list(images.shape)}")
@@ -200,7 +208,7 @@ class CLIPPatchEncoder(nn.Module):
         tokens = hidden[:, 1:]  # [B, G·G, hidden], CLS dropped
         if self.patch_ln_post:
             tokens = self.vision.post_layernorm(tokens)
-        return tokens
+        return tokens, self.vision.post_layernorm(hidden[:, 0])  # [B, G·G, hidden], [B, hidden]
 
 
 # ---------------------------------------------------------------------------------------------------- config

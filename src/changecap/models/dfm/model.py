@@ -1,0 +1,159 @@
+"""DFM (``dfm.md``): CLIP ViT → spatio-temporal extractor and direct difference, frozen change-detection prior →
+joint feature modelling → the Transformer caption decoder HiSem uses; the [CLS] difference and a projected caption
+embedding feed TGCL (:func:`~changecap.models.dfm.tgcl.tgcl_loss`).
+
+    images [B, 2, 3, S, S] ─ ViT (both dates in one call) → E_1, E_2 [B, N, D], c_1, c_2 [B, D]
+                           ─ spatio-temporal extractor(E_1, E_2)           → F_st [B, N, D]
+                           ─ prior (frozen detector, projected)            → P [B, N, D]
+                           ─ JFM(E_1, E_2, F_st, P)                        → F_j [B, N, D] = decoder memory
+    TGCL: v = c_2 − c_1 [B, D];  u = text_proj(sentence embedding) [B, D];  scale exp(logit_scale)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from changecap.errors import ModelError
+from changecap.models.dfm.config import DFMConfig
+from changecap.models.dfm.jfm import JointFeatureModelling
+from changecap.models.dfm.prior import ChangePrior
+from changecap.models.dfm.temporal import SpatioTemporalExtractor
+from changecap.models.parts.caption_decoder import TransformerCaptionDecoder
+from changecap.models.parts.clip_encoder import build_clip_encoder
+from changecap.models.parts.decoding import generate
+
+
+@dataclass
+class DFMOutput:
+    """Teacher-forced logits [B, T, V] and the [CLS] differences v [B, D] (TGCL's visual side)."""
+
+    logits: torch.Tensor
+    visual: torch.Tensor
+
+
+class DFM(nn.Module):
+    """DFM composed from its parts (module docstring); ``prior`` is None when the config disables it."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        temporal: SpatioTemporalExtractor,
+        prior: ChangePrior | None,
+        jfm: JointFeatureModelling,
+        decoder: TransformerCaptionDecoder,
+        text_dim: int,
+        logit_scale_init: float,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.temporal = temporal
+        self.prior = prior
+        self.jfm = jfm
+        self.decoder = decoder
+        dim = decoder.config.dim
+        self.text_proj = nn.Linear(text_dim, dim)  # W_t: sentence embedding → the visual width
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))  # s; the scale is min(exp(s), 100)
+        self.config: Any = None
+        self.vocab: Any = None
+
+    # ------------------------------------------------------------------ stages
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image pairs [B, 2, 3, S, S] → (E_1, E_2 [B, N, D], c_1, c_2 [B, D]); both dates in one encoder call."""
+        if image.dim() != 5 or image.shape[1] != 2:
+            raise ModelError(f"DFM expects image pairs [B, 2, 3, S, S], got {list(image.shape)}")
+        b = image.shape[0]
+        tokens, cls = self.encoder.forward_with_cls(image.flatten(0, 1))  # [2B, N, D], [2B, D]; rows 2i, 2i+1
+        tokens, cls = tokens.unflatten(0, (b, 2)), cls.unflatten(0, (b, 2))  # [B, 2, N, D], [B, 2, D]
+        return tokens[:, 0], tokens[:, 1], cls[:, 0], cls[:, 1]
+
+    def memory(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image pairs → (decoder memory F_j [B, N, D], [CLS] differences v [B, D])."""
+        e1, e2, c1, c2 = self.encode(image)
+        f_st = self.temporal(e1, e2)  # [B, N, D]
+        prior = self.prior(image) if self.prior is not None else None  # [B, N, D]
+        return self.jfm(e1, e2, f_st, prior), c2 - c1
+
+    def text_embedding(self, sentence: torch.Tensor) -> torch.Tensor:
+        """Frozen sentence embeddings [B, text_dim] → u [B, D] (TGCL's text side)."""
+        return self.text_proj(sentence)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> DFMOutput:
+        """Teacher forcing: image pairs and captions ``tokens`` [B, T] → logits [B, T, V] and v [B, D]."""
+        memory, visual = self.memory(image)
+        return DFMOutput(logits=self.decoder(memory, tokens), visual=visual)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def caption(
+        self, image: torch.Tensor, max_length: int | None = None, beam_size: int = 1, length_penalty: float = 0.0
+    ) -> tuple[list[list[int]], None]:
+        """Image pairs [B, 2, 3, S, S] → (token-id lists, no change probability). Greedy unless ``beam_size`` > 1."""
+        memory, _ = self.memory(image)
+        return generate(self.decoder, memory, max_length or self.decoder.max_length, beam_size, length_penalty), None
+
+    # ------------------------------------------------------------------ introspection
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimiser groups; the prior's detector is frozen and appears in none."""
+        groups = {
+            "encoder": list(self.encoder.parameters()),
+            "temporal": list(self.temporal.parameters()),
+            "jfm": list(self.jfm.parameters()),
+            "decoder": list(self.decoder.parameters()),
+            "contrastive": [*self.text_proj.parameters(), self.logit_scale],
+        }
+        if self.prior is not None:
+            groups["prior"] = [*self.prior.proj.parameters(), self.prior.position]
+        return groups
+
+
+def build_dfm(config: DFMConfig, load_pretrained: bool = True, init_weights: bool = True) -> DFM:
+    """Instantiate DFM. With ``load_pretrained``, CLIP weights come from ``encoder.pretrained`` and the prior's from
+    ``prior.model_dir`` (a trained ``change_detection`` directory, whose config and preprocessing are recorded in the
+    returned model's config); otherwise both are built from their recorded architectures (weights loaded next by
+    ``load_model``). The parts are created in a fixed order, so the initialisation is fixed per seed."""
+    config.validate()
+    config = copy.deepcopy(config)
+    encoder, config.encoder = build_clip_encoder(config.encoder, load_pretrained, init_weights)
+    config.validate()
+    dim, grid = int(config.encoder.hidden_size), int(config.encoder.grid_size)
+    temporal = SpatioTemporalExtractor(dim, grid, config.temporal)
+    prior = build_prior(config, dim, grid, load_pretrained) if config.prior.enabled else None
+    jfm = JointFeatureModelling(dim, config.jfm, with_prior=prior is not None)
+    decoder = TransformerCaptionDecoder(config.decoder)
+    model = DFM(encoder, temporal, prior, jfm, decoder, config.text_dim, config.logit_scale_init)
+    model.config = config
+    return model
+
+
+def build_prior(config: DFMConfig, dim: int, grid: int, load_pretrained: bool) -> ChangePrior:
+    """The frozen detector (from ``prior.model_dir`` or its recorded config) wrapped as :class:`ChangePrior`; fills
+    ``config.prior`` with the detector's architecture and preprocessing so the saved DFM rebuilds it offline."""
+    from changecap.models.preprocess import PreprocessConfig
+    from changecap.models.registry import build_model, config_from_dict
+
+    p = config.prior
+    if p.model_dir is not None and (load_pretrained or p.config is None):
+        from changecap.models.io import load_model
+
+        folder = Path(p.model_dir).expanduser()
+        if not folder.is_dir():
+            raise ModelError(f"model.prior.model_dir '{p.model_dir}': not a directory (train the detector first)")
+        detector = load_model(folder, device="cpu")
+        if getattr(detector.config, "architecture", None) != "change_detection":
+            raise ModelError(f"model.prior.model_dir '{p.model_dir}': not a change_detection model")
+        pre = PreprocessConfig.load(folder, default_image_size=int(detector.config.image_size))
+        p.config = detector.config.to_dict()
+        p.image_size, p.mean, p.std = pre.image_size, list(pre.mean), list(pre.std)
+    else:
+        assert p.config is not None  # PriorConfig.validate: model_dir or config
+        detector = build_model(config_from_dict({**p.config, "architecture": "change_detection"}, "model.prior.config"))
+    size = int(p.image_size or detector.config.image_size)
+    p.image_size = size
+    return ChangePrior(detector, p.level, dim, grid, size, p.mean, p.std, p.input_mean, p.input_std)

@@ -1,0 +1,72 @@
+"""The spatio-temporal feature extractor of DFM (``dfm.md`` §2, eq. 7) — **a documented deviation**.
+
+The spec reconstructs it as RSCaMa's encoder (state-space models conditioned on the spatial difference, a temporal
+SSM over interleaved tokens, then a convolutional fusion of the two dates). changecap takes no Mamba dependency, so
+this is the spec's accepted Transformer substitute:
+
+* a learned position per grid cell added to both dates' tokens;
+* per layer: each date's tokens attend to themselves with queries and keys conditioned on the projected difference
+  E_2 − E_1 (RSCaMa's difference-conditioned spatial SSM), then to the other date's tokens (its temporal SSM), then
+  an FFN — post-norm residuals throughout;
+* fusion as RSCaMa's: the two dates concatenated on channels → a 1×1 projection → a residual 3×3 convolution block on
+  the token grid → LayerNorm → F_st [B, N, D].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from changecap.models.dfm.config import TemporalConfig
+
+
+class TemporalLayer(nn.Module):
+    """Both dates [B, N, D] → both dates [B, N, D]: difference-conditioned self-attention, cross-date attention, FFN."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.diff_proj = nn.Linear(dim, dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x1.shape[0]
+        cond = self.diff_proj(x2 - x1).repeat(2, 1, 1)  # [2B, N, D]: the same difference conditions both dates
+        x = torch.cat([x1, x2], dim=0)  # [2B, N, D]: rows 0..B−1 before, B..2B−1 after
+        q = x + cond
+        x = self.norms[0](x + self.dropout(self.self_attn(q, q, x, need_weights=False)[0]))
+        other = torch.cat([x[b:], x[:b]], dim=0)  # [2B, N, D]: each row's other date
+        x = self.norms[1](x + self.dropout(self.cross_attn(x, other, other, need_weights=False)[0]))
+        x = self.norms[2](x + self.dropout(self.ffn(x)))
+        return x[:b], x[b:]
+
+
+class SpatioTemporalExtractor(nn.Module):
+    """(E_1, E_2) [B, N, D] on a G×G grid → F_st [B, N, D]."""
+
+    def __init__(self, dim: int, grid_size: int, config: TemporalConfig) -> None:
+        super().__init__()
+        self.grid_size = grid_size
+        self.position = nn.Parameter(torch.zeros(grid_size * grid_size, dim))  # [N, D], one per grid cell
+        nn.init.trunc_normal_(self.position, std=0.02)
+        self.layers = nn.ModuleList(
+            TemporalLayer(dim, config.heads, config.ffn_mult * dim, config.dropout) for _ in range(config.layers)
+        )
+        self.fuse = nn.Linear(2 * dim, dim)  # the 1×1 convolution over the concatenated dates
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        x1, x2 = e1 + self.position, e2 + self.position  # [B, N, D]
+        for layer in self.layers:
+            x1, x2 = layer(x1, x2)
+        h = self.fuse(torch.cat([x1, x2], dim=-1))  # [B, N, D]
+        g = self.grid_size
+        grid = h.transpose(1, 2).unflatten(2, (g, g))  # [B, D, G, G]
+        grid = grid + self.conv2(F.gelu(self.conv1(grid)))  # residual convolution block
+        return self.norm(grid.flatten(2).transpose(1, 2))  # [B, N, D]
