@@ -179,6 +179,7 @@ class Trainer:
         self.model, self.model_config = builder(dict(config.model), self.vocab, self.max_length)
         self.model.to(self.ctx.device)
         self.objective.bind(self.model)
+        self.objective.prepare(self.train_sets, self.ctx)
         self.trainable_ids = {id(p) for p in self.model.parameters() if p.requires_grad}
         self.optimizer, self.param_groups = build_optimizer(self.model, config.optim, config.source)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, self.total_steps)

@@ -136,6 +136,11 @@ class Objective:
     def bind(self, model: nn.Module) -> None:
         """Called once by the trainer with the built model (e.g. to count caption tokens with its tokenizer)."""
 
+    def prepare(self, datasets: Mapping[str, Dataset], ctx: Any) -> None:
+        """Called once by the trainer before the first update (and again on resume) with the training datasets and
+        the process context (``engine.distributed.DistContext``): the place for work done once per run, e.g.
+        embedding every training caption with a frozen encoder. Default: nothing."""
+
     def phases(self, epoch: int) -> Sequence[Phase]:
         """The phases of ``epoch`` (0-indexed), in order. Default: one phase over the whole training set."""
         return (Phase(),)

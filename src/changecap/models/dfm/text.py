@@ -1,0 +1,137 @@
+"""TGCL's text side before the projection: a frozen sentence encoder (``sentence-transformers``; all-mpnet-base-v2 by
+default, any Hub id or local directory) and an on-disk cache of its caption embeddings.
+
+Caption embeddings never change (the encoder is frozen), so each distinct caption text is encoded once: the cache
+holds one safetensors file per sentence model (``<cache>/<model slug>-<hash>.safetensors``: the embeddings [K, d] and,
+in the file's metadata, the model name and the K texts in row order), written atomically. A second epoch, a resumed
+run or another run on the same data only looks embeddings up; :attr:`CaptionEmbeddings.encoder_calls` counts the
+encoder's batches, so that is testable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from changecap.errors import ModelError, first_line
+
+DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-mpnet-base-v2"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "changecap" / "caption_embeddings"
+
+
+def cache_file(cache_dir: Path, model: str) -> Path:
+    """``<cache_dir>/<readable slug>-<hash of the full name>.safetensors`` for one sentence model."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")[-60:] or "model"
+    return cache_dir / f"{slug}-{hashlib.sha1(model.encode()).hexdigest()[:10]}.safetensors"
+
+
+class CaptionEmbeddings:
+    """Embeddings of caption texts by a frozen sentence encoder, computed once per text and kept on disk."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_SENTENCE_MODEL,
+        cache_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 64,
+        encoder: Any = None,
+    ) -> None:
+        """``encoder`` (anything with sentence-transformers' ``encode``) replaces loading ``model`` (tests)."""
+        self.model = str(model)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.path = cache_file(self.cache_dir, self.model)
+        self.batch_size = batch_size
+        self._encoder = encoder
+        self.encoder_calls = 0
+        self.texts: list[str] = []
+        self.index: dict[str, int] = {}
+        self.vectors = torch.zeros(0, 0)
+        self.reload()
+
+    # ------------------------------------------------------------------ disk
+    def reload(self) -> None:
+        """Read the cache file (another process may have written it)."""
+        if not self.path.exists():
+            return
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path), "pt") as f:
+                meta = f.metadata() or {}
+                vectors = f.get_tensor("embeddings")
+            texts = json.loads(meta["texts"])
+        except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            raise ModelError(f"{self.path}: unreadable caption-embedding cache ({first_line(e)}); delete it") from None
+        if meta.get("model") != self.model or len(texts) != vectors.shape[0]:
+            raise ModelError(f"{self.path}: the cache does not belong to sentence model '{self.model}'; delete it")
+        self.texts, self.vectors = texts, vectors
+        self.index = {t: i for i, t in enumerate(texts)}
+
+    def save(self) -> None:
+        from safetensors.torch import save_file
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        save_file({"embeddings": self.vectors.contiguous()}, str(tmp),
+                  metadata={"model": self.model, "texts": json.dumps(self.texts)})  # fmt: skip
+        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+
+    # ------------------------------------------------------------------ encoding
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                self._encoder = SentenceTransformer(self.model, device="cpu")
+            except Exception as e:  # noqa: BLE001 - offline / unknown id / not a sentence-transformers folder
+                raise ModelError(
+                    f"loss.sentence_model '{self.model}': cannot load the sentence encoder (not a local "
+                    f"sentence-transformers folder, not cached offline, or not such a model): {first_line(e)}"
+                ) from None
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        if self.vectors.numel():
+            return int(self.vectors.shape[1])
+        get = getattr(self.encoder, "get_embedding_dimension", None) or self.encoder.get_sentence_embedding_dimension
+        return int(get())
+
+    def ensure(self, texts: Iterable[str], progress: bool = False) -> int:
+        """Encode every text not cached yet (batched), add it and save the cache; returns how many were new."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self.index))
+        if not missing:
+            return 0
+        chunks = []
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            with torch.inference_mode():
+                out = self.encoder.encode(batch, batch_size=self.batch_size, convert_to_tensor=True,
+                                          show_progress_bar=False)  # fmt: skip
+            self.encoder_calls += 1
+            chunks.append(torch.as_tensor(out).detach().float().cpu())
+            if progress:
+                print(f"  encoded {min(start + self.batch_size, len(missing))}/{len(missing)} captions", flush=True)
+        new = torch.cat(chunks)  # [M, d]
+        self.vectors = new if not self.vectors.numel() else torch.cat([self.vectors, new])
+        for t in missing:
+            self.index[t] = len(self.texts)
+            self.texts.append(t)
+        self.save()
+        return len(missing)
+
+    def lookup(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings [B, d] of ``texts`` (any text not cached yet is encoded first)."""
+        self.ensure(texts)
+        return self.vectors[[self.index[t] for t in texts]]
