@@ -40,8 +40,13 @@ def tiny(**changes: Any) -> dict[str, Any]:
 def make_sentence_model(folder: Path, dim: int = 16) -> Path:
     """A random 1-layer BERT with mean pooling and normalisation, saved as a sentence-transformers folder."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    try:  # sentence-transformers >= 5.2
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:
+        from sentence_transformers import models as modules
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
@@ -51,9 +56,9 @@ def make_sentence_model(folder: Path, dim: int = 16) -> Path:
                         intermediate_size=2 * dim, max_position_embeddings=64)  # fmt: skip
     BertModel(config).save_pretrained(folder / "bert")
     BertTokenizerFast(str(vocab)).save_pretrained(folder / "bert")
-    transformer = models.Transformer(str(folder / "bert"))
-    pooling = models.Pooling(transformer.get_word_embedding_dimension(), "mean")
-    SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(str(folder / "st"))
+    transformer = modules.Transformer(str(folder / "bert"))
+    pooling = modules.Pooling(dim, "mean")
+    SentenceTransformer(modules=[transformer, pooling, modules.Normalize()], device="cpu").save(str(folder / "st"))
     return folder / "st"
 
 
