@@ -1,5 +1,6 @@
 """TGCL's text side before the projection: a frozen sentence encoder (``sentence-transformers``; all-mpnet-base-v2 by
-default, any Hub id or local directory) and an on-disk cache of its caption embeddings.
+default, any Hub id or local directory; ``builtin:bag-of-words`` offline) and an on-disk cache of its caption
+embeddings.
 
 Caption embeddings never change (the encoder is frozen), so each distinct caption text is encoded once: the cache
 holds one safetensors file per sentence model (``<cache>/<model slug>-<hash>.safetensors``: the embeddings [K, d] and,
@@ -23,6 +24,49 @@ import torch
 from changecap.errors import ModelError, first_line
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-mpnet-base-v2"
+#: ``builtin:bag-of-words[-DIM]``: the offline stand-in (no weights to download), see :class:`BagOfWordsEncoder`
+BUILTIN_PREFIX = "builtin:bag-of-words"
+
+
+class BagOfWordsEncoder:
+    """A sentence encoder that needs no weights: each lower-cased word gets a fixed pseudo-random Gaussian vector
+    (seeded by a hash of the word), a sentence is the normalised mean of its words' vectors.
+
+    For CPU runs and demos where no pretrained sentence model can be downloaded: identical captions get identical
+    embeddings and captions sharing words get similar ones (a random projection of the bag of words), which is what
+    TGCL's text side needs on templated captions. It has no notion of synonyms; real runs use all-mpnet-base-v2.
+    """
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self._vectors: dict[str, torch.Tensor] = {}
+
+    def _word(self, word: str) -> torch.Tensor:
+        if word not in self._vectors:
+            seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+            self._vectors[word] = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+        return self._vectors[word]
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def encode(self, sentences: Sequence[str], **_: Any) -> torch.Tensor:
+        rows = []
+        for sentence in sentences:
+            words = re.findall(r"[a-z0-9]+", sentence.lower())
+            v = torch.stack([self._word(w) for w in words]).mean(0) if words else torch.zeros(self.dim)
+            rows.append(torch.nn.functional.normalize(v, dim=0))
+        return torch.stack(rows)  # [N, dim]
+
+
+def builtin_encoder(name: str) -> BagOfWordsEncoder | None:
+    """``builtin:bag-of-words`` (256-d) or ``builtin:bag-of-words-DIM`` → the encoder; anything else → None."""
+    if not name.startswith(BUILTIN_PREFIX):
+        return None
+    rest = name[len(BUILTIN_PREFIX) :]
+    if rest and not (rest.startswith("-") and rest[1:].isdigit() and int(rest[1:]) > 0):
+        raise ModelError(f"loss.sentence_model '{name}': expected {BUILTIN_PREFIX} or {BUILTIN_PREFIX}-DIM")
+    return BagOfWordsEncoder(int(rest[1:]) if rest else 256)
 
 
 def default_cache_dir() -> Path:
@@ -89,6 +133,8 @@ class CaptionEmbeddings:
     # ------------------------------------------------------------------ encoding
     @property
     def encoder(self) -> Any:
+        if self._encoder is None:
+            self._encoder = builtin_encoder(self.model)
         if self._encoder is None:
             try:
                 from sentence_transformers import SentenceTransformer
