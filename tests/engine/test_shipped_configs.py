@@ -19,12 +19,13 @@ def test_configs_exist() -> None:
     names = {p.name for p in CONFIGS}
     assert {"hisem_levircc.yaml", "hisem_whucdc.yaml", "hisem_synthcc_cpu.yaml", "plain_synthcc_cpu.yaml"} <= names
     assert {"semantic_cc_levircc.yaml", "semantic_cc_synthcc_cpu.yaml"} <= names
+    assert {"change_detection_synthcc_cpu.yaml", "dfm_levircc.yaml", "dfm_synthcc_cpu.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_loads_and_round_trips(path: Path, tmp_path: Path) -> None:
     cfg = load_config(path)
-    assert cfg.train.select_metric in ("Bleu_4", "CIDEr") and cfg.train.batch_size % cfg.train.grad_accum == 0
+    assert cfg.train.select_metric in ("Bleu_4", "CIDEr", "cd_F1") and cfg.train.batch_size % cfg.train.grad_accum == 0
     again = load_config(cfg.save(tmp_path / path.name))
     assert again == cfg
 
@@ -66,3 +67,29 @@ def test_semantic_cc_cpu_config_builds_a_small_fully_trainable_model() -> None:
     assert frozen == ["caption_decoder.ln_vision.weight", "caption_decoder.ln_vision.bias"]
     f_cc, logits = model(torch.zeros(1, 2, 3, 64, 64))
     assert logits.shape == (1, 1, 64, 64)
+
+
+def test_change_detection_cpu_config_builds_a_small_detector() -> None:
+    cfg = load_config(CONFIGS[0].parent / "change_detection_synthcc_cpu.yaml")
+    model, model_config = default_model_builder(cfg.model, Vocabulary.build([["a"]], threshold=0), 27)
+    assert cfg.train.select_metric == "cd_F1" and sum(p.numel() for p in model.parameters()) < 2_000_000
+    assert model(torch.zeros(1, 2, 3, 128, 128)).shape == (1, 1, 128, 128)
+
+
+def test_dfm_configs_build(tmp_path: Path) -> None:
+    """The CPU config with a (random) prior config in place of the trained detector it names; the paper config on
+    the meta device, as ``changecap summary`` does (its prior architecture is given inline)."""
+    cfg = load_config(CONFIGS[0].parent / "dfm_synthcc_cpu.yaml")
+    section = dict(cfg.model)
+    section["prior"] = {**section["prior"], "model_dir": None,
+                        "config": {"image_size": 128, "encoder": {"widths": [16, 32, 64, 128]}}}  # fmt: skip
+    vocab = Vocabulary.build([["a", "house", "is", "built"]], threshold=0)
+    model, model_config = default_model_builder(section, vocab, 27)
+    assert model_config.vocab_size == len(vocab) and model.prior is not None
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable < 5_000_000
+    out = model(torch.zeros(1, 2, 3, 64, 64), torch.tensor([[2, 4, 3] + [0] * 24]))
+    assert out.logits.shape == (1, 27, len(vocab)) and out.visual.shape == (1, 128)
+    paper = load_config(CONFIGS[0].parent / "dfm_levircc.yaml")
+    assert paper.model["encoder"]["pretrained"] == "openai/clip-vit-base-patch32"
+    assert validate_loss_section(paper).sentence_model == "sentence-transformers/all-mpnet-base-v2"

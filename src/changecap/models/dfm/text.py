@@ -159,16 +159,17 @@ class CaptionEmbeddings:
         missing = list(dict.fromkeys(t for t in texts if t not in self.index))
         if not missing:
             return 0
+        from tqdm import tqdm
+
         chunks = []
-        for start in range(0, len(missing), self.batch_size):
+        starts = range(0, len(missing), self.batch_size)
+        for start in tqdm(starts, desc="encoding captions", unit="batch", disable=not progress, leave=False):
             batch = missing[start : start + self.batch_size]
             with torch.inference_mode():
                 out = self.encoder.encode(batch, batch_size=self.batch_size, convert_to_tensor=True,
                                           show_progress_bar=False)  # fmt: skip
             self.encoder_calls += 1
             chunks.append(torch.as_tensor(out).detach().float().cpu())
-            if progress:
-                print(f"  encoded {min(start + self.batch_size, len(missing))}/{len(missing)} captions", flush=True)
         new = torch.cat(chunks)  # [M, d]
         self.vectors = new if not self.vectors.numel() else torch.cat([self.vectors, new])
         for t in missing:
