@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(REPO / "configs" / "hisem_synthcc_cpu.yaml"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
     parser.add_argument("--no-train", action="store_true", help="stop after the baselines")
+    parser.add_argument(
+        "--prior-config",
+        default=str(REPO / "configs" / "change_detection_synthcc_cpu.yaml"),
+        help="for DFM: the change detector trained first as its prior (reused when already trained in --out)",
+    )
     args = parser.parse_args(argv)
 
     from changecap.errors import ChangeCapError
@@ -71,9 +76,21 @@ def run(args: argparse.Namespace) -> int:
 
     from changecap.engine import load_config, train
 
-    log(f"3/5 training {Path(args.config).name}")
     overrides = [f"data.root={data_dir}", f"train.output_dir={out / 'run'}", *args.set]
     config = load_config(args.config, overrides=overrides)
+    prior = config.model.get("prior") or {}
+    if config.model.get("architecture") == "dfm" and prior.get("enabled", True):
+        prior_dir = out / "prior_run" / "best"
+        if (prior_dir / "model.safetensors").exists():
+            log(f"3/5 DFM's change-detection prior: reusing {prior_dir}")
+        else:
+            log(f"3/5 DFM's change-detection prior first: training {Path(args.prior_config).name}")
+            prior_cfg = load_config(args.prior_config, overrides=[f"data.root={data_dir}",
+                                                                  f"train.output_dir={out / 'prior_run'}"])  # fmt: skip
+            prior_dir = Path(train(prior_cfg).best_dir)
+        overrides.append(f"model.prior.model_dir={prior_dir}")
+        config = load_config(args.config, overrides=overrides)
+    log(f"3/5 training {Path(args.config).name}")
     result = train(config)
     model_dir = Path(result.best_dir)
 
