@@ -17,9 +17,13 @@ Variants (the budget — epochs, batch, schedule, data — is the config's; only
 * ``no_hasd``  HiSem with HASD replaced by the unchanged-path block for every pair and no router
   (``model.fusion.use_hasd=false``; the paper's "+BDAM").
 
+DFM variants (issue 9; not run by default): ``dfm`` (``configs/dfm_synthcc_cpu.yaml``), ``dfm_no_tgcl``
+(``loss.tgcl_weight=0``), ``dfm_no_gate`` (``loss.gate=false``), ``dfm_no_prior`` (``model.prior.enabled=false``); the
+change-detection prior they share is trained once first (``configs/change_detection_synthcc_cpu.yaml``, seed 0).
+
 Usage::
 
-    python benchmarks/bench_quality.py [--seeds 0 1 2] [--variants hisem plain no_bdam no_hasd] [--jobs 2]
+    python benchmarks/bench_quality.py [--seeds 0 1 2] [--variants hisem plain no_bdam no_hasd dfm ...] [--jobs 2]
         [--threads 1] [--out bench_out/quality] [--set train.epochs=6 ...]
 """
 
@@ -41,7 +45,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "plain": ("plain_synthcc_cpu.yaml", []),
     "no_bdam": ("hisem_synthcc_cpu.yaml", ["model.fusion.use_bdam=false"]),
     "no_hasd": ("hisem_synthcc_cpu.yaml", ["model.fusion.use_hasd=false"]),
+    # DFM (issue 9) at the same data and budget (20 epochs, batch 32); its prior is trained once (seed 0) first
+    "dfm": ("dfm_synthcc_cpu.yaml", []),
+    "dfm_no_tgcl": ("dfm_synthcc_cpu.yaml", ["loss.tgcl_weight=0"]),
+    "dfm_no_gate": ("dfm_synthcc_cpu.yaml", ["loss.gate=false"]),
+    "dfm_no_prior": ("dfm_synthcc_cpu.yaml", ["model.prior.enabled=false"]),
 }
+DEFAULT_VARIANTS = ["hisem", "plain", "no_bdam", "no_hasd"]
+PRIOR_CONFIG = "change_detection_synthcc_cpu.yaml"
 COLUMNS = ("Bleu_4", "CIDEr", "S_m", "METEOR", "ROUGE_L", "nochange_acc", "change_acc")
 
 
@@ -52,6 +63,9 @@ def run_one(variant: str, seed: int, data: Path, run_dir: Path, overrides: list[
 
     cfg_name, extra = VARIANTS[variant]
     sets = [f"data.root={data}", f"train.output_dir={run_dir / 'run'}", f"train.seed={seed}"]
+    if variant.startswith("dfm"):  # the prior trained by main() and one embedding cache for every DFM run
+        prior = run_dir.parent / "prior" / "run" / "best"
+        sets += [f"model.prior.model_dir={prior}", f"loss.embedding_cache={run_dir.parent / 'embeddings'}"]
     sets += ["logging.progress=false", *extra, *overrides]
     config = load_config(REPO / "configs" / cfg_name, overrides=sets)
     t0 = time.time()
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=None, help="SynthCC pairs (default: the preset's)")
     p.add_argument("--data-seed", type=int, default=0, help="SynthCC generation seed (same data for every run)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--meteor", default="java", choices=("java", "approx", "off"))
@@ -174,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "LevirCCcaptions.json").exists():
         print(f"generating SynthCC {args.preset} (seed {args.data_seed}) → {data}", flush=True)
         generate_synthcc(data, preset=args.preset, pairs=args.pairs, seed=args.data_seed, progress=False)
+    if any(v.startswith("dfm") for v in args.variants) and not (out / "prior" / "run" / "best").is_dir():
+        from changecap.engine import load_config, train
+
+        print(f"training DFM's change-detection prior ({PRIOR_CONFIG}, seed 0) → {out / 'prior'}", flush=True)
+        t0 = time.time()
+        train(load_config(REPO / "configs" / PRIOR_CONFIG, overrides=[
+            f"data.root={data}", f"train.output_dir={out / 'prior' / 'run'}", "logging.progress=false"]))  # fmt: skip
+        print(f"  prior trained in {time.time() - t0:.0f} s", flush=True)
     todo = [(v, s) for s in args.seeds for v in args.variants if not (out / f"{v}_seed{s}" / "result.json").exists()]
     print(f"{len(todo)} run(s) to do, {args.jobs} at a time, {args.threads} thread(s) each", flush=True)
     extra = [
