@@ -3,12 +3,12 @@ and a tiny random sentence-transformers model saved to a folder, for CPU tests."
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.models.changes import with_changes
 
 TINY: dict[str, Any] = {
     "architecture": "dfm",
@@ -27,14 +27,7 @@ WORDS = ["a", "house", "is", "built", "on", "the", "left", "scene", "same", "as"
 
 def tiny(**changes: Any) -> dict[str, Any]:
     """TINY with dotted-key changes, e.g. ``tiny(**{"jfm.bsa": "cross"})``."""
-    d = copy.deepcopy(TINY)
-    for key, value in changes.items():
-        *parents, last = key.split(".")
-        node = d
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return d
+    return with_changes(TINY, changes)
 
 
 def make_sentence_model(folder: Path, dim: int = 16) -> Path:
@@ -65,8 +58,3 @@ def make_sentence_model(folder: Path, dim: int = 16) -> Path:
 @pytest.fixture(scope="session")
 def sentence_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sentence_model(tmp_path_factory.mktemp("sentence"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread: None) -> Iterator[None]:
-    yield

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.models.changes import with_changes
 
 WORDS = ["a", "house", "is", "built", "on", "the", "left", "scene", "same", "as", "before", "road"]
 
@@ -35,14 +36,7 @@ TINY: dict[str, Any] = {
 
 def tiny(**changes: Any) -> dict[str, Any]:
     """TINY with dotted-key changes, e.g. ``tiny(**{"encoder.bcsf_placement": "windowed"})``."""
-    d = copy.deepcopy(TINY)
-    for key, value in changes.items():
-        *parents, last = key.split(".")
-        node = d
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return d
+    return with_changes(TINY, changes)
 
 
 @pytest.fixture(autouse=True)
