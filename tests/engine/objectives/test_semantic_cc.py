@@ -80,7 +80,7 @@ def test_three_stages_train_exactly_their_parts(tmp_path: Path, data_root: Path)
     assert all("cd_loss" in r for r in trains if r["phase"] in ("cd", "neck"))
     assert all("caption_ce" in r for r in trains if r["phase"] in ("cc", "neck"))
     val = [r for r in records if r["kind"] == "val"]
-    assert val and "Bleu_4" in val[0]
+    assert val and "Bleu_4" in val[0] and "cd_F1" in val[0]  # captions and masks validated in one pass
     model = load_model(result.last_dir)
     assert model.config.vocab_size == len(trainer.vocab)
     assert model.config.caption.llm_config["tokenizer_words"]  # the word-level tokenizer, from the data
