@@ -59,7 +59,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, data_root: Path) ->
     assert single.global_step == 6  # 3 stages × 2 updates
 
     cfg = no_dropout_config(tmp_path / "ddp", data_root, batch_size=4, grad_accum=1)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
