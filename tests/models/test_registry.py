@@ -13,7 +13,7 @@ from changecap.models.registry import ARCHITECTURES, Architecture, register_arch
 
 
 def test_built_in_entries_resolve_to_their_specs() -> None:
-    assert list(ARCHITECTURES) == ["hisem", "plain", "semantic_cc", "change_detection"]
+    assert list(ARCHITECTURES) == ["hisem", "plain", "semantic_cc", "change_detection", "dfm"]
     assert architecture_names()[:3] == ["hisem", "plain", "semantic_cc"]
     assert get_architecture("hisem") is HISEM and get_architecture("plain") is PLAIN
     assert HISEM.config_class is HiSemConfig and PLAIN.config_class is PlainConfig
