@@ -144,3 +144,18 @@ def test_a_mixed_dataset_trains_each_stage_on_its_pairs(tmp_path: Path, data_roo
     result = trainer.fit()
     assert result.finished and phases == ["cd"] * 4 + ["cc"] * 3 + ["neck"] * 2
     assert len(trainer.train_set) == 4 + 4 + 2
+
+
+def test_change_weight_scales_the_change_pixels_only() -> None:
+    mask = torch.tensor([[[0, 1], [2, 255]]])
+    one = torch.tensor([[[[0.5, -1.0], [2.0, 9.0]]]])  # BCE form
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    total, count = pixel_loss_sum(one, mask, 3.0)
+    expected = bce(torch.tensor(0.5), torch.tensor(0.0)) + 3.0 * (
+        bce(torch.tensor(-1.0), torch.tensor(1.0)) + bce(torch.tensor(2.0), torch.tensor(1.0))
+    )
+    assert int(count) == 3 and torch.allclose(total, expected)
+    two = torch.randn(1, 2, 2, 2)  # CE form: class 0 keeps weight 1
+    ce = torch.nn.functional.cross_entropy(two.permute(0, 2, 3, 1).reshape(-1, 2)[:3], torch.tensor([0, 1, 1]),
+                                           reduction="none")  # fmt: skip
+    assert torch.allclose(pixel_loss_sum(two, mask, 3.0)[0], ce[0] + 3.0 * (ce[1] + ce[2]))

@@ -28,10 +28,11 @@ def change_detection_loss(
 
 
 def change_detection_loss_sum(
-    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255
+    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255, change_weight: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The pixel loss summed over the valid pixels, and their count (both 0-dim): what a trainer normalises over a
-    global batch. Arguments as :func:`change_detection_loss`."""
+    global batch. Arguments as :func:`change_detection_loss`; ``change_weight`` multiplies the loss of pixels whose
+    label is not 0 (BCE's ``pos_weight``; for CE every class but 0), against the rarity of change pixels."""
     if form not in ("bce", "ce"):
         raise ModelError(f"change-detection loss form must be 'bce' or 'ce', got {form!r}")
     if logits.dim() != 4 or mask.shape != (logits.shape[0], *logits.shape[2:]):
@@ -43,11 +44,18 @@ def change_detection_loss_sum(
             raise ModelError(f"'bce' CD loss expects 1-channel logits, got {logits.shape[1]} channels")
         valid = mask != ignore_index  # [B, S, S]
         target = torch.where(valid, mask, torch.zeros_like(mask)).to(logits.dtype)  # [B, S, S]
-        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")  # [B, S, S]
+        pos_weight = None if change_weight == 1.0 else logits.new_tensor(change_weight)
+        per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none",
+                                                       pos_weight=pos_weight)  # [B, S, S]  # fmt: skip
         return (per_pixel * valid.to(logits.dtype)).sum(), valid.sum()
     if logits.shape[1] < 2:
         raise ModelError(f"'ce' CD loss expects at least 2 class channels, got {logits.shape[1]}")
-    per_pixel = F.cross_entropy(logits, mask.long(), ignore_index=ignore_index, reduction="none")  # [B, S, S]
+    weight = None
+    if change_weight != 1.0:
+        weight = logits.new_full((logits.shape[1],), change_weight)
+        weight[0] = 1.0
+    per_pixel = F.cross_entropy(logits, mask.long(), weight=weight, ignore_index=ignore_index,
+                                reduction="none")  # [B, S, S]  # fmt: skip
     return per_pixel.sum(), (mask != ignore_index).sum()
 
 
@@ -60,11 +68,13 @@ def predict_mask(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def binary_change_loss_sum(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def binary_change_loss_sum(
+    logits: torch.Tensor, mask: torch.Tensor, change_weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the per-pixel loss over labelled pixels and their count, on the binarised mask (class > 0 = change, so
     LEVIR-MCI's roads and buildings both count); ``IGNORE`` pixels are left out.
 
     One logit per pixel: binary cross-entropy; two or more: softmax cross-entropy.
     """
     labels = torch.where(mask == IGNORE, mask, (mask > 0).long())  # [B, S, S]: 0 / 1 / ignore
-    return change_detection_loss_sum(logits, labels, "bce" if logits.shape[1] == 1 else "ce", IGNORE)
+    return change_detection_loss_sum(logits, labels, "bce" if logits.shape[1] == 1 else "ce", IGNORE, change_weight)
