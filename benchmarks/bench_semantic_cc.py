@@ -180,8 +180,8 @@ def run_siamese(seed: int, data: Path, run_dir: Path, epochs: int) -> dict:
     from changecap.data.collate import collate_pairs
     from changecap.data.datasets import open_dataset
     from changecap.engine import load_config
-    from changecap.engine.objectives.semantic_cc import pixel_loss_sum
     from changecap.inference.predictor import preprocess_pair
+    from changecap.models.parts.change_masks import binary_change_loss_sum
     from changecap.models.preprocess import PreprocessConfig
     from changecap.models.semantic_cc.cd_decoder import ChangeDetectionDecoder, predict_mask
     from changecap.models.semantic_cc.config import SemanticCCConfig
@@ -219,7 +219,7 @@ def run_siamese(seed: int, data: Path, run_dir: Path, epochs: int) -> dict:
     model.train()
     for _ in range(epochs):
         for batch in loader:
-            loss_sum, n = pixel_loss_sum(model(batch["image"]), batch["mask"])
+            loss_sum, n = binary_change_loss_sum(model(batch["image"]), batch["mask"])
             opt.zero_grad(set_to_none=True)
             (loss_sum / n.clamp(min=1)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)

@@ -29,13 +29,9 @@ def run(args: argparse.Namespace) -> int:
         raise ChangeCapError(f"--mask: the model {args.model} predicts no change mask (it has no CD head)")
     res = captioner(args.before, args.after, beam_size=args.beam_size)
     if args.mask:
-        from pathlib import Path
+        from changecap.inference.evaluate import save_mask_png
 
-        out = Path(args.mask)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        res.mask_image().save(tmp, format="PNG")
-        tmp.replace(out)  # atomic: never a half-written mask
+        save_mask_png(res.mask, args.mask)  # predicts_masks was checked above
     if args.json:
         print(json.dumps({"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}))
     elif res.caption is None:  # a change detector: the mask is its whole answer

@@ -26,6 +26,7 @@ from changecap.data.vocab import Vocabulary
 from changecap.engine.distributed import DistContext, broadcast_object, gather_objects
 from changecap.engine.precision import autocast
 from changecap.engine.sampler import ShardSampler
+from changecap.models.parts.change_masks import IGNORE, binary_change_labels
 
 
 @dataclass
@@ -50,7 +51,12 @@ def caption_batch(model: nn.Module, image: torch.Tensor, max_length: int, beam_s
         seqs, prob = out
     else:
         seqs, prob = out, None
-    return [s if isinstance(s, str) else [int(t) for t in s] for s in seqs], prob
+    return _captions(seqs), prob
+
+
+def _captions(seqs: Any) -> list:
+    """Captions as plain Python: strings stay strings, token sequences become lists of ints."""
+    return [s if isinstance(s, str) else [int(t) for t in s] for s in seqs]
 
 
 def predict_batch(
@@ -66,20 +72,15 @@ def predict_batch(
         return seqs, prob, None
     out = model.predict(image)
     seqs = out.get("captions")
-    if seqs is not None:
-        seqs = [s if isinstance(s, str) else [int(t) for t in s] for s in seqs]
-    return seqs, out.get("change_probability"), out.get("mask")
+    return (None if seqs is None else _captions(seqs)), out.get("change_probability"), out.get("mask")
 
 
-def change_detection_scores(matrix: Any) -> dict[str, float]:
-    """A binary confusion matrix (rows: truth) → the "change" class's F1 / IoU / precision / recall and the OA.
+def change_detection_scores(confusion: Any) -> dict[str, float]:
+    """A binary :class:`~changecap.metrics.change_detection.ConfusionMatrix` → the "change" class's F1 / IoU /
+    precision / recall and the OA.
 
     An undefined ratio (no pixel predicted or labelled as change) is reported as 0, so the log stays valid JSON and
     model selection never compares against NaN."""
-    from changecap.metrics.change_detection import ConfusionMatrix
-
-    confusion = ConfusionMatrix(2)
-    confusion.matrix = matrix
     scores = confusion.compute()
     values = {"cd_F1": scores.f1[1], "cd_IoU": scores.iou[1], "cd_precision": scores.precision[1],
               "cd_recall": scores.recall[1], "cd_OA": scores.overall_accuracy}  # fmt: skip
@@ -118,7 +119,7 @@ def validate(
     preds: dict[str, str] = {}
     refs: dict[str, list[str]] = {}
     correct = counted = pairs = 0
-    confusion = ConfusionMatrix(2, ignore_index=255)
+    confusion = ConfusionMatrix(2, ignore_index=IGNORE)
     for batch in loader:
         image = batch["image"].to(ctx.device, non_blocking=True)
         with autocast(ctx.device, autocast_dtype):
@@ -130,8 +131,7 @@ def validate(
                 refs[name] = list(caps)
         truth = batch.get("mask")
         if mask is not None and truth is not None:
-            target = torch.where(truth == 255, truth, (truth > 0).long())  # [B, S, S]: 0 / 1 / ignore
-            confusion.update(mask.long().cpu(), target.cpu())
+            confusion.update(mask.long().cpu(), binary_change_labels(truth).cpu())  # [B, S, S]
         flags = batch.get("changed")
         if prob is not None and flags is not None:
             predicted = torch.as_tensor(prob).float().cpu() > 0.5  # [B]
@@ -139,7 +139,7 @@ def validate(
             counted += len(image)
     model.train(was_training)
 
-    shards = gather_objects((preds, refs, correct, counted, pairs, confusion.matrix), ctx)
+    shards = gather_objects((preds, refs, correct, counted, pairs, confusion), ctx)
     result: ValidationResult | None = None
     if ctx.is_main:
         all_preds: dict[str, str] = {}
@@ -153,9 +153,11 @@ def validate(
         if all_preds:
             evaluation = evaluate_captions(all_preds, all_refs, protocol="rsicc", vocab=vocab, meteor=meteor)
             scores = {k: float(v) for k, v in evaluation.scores.items() if isinstance(v, (int, float))}
-        matrix = sum(s[5] for s in shards)
-        if matrix.sum() > 0:
-            scores |= change_detection_scores(matrix)
+        total = shards[0][5]
+        for s in shards[1:]:
+            total.merge(s[5])
+        if total.matrix.sum() > 0:
+            scores |= change_detection_scores(total)
         result = ValidationResult(
             scores=scores,
             change_accuracy=n_correct / n_counted if n_counted else None,

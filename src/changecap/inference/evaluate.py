@@ -122,17 +122,23 @@ def evaluate_model(
     return evaluation
 
 
-def write_masks(masks: dict[str, np.ndarray], folder: Path) -> Path:
-    """Predicted masks as black-and-white PNGs (255 = changed, the model's resolution), one per pair name; each is
-    written to a temporary name and renamed, so a folder never holds a half-written mask."""
+def save_mask_png(mask: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """A change mask as a black-and-white PNG (255 = changed), written to a temporary name and renamed, so ``path``
+    never holds a half-written mask."""
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
+    tmp.replace(target)
+    return target
+
+
+def write_masks(masks: dict[str, np.ndarray], folder: Path) -> Path:
+    """Predicted masks (the model's resolution) as PNGs named after their pairs, in ``folder``."""
     for name, mask in masks.items():
-        target = folder / f"{Path(name).stem}.png"
-        tmp = target.with_name(f".{target.name}.tmp")
-        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
-        tmp.replace(target)
+        save_mask_png(mask, folder / f"{Path(name).stem}.png")
     return folder
 
 

@@ -12,8 +12,9 @@ import torch
 import yaml
 
 from changecap.engine import Trainer, load_config
-from changecap.engine.objectives.semantic_cc import SemanticCCLossConfig, SemanticCCObjective, pixel_loss_sum
+from changecap.engine.objectives.semantic_cc import SemanticCCLossConfig, SemanticCCObjective
 from changecap.models import load_model
+from changecap.models.parts.change_masks import binary_change_loss_sum
 from tests.data.fakes import make_levir
 from tests.models.semantic_cc.conftest import tiny
 
@@ -114,13 +115,13 @@ def test_caption_only_never_moves_the_cd_decoder(tmp_path: Path, data_root: Path
 def test_pixel_loss_binarises_and_ignores() -> None:
     mask = torch.tensor([[[0, 1], [2, 255]]])  # classes 1 and 2 are both "change"
     logits = torch.tensor([[[[0.5, -1.0], [2.0, 9.0]]]])  # [1, 1, 2, 2]: BCE form
-    total, count = pixel_loss_sum(logits, mask)
+    total, count = binary_change_loss_sum(logits, mask)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(
         torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.0, 1.0, 1.0]), reduction="sum"
     )
     assert int(count) == 3 and torch.allclose(total, expected)
     two = torch.stack([torch.zeros(2, 2), logits[0, 0]])[None]  # [1, 2, 2, 2]: CE form
-    total, count = pixel_loss_sum(two, mask)
+    total, count = binary_change_loss_sum(two, mask)
     expected = torch.nn.functional.cross_entropy(
         two.permute(0, 2, 3, 1).reshape(-1, 2)[:3], torch.tensor([0, 1, 1]), reduction="sum"
     )
@@ -150,7 +151,7 @@ def test_change_weight_scales_the_change_pixels_only() -> None:
     mask = torch.tensor([[[0, 1], [2, 255]]])
     one = torch.tensor([[[[0.5, -1.0], [2.0, 9.0]]]])  # BCE form
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    total, count = pixel_loss_sum(one, mask, 3.0)
+    total, count = binary_change_loss_sum(one, mask, 3.0)
     expected = bce(torch.tensor(0.5), torch.tensor(0.0)) + 3.0 * (
         bce(torch.tensor(-1.0), torch.tensor(1.0)) + bce(torch.tensor(2.0), torch.tensor(1.0))
     )
@@ -158,4 +159,4 @@ def test_change_weight_scales_the_change_pixels_only() -> None:
     two = torch.randn(1, 2, 2, 2)  # CE form: class 0 keeps weight 1
     ce = torch.nn.functional.cross_entropy(two.permute(0, 2, 3, 1).reshape(-1, 2)[:3], torch.tensor([0, 1, 1]),
                                            reduction="none")  # fmt: skip
-    assert torch.allclose(pixel_loss_sum(two, mask, 3.0)[0], ce[0] + 3.0 * (ce[1] + ce[2]))
+    assert torch.allclose(binary_change_loss_sum(two, mask, 3.0)[0], ce[0] + 3.0 * (ce[1] + ce[2]))

@@ -110,7 +110,7 @@ class SemanticCCObjective(Objective):
         if tasks in ("cd", "both"):
             with step.autocast():
                 logits = model.change_logits(f_cd)  # [B, K, S, S]
-            pix_sum, pix_n = pixel_loss_sum(logits.float(), batch["mask"], self.config.cd_change_weight)
+            pix_sum, pix_n = binary_change_loss_sum(logits.float(), batch["mask"], self.config.cd_change_weight)
             weight = 1.0 if tasks == "cd" else self.config.cd_weight
             loss = loss + pix_sum * (weight * c.mean_scale("pixels"))
             stats["cd_loss"] = (pix_sum.detach(), pix_n.detach())
@@ -123,10 +123,6 @@ class SemanticCCObjective(Objective):
             loss = loss + ce_sum.float() * c.mean_scale("tokens")
             stats["caption_ce"] = (ce_sum.detach().float(), n_tok.detach())
         return ObjectiveOutput(loss, stats)
-
-
-#: the pixel loss of the change mask (binarised, ``IGNORE`` left out), shared with the change-detection objective
-pixel_loss_sum = binary_change_loss_sum
 
 
 #: what ``objective_factory("semantic_cc")`` finds

@@ -5,15 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from changecap.errors import ConfigError
 from changecap.models.registry import ArchitectureConfig
+from changecap.schema import require
 
 Fusion = Literal["diff", "concat", "diff_concat"]
-
-
-def require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(name, message)
 
 
 @dataclass

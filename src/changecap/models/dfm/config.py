@@ -28,15 +28,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from changecap.errors import ConfigError
 from changecap.models.parts.caption_decoder import CaptionDecoderConfig
 from changecap.models.parts.clip_encoder import EncoderConfig
 from changecap.models.registry import ArchitectureConfig
-
-
-def require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(name, message)
+from changecap.schema import require
 
 
 @dataclass

@@ -15,7 +15,7 @@ IGNORE = 255  # mask value excluded from the pixel loss
 
 
 def change_detection_loss(
-    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255
+    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = IGNORE
 ) -> torch.Tensor:
     """Mean pixel loss over the pixels whose mask value is not ``ignore_index`` (0-dim; 0 if none are valid).
 
@@ -28,7 +28,7 @@ def change_detection_loss(
 
 
 def change_detection_loss_sum(
-    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = 255, change_weight: float = 1.0
+    logits: torch.Tensor, mask: torch.Tensor, form: LossForm, ignore_index: int = IGNORE, change_weight: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The pixel loss summed over the valid pixels, and their count (both 0-dim): what a trainer normalises over a
     global batch. Arguments as :func:`change_detection_loss`; ``change_weight`` multiplies the loss of pixels whose
@@ -68,13 +68,16 @@ def predict_mask(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
+def binary_change_labels(mask: torch.Tensor) -> torch.Tensor:
+    """Class masks [B, S, S] → 0 / 1 / ``IGNORE``: every class > 0 is "change" (LEVIR-MCI's roads and buildings)."""
+    return torch.where(mask == IGNORE, mask, (mask > 0).long())
+
+
 def binary_change_loss_sum(
     logits: torch.Tensor, mask: torch.Tensor, change_weight: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of the per-pixel loss over labelled pixels and their count, on the binarised mask (class > 0 = change, so
-    LEVIR-MCI's roads and buildings both count); ``IGNORE`` pixels are left out.
-
-    One logit per pixel: binary cross-entropy; two or more: softmax cross-entropy.
+    """Sum of the per-pixel loss over labelled pixels and their count, on :func:`binary_change_labels`; ``IGNORE``
+    pixels are left out. One logit per pixel: binary cross-entropy; two or more: softmax cross-entropy.
     """
-    labels = torch.where(mask == IGNORE, mask, (mask > 0).long())  # [B, S, S]: 0 / 1 / ignore
-    return change_detection_loss_sum(logits, labels, "bce" if logits.shape[1] == 1 else "ce", IGNORE, change_weight)
+    form: LossForm = "bce" if logits.shape[1] == 1 else "ce"
+    return change_detection_loss_sum(logits, binary_change_labels(mask), form, IGNORE, change_weight)
