@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from changecap.engine import Trainer, load_config
+from changecap.errors import ConfigError
 from changecap.engine.objectives.semantic_cc import SemanticCCLossConfig, SemanticCCObjective
 from changecap.models import load_model
 from changecap.models.parts.change_masks import binary_change_loss_sum
@@ -102,6 +103,24 @@ def test_other_schedules(schedule: str, phases: list[str], tasks: list[str]) -> 
     assert [p.options["tasks"] for p in objective.phases(0)] == tasks
     if schedule in ("1-stage", "caption-only"):
         assert objective.phases(0)[0].trainable is None  # everything the model trains
+
+
+def test_stage_passes_repeat_a_stage_in_place() -> None:
+    config = SemanticCCLossConfig(stage_passes={"cc": 3})
+    assert [p.name for p in SemanticCCObjective(config, units=1).phases(0)] == ["cd", "cc", "cc", "cc", "neck"]
+
+
+def test_stage_passes_run_in_the_trainer_with_their_own_data_orders(tmp_path: Path, data_root: Path) -> None:
+    trainer = Trainer(load_config(write_config(tmp_path, data_root, {"stage_passes": {"cc": 2}}, val_every=0)))
+    trainer.fit()
+    # 4 training pairs at batch 2: 2 updates per pass, 4 passes in the epoch
+    assert trainer.progress.global_step == 8
+
+
+@pytest.mark.parametrize(("passes", "field"), [({"decoder": 2}, "stage_passes.decoder"), ({"cc": 0}, "stage_passes.cc")])
+def test_bad_stage_passes_name_the_field(tmp_path: Path, data_root: Path, passes: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        load_config(write_config(tmp_path, data_root, {"stage_passes": passes}))
 
 
 def test_caption_only_never_moves_the_cd_decoder(tmp_path: Path, data_root: Path) -> None:

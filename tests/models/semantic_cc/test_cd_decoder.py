@@ -169,3 +169,20 @@ def test_predict_mask() -> None:
     one = torch.tensor([[[[-0.5, 0.5, 0.0]]]])  # [1, 1, 1, 3]
     pred = predict_mask(one)
     assert pred.dtype == torch.long and pred.tolist() == [[[0, 1, 0]]]
+
+
+@pytest.mark.parametrize("num_classes", [1, 2])
+def test_prior_init_starts_every_pixel_at_the_change_prior(num_classes: int) -> None:
+    torch.manual_seed(0)
+    dec = ChangeDetectionDecoder(IN, GRID, SIZE, num_classes, "code", fpn_dim=8, prior_probability=0.03)
+    # The head's last ReLU output is ≥ 0 and its weights are random, so only the bias fixes the mean: zero the
+    # classifier's weights to see the prior itself.
+    torch.nn.init.zeros_(dec.head.classifier.weight)
+    logits = dec.eval()(_features())  # [B, K, S, S]
+    p_change = torch.sigmoid(logits[:, 0]) if num_classes == 1 else logits.softmax(dim=1)[:, 1]
+    torch.testing.assert_close(p_change, torch.full_like(p_change, 0.03))
+
+
+def test_prior_outside_the_unit_interval_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match="change prior"):
+        ChangeDetectionDecoder(IN, GRID, SIZE, 1, "code", fpn_dim=8, prior_probability=1.0)

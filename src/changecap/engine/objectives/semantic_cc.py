@@ -22,7 +22,7 @@ sample gets one of the configured instructions at random (torch's generator: res
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -34,6 +34,9 @@ from changecap.models.parts.change_masks import IGNORE, binary_change_loss_sum
 from changecap.schema import require
 
 
+STAGE_NAMES = ("cd", "cc", "neck", "joint", "caption")
+
+
 @dataclass
 class SemanticCCLossConfig:
     """The ``loss`` section of a Semantic-CC run."""
@@ -42,11 +45,17 @@ class SemanticCCLossConfig:
     schedule: Literal["3-stage", "2-stage", "1-stage", "caption-only", "cd-only"] = "3-stage"
     # weight of change pixels in L_cd (1 = the paper's plain BCE); > 1 counters their rarity (2.7 % on SynthCC)
     cd_change_weight: float = 1.0
+    # passes of a stage per epoch, by phase name (cd, cc, neck, joint, caption); unnamed stages make one (the paper).
+    # A from-scratch CPU run can give the cheap caption stage more of its time than the paper's 1 : 1 : 1.
+    stage_passes: dict[str, int] = field(default_factory=dict)
 
     def validate(self, prefix: str = "loss") -> None:
         require(self.cd_weight >= 0, f"{prefix}.cd_weight", f"must be >= 0, got {self.cd_weight}")
         w = self.cd_change_weight
         require(w > 0, f"{prefix}.cd_change_weight", f"must be > 0, got {w}")
+        for name, n in self.stage_passes.items():
+            require(name in STAGE_NAMES, f"{prefix}.stage_passes.{name}", f"is not a stage; stages: {STAGE_NAMES}")
+            require(n >= 1, f"{prefix}.stage_passes.{name}", f"must be >= 1, got {n}")
 
 
 def neck_sides(units: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -72,13 +81,16 @@ class SemanticCCObjective(Objective):
         both = Phase("neck", filter=pairs_with_mask_and_captions, trainable=("neck",), options={"tasks": "both"})
         joint = Phase("joint", filter=pairs_with_mask_and_captions, options={"tasks": "both"})
         caption = Phase("caption", filter=pairs_with_captions, options={"tasks": "cc"})
-        self._phases = {
+        stages = {
             "3-stage": (cd, cc, both),
             "2-stage": (cd, cc),
             "1-stage": (joint,),
             "caption-only": (caption,),
             "cd-only": (cd,),
         }[self.config.schedule]
+        # a stage's repeated passes follow each other; each pass has its own data order (its position in the epoch)
+        passes = self.config.stage_passes
+        self._phases = tuple(p for stage in stages for p in (stage,) * passes.get(stage.name, 1))
         self.caption_decoder: Any = None
 
     def bind(self, model: nn.Module) -> None:

@@ -17,6 +17,7 @@ Forms (spec §10 row 8):
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -149,6 +150,7 @@ class ChangeDetectionDecoder(nn.Module):
         num_classes: int = 2,
         form: DecoderForm = "code",
         fpn_dim: int | None = None,
+        prior_probability: float | None = None,
     ) -> None:
         super().__init__()
         if form not in ("code", "paper"):
@@ -164,6 +166,18 @@ class ChangeDetectionDecoder(nn.Module):
         self.form: DecoderForm = form
         self.fpn = SimpleFPN(2 * in_dim, fpn_dim, extra_level=form == "code")
         self.head = MLPSegHead(fpn_dim, self.fpn.num_levels, fpn_dim, num_classes, image_size)
+        if prior_probability is not None:
+            self.init_change_prior(prior_probability)
+
+    @torch.no_grad()
+    def init_change_prior(self, p: float) -> None:
+        """Start the classifier at a "change" probability of ``p`` everywhere: bias logit(p) on one logit (BCE), or
+        a class-bias gap of logit(p) with softmax (CE: only the difference of the two biases matters)."""
+        if not 0 < p < 1:
+            raise ModelError(f"the change prior must be in (0, 1), got {p}")
+        bias = self.head.classifier.bias
+        bias.zero_()
+        bias[-1] = math.log(p / (1 - p))  # the last class is "change" in both forms
 
     def forward(self, f_cd: torch.Tensor) -> torch.Tensor:
         """[2B, in_dim, g, g] → [B, num_classes, image_size, image_size]."""

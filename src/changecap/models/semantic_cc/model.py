@@ -122,6 +122,7 @@ def build_semantic_cc(config: SemanticCCConfig, load_pretrained: bool = True, in
         num_classes=config.cd_decoder.num_classes,
         form=config.cd_decoder.form,
         fpn_dim=config.cd_decoder.fpn_dim,
+        prior_probability=config.cd_decoder.prior_probability,
     )
     llm, tokenizer = build_llm(config.caption, load_pretrained)
     qformer = build_qformer(config.caption)
