@@ -47,8 +47,19 @@ def test_data_check_layout_overrides(tmp_path: Path, capsys: pytest.CaptureFixtu
     root = make_levir(tmp_path / "ds", pairs={"train": 1, "val": 1, "test": 1}, size=8)
     (root / "LevirCCcaptions.json").rename(tmp_path / "captions.json")
     (root / "images").rename(tmp_path / "imgs")
-    argv = ["data", "check", "--root", str(root), "--format", "levir-cc", "--json",
-            "--annotation", str(tmp_path / "captions.json"), "--image-root", str(tmp_path / "imgs")]
+    argv = [
+        "data",
+        "check",
+        "--root",
+        str(root),
+        "--format",
+        "levir-cc",
+        "--json",
+        "--annotation",
+        str(tmp_path / "captions.json"),
+        "--image-root",
+        str(tmp_path / "imgs"),
+    ]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["pairs"] == 3
 
@@ -68,15 +79,48 @@ def test_cli_format_choices_match_library() -> None:
 def test_vocab_command_writes_peers_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_tokens(tmp_path / "ds", pairs={"train": 2, "val": 1, "test": 1})
     out = tmp_path / "vocab.json"
-    assert main(["vocab", "--root", str(root), "--format", "tokens", "--splits", "all", "--threshold", "0",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "vocab",
+                "--root",
+                str(root),
+                "--format",
+                "tokens",
+                "--splits",
+                "all",
+                "--threshold",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "entries" in capsys.readouterr().out
     built = Vocabulary.load(out)
     shipped = Vocabulary.load(root / "vocab.json")  # the fake generator counts every split with threshold 0
     assert built == shipped
     # train only, count >= 2
-    assert main(["vocab", "--root", str(root), "--format", "tokens", "--threshold", "2", "--rule", "ge",
-                 "--json", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "vocab",
+                "--root",
+                str(root),
+                "--format",
+                "tokens",
+                "--threshold",
+                "2",
+                "--rule",
+                "ge",
+                "--json",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["splits"] == "train" and summary["entries"] == len(Vocabulary.load(out))
     from collections import Counter

@@ -79,9 +79,7 @@ def test_change_flag_from_text() -> None:
 @pytest.mark.shared
 def test_legacy_vocabulary_reproduces_shipped_levir_cc_vocab() -> None:
     root = require_shared("levir-cc-tokens")
-    names: dict[str, list[str]] = {
-        s: (root / f"{s}.txt").read_text().split() for s in ("train", "val", "test")
-    }
+    names: dict[str, list[str]] = {s: (root / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
 
     def toks(split_names: list[str]) -> list[list[str]]:
         out: list[list[str]] = []

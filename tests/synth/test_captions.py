@@ -35,9 +35,19 @@ def locations_in(caption: str) -> set[str]:
 
 
 def building_event(count: int, location: str, action: str = "appear", **extra: Any) -> dict[str, Any]:
-    ev = {"type": "building", "action": action, "count": count, "kind": "house", "location": location,
-          "centroid": [0.5, 0.5], "extent": [0.1, 0.1], "surface": None, "along_road": False,
-          "both_sides": False, "new_road": False}
+    ev = {
+        "type": "building",
+        "action": action,
+        "count": count,
+        "kind": "house",
+        "location": location,
+        "centroid": [0.5, 0.5],
+        "extent": [0.1, 0.1],
+        "surface": None,
+        "along_road": False,
+        "both_sides": False,
+        "new_road": False,
+    }
     ev.update(extra)
     return ev
 

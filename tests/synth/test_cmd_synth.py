@@ -34,16 +34,18 @@ def test_generate_stats_and_figure(tmp_path: Path, capsys: pytest.CaptureFixture
         (["--preset", "huge"], "preset"),
     ],
 )
-def test_bad_generation_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
-                                         needle: str) -> None:
+def test_bad_generation_arguments_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
     assert main(["synth", "--out", str(tmp_path / "x"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and "\n" not in err
     assert not (tmp_path / "x").exists()
 
 
-def test_figure_without_source_and_stats_of_missing_folder_exit_2(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_figure_without_source_and_stats_of_missing_folder_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["synth", "--figure", str(tmp_path / "f.png")]) == 2
     assert "--from" in capsys.readouterr().err
     assert main(["synth", "--stats", str(tmp_path / "missing")]) == 2

@@ -14,8 +14,9 @@ from changecap.synth import render_figure
 from changecap.synth.figure import choose_samples
 
 
-def test_samples_cover_distinct_recipes_and_one_unchanged(tiny_records: list[dict[str, Any]],
-                                                          tiny_meta: dict[str, Any]) -> None:
+def test_samples_cover_distinct_recipes_and_one_unchanged(
+    tiny_records: list[dict[str, Any]], tiny_meta: dict[str, Any]
+) -> None:
     chosen = choose_samples(tiny_records, tiny_meta, 6)
     assert len(chosen) == 6
     recipe = {it["filename"]: it["recipe"] for it in tiny_meta["items"]}

@@ -81,8 +81,9 @@ def test_captions_mask_and_meta_agree(
         assert it["mask_pixels"] == {"road": int((mask == 128).sum()), "building": int((mask == 255).sum())}
 
 
-def test_nuisance_on_unchanged_pairs(tiny_set: Path, tiny_records: list[dict[str, Any]],
-                                     tiny_meta: dict[str, Any]) -> None:
+def test_nuisance_on_unchanged_pairs(
+    tiny_set: Path, tiny_records: list[dict[str, Any]], tiny_meta: dict[str, Any]
+) -> None:
     """Unchanged pairs still differ (light, season, haze, noise, misregistration) while their mask is empty."""
     unchanged = [(r, it) for r, it in zip(tiny_records, tiny_meta["items"]) if not r["changeflag"]]
     assert unchanged

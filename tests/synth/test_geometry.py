@@ -18,8 +18,17 @@ from changecap.synth.geometry import (
 
 @pytest.mark.parametrize(
     ("x", "y", "name"),
-    [(0.1, 0.1, "top-left"), (0.5, 0.1, "top"), (0.9, 0.2, "top-right"), (0.2, 0.5, "left"), (0.5, 0.5, "center"),
-     (0.8, 0.5, "right"), (0.1, 0.9, "bottom-left"), (0.5, 0.99, "bottom"), (1.0, 1.0, "bottom-right")],
+    [
+        (0.1, 0.1, "top-left"),
+        (0.5, 0.1, "top"),
+        (0.9, 0.2, "top-right"),
+        (0.2, 0.5, "left"),
+        (0.5, 0.5, "center"),
+        (0.8, 0.5, "right"),
+        (0.1, 0.9, "bottom-left"),
+        (0.5, 0.99, "bottom"),
+        (1.0, 1.0, "bottom-right"),
+    ],
 )
 def test_grid_location_and_cell_center_agree(x: float, y: float, name: str) -> None:
     assert grid_location(x, y) == name

@@ -50,8 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         from changecap.synth import generate_synthcc
 
-        root = generate_synthcc(args.out, pairs=args.pairs, size=args.size, seed=args.seed, preset=args.preset,
-                                workers=args.workers, progress=not args.no_progress)
+        root = generate_synthcc(
+            args.out,
+            pairs=args.pairs,
+            size=args.size,
+            seed=args.seed,
+            preset=args.preset,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
         print(f"wrote SynthCC ({args.preset} preset) to {root}")
         return 0
     if args.stats is not None:

@@ -46,8 +46,14 @@ def run(args: argparse.Namespace) -> int:
         layout=layout_from_args(args),
     )
     vocab.save(args.out)
-    summary = {"out": str(args.out), "entries": len(vocab), "splits": args.splits, "threshold": threshold,
-               "rule": args.rule, "lower": args.lower}
+    summary = {
+        "out": str(args.out),
+        "entries": len(vocab),
+        "splits": args.splits,
+        "threshold": threshold,
+        "rule": args.rule,
+        "lower": args.lower,
+    }
     if args.json:
         print(json.dumps(summary))
     else:

@@ -34,9 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="changecap", description="Remote sensing image change captioning toolkit."
-    )
+    parser = argparse.ArgumentParser(prog="changecap", description="Remote sensing image change captioning toolkit.")
     parser.add_argument("--version", action="version", version=f"changecap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -325,8 +325,17 @@ def _parse_levir_json(
                     raise DataError(label_dir, "label folder not found (levir-mci needs change masks)")
             if label_dirs[e.folder] or masks == "required":
                 mask_path = label_dir / e.filename
-        rec = _make_record(e.filename, e.split, folder / "A" / e.filename, folder / "B" / e.filename, mask_path,
-                           e.captions, e.changeflag, source, changed_from_captions)
+        rec = _make_record(
+            e.filename,
+            e.split,
+            folder / "A" / e.filename,
+            folder / "B" / e.filename,
+            mask_path,
+            e.captions,
+            e.changeflag,
+            source,
+            changed_from_captions,
+        )
         if check_files:
             _check_record_files(rec)
         records.append(rec)
@@ -434,9 +443,7 @@ def find_dubai_image_dirs(root: Path, lay: Layout) -> tuple[Path | None, Path | 
     return before, after
 
 
-def _parse_dubai(
-    root: Path, wanted: tuple[str, ...], lay: Layout, lower: bool, check_files: bool
-) -> list[PairRecord]:
+def _parse_dubai(root: Path, wanted: tuple[str, ...], lay: Layout, lower: bool, check_files: bool) -> list[PairRecord]:
     cap_dir = find_dubai_captions_dir(root, lay)
     files = sorted(cap_dir.glob("*.json"))
     if not files:
@@ -453,14 +460,16 @@ def _parse_dubai(
         split = _dubai_split_of(f)
         if split is None:
             raise DataError(
-                f, "file name must start with Train_, Validation_ or Test_ (the prefix sets the split)",
+                f,
+                "file name must start with Train_, Validation_ or Test_ (the prefix sets the split)",
                 field="file name",
             )
         entries = _parse_entries(f, _images_list(f, _load_json(f)), lower, forced_split=split)
         for e in entries:
             if e.filename in seen:  # a tile in two files would leak between splits or duplicate references
                 raise DataError(
-                    f, f"duplicate filename {e.filename!r} (also in {seen[e.filename].name})",
+                    f,
+                    f"duplicate filename {e.filename!r} (also in {seen[e.filename].name})",
                     field=f"images[{e.index}].filename",
                 )
             seen[e.filename] = f
@@ -468,8 +477,17 @@ def _parse_dubai(
                 continue
             before = before_dir / e.filename if before_dir is not None else None
             after = after_dir / e.filename if after_dir is not None else None
-            rec = _make_record(e.filename, split, before, after, None, e.captions, e.changeflag,
-                               f"{f.name} [images[{e.index}]]", dubai_changed_from_captions)
+            rec = _make_record(
+                e.filename,
+                split,
+                before,
+                after,
+                None,
+                e.captions,
+                e.changeflag,
+                f"{f.name} [images[{e.index}]]",
+                dubai_changed_from_captions,
+            )
             if check_files:
                 _check_record_files(rec)
             records.append(rec)

@@ -116,9 +116,7 @@ def split_stats(records: Sequence[PairRecord]) -> SplitStats:
 
 
 def _size_mismatch(path: Path, other: Path, size: tuple[int, int], other_size: tuple[int, int], what: str) -> DataError:
-    return DataError(
-        path, f"{what} size {size[0]}×{size[1]} differs from {other} ({other_size[0]}×{other_size[1]})"
-    )
+    return DataError(path, f"{what} size {size[0]}×{size[1]} differs from {other} ({other_size[0]}×{other_size[1]})")
 
 
 def check_pair_files(rec: PairRecord, deep: bool = False) -> tuple[int, int] | None:

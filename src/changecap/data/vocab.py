@@ -152,9 +152,7 @@ class Vocabulary:
             ids += [NULL_ID] * (max_length - len(ids))
         return ids
 
-    def encode_tensor(
-        self, captions: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH, **kw: bool
-    ) -> torch.Tensor:
+    def encode_tensor(self, captions: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH, **kw: bool) -> torch.Tensor:
         """Several captions → ``[R, max_length]`` long tensor."""
         return torch.tensor([self.encode(c, max_length, **kw) for c in captions], dtype=torch.long)
 

@@ -65,6 +65,7 @@ from changecap.schema import with_path
 
 Callback = Callable[["Trainer"], None]
 
+
 @dataclass
 class TrainResult:
     """What a finished (or stopped) run produced."""

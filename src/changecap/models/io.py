@@ -90,9 +90,7 @@ def architecture_rows(model: torch.nn.Module, config: Any) -> list[tuple[str, st
     return [(part, text, _count(_submodule(model, part)) if part else 0) for part, text in rows]
 
 
-def model_card(
-    model: torch.nn.Module, config: Any, vocab: Vocabulary, card: Mapping[str, Any] | None = None
-) -> str:
+def model_card(model: torch.nn.Module, config: Any, vocab: Vocabulary, card: Mapping[str, Any] | None = None) -> str:
     """Markdown model card. ``card`` may give ``title``, ``description``, ``training_data``, ``metrics`` (a mapping
     name → value, or text), ``protocol``, ``license``, ``citation``, and any other key (listed under *Notes*)."""
     card = dict(card or {})
@@ -113,8 +111,7 @@ def model_card(
         *(f"| {part or '-'} | {text} | {n:,} |" for part, text, n in architecture_rows(model, config)),
         f"| **total** | trainable {trainable:,} | **{total:,}** |",
         "",
-        f"Vocabulary: {len(vocab)} entries; max caption length {config.max_length} tokens; "
-        f"changecap {__version__}.",
+        f"Vocabulary: {len(vocab)} entries; max caption length {config.max_length} tokens; changecap {__version__}.",
         "",
     ]
     sections = (("training_data", "Training data"), ("metrics", "Metrics"), ("protocol", "Evaluation protocol"))
@@ -138,9 +135,7 @@ def model_card(
     return "\n".join(lines)
 
 
-def _write_files(
-    directory: Path, model: torch.nn.Module, config: Any, vocab: Vocabulary, card: str
-) -> list[Path]:
+def _write_files(directory: Path, model: torch.nn.Module, config: Any, vocab: Vocabulary, card: str) -> list[Path]:
     """Write every file into ``directory`` (weights first, config last); return the written paths in order."""
     from safetensors.torch import save_file
 

@@ -30,19 +30,35 @@ COUNT_WORDS: dict[str, tuple[str, ...]] = {
     "many": ("many", "lots of"),
 }
 LOCATION_PHRASES: dict[str, tuple[str, ...]] = {
-    "top-left": ("in the top left corner", "at the top left corner", "in the upper left corner",
-                 "at the top left of the scene"),
+    "top-left": (
+        "in the top left corner",
+        "at the top left corner",
+        "in the upper left corner",
+        "at the top left of the scene",
+    ),
     "top": ("at the top", "in the upper part", "at the top of the scene", "in the upper part of the scene"),
-    "top-right": ("in the top right corner", "at the top right corner", "in the upper right corner",
-                  "at the top right of the scene"),
+    "top-right": (
+        "in the top right corner",
+        "at the top right corner",
+        "in the upper right corner",
+        "at the top right of the scene",
+    ),
     "left": ("on the left", "on the left side", "in the left part of the scene", "on the left side of the scene"),
     "center": ("in the center", "in the middle", "in the center of the scene", "in the middle of the scene"),
     "right": ("on the right", "on the right side", "in the right part of the scene", "on the right side of the scene"),
-    "bottom-left": ("in the bottom left corner", "at the bottom left corner", "in the lower left corner",
-                    "at the bottom left of the scene"),
+    "bottom-left": (
+        "in the bottom left corner",
+        "at the bottom left corner",
+        "in the lower left corner",
+        "at the bottom left of the scene",
+    ),
     "bottom": ("at the bottom", "in the lower part", "at the bottom of the scene", "in the lower part of the scene"),
-    "bottom-right": ("in the bottom right corner", "at the bottom right corner", "in the lower right corner",
-                     "at the bottom right of the scene"),
+    "bottom-right": (
+        "in the bottom right corner",
+        "at the bottom right corner",
+        "in the lower right corner",
+        "at the bottom right of the scene",
+    ),
     "scene": ("across the scene", "all over the scene", "throughout the scene"),
 }
 SURFACE_PHRASES: dict[str, tuple[str, ...]] = {
@@ -59,15 +75,24 @@ BUILDING_NOUNS: dict[str, tuple[tuple[str, str], ...]] = {  # (singular, plural)
 }
 # (singular, plural) verb phrases
 APPEAR_VERBS: tuple[tuple[str, str], ...] = (
-    ("appears", "appear"), ("is built", "are built"), ("is constructed", "are constructed"),
-    ("emerges", "emerge"), ("has been built", "have been built"), ("shows up", "show up"),
+    ("appears", "appear"),
+    ("is built", "are built"),
+    ("is constructed", "are constructed"),
+    ("emerges", "emerge"),
+    ("has been built", "have been built"),
+    ("shows up", "show up"),
 )
 DISAPPEAR_VERBS: tuple[tuple[str, str], ...] = (
-    ("disappears", "disappear"), ("is demolished", "are demolished"), ("is removed", "are removed"),
-    ("has been demolished", "have been demolished"), ("is torn down", "are torn down"),
+    ("disappears", "disappear"),
+    ("is demolished", "are demolished"),
+    ("is removed", "are removed"),
+    ("has been demolished", "have been demolished"),
+    ("is torn down", "are torn down"),
 )
 ROAD_VERBS: tuple[tuple[str, str], ...] = (
-    ("is built", "are built"), ("is constructed", "are constructed"), ("appears", "appear"),
+    ("is built", "are built"),
+    ("is constructed", "are constructed"),
+    ("appears", "appear"),
     ("has been built", "have been built"),
 )
 ROAD_NOUNS: dict[str, tuple[tuple[str, bool], ...]] = {  # (phrase, plural)
@@ -79,8 +104,11 @@ ROAD_NOUNS: dict[str, tuple[tuple[str, bool], ...]] = {  # (phrase, plural)
 }
 TREE_VERBS: tuple[str, ...] = ("are removed", "are cut down", "disappear", "have been cut down", "have been removed")
 WOODS_VERBS: tuple[tuple[str, str], ...] = (  # (singular, plural): "the forest is" / "the woods are"
-    ("is cleared", "are cleared"), ("is cut down", "are cut down"), ("disappears", "disappear"),
-    ("has been cleared", "have been cleared"), ("is removed", "are removed"),
+    ("is cleared", "are cleared"),
+    ("is cut down", "are cut down"),
+    ("disappears", "disappear"),
+    ("has been cleared", "have been cleared"),
+    ("is removed", "are removed"),
 )
 WATER_NOUNS: dict[str, tuple[str, ...]] = {"pond": ("a pond", "a small pond"), "lake": ("a lake", "a large pond")}
 WATER_VERBS: tuple[str, ...] = ("appears", "is dug", "emerges", "has appeared", "shows up")
@@ -142,8 +170,11 @@ def _building_appear(w: _Writer, ev: dict[str, Any]) -> str:
     loc = w.location(ev)
     surface = ev.get("surface")
     if ev.get("along_road"):
-        where = w.pick(("on both sides of the road",)) if ev.get("both_sides") else w.pick(
-            ("along the road", "beside the road", "by the road", "next to the road"))
+        where = (
+            w.pick(("on both sides of the road",))
+            if ev.get("both_sides")
+            else w.pick(("along the road", "beside the road", "by the road", "next to the road"))
+        )
         return _join(np_, verb, where, loc)
     if surface in SURFACE_PHRASES:
         pattern = int(w.rng.integers(3))
@@ -176,8 +207,9 @@ def _road(w: _Writer, ev: dict[str, Any]) -> str:
     np_, plural = w.pick(ROAD_NOUNS[ev["shape"]])
     verb = _verb(ROAD_VERBS, w, plural)
     if ev["shape"] == "branch" and w.maybe(0.7):
-        return _join(np_, verb, w.pick(("to join the old road", "connected to the old road",
-                                        "joining the existing road")))
+        return _join(
+            np_, verb, w.pick(("to join the old road", "connected to the old road", "joining the existing road"))
+        )
     surface = ev.get("surface")
     parts = [np_, verb]
     if ev.get("across") and w.maybe(0.5):
@@ -230,10 +262,22 @@ def _road_and_buildings(w: _Writer, road: dict[str, Any], bld: dict[str, Any]) -
     if pattern == 2 and not road_plural:
         return _join(road_np, "with", np_, w.pick(("appears", "is built")), w.location(bld, 0.5))
     if pattern == 3:
-        return _join(np_, "and", road_np, w.pick(("are built", "are constructed", "appear")),
-                     w.pick(SURFACE_PHRASES[road["surface"]]) if road.get("surface") in SURFACE_PHRASES else "")
-    return _join(road_np, road_verb, "and", np_, verb, f"{side} the road" if not road_plural else "near the roads",
-                 w.location(bld, 0.5))
+        return _join(
+            np_,
+            "and",
+            road_np,
+            w.pick(("are built", "are constructed", "appear")),
+            w.pick(SURFACE_PHRASES[road["surface"]]) if road.get("surface") in SURFACE_PHRASES else "",
+        )
+    return _join(
+        road_np,
+        road_verb,
+        "and",
+        np_,
+        verb,
+        f"{side} the road" if not road_plural else "near the roads",
+        w.location(bld, 0.5),
+    )
 
 
 def _clearing_and_buildings(w: _Writer, veg: dict[str, Any], bld: dict[str, Any]) -> str:
@@ -269,7 +313,9 @@ def _pair_sentence(w: _Writer, events: list[dict[str, Any]]) -> str:
     if len(events) == 1:
         ev = events[0]
         single: dict[str, Callable[[_Writer, dict[str, Any]], str]] = {
-            "road": _road, "vegetation": _vegetation, "water": _water,
+            "road": _road,
+            "vegetation": _vegetation,
+            "water": _water,
         }
         if ev["type"] == "building":
             return _building_appear(w, ev) if ev["action"] == "appear" else _building_disappear(w, ev)

@@ -99,12 +99,19 @@ def render_pair(seed: int, index: int, changed: bool, size: int) -> RenderedPair
     nuisances = []
     for when in ("A", "B"):
         nz = draw_nuisance(rng, size, after=when == "B")
-        classes, shadow = draw_classes(scene, when, frame, fields, shadow_angle(scene.shadow_angle, nz),
-                                       nz.shadow_scale)
+        classes, shadow = draw_classes(
+            scene, when, frame, fields, shadow_angle(scene.shadow_angle, nz), nz.shadow_scale
+        )
         y0, x0 = m + nz.shift[1], m + nz.shift[0]  # crop of this image on the shared canvas
         window = (slice(y0, y0 + s), slice(x0, x0 + s))
-        rgb = colorize(classes[window], shadow[window], fields.drift[window], fields.grain[window],
-                       seasonal(palette, nz.dryness, nz.greenness), gain=nz.scale())
+        rgb = colorize(
+            classes[window],
+            shadow[window],
+            fields.drift[window],
+            fields.grain[window],
+            seasonal(palette, nz.dryness, nz.greenness),
+            gain=nz.scale(),
+        )
         images.append(apply_photometric(rgb, fields.haze[window], nz, rng))
         nuisances.append(nz.to_json())
     mask = change_mask(scene, frame)
@@ -195,11 +202,13 @@ def _check_output_folder(root: Path) -> None:
     names = {p.name for p in root.iterdir()}
     foreign = sorted(names - _OWN_ENTRIES)
     if foreign:
-        raise DataError(root, f"output folder is not empty and not a SynthCC set (contains {foreign[0]!r}); "
-                              "choose a new folder")
+        raise DataError(
+            root, f"output folder is not empty and not a SynthCC set (contains {foreign[0]!r}); choose a new folder"
+        )
     if ANNOTATION_FILE in names and META_FILE not in names:
-        raise DataError(root, f"output folder holds a {ANNOTATION_FILE} that SynthCC did not write; "
-                              "choose a new folder")
+        raise DataError(
+            root, f"output folder holds a {ANNOTATION_FILE} that SynthCC did not write; choose a new folder"
+        )
 
 
 def generate_synthcc(

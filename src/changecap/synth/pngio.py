@@ -42,12 +42,14 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # wraps modulo 256 as PNG requires
     header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-    return b"".join([
-        _SIGNATURE,
-        _chunk(b"IHDR", header),
-        _chunk(b"IDAT", _deflate(filtered.tobytes(), level)),
-        _chunk(b"IEND", b""),
-    ])
+    return b"".join(
+        [
+            _SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", _deflate(filtered.tobytes(), level)),
+            _chunk(b"IEND", b""),
+        ]
+    )
 
 
 def write_png(path: str | os.PathLike[str], image: np.ndarray, level: int = 1) -> None:

@@ -45,24 +45,61 @@ _BASE: dict[int, tuple[float, float, float]] = {
     C.TREE: (50, 66, 40),
     C.TREE_LIGHT: (72, 90, 52),
 }
-_SOILS: tuple[tuple[float, float, float], ...] = ((186, 172, 144), (172, 164, 146), (164, 146, 116), (194, 184, 160),
-                                                 (156, 144, 126))
+_SOILS: tuple[tuple[float, float, float], ...] = (
+    (186, 172, 144),
+    (172, 164, 146),
+    (164, 146, 116),
+    (194, 184, 160),
+    (156, 144, 126),
+)
 _GRASSES: tuple[tuple[float, float, float], ...] = ((120, 128, 84), (138, 138, 96), (100, 122, 70), (92, 104, 66))
-_CARS: tuple[tuple[float, float, float], ...] = ((215, 215, 212), (40, 40, 46), (150, 42, 40), (52, 72, 122),
-                                                 (165, 168, 172))
+_CARS: tuple[tuple[float, float, float], ...] = (
+    (215, 215, 212),
+    (40, 40, 46),
+    (150, 42, 40),
+    (52, 72, 122),
+    (165, 168, 172),
+)
 # Roof colours; a scene picks N_ROOF_SLOTS of them (Scene.roof_colors).
 ROOF_COLORS: tuple[tuple[float, float, float], ...] = (
-    (132, 130, 128), (108, 108, 112), (142, 122, 102), (152, 102, 82), (174, 164, 146), (116, 120, 128),
-    (94, 94, 98), (162, 144, 122), (124, 128, 122), (180, 178, 174), (170, 112, 88), (204, 202, 196),
+    (132, 130, 128),
+    (108, 108, 112),
+    (142, 122, 102),
+    (152, 102, 82),
+    (174, 164, 146),
+    (116, 120, 128),
+    (94, 94, 98),
+    (162, 144, 122),
+    (124, 128, 122),
+    (180, 178, 174),
+    (170, 112, 88),
+    (204, 202, 196),
 )
 # Texture strength per class: low-frequency colour drift (dcol, RGB) and grain (relative brightness).
 _DRIFT: dict[int, tuple[float, float, float]] = {
-    C.BARE: (24, 22, 18), C.GRASS: (16, 18, 12), C.SOIL: (14, 12, 10), C.LAWN: (10, 14, 8),
-    C.FOREST_FLOOR: (10, 12, 8), C.WATER: (6, 8, 8), C.SHORE: (10, 10, 8),
+    C.BARE: (24, 22, 18),
+    C.GRASS: (16, 18, 12),
+    C.SOIL: (14, 12, 10),
+    C.LAWN: (10, 14, 8),
+    C.FOREST_FLOOR: (10, 12, 8),
+    C.WATER: (6, 8, 8),
+    C.SHORE: (10, 10, 8),
 }
 _GRAIN: dict[int, float] = {
-    C.BARE: 0.08, C.GRASS: 0.1, C.SOIL: 0.14, C.LAWN: 0.05, C.FOREST_FLOOR: 0.12, C.SHORE: 0.05, C.WATER: 0.02,
-    C.CURB: 0.03, C.ROAD: 0.04, C.PARKING: 0.04, C.PAINT: 0.02, C.DRIVEWAY: 0.03, C.TREE: 0.22, C.TREE_LIGHT: 0.2,
+    C.BARE: 0.08,
+    C.GRASS: 0.1,
+    C.SOIL: 0.14,
+    C.LAWN: 0.05,
+    C.FOREST_FLOOR: 0.12,
+    C.SHORE: 0.05,
+    C.WATER: 0.02,
+    C.CURB: 0.03,
+    C.ROAD: 0.04,
+    C.PARKING: 0.04,
+    C.PAINT: 0.02,
+    C.DRIVEWAY: 0.03,
+    C.TREE: 0.22,
+    C.TREE_LIGHT: 0.2,
 }
 _ROOF_GRAIN = 0.04
 _SHADOW_RGB = np.array([0.50, 0.53, 0.62], np.float32)  # shadows are darker and bluer (sky light)
@@ -200,8 +237,9 @@ def draw_classes(
         _draw_lot(d, lot, frame)
     for road in scene.roads:
         if visible(road.state, when):
-            d.line(frame.px(road.points), fill=C.CURB, width=max(1, round(frame.length(road.width * 1.4))),
-                   joint="curve")
+            d.line(
+                frame.px(road.points), fill=C.CURB, width=max(1, round(frame.length(road.width * 1.4))), joint="curve"
+            )
     for road in scene.roads:
         if visible(road.state, when):
             d.line(frame.px(road.points), fill=C.ROAD, width=max(1, round(frame.length(road.width))), joint="curve")
@@ -218,8 +256,9 @@ def draw_classes(
         _draw_roof(d, b, frame, sun_dir)
     for t in trees:
         d.ellipse(_bbox(frame, t.cx, t.cy, t.r), fill=C.TREE)
-        d.ellipse(_bbox(frame, t.cx - sun_dir[0] * t.r * 0.3, t.cy - sun_dir[1] * t.r * 0.3, t.r * 0.55),
-                  fill=C.TREE_LIGHT)
+        d.ellipse(
+            _bbox(frame, t.cx - sun_dir[0] * t.r * 0.3, t.cy - sun_dir[1] * t.r * 0.3, t.r * 0.55), fill=C.TREE_LIGHT
+        )
     return np.asarray(canvas), np.asarray(shadow)
 
 
@@ -262,7 +301,11 @@ SHADOW_BIT = 64  # class index + SHADOW_BIT = the same class in shadow (N_CLASSE
 
 
 def colorize(
-    classes: np.ndarray, shadow: np.ndarray, drift: np.ndarray, grain: np.ndarray, palette: Palette,
+    classes: np.ndarray,
+    shadow: np.ndarray,
+    drift: np.ndarray,
+    grain: np.ndarray,
+    palette: Palette,
     gain: np.ndarray | None = None,
 ) -> np.ndarray:
     """Classes ``[S, S]`` → float32 RGB ``[S, S, 3]`` (0-255 scale, not clipped), times a per-channel ``gain``.
@@ -303,8 +346,9 @@ def change_mask(scene: Scene, frame: Frame) -> np.ndarray:
     for road in scene.roads:
         target = dn if road.state == "after" else do if road.state == "static" else None
         if target is not None:
-            target.line(frame.px(road.points), fill=1, width=max(1, round(frame.length(road.width * 1.4))),
-                        joint="curve")
+            target.line(
+                frame.px(road.points), fill=1, width=max(1, round(frame.length(road.width * 1.4))), joint="curve"
+            )
     for b in scene.buildings:
         if b.state != "static":
             db.polygon(frame.px(b.corners()), fill=1)

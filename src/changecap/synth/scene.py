@@ -367,8 +367,17 @@ class Planner:
             if len(placed) == k:
                 break
             dims = self.house_dims(kind)
-            b = self.try_building(float(world[i, 0]), float(world[i, 1]), kind, angle + rng.normal(0, 0.03),
-                                  roofs[int(rng.random() < 0.3)], state, avoid=avoid, inner=inner, dims=dims)
+            b = self.try_building(
+                float(world[i, 0]),
+                float(world[i, 1]),
+                kind,
+                angle + rng.normal(0, 0.03),
+                roofs[int(rng.random() < 0.3)],
+                state,
+                avoid=avoid,
+                inner=inner,
+                dims=dims,
+            )
             if b is not None:
                 placed.append(b)
         return placed
@@ -401,8 +410,17 @@ class Planner:
             angle = math.atan2(n[0], -n[1])  # long axis parallel to the road
             # Road bits of the coarse grid would reject every house close to a diagonal road: check the exact
             # distance to the road centre lines instead (try_building does when OCC_ROAD is not avoided).
-            b = self.try_building(float(c[0]), float(c[1]), kind, angle, roof, state, inner=inner, dims=dims,
-                                  avoid=(OCC_HARD | OCC_TREE) & ~OCC_ROAD)
+            b = self.try_building(
+                float(c[0]),
+                float(c[1]),
+                kind,
+                angle,
+                roof,
+                state,
+                inner=inner,
+                dims=dims,
+                avoid=(OCC_HARD | OCC_TREE) & ~OCC_ROAD,
+            )
             if b is not None:
                 placed.append(b)
                 drive_end = p + n * (road.width * 0.5)
@@ -440,8 +458,10 @@ class Planner:
         radii = rng.uniform(0.45, 0.7, len(pts)) * spacing * 1.2
         ok = self._free_points(pts, radii * 0.5, avoid)
         pts, radii = pts[ok], radii[ok]
-        trees = [Tree(x, y, r, "static" if state_of is None else state_of(x, y))
-                 for (x, y), r in zip(pts.tolist(), radii.tolist())]
+        trees = [
+            Tree(x, y, r, "static" if state_of is None else state_of(x, y))
+            for (x, y), r in zip(pts.tolist(), radii.tolist())
+        ]
         static = np.array([t.state == "static" for t in trees], bool)
         self._mark_points(pts[static], radii[static] * 0.6, OCC_TREE)
         self.scene.trees.extend(trees)
@@ -462,8 +482,13 @@ class Planner:
             cells = np.clip(((pts + np.stack([dx * half, dy * half], axis=1)) * GRID).astype(int), 0, GRID - 1)
             np.bitwise_or.at(self.occ.grid, (cells[:, 1], cells[:, 0]), np.uint8(bits))
 
-    def scattered_trees(self, n: int, state: State = "static", box: tuple[float, float, float, float] | None = None,
-                        avoid: int = OCC_HARD) -> list[Tree]:
+    def scattered_trees(
+        self,
+        n: int,
+        state: State = "static",
+        box: tuple[float, float, float, float] | None = None,
+        avoid: int = OCC_HARD,
+    ) -> list[Tree]:
         """Up to ``n`` single trees at random free places in ``box`` (default: the tile and a little beyond)."""
         rng = self.rng
         x0, y0, x1, y1 = (-0.03, -0.03, 1.03, 1.03) if box is None else box
@@ -505,8 +530,9 @@ class Planner:
         if not self.occ.free(_box(both, 0.01), OCC_HARD | OCC_TREE):
             return False
         dims = (float(hl), float(hw), float(rng.uniform(0.03, 0.045) * self.shadow_len))
-        self.try_building(float(c[0]), float(c[1]), "large", angle, int(rng.integers(C.N_ROOF_SLOTS)), state,
-                          inner=None, dims=dims)
+        self.try_building(
+            float(c[0]), float(c[1]), "large", angle, int(rng.integers(C.N_ROOF_SLOTS)), state, inner=None, dims=dims
+        )
         cars: list[tuple[float, float, int]] = []
         stall = 0.024
         for row in (-1, 1):
@@ -622,8 +648,9 @@ def _recipe_road(p: Planner, recipe: str) -> None:
             raise PlacementError("no room along the new road")
         p.lawns(placed, "after")
         sides = {_side_of(new_roads[0], b) for b in placed}
-        sc.events.append(p.building_event(placed, "appear", along_road=True, both_sides=len(sides) == 2,
-                                          new_road=True, surface=None))
+        sc.events.append(
+            p.building_event(placed, "appear", along_road=True, both_sides=len(sides) == 2, new_road=True, surface=None)
+        )
 
 
 def _woods_across(p: Planner, new_roads: list[Road]) -> list[Tree]:
@@ -642,8 +669,12 @@ def _woods_across(p: Planner, new_roads: list[Road]) -> list[Tree]:
         return "before" if near else "static"
 
     # The woods grow over the future road corridor (they ignore the road's occupancy).
-    poly, trees = p.woods((float(c[0]), float(c[1])), float(rng.uniform(0.2, 0.3)), state_of=state_of,
-                          avoid=OCC_HARD & ~(OCC_RESERVED | OCC_ROAD))
+    poly, trees = p.woods(
+        (float(c[0]), float(c[1])),
+        float(rng.uniform(0.2, 0.3)),
+        state_of=state_of,
+        avoid=OCC_HARD & ~(OCC_RESERVED | OCC_ROAD),
+    )
     p.scene.ground.insert(0, Patch(poly, C.FOREST_FLOOR, "static"))
     removed = [t for t in trees if t.state == "before" and 0 <= t.cx <= 1 and 0 <= t.cy <= 1]
     if len(removed) < 3:
@@ -745,16 +776,18 @@ def _recipe_water(p: Planner, recipe: str) -> None:
     else:
         raise PlacementError("no room for the pond")
     loc, centroid, extent = objects_location(poly)
-    p.scene.events.append({
-        "type": "water",
-        "action": "appear",
-        "count": 1,
-        "kind": "lake" if lake else "pond",
-        "location": loc,
-        "centroid": list(centroid),
-        "extent": list(extent),
-        "surface": _common_surface(p.surface_at(poly.clip(0, 1))),
-    })
+    p.scene.events.append(
+        {
+            "type": "water",
+            "action": "appear",
+            "count": 1,
+            "kind": "lake" if lake else "pond",
+            "location": loc,
+            "centroid": list(centroid),
+            "extent": list(extent),
+            "surface": _common_surface(p.surface_at(poly.clip(0, 1))),
+        }
+    )
 
 
 _RECIPE_FUNCTIONS: dict[str, Callable[[Planner, str], None]] = {
@@ -796,12 +829,18 @@ def _static_fill(p: Planner) -> None:
     rng, sc = p.rng, p.scene
     for road in [r for r in sc.roads if r.state == "static"]:
         if rng.random() < 0.5:
-            houses = p.along_road(road, int(rng.integers(2, 12)), "static", both_sides=bool(rng.random() < 0.5),
-                                  inner=None)
+            houses = p.along_road(
+                road, int(rng.integers(2, 12)), "static", both_sides=bool(rng.random() < 0.5), inner=None
+            )
             p.lawns(houses, "static")
     if rng.random() < 0.25:
-        houses = p.cluster((float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9))), int(rng.integers(2, 8)),
-                           "house", "static", inner=None)
+        houses = p.cluster(
+            (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9))),
+            int(rng.integers(2, 8)),
+            "house",
+            "static",
+            inner=None,
+        )
         p.lawns(houses, "static")
     if rng.random() < 0.15:
         for _ in range(3):
@@ -813,8 +852,12 @@ def _static_fill(p: Planner) -> None:
         poly, _ = p.woods(c, r)
         sc.ground.insert(0, Patch(poly, C.FOREST_FLOOR, "static"))
     if rng.random() < 0.06:
-        p.pond((float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9))), float(rng.uniform(0.05, 0.1)),
-               "static", inner=None)
+        p.pond(
+            (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9))),
+            float(rng.uniform(0.05, 0.1)),
+            "static",
+            inner=None,
+        )
     p.scattered_trees(int(rng.integers(3, 40)))
 
 

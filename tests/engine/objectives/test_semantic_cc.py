@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from changecap.engine import Trainer, load_config
-from changecap.errors import ConfigError
 from changecap.engine.objectives.semantic_cc import SemanticCCLossConfig, SemanticCCObjective
+from changecap.errors import ConfigError
 from changecap.models import load_model
 from changecap.models.parts.change_masks import binary_change_loss_sum
 from tests.data.fakes import make_levir
@@ -117,7 +117,9 @@ def test_stage_passes_run_in_the_trainer_with_their_own_data_orders(tmp_path: Pa
     assert trainer.progress.global_step == 8
 
 
-@pytest.mark.parametrize(("passes", "field"), [({"decoder": 2}, "stage_passes.decoder"), ({"cc": 0}, "stage_passes.cc")])
+@pytest.mark.parametrize(
+    ("passes", "field"), [({"decoder": 2}, "stage_passes.decoder"), ({"cc": 0}, "stage_passes.cc")]
+)
 def test_bad_stage_passes_name_the_field(tmp_path: Path, data_root: Path, passes: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         load_config(write_config(tmp_path, data_root, {"stage_passes": passes}))

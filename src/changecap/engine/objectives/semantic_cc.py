@@ -33,7 +33,6 @@ from changecap.engine.objectives.filters import pairs_with_captions, pairs_with_
 from changecap.models.parts.change_masks import IGNORE, binary_change_loss_sum
 from changecap.schema import require
 
-
 STAGE_NAMES = ("cd", "cc", "neck", "joint", "caption")
 
 

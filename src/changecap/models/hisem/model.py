@@ -146,9 +146,7 @@ class HiSem(nn.Module):
         return out
 
 
-def build_hisem(
-    config: HiSemConfig | PlainConfig, load_pretrained: bool = True, init_weights: bool = True
-) -> HiSem:
+def build_hisem(config: HiSemConfig | PlainConfig, load_pretrained: bool = True, init_weights: bool = True) -> HiSem:
     """Instantiate the captioner ``config`` describes (the registry's builder for ``hisem`` and ``plain``).
 
     With ``load_pretrained=True`` and ``encoder.pretrained`` set, the CLIP weights are loaded from that id/directory;

@@ -77,9 +77,7 @@ class CaptionDecoderConfig:
         require(self.max_length >= 2, f"{prefix}.max_length", f"must be >= 2, got {self.max_length}")
         require(self.layers >= 1, f"{prefix}.layers", f"must be >= 1, got {self.layers}")
         require(self.heads >= 1, f"{prefix}.heads", f"must be >= 1, got {self.heads}")
-        require(
-            self.dim % self.heads == 0, f"{prefix}.heads", f"dim {self.dim} is not divisible by {self.heads} heads"
-        )
+        require(self.dim % self.heads == 0, f"{prefix}.heads", f"dim {self.dim} is not divisible by {self.heads} heads")
         require(self.ffn_mult >= 1, f"{prefix}.ffn_mult", f"must be >= 1, got {self.ffn_mult}")
         require(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
 

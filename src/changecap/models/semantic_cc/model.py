@@ -67,9 +67,7 @@ class SemanticCC(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def caption(
-        self, image: torch.Tensor, max_length: int | None = None, beam_size: int = 1
-    ) -> tuple[list[str], None]:
+    def caption(self, image: torch.Tensor, max_length: int | None = None, beam_size: int = 1) -> tuple[list[str], None]:
         """Captions (text; the first instruction, greedy unless configured otherwise). No image-level change
         probability: Semantic-CC predicts a change *mask* (:meth:`predict`)."""
         f_cc, _ = self.features(image)
