@@ -60,6 +60,7 @@ def evaluate_model(
     from changecap.data.datasets import open_dataset
     from changecap.metrics import evaluate_captions
     from changecap.metrics.change_detection import ConfusionMatrix
+    from changecap.models.parts.change_masks import IGNORE, binary_change_labels
 
     captioner = ChangeCaptioner.from_pretrained(model_dir, device=device)
     pp = captioner.preprocess
@@ -77,8 +78,9 @@ def evaluate_model(
     preds: dict[str, str] = {}
     probs: dict[str, float | None] = {}
     refs: dict[str, list[str]] = {}
-    # change detection: binary (class > 0 = change, as the models are trained), when the model and the data have masks
-    confusion = ConfusionMatrix(2) if captioner.predicts_masks else None
+    # change detection: binary (class > 0 = change, as the models are trained; unlabelled pixels, 255, left out as in
+    # training and validation), when the model and the data have masks
+    confusion = ConfusionMatrix(2, ignore_index=IGNORE) if captioner.predicts_masks else None
     masks: dict[str, np.ndarray] = {}
     for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
         with torch.inference_mode():
@@ -94,7 +96,7 @@ def evaluate_model(
                 masks[name] = res.mask
         if confusion is not None and "mask" in batch:
             predicted = torch.from_numpy(np.stack([r.mask for r in results])).long()  # [B, S, S]
-            confusion.update(predicted, (batch["mask"] > 0).long())
+            confusion.update(predicted, binary_change_labels(batch["mask"]))
     results_by_protocol = {
         proto: evaluate_captions(preds, refs, protocol=proto, vocab=captioner.vocab, meteor=meteor)
         for proto in (protocols if preds else ())  # a mask-only model is scored on its masks alone
