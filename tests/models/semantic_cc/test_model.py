@@ -44,6 +44,19 @@ def test_shapes_of_every_stage() -> None:
     assert out["mask"].shape == (4, 64, 64) and set(out["mask"].unique().tolist()) <= {0, 1}
 
 
+def test_a_random_init_trunk_starts_at_vit_scale_not_at_zero() -> None:
+    # SamVisionConfig's own default (1e-10) would leave the image almost out of the features (a trap for from-scratch
+    # runs); a config's explicit initializer_range still wins.
+    qkv = _model().encoder.sam.layers[0].attn.qkv.weight
+    assert 0.015 < float(qkv.std()) < 0.025
+    patch = _model().encoder.sam.patch_embed.projection.weight
+    assert 0.015 < float(patch.std()) < 0.025
+    tiny_range = _model(**{"encoder.config.initializer_range": 1e-10}).encoder.sam.layers[0].attn.qkv.weight
+    assert float(tiny_range.std()) < 1e-9
+    raw, _ = _model().eval().encoder(_images())  # [2B, L, C]
+    assert float(raw.std(dim=0).mean()) > 0.2  # features that depend on the image (0.54; with the 1e-10 init 0.07)
+
+
 @pytest.mark.parametrize(("placement", "blocks"), [("global", ["1"]), ("windowed", ["0"]), ("none", [])])
 def test_filter_placement(placement: str, blocks: list[str]) -> None:
     model = _model(**{"encoder.bcsf_placement": placement})

@@ -26,6 +26,8 @@ from changecap.errors import ConfigError, ModelError, first_line
 from changecap.models.semantic_cc.bcsf import BCSF
 from changecap.models.semantic_cc.config import LoraConfig, SAMEncoderConfig
 
+RANDOM_INIT_RANGE = 0.02  # std of a random-init SAM trunk's weights, unless the config sets initializer_range
+
 
 def sam_vision_config(fields: dict[str, Any], prefix: str = "model.encoder.config") -> Any:
     """``SamVisionConfig`` from plain fields, with one-line errors for unknown or rejected ones."""
@@ -35,6 +37,10 @@ def sam_vision_config(fields: dict[str, Any], prefix: str = "model.encoder.confi
     for key in fields:
         if key not in known:
             raise ConfigError(f"{prefix}.{key}", "not a SamVisionConfig field")
+    # SamVisionConfig's default initializer_range is 1e-10 (SAM is only ever loaded pretrained): a randomly
+    # initialised trunk would start with every Linear and the patch embedding at ~0, so the image barely reaches the
+    # output and learning stalls for hundreds of updates, or for good on some seeds. 0.02 is ViT's / CLIP's init.
+    fields = {"initializer_range": RANDOM_INIT_RANGE, **fields}
     try:
         cfg = SamVisionConfig(**fields)
     except (TypeError, ValueError) as e:
