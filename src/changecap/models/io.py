@@ -264,7 +264,9 @@ def saved_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return select() if callable(select) else model.state_dict()
 
 
-def _load_weights(model: torch.nn.Module, path: Path) -> None:
+def _load_weights(model: torch.nn.Module, path: Path, part_of_file: bool = False) -> None:
+    """Every tensor ``model`` saves, from ``path`` (checked: present, shape); ``part_of_file``: the file may hold
+    more (a branch loaded from its whole model's weights), which are not read."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -280,7 +282,7 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ModelError(f"{path}: missing tensor '{missing[0]}'{more} required by config.json's architecture")
-    unexpected = [k for k in state if k not in expected]
+    unexpected = [] if part_of_file else [k for k in state if k not in expected]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise ModelError(f"{path}: unexpected tensor '{unexpected[0]}'{more} not in config.json's architecture")
@@ -290,6 +292,8 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
                 f"{path}: tensor '{key}' has shape {list(state[key].shape)} but config.json's architecture expects "
                 f"{list(t.shape)}"
             )
+    if part_of_file:
+        state = {k: state[k] for k in expected}
     missing, _ = model.load_state_dict(state, strict=False)  # every saved key was checked above
     not_referenced = set(missing) - (set(model.state_dict()) - set(expected))
     if not_referenced:
@@ -323,6 +327,27 @@ def load_model_bundle(
     model.vocab = vocab
     model.model_dir = directory
     return model, model.config, vocab
+
+
+def load_change_prior(model_dir: str | os.PathLike[str]) -> tuple[torch.nn.Module, Any]:
+    """The change-detection branch of a saved model (registry ``Architecture.change_prior``: the whole model for
+    ``change_detection``, encoder + neck + CD decoder for ``semantic_cc``) on the CPU in eval mode, and the full
+    model's config. Only the branch's tensors are read from ``model.safetensors`` (no LLM is built or loaded)."""
+    directory = resolve_model_dir(model_dir)
+    config = read_model_config(directory)
+    spec = architecture_of(config)
+    if spec.change_prior is None:
+        raise ModelError(f"{directory}: a {spec.name} model has no change-detection branch to serve as a prior")
+    try:
+        branch = spec.change_prior(config, load_pretrained=False, init_weights=False)
+    except ChangeCapError:
+        raise
+    except Exception as e:  # as in load_model_bundle: one line naming the file
+        raise ModelError(
+            f"{directory / CONFIG_FILE}: cannot build the change branch ({type(e).__name__}: {e})"
+        ) from None
+    _load_weights(branch, directory / WEIGHTS_FILE, part_of_file=True)
+    return branch.eval(), config
 
 
 def load_model(model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -120,6 +120,11 @@ class Architecture:
         summary_parts: ``model -> {dotted name: [parameters]}`` for ``changecap summary`` (``None``: the model's
             children and their children).
         description: one line for ``--help`` and the docs.
+        change_prior: for a system with a change-detection head, ``change_prior(config, load_pretrained=True,
+            init_weights=True) -> module``: the detection branch alone, as another system's frozen change prior
+            (DFM). The module has ``image_size``, ``feature_widths`` (one per level, finest first) and
+            ``change_features(pairs [B, 2, 3, S, S]) -> [[B, C_l, h_l, w_l], …]``, and its state-dict keys are the
+            full model's, so it loads from that model's directory (``io.load_change_prior``). ``None``: no prior.
     """
 
     name: str
@@ -129,6 +134,7 @@ class Architecture:
     card_rows: CardRows | None = None
     summary_parts: Callable[[nn.Module], Mapping[str, list[nn.Parameter]]] | None = None
     description: str = ""
+    change_prior: Callable[..., nn.Module] | None = None
 
 
 _REGISTERED: dict[str, Architecture] = {}

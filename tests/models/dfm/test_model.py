@@ -132,6 +132,35 @@ def test_the_prior_loads_from_a_trained_detector_directory(tmp_path: Path) -> No
         _model(**{"prior": {"model_dir": str(tmp_path / "nowhere")}})
 
 
+def test_a_semantic_cc_change_branch_serves_as_the_prior(tmp_path: Path) -> None:
+    from changecap.models import PreprocessConfig
+    from tests.models.semantic_cc.conftest import WORDS as SCC_WORDS
+    from tests.models.semantic_cc.conftest import tiny as tiny_scc
+
+    torch.manual_seed(6)
+    scc = build_model(config_from_dict(tiny_scc())).eval()
+    scc.config.vocab_size = len(Vocabulary.build([SCC_WORDS], threshold=0))
+    folder = save_model(scc, None, Vocabulary.build([SCC_WORDS], threshold=0), tmp_path / "scc")
+    PreprocessConfig(image_size=64, resize_mode="resize", mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2)).save(folder)
+    model = _model(**{"prior": {"model_dir": str(folder), "level": 1}}).eval()
+    assert model.config.prior.config["architecture"] == "semantic_cc"
+    branch = model.prior.detector
+    # the branch only: encoder, neck and CD decoder with the saved weights, no caption decoder (no LLM)
+    assert not any(k.startswith("caption_decoder") for k in model.state_dict() if "prior" in k)
+    assert {k.split(".")[0] for k in branch.state_dict()} == {"encoder", "neck", "cd_decoder"}
+    for k, v in branch.state_dict().items():
+        assert torch.equal(v, scc.state_dict()[k]), k
+    pairs = torch.randn(2, 2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(branch(pairs), scc(pairs)[1])  # the change logits of the whole model
+    images, tokens = _images(2), _tokens(2)
+    logits = model(images, tokens).logits
+    # the saved DFM rebuilds the branch from its recorded config (no model_dir needed) and reproduces the outputs
+    out = save_model(model, None, Vocabulary.build([WORDS[:12]], threshold=0), tmp_path / "dfm")
+    reloaded = load_model(out)
+    torch.testing.assert_close(reloaded(images, tokens).logits, logits)
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [

@@ -29,6 +29,7 @@ ARCHITECTURE = Architecture(
     objective="change_detection",
     card_rows=card_rows,
     description="Siamese CNN change detector: shared encoder, difference fusion, multi-scale decoder (masks only)",
+    change_prior=build_change_detector,  # the whole detector is its change branch
 )
 
 __all__ = [

@@ -138,6 +138,15 @@ class SiameseChangeDetector(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.features(images))  # [B, K, S, S]
 
+    # the change-prior interface (registry ``Architecture.change_prior``): the fused levels
+    @property
+    def feature_widths(self) -> list[int]:
+        assert self.config is not None  # set by build_change_detector
+        return list(self.config.encoder.widths)
+
+    def change_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.features(images)
+
     def change_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self(images)
 

@@ -52,7 +52,8 @@ class TemporalConfig:
 
 @dataclass
 class PriorConfig:
-    """The frozen change-detection prior (eq. 9): a ``change_detection`` model whose fused encoder features are
+    """The frozen change-detection prior (eq. 9): a ``change_detection`` model (its fused encoder levels) or the
+    change branch of a ``semantic_cc`` model (its CD decoder's pyramid levels), whose features are
     projected to the ViT width, resized to the ViT grid and injected by JFM's cross-attentions.
 
     ``model_dir`` names a trained detector (its weights are copied into DFM's own model directory, so the saved
@@ -77,7 +78,8 @@ class PriorConfig:
         if not self.enabled:
             return
         require(self.model_dir is not None or self.config is not None, f"{prefix}.model_dir",
-                "give a trained change_detection model directory (or 'config' for a random prior in tests), or "
+                "give a trained change_detection or semantic_cc model directory (or 'config' for a random prior in "
+                "tests), or "
                 "set enabled: false")  # fmt: skip
         for name in ("mean", "std", "input_mean", "input_std"):
             value = getattr(self, name)

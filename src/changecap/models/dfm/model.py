@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from changecap.errors import ModelError
+from changecap.errors import ConfigError, ModelError
 from changecap.models.dfm.config import DFMConfig
 from changecap.models.dfm.jfm import JointFeatureModelling
 from changecap.models.dfm.prior import ChangePrior
@@ -115,9 +115,10 @@ class DFM(nn.Module):
 
 def build_dfm(config: DFMConfig, load_pretrained: bool = True, init_weights: bool = True) -> DFM:
     """Instantiate DFM. With ``load_pretrained``, CLIP weights come from ``encoder.pretrained`` and the prior's from
-    ``prior.model_dir`` (a trained ``change_detection`` directory, whose config and preprocessing are recorded in the
-    returned model's config); otherwise both are built from their recorded architectures (weights loaded next by
-    ``load_model``). The parts are created in a fixed order, so the initialisation is fixed per seed."""
+    ``prior.model_dir`` (a trained ``change_detection`` or ``semantic_cc`` directory, whose config and preprocessing
+    are recorded in the returned model's config); otherwise both are built from their recorded architectures
+    (weights loaded next by ``load_model``). The parts are created in a fixed order, so the initialisation is fixed
+    per seed."""
     config.validate()
     config = copy.deepcopy(config)
     encoder, config.encoder = build_clip_encoder(config.encoder, load_pretrained, init_weights)
@@ -136,24 +137,30 @@ def build_prior(config: DFMConfig, dim: int, grid: int, load_pretrained: bool) -
     """The frozen detector (from ``prior.model_dir`` or its recorded config) wrapped as :class:`ChangePrior`; fills
     ``config.prior`` with the detector's architecture and preprocessing so the saved DFM rebuilds it offline."""
     from changecap.models.preprocess import PreprocessConfig
-    from changecap.models.registry import build_model, config_from_dict
+    from changecap.models.registry import architecture_of, config_from_dict
 
     p = config.prior
     if p.model_dir is not None and (load_pretrained or p.config is None):
-        from changecap.models.io import load_model
+        from changecap.models.io import load_change_prior
 
         folder = Path(p.model_dir).expanduser()
         if not folder.is_dir():
             raise ModelError(f"model.prior.model_dir '{p.model_dir}': not a directory (train the detector first)")
-        detector = load_model(folder, device="cpu")
-        if getattr(detector.config, "architecture", None) != "change_detection":
-            raise ModelError(f"model.prior.model_dir '{p.model_dir}': not a change_detection model")
-        pre = PreprocessConfig.load(folder, default_image_size=int(detector.config.image_size))
-        p.config = detector.config.to_dict()
+        try:
+            detector, detector_config = load_change_prior(folder)
+        except ModelError as e:
+            raise ModelError(f"model.prior.model_dir '{p.model_dir}': {e}") from None
+        pre = PreprocessConfig.load(folder, default_image_size=int(detector.image_size))
+        p.config = detector_config.to_dict()
         p.image_size, p.mean, p.std = pre.image_size, list(pre.mean), list(pre.std)
     else:
         assert p.config is not None  # PriorConfig.validate: model_dir or config
-        detector = build_model(config_from_dict({**p.config, "architecture": "change_detection"}, "model.prior.config"))
-    size = int(p.image_size or detector.config.image_size)
+        # recorded configs of DFM models saved before the prior could be another architecture have no "architecture"
+        detector_config = config_from_dict({"architecture": "change_detection", **p.config}, "model.prior.config")
+        spec = architecture_of(detector_config)
+        if spec.change_prior is None:
+            raise ConfigError("model.prior.config.architecture", f"{spec.name} has no change-detection branch")
+        detector = spec.change_prior(detector_config, load_pretrained=False)
+    size = int(p.image_size or detector.image_size)
     p.image_size = size
     return ChangePrior(detector, p.level, dim, grid, size, p.mean, p.std, p.input_mean, p.input_std)

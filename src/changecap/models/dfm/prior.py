@@ -1,6 +1,9 @@
 """DFM's change-detection prior (``dfm.md`` §3, eq. 9): a frozen change detector's fused encoder features, projected
 to the ViT width, resized to the ViT grid, with a learned position per cell → P [B, N, D].
 
+The detector is any registered architecture's change branch (``Architecture.change_prior``): changecap's Siamese
+CNN (its fused encoder levels) or Semantic-CC's encoder + neck + CD decoder (the decoder's pyramid levels).
+
 The detector never changes: its parameters have no gradient, it stays in eval mode whatever the model's mode (its
 BatchNorm statistics never move), and it runs under ``no_grad``. Only the projection and the positions train. DFM's
 images (CLIP-normalised, the ViT's size) are re-normalised and resized to what the detector was trained on.
@@ -34,7 +37,7 @@ class ChangePrior(nn.Module):
         self.detector = detector
         self.detector.requires_grad_(False)
         self.detector.eval()
-        widths = list(detector.config.encoder.widths)
+        widths = list(detector.feature_widths)  # the registry's change-prior interface
         if not -len(widths) <= level < len(widths):
             raise ModelError(f"model.prior.level {level}: the detector has {len(widths)} levels")
         self.level = level
@@ -61,7 +64,7 @@ class ChangePrior(nn.Module):
                 s = self.image_size
                 x = F.interpolate(x.flatten(0, 1), size=(s, s), mode="bilinear", align_corners=False,
                                   antialias=True).unflatten(0, x.shape[:2])  # fmt: skip
-            feats = self.detector.features(x)[self.level]  # [B, C, h, w]
+            feats = self.detector.change_features(x)[self.level]  # [B, C, h, w]
         p = self.proj(feats)  # [B, D, h, w]
         g = self.grid_size
         if p.shape[-2:] != (g, g):

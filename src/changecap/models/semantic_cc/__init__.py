@@ -13,7 +13,12 @@ from torch import nn
 
 from changecap.models.registry import Architecture
 from changecap.models.semantic_cc.config import SemanticCCConfig
-from changecap.models.semantic_cc.model import SemanticCC, build_semantic_cc
+from changecap.models.semantic_cc.model import (
+    SemanticCC,
+    SemanticCCChangeBranch,
+    build_semantic_cc,
+    build_semantic_cc_change_branch,
+)
 
 
 def card_rows(model: nn.Module, config: Any) -> list[tuple[str, str]]:
@@ -68,6 +73,14 @@ ARCHITECTURE = Architecture(
     card_rows=card_rows,
     summary_parts=summary_parts,
     description="Semantic-CC: SAM ViT + change filters, multi-task neck, CD decoder, Q-Former + LLM captions",
+    change_prior=build_semantic_cc_change_branch,
 )
 
-__all__ = ["ARCHITECTURE", "SemanticCC", "SemanticCCConfig", "build_semantic_cc"]
+__all__ = [
+    "ARCHITECTURE",
+    "SemanticCC",
+    "SemanticCCChangeBranch",
+    "SemanticCCConfig",
+    "build_semantic_cc",
+    "build_semantic_cc_change_branch",
+]

@@ -164,6 +164,7 @@ class ChangeDetectionDecoder(nn.Module):
         self.image_size = image_size
         self.num_classes = num_classes
         self.form: DecoderForm = form
+        self.fpn_dim = fpn_dim
         self.fpn = SimpleFPN(2 * in_dim, fpn_dim, extra_level=form == "code")
         self.head = MLPSegHead(fpn_dim, self.fpn.num_levels, fpn_dim, num_classes, image_size)
         if prior_probability is not None:
@@ -181,6 +182,11 @@ class ChangeDetectionDecoder(nn.Module):
 
     def forward(self, f_cd: torch.Tensor) -> torch.Tensor:
         """[2B, in_dim, g, g] → [B, num_classes, image_size, image_size]."""
+        return self.head(self.pyramid(f_cd))
+
+    def pyramid(self, f_cd: torch.Tensor) -> list[torch.Tensor]:
+        """[2B, in_dim, g, g] → the pair's feature levels [B, fpn_dim, 4g / 2^i, …], finest first (what the head
+        fuses; what DFM takes as its change prior)."""
         g = self.grid_size
         if f_cd.dim() != 4 or tuple(f_cd.shape[1:]) != (self.in_dim, g, g) or f_cd.shape[0] % 2 or not f_cd.shape[0]:
             raise ModelError(
@@ -189,7 +195,7 @@ class ChangeDetectionDecoder(nn.Module):
             )
         before, after = f_cd.chunk(2, dim=0)  # [B, in_dim, g, g] each
         pair = torch.cat([before, after], dim=1)  # [B, 2·in_dim, g, g]
-        return self.head(self.fpn(pair))
+        return self.fpn(pair)
 
     def extra_repr(self) -> str:
         return f"form={self.form!r}, grid_size={self.grid_size}, image_size={self.image_size}"

@@ -98,10 +98,44 @@ class SemanticCC(nn.Module):
         return groups
 
 
-def build_semantic_cc(config: SemanticCCConfig, load_pretrained: bool = True, init_weights: bool = True) -> SemanticCC:
-    """Instantiate Semantic-CC; ``load_pretrained`` loads SAM (resized) and the LLM from their ids/directories."""
-    config.validate()
-    config = copy.deepcopy(config)
+class SemanticCCChangeBranch(nn.Module):
+    """Semantic-CC's change-detection branch alone — encoder → neck → CD decoder, no caption decoder (so no LLM) —
+    as another system's frozen change prior (DFM, ``dfm.md`` §3). Its state-dict keys are the full model's, so it
+    loads from a Semantic-CC model directory's own weights. The neck's captioning side stays: the detection side
+    reads it through the inter-task attention."""
+
+    def __init__(
+        self, encoder: BiTemporalSAMEncoder, neck: SemanticAggregationNeck, cd_decoder: ChangeDetectionDecoder
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.neck = neck
+        self.cd_decoder = cd_decoder
+        self.config: Any = None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder.config.config["image_size"])
+
+    @property
+    def feature_widths(self) -> list[int]:
+        """Width of each level of :meth:`change_features`, finest first."""
+        return [self.cd_decoder.fpn_dim] * self.cd_decoder.fpn.num_levels
+
+    def change_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Image pairs [B, 2, 3, S, S] → the CD decoder's pyramid levels [B, fpn_dim, h_i, w_i], finest first."""
+        _, f_cd = self.neck(*self.encoder(images))  # [2B, L, cd_dim]
+        g = self.encoder.config.grid_size
+        return self.cd_decoder.pyramid(f_cd.transpose(1, 2).unflatten(2, (g, g)))  # from [2B, cd_dim, G, G]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Change logits [B, K, S, S]."""
+        return self.cd_decoder.head(self.change_features(images))
+
+
+def _change_parts(
+    config: SemanticCCConfig, load_pretrained: bool, init_weights: bool
+) -> tuple[BiTemporalSAMEncoder, SemanticAggregationNeck, ChangeDetectionDecoder]:
     enc = config.encoder
     encoder = build_sam_encoder(enc, load_pretrained=load_pretrained, init_weights=init_weights)
     neck = SemanticAggregationNeck(
@@ -122,6 +156,14 @@ def build_semantic_cc(config: SemanticCCConfig, load_pretrained: bool = True, in
         fpn_dim=config.cd_decoder.fpn_dim,
         prior_probability=config.cd_decoder.prior_probability,
     )
+    return encoder, neck, cd_decoder
+
+
+def build_semantic_cc(config: SemanticCCConfig, load_pretrained: bool = True, init_weights: bool = True) -> SemanticCC:
+    """Instantiate Semantic-CC; ``load_pretrained`` loads SAM (resized) and the LLM from their ids/directories."""
+    config.validate()
+    config = copy.deepcopy(config)
+    encoder, neck, cd_decoder = _change_parts(config, load_pretrained, init_weights)
     llm, tokenizer = build_llm(config.caption, load_pretrained)
     qformer = build_qformer(config.caption)
     caption = SemanticCCCaptionDecoder(config.caption, qformer, llm, tokenizer, config.neck.cc_dim)
@@ -130,3 +172,14 @@ def build_semantic_cc(config: SemanticCCConfig, load_pretrained: bool = True, in
     model = SemanticCC(encoder, neck, cd_decoder, caption)
     model.config = config
     return model
+
+
+def build_semantic_cc_change_branch(
+    config: SemanticCCConfig, load_pretrained: bool = True, init_weights: bool = True
+) -> SemanticCCChangeBranch:
+    """The change-detection branch of the Semantic-CC ``config`` describes (:class:`SemanticCCChangeBranch`)."""
+    config.validate()
+    config = copy.deepcopy(config)
+    branch = SemanticCCChangeBranch(*_change_parts(config, load_pretrained, init_weights))
+    branch.config = config
+    return branch
