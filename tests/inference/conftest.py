@@ -10,9 +10,10 @@ import torch
 from changecap.data.annotations import parse_annotations
 from changecap.data.vocab import Vocabulary
 from changecap.inference import PreprocessConfig
-from changecap.models import build_model, save_model
+from changecap.models import build_model, config_from_dict, save_model
 from changecap.models.hisem import tiny_config
 from tests.data.fakes import make_levir
+from tests.models.semantic_cc.conftest import WORDS, tiny
 
 IMAGE_SIZE = 32
 
@@ -52,3 +53,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, vocab: Vocabulary) -> Pa
 @pytest.fixture(scope="session")
 def plain_model_dir(tmp_path_factory: pytest.TempPathFactory, vocab: Vocabulary) -> Path:
     return _save(tmp_path_factory.mktemp("models"), vocab, "plain")
+
+
+@pytest.fixture(scope="session")
+def scc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Semantic-CC (a model with a change-detection head), 64 px."""
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(tiny()))
+    vocab = Vocabulary.build([WORDS], threshold=0)
+    model.config.vocab_size = len(vocab)
+    out = save_model(model, None, vocab, tmp_path_factory.mktemp("scc") / "model")
+    PreprocessConfig(image_size=64, resize_mode="resize", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).save(out)
+    return out

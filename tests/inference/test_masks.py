@@ -7,26 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from changecap.cli.main import main
 from changecap.data.vocab import Vocabulary
 from changecap.inference import ChangeCaptioner, evaluate_model
-from changecap.models import PreprocessConfig, build_model, config_from_dict, save_model
+from changecap.models import build_model, save_model
 from tests.data.fakes import make_levir
-from tests.models.semantic_cc.conftest import WORDS, tiny
-
-
-@pytest.fixture(scope="module")
-def scc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(config_from_dict(tiny()))
-    vocab = Vocabulary.build([WORDS], threshold=0)
-    model.config.vocab_size = len(vocab)
-    out = save_model(model, None, vocab, tmp_path_factory.mktemp("scc") / "model")
-    PreprocessConfig(image_size=64, resize_mode="resize", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).save(out)
-    return out
+from tests.models.semantic_cc.conftest import WORDS
 
 
 def test_masks_come_back_at_the_input_size(scc_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""``changecap caption BEFORE AFTER --model DIR``: caption one pair (or several with --pairs-file)."""
+"""``changecap caption BEFORE AFTER --model DIR``: caption one pair; ``--pairs DIR_OR_CSV [--out F]``: a folder of
+pairs (``A/`` and ``B/`` with matching names) or a CSV of ``before,after`` paths, one record per pair."""
 
 from __future__ import annotations
 
@@ -8,8 +9,21 @@ import json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("caption", help="caption a before/after image pair with a trained model")
-    p.add_argument("before", help="before image (time 1)")
-    p.add_argument("after", help="after image (time 2)")
+    p.add_argument("before", nargs="?", help="before image (time 1)")
+    p.add_argument("after", nargs="?", help="after image (time 2)")
+    p.add_argument(
+        "--pairs",
+        metavar="DIR_OR_CSV",
+        help="caption many pairs: a folder with A/ and B/ (matching names) or a CSV of before,after paths",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="with --pairs: write the records to FILE (.jsonl or .csv; default: JSON lines on stdout)",
+    )
+    p.add_argument("--mask-dir", metavar="DIR", help="with --pairs: write each pair's change mask to DIR/<name>.png")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id (owner/name)")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
@@ -24,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.beam_size < 1:
         raise ChangeCapError(f"--beam-size must be >= 1, got {args.beam_size}")
+    if args.pairs is not None:
+        if args.before is not None or args.mask or args.json:
+            raise ChangeCapError("--pairs captions a folder or CSV: give no BEFORE AFTER images, --mask or --json")
+        return run_pairs(args)
+    if args.before is None or args.after is None:
+        raise ChangeCapError("give BEFORE and AFTER images, or --pairs DIR_OR_CSV")
+    for flag in ("out", "mask_dir"):
+        if getattr(args, flag) is not None:
+            raise ChangeCapError(f"--{flag.replace('_', '-')} goes with --pairs (one pair: --json, --mask PNG)")
     captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device)
     if args.mask and not captioner.predicts_masks:
         raise ChangeCapError(f"--mask: the model {args.model} predicts no change mask (it has no CD head)")
@@ -43,4 +66,40 @@ def run(args: argparse.Namespace) -> int:
         print(res.caption)
         if res.change_probability is not None:
             print(f"P(change) = {res.change_probability:.3f}")
+    return 0
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    import sys
+
+    from changecap.errors import ChangeCapError
+    from changecap.inference import ChangeCaptioner
+    from changecap.inference.pairs import RecordWriter, caption_pairs, find_pairs
+
+    pairs, problems = find_pairs(args.pairs)  # before loading the model: a wrong path fails at once
+    captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device)
+    if args.mask_dir and not captioner.predicts_masks:
+        raise ChangeCapError(f"--mask-dir: the model {args.model} predicts no change mask (it has no CD head)")
+    writer = RecordWriter(args.out)
+    captioned = 0
+    try:
+        for record in caption_pairs(captioner, pairs, batch_size=args.batch_size, beam_size=args.beam_size,
+                                    mask_dir=args.mask_dir, progress=not args.no_progress):  # fmt: skip
+            if record.error is not None:
+                problems.append(record)
+                continue
+            writer.write(record)
+            captioned += 1
+        for record in problems:  # after the captions, in the output as well as on the terminal
+            writer.write(record)
+    except BaseException:
+        partial = writer.abort()
+        if partial is not None:
+            print(f"interrupted: the {captioned} record(s) written so far are in {partial}", file=sys.stderr)
+        raise
+    writer.close()
+    where = f" to {args.out}" if args.out else ""
+    print(f"{captioned} pair(s) captioned{where}; {len(problems)} problem(s)", file=sys.stderr)
+    for record in problems:
+        print(f"  {record.name}: {record.error}", file=sys.stderr)
     return 0

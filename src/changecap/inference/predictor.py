@@ -187,6 +187,13 @@ class ChangeCaptioner:
                 results[-1].mask = masks[i].astype(np.uint8)
         return results
 
+    @staticmethod
+    def mask_at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A mask at the model's resolution → at the input image's ``(H, W)`` (nearest: a mask stays a mask)."""
+        if mask.shape == size:
+            return mask
+        return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
+
     @property
     def predicts_masks(self) -> bool:
         """Whether the model has a change-detection head (its ``predict`` returns masks)."""
@@ -219,8 +226,7 @@ class ChangeCaptioner:
                 sizes.append(size)
             batch = self.caption_tensor(torch.stack(pairs), beam_size=beam_size, max_length=max_length)
             for res, size in zip(batch, sizes):
-                if res.mask is not None and res.mask.shape != size:
-                    # back to the input image's size (nearest: a mask stays a mask)
-                    res.mask = np.asarray(Image.fromarray(res.mask).resize((size[1], size[0]), Image.NEAREST))
+                if res.mask is not None:
+                    res.mask = self.mask_at_size(res.mask, size)
             results += batch
         return results[0] if single else results

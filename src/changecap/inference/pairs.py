@@ -1,0 +1,212 @@
+"""Caption a folder of pairs: ``A/`` and ``B/`` with matching file names, or a CSV of ``before,after`` paths.
+
+One record per pair, in a stable order (sorted names; CSV order). A pair that cannot be used — a file with no partner,
+an unreadable or corrupt image, dates of different sizes — becomes a problem record instead of stopping the run:
+problems are listed after the captions, in the output and on the terminal. Images are read one batch ahead in a
+background thread, so reading overlaps the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from changecap.errors import ChangeCapError, DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+FIELDS = ("name", "before", "after", "caption", "change_probability", "mask", "error")
+
+
+@dataclass
+class PairRecord:
+    """One line of the output: a captioned pair (``error`` None) or a problem (``caption`` None, ``error`` set)."""
+
+    name: str
+    before: str | None
+    after: str | None
+    caption: str | None = None
+    change_probability: float | None = None
+    mask: str | None = None  # path of the written mask PNG
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    before: Path
+    after: Path
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def find_pairs(source: str | os.PathLike[str]) -> tuple[list[Pair], list[PairRecord]]:
+    """``source`` (a folder with ``A/`` and ``B/``, or a CSV file) → the pairs and the unmatched files as problems.
+
+    CSV: one pair per row, ``before,after`` (a header row with those names is optional); relative paths are relative
+    to the CSV's folder; the name of a pair is its before file's name (``row<N>:`` prefixed when names repeat).
+    """
+    src = Path(source).expanduser()
+    if src.is_dir():
+        a_dir, b_dir = src / "A", src / "B"
+        if not (a_dir.is_dir() and b_dir.is_dir()):
+            raise DataError(src, "a folder of pairs needs the sub-folders A/ (before) and B/ (after)")
+        before, after = _images_in(a_dir), _images_in(b_dir)
+        pairs = [Pair(n, before[n], after[n]) for n in sorted(before) if n in after]
+        problems = [PairRecord(n, str(before[n]), None, error="no after image with this name in B/")
+                    for n in sorted(before) if n not in after]  # fmt: skip
+        problems += [PairRecord(n, None, str(after[n]), error="no before image with this name in A/")
+                     for n in sorted(after) if n not in before]  # fmt: skip
+        if not pairs and not problems:
+            raise DataError(src, f"no images ({', '.join(IMAGE_SUFFIXES)}) in A/ or B/")
+        return pairs, problems
+    if src.is_file() and src.suffix.lower() == ".csv":
+        return _pairs_from_csv(src)
+    if src.exists():
+        raise DataError(src, "expected a folder with A/ and B/, or a .csv of before,after paths")
+    raise DataError(src, "no such file or folder")
+
+
+def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairRecord]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(path, f"cannot read the CSV ({' '.join(str(e).split())})") from None
+    first = 1  # row numbers are the file's (blank lines aside)
+    if rows and [c.strip().lower() for c in rows[0]] == ["before", "after"]:
+        rows, first = rows[1:], 2
+    if not rows:
+        raise DataError(path, "no pairs (one 'before,after' row per pair)")
+    pairs: list[Pair] = []
+    problems: list[PairRecord] = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows, start=first):
+        if len(row) != 2:
+            problems.append(PairRecord(f"row{i}", None, None, error=f"row {i}: expected 2 columns (before,after)"))
+            continue
+        b, a = (Path(c.strip()).expanduser() for c in row)
+        b, a = (p if p.is_absolute() else path.parent / p for p in (b, a))
+        name = b.name if b.name not in seen else f"row{i}:{b.name}"
+        seen.add(name)
+        pairs.append(Pair(name, b, a))
+    return pairs, problems
+
+
+def _load(pair: Pair, captioner: Any) -> torch.Tensor | PairRecord:
+    """A pair → its model input [2, 3, S, S] (and its size), or a problem record naming the file."""
+    from changecap.inference.predictor import _prepare_pair
+
+    for path in (pair.before, pair.after):
+        if not path.is_file():
+            return PairRecord(pair.name, str(pair.before), str(pair.after), error=f"{path}: no such file")
+    try:
+        return _prepare_pair(pair.before, pair.after, captioner.preprocess, (str(pair.before), str(pair.after)))
+    except ChangeCapError as e:
+        return PairRecord(pair.name, str(pair.before), str(pair.after), error=str(e))
+
+
+def caption_pairs(
+    captioner: Any,
+    pairs: Sequence[Pair],
+    *,
+    batch_size: int = 16,
+    beam_size: int = 1,
+    mask_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Iterator[PairRecord]:
+    """Caption ``pairs`` in batches (reading the next batch while the model runs) → one record per pair, in order.
+    With ``mask_dir`` (models with a CD head) each mask is written there as ``<name stem>.png``."""
+    from changecap.inference.evaluate import save_mask_png
+
+    if batch_size < 1:
+        raise ChangeCapError(f"--batch-size must be >= 1, got {batch_size}")
+    batches = [list(pairs[i : i + batch_size]) for i in range(0, len(pairs), batch_size)]
+    bar = tqdm(total=len(pairs), desc="captioning", unit="pair", disable=not progress)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+
+        def read(batch: list[Pair]) -> list[Any]:
+            return [_load(p, captioner) for p in batch]
+
+        pending = pool.submit(read, batches[0]) if batches else None
+        for k, batch in enumerate(batches):
+            assert pending is not None
+            loaded = pending.result()
+            pending = pool.submit(read, batches[k + 1]) if k + 1 < len(batches) else None
+            ok = [(p, x) for p, x in zip(batch, loaded, strict=True) if not isinstance(x, PairRecord)]
+            results = {}
+            if ok:
+                inputs = torch.stack([x[0] for _, x in ok])  # [b, 2, 3, S, S]
+                for (p, (_, size)), res in zip(ok, captioner.caption_tensor(inputs, beam_size=beam_size), strict=True):
+                    results[p.name] = (res, size)
+            for p, x in zip(batch, loaded, strict=True):
+                if isinstance(x, PairRecord):
+                    yield x
+                    continue
+                res, size = results[p.name]
+                mask_path = None
+                if mask_dir is not None and res.mask is not None:
+                    mask_path = Path(mask_dir) / f"{Path(p.name).stem}.png"
+                    save_mask_png(captioner.mask_at_size(res.mask, size), mask_path)
+                yield PairRecord(p.name, str(p.before), str(p.after), res.caption, res.change_probability,
+                                 None if mask_path is None else str(mask_path))  # fmt: skip
+            bar.update(len(batch))
+    bar.close()
+
+
+class RecordWriter:
+    """Records → ``.jsonl`` (one JSON object per line) or ``.csv`` (columns :data:`FIELDS`), written to a temporary
+    file next to ``path`` as they come and renamed over ``path`` at :meth:`close`, so a finished file is never half
+    written. ``path`` None: JSON lines on stdout."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = None if path is None else Path(path).expanduser()
+        self._csv: Any = None
+        if self.path is None:
+            import sys
+
+            self._file: Any = sys.stdout
+            return
+        suffix = self.path.suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise ChangeCapError(f"--out {self.path}: the output must end in .jsonl or .csv")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        if suffix == ".csv":
+            self._csv = csv.DictWriter(self._file, fieldnames=FIELDS)
+            self._csv.writeheader()
+
+    def write(self, record: PairRecord) -> None:
+        row = asdict(record)
+        if self._csv is not None:
+            self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
+        else:
+            self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self.path is None:
+            return
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> Path | None:
+        """Stop without renaming: the records written so far stay in the temporary file, whose path is returned
+        (``path`` itself is never left half written)."""
+        if self.path is None:
+            return None
+        self._file.close()
+        return self._tmp
