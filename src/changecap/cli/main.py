@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "evaluate",
     "caption",
+    "scene",
     "convert",
 )
 

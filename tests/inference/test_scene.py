@@ -1,0 +1,204 @@
+"""``changecap scene`` on GeoTIFFs the tests make (UTM 33N, 10 m pixels, a known transform): outputs and their
+georeferencing, grid checks and --align, nodata tiles, 16-bit multi-band input, resume, sharding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio", reason="changecap scene needs the 'geo' extra (rasterio)")
+from rasterio.transform import from_origin  # noqa: E402
+from rasterio.warp import transform as warp  # noqa: E402
+
+from changecap.cli.main import main  # noqa: E402
+from changecap.inference import ChangeCaptioner  # noqa: E402
+from changecap.inference.scene import (  # noqa: E402
+    SceneSettings,
+    _settings_file,
+    caption_tiles,
+    read_results,
+    write_outputs,
+)
+
+UTM = "EPSG:32633"
+ORIGIN = (500_000.0, 4_100_000.0)
+
+
+def write_scene(
+    path: Path,
+    seed: int,
+    height: int = 80,
+    width: int = 100,
+    *,
+    crs: str = UTM,
+    origin: tuple[float, float] = ORIGIN,
+    res: float = 10.0,
+    count: int = 3,
+    dtype: str = "uint8",
+    nodata: float | None = None,
+    blank: tuple[slice, slice] | None = None,
+) -> Path:
+    rng = np.random.default_rng(seed)
+    hi = 255 if dtype == "uint8" else 4000
+    data = rng.integers(1, hi, (count, height, width)).astype(dtype)
+    if blank is not None:
+        data[:, blank[0], blank[1]] = nodata if nodata is not None else 0
+    profile = {"driver": "GTiff", "height": height, "width": width, "count": count, "dtype": dtype, "crs": crs,
+               "transform": from_origin(*origin, res, res), "nodata": nodata}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def run_scene(before: Path, after: Path, model: Path, out: Path, *extra: str) -> int:
+    argv = ["scene", str(before), str(after), "--model", str(model), "--out", str(out), "--device", "cpu"]
+    return main([*argv, "--no-progress", *extra])
+
+
+@pytest.fixture
+def scenes(tmp_path: Path) -> tuple[Path, Path]:
+    return write_scene(tmp_path / "before.tif", 1), write_scene(tmp_path / "after.tif", 2)
+
+
+def test_geojson_tiles_reprojected_to_wgs84(scenes: tuple[Path, Path], model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_scene(*scenes, model_dir, out) == 0  # the model's pair size (32 px) → 3 × 4 tiles over 80 × 100
+    fc = json.loads((out / "changes.geojson").read_text())
+    assert fc["type"] == "FeatureCollection" and fc["properties"]["crs_source"] == UTM
+    assert len(fc["features"]) == 12
+    captioner = ChangeCaptioner.from_pretrained(model_dir, device="cpu")
+    for feature in fc["features"]:
+        row, col = feature["properties"]["tile"]
+        minx, maxy = ORIGIN[0] + 320 * col, ORIGIN[1] - 320 * row  # 32 px × 10 m
+        assert feature["properties"]["bounds_source"] == pytest.approx([minx, maxy - 320, minx + 320, maxy])
+        xs, ys = [minx, minx + 320, minx + 320, minx], [maxy - 320, maxy - 320, maxy, maxy]
+        lon, lat = warp(UTM, "EPSG:4326", xs, ys)
+        ring = feature["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and len(ring) == 5
+        assert np.allclose(ring[:4], np.stack([lon, lat], 1), atol=1e-9)
+        assert 14.9 < ring[0][0] < 15.1 and 37.0 < ring[0][1] < 37.1  # UTM 33N, near its central meridian
+        props = feature["properties"]
+        assert props["changed"] == (props["change_probability"] >= 0.5) and isinstance(props["caption"], str)
+    # a tile's caption is the model's caption of that tile
+    with rasterio.open(scenes[0]) as b, rasterio.open(scenes[1]) as a:
+        win = rasterio.windows.Window(32, 0, 32, 32)
+        one = captioner(b.read(window=win).transpose(1, 2, 0), a.read(window=win).transpose(1, 2, 0))
+    tile01 = next(f for f in fc["features"] if f["properties"]["tile"] == [0, 1])
+    assert tile01["properties"]["caption"] == one.caption
+    assert not (out / "change_mask.tif").exists()  # HiSem predicts no mask
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "Settings" in page
+
+
+def test_mask_geotiff_keeps_crs_and_transform(scenes: tuple[Path, Path], scc_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_scene(*scenes, scc_dir, out, "--overlap", "8") == 0  # 64 px tiles stepping 56
+    with rasterio.open(out / "change_mask.tif") as m, rasterio.open(scenes[0]) as b:
+        assert m.crs == b.crs and m.transform == b.transform and (m.height, m.width) == (b.height, b.width)
+        values = m.read(1)
+    assert set(np.unique(values)) <= {0, 1} | {255} and (values != 255).all()  # every pixel covered
+    fc = json.loads((out / "changes.geojson").read_text())
+    assert len(fc["features"]) == 4 and all(f["properties"]["change_probability"] is None for f in fc["features"])
+
+
+def test_nodata_tiles_are_skipped_and_counted(tmp_path: Path, model_dir: Path) -> None:
+    before = write_scene(tmp_path / "b.tif", 1, nodata=0, blank=(slice(0, 32), slice(0, 64)))
+    after = write_scene(tmp_path / "a.tif", 2)
+    out = tmp_path / "out"
+    assert run_scene(before, after, model_dir, out) == 0
+    fc = json.loads((out / "changes.geojson").read_text())
+    assert fc["properties"]["skipped_tiles"] == 2
+    assert {tuple(f["properties"]["tile"]) for f in fc["features"]}.isdisjoint({(0, 0), (0, 1)})
+
+
+def test_uint16_four_band_input_with_bands(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    before = write_scene(tmp_path / "b.tif", 1, count=4, dtype="uint16")
+    after = write_scene(tmp_path / "a.tif", 2, count=4, dtype="uint16")
+    assert run_scene(before, after, model_dir, tmp_path / "out", "--bands", "3,2,1") == 0
+    single = write_scene(tmp_path / "s.tif", 3, count=1)
+    assert run_scene(single, single, model_dir, tmp_path / "out1") == 2
+    err = capsys.readouterr().err.strip()
+    assert "s.tif" in err and "1 band(s); choose three with --bands" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("after_kwargs", "message"),
+    [
+        ({"crs": "EPSG:32632"}, "different CRS"),
+        ({"res": 20.0}, "different resolutions"),
+        ({"origin": (600_000.0, 4_100_000.0)}, "do not overlap"),
+        ({"origin": (500_005.0, 4_100_000.0)}, "fraction of a pixel"),
+    ],
+)
+def test_grid_mismatches_are_one_line_errors(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture, after_kwargs: dict, message: str
+) -> None:
+    before = write_scene(tmp_path / "b.tif", 1)
+    after = write_scene(tmp_path / "a.tif", 2, **after_kwargs)
+    assert run_scene(before, after, model_dir, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "b.tif" in err and "a.tif" in err and len(err.splitlines()) == 1
+
+
+def test_align_resamples_after_onto_before(tmp_path: Path, model_dir: Path) -> None:
+    before = write_scene(tmp_path / "b.tif", 1)
+    after = write_scene(tmp_path / "a.tif", 2, height=40, width=50, res=20.0)  # same footprint, half resolution
+    out = tmp_path / "out"
+    assert run_scene(before, after, model_dir, out, "--align") == 0
+    assert len(json.loads((out / "changes.geojson").read_text())["features"]) == 12
+
+
+def test_an_offset_after_scene_overlaps_part_of_before(tmp_path: Path, model_dir: Path) -> None:
+    before = write_scene(tmp_path / "b.tif", 1)
+    after = write_scene(tmp_path / "a.tif", 2, origin=(ORIGIN[0] + 400.0, ORIGIN[1]))  # 40 px to the east
+    out = tmp_path / "out"
+    assert run_scene(before, after, model_dir, out) == 0
+    fc = json.loads((out / "changes.geojson").read_text())
+    assert {f["properties"]["bounds_source"][0] for f in fc["features"]} == {ORIGIN[0] + 400.0, ORIGIN[0] + 720.0}
+
+
+def test_resume_after_a_kill_gives_the_same_outputs(scenes: tuple[Path, Path], model_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    full = tmp_path / "full"
+    assert run_scene(*scenes, model_dir, full, "--batch-size", "5") == 0
+    # a run killed after 7 tiles, mid-way through writing the 8th line
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "scene_run.json").write_text((full / "scene_run.json").read_text())
+    lines = (full / "tiles.jsonl").read_text().splitlines()
+    (part / "tiles.jsonl").write_text("\n".join(lines[:7]) + "\n" + lines[7][:20])
+    capsys.readouterr()
+    assert run_scene(*scenes, model_dir, part, "--batch-size", "5") == 0
+    assert "(5 in this run)" in capsys.readouterr().out  # 12 tiles, 7 done
+    assert (part / "changes.geojson").read_text() == (full / "changes.geojson").read_text()
+    # other settings in the same folder are refused rather than mixed
+    assert run_scene(*scenes, model_dir, part, "--overlap", "4") == 2
+
+
+def test_shards_cover_every_tile_once(scenes: tuple[Path, Path], model_dir: Path, tmp_path: Path) -> None:
+    captioner = ChangeCaptioner.from_pretrained(model_dir, device="cpu")
+    settings = SceneSettings(str(scenes[0]), str(scenes[1]), str(model_dir), 32)
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    for out in (single, sharded):
+        out.mkdir()
+        _settings_file(out, settings)
+    list(caption_tiles(captioner, settings, single, progress=False))
+    for rank in (0, 1):  # what torchrun's two ranks do, one after the other
+        list(caption_tiles(captioner, settings, sharded, rank=rank, world_size=2, progress=False))
+    assert sorted(p.name for p in sharded.glob("tiles*.jsonl")) == ["tiles.rank0.jsonl", "tiles.rank1.jsonl"]
+    assert read_results(sharded) == read_results(single)
+    write_outputs(settings, single, False)
+    write_outputs(settings, sharded, False)
+    assert (single / "changes.geojson").read_text() == (sharded / "changes.geojson").read_text()
+
+
+def test_unreadable_file_is_one_line(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    good = write_scene(tmp_path / "g.tif", 1)
+    assert run_scene(bad, good, model_dir, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.tif" in err and len(err.splitlines()) == 1
