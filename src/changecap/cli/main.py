@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "caption",
     "scene",
+    "serve",
     "convert",
 )
 
