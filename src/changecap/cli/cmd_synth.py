@@ -5,6 +5,7 @@ Three forms (exactly one of ``--out``, ``--stats``, ``--figure``)::
     changecap synth --out DIR [--preset tiny|small|full] [--pairs N] [--size S] [--seed K] [--workers W]
     changecap synth --stats DIR [--json]
     changecap synth --figure PNG --from DIR [--samples N] [--columns C] [--tile T]
+    changecap synth --geotiff DIR [--grid G] [--size S] [--seed K]   (a georeferenced scene pair for `scene`)
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--out", metavar="DIR", help="generate a set into DIR")
     mode.add_argument("--stats", metavar="DIR", help="print the statistics of a generated set")
     mode.add_argument("--figure", metavar="PNG", help="draw a sample figure of the set given by --from")
+    mode.add_argument(
+        "--geotiff",
+        metavar="DIR",
+        help="write a synthetic GeoTIFF scene pair (before.tif, after.tif, "
+        "change_truth.tif; UTM 33N, 0.5 m) of --grid × --grid SynthCC cells, for `changecap scene`",
+    )
+    p.add_argument("--grid", type=int, default=8, help="--geotiff: cells per side (default 8)")
     g = p.add_argument_group("generation")
     g.add_argument("--preset", default="small", help="tiny | small | full (default small)")
     g.add_argument("--pairs", type=int, default=None, help="number of pairs (overrides the preset)")
@@ -60,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         print(f"wrote SynthCC ({args.preset} preset) to {root}")
+        return 0
+    if args.geotiff is not None:
+        from changecap.synth.geotiff import write_geotiff_pair
+
+        paths = write_geotiff_pair(args.geotiff, grid=args.grid, size=args.size or 128, seed=args.seed)
+        print("wrote " + ", ".join(str(p) for p in paths))
         return 0
     if args.stats is not None:
         from changecap.synth.stats import format_statistics, synthcc_statistics
