@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,geo,serve]"
+	$(PIP) install -q -e ".[dev,geo,serve,onnx]"
 	touch $@
 
 env: $(VENV)/.installed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-dir", metavar="DIR", help="with --pairs: write each pair's change mask to DIR/<name>.png")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: --model is a folder from `changecap export onnx`, run by onnxruntime (greedy)",
+    )
     p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id (owner/name)")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
@@ -34,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from changecap.errors import ChangeCapError
-    from changecap.inference import ChangeCaptioner
 
     if args.beam_size < 1:
         raise ChangeCapError(f"--beam-size must be >= 1, got {args.beam_size}")
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("out", "mask_dir"):
         if getattr(args, flag) is not None:
             raise ChangeCapError(f"--{flag.replace('_', '-')} goes with --pairs (one pair: --json, --mask PNG)")
-    captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device)
+    captioner = _captioner(args)
     if args.mask and not captioner.predicts_masks:
         raise ChangeCapError(f"--mask: the model {args.model} predicts no change mask (it has no CD head)")
     res = captioner(args.before, args.after, beam_size=args.beam_size)
@@ -73,11 +79,10 @@ def run_pairs(args: argparse.Namespace) -> int:
     import sys
 
     from changecap.errors import ChangeCapError
-    from changecap.inference import ChangeCaptioner
     from changecap.inference.pairs import RecordWriter, caption_pairs, find_pairs
 
     pairs, problems = find_pairs(args.pairs)  # before loading the model: a wrong path fails at once
-    captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device)
+    captioner = _captioner(args)
     if args.mask_dir and not captioner.predicts_masks:
         raise ChangeCapError(f"--mask-dir: the model {args.model} predicts no change mask (it has no CD head)")
     writer = RecordWriter(args.out)
@@ -103,3 +108,17 @@ def run_pairs(args: argparse.Namespace) -> int:
     for record in problems:
         print(f"  {record.name}: {record.error}", file=sys.stderr)
     return 0
+
+
+def _captioner(args: argparse.Namespace) -> Any:
+    from changecap.errors import ChangeCapError
+
+    if args.backend == "onnx":
+        from changecap.inference.onnx_export import OnnxCaptioner
+
+        if args.beam_size != 1:
+            raise ChangeCapError("--backend onnx decodes greedily: --beam-size must be 1")
+        return OnnxCaptioner(args.model)
+    from changecap.inference import ChangeCaptioner
+
+    return ChangeCaptioner.from_pretrained(args.model, device=args.device)

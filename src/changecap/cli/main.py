@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "caption",
     "scene",
     "serve",
+    "export",
     "convert",
 )
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from changecap.models.dfm.config import JFMConfig
+from changecap.models.parts.attention import MultiheadAttention
 
 
 class CrossAttentionBlock(nn.Module):
@@ -23,13 +24,15 @@ class CrossAttentionBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        # changecap's attention (same parameters as nn.MultiheadAttention: in_proj_*, out_proj): fused SDPA, and a
+        # batch that stays dynamic when traced for ONNX export
+        self.attn = MultiheadAttention(dim, heads, dropout)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.dropout(self.attn(x, context, context, need_weights=False)[0]))
+        x = self.norm1(x + self.dropout(self.attn(x, context)))  # [B, N, D]
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 

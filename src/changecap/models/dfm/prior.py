@@ -63,7 +63,7 @@ class ChangePrior(nn.Module):
             if x.shape[-1] != self.image_size:
                 s = self.image_size
                 x = F.interpolate(x.flatten(0, 1), size=(s, s), mode="bilinear", align_corners=False,
-                                  antialias=True).unflatten(0, x.shape[:2])  # fmt: skip
+                                  antialias=True).unflatten(0, (-1, 2))  # fmt: skip
             feats = self.detector.change_features(x)[self.level]  # [B, C, h, w]
         p = self.proj(feats)  # [B, D, h, w]
         g = self.grid_size

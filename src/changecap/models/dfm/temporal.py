@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from changecap.models.dfm.config import TemporalConfig
+from changecap.models.parts.attention import MultiheadAttention
 
 
 class TemporalLayer(nn.Module):
@@ -27,22 +28,25 @@ class TemporalLayer(nn.Module):
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.diff_proj = nn.Linear(dim, dim)
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        # changecap's attention: nn.MultiheadAttention's parameters (in_proj_*, out_proj) on fused SDPA, with a batch
+        # that stays dynamic when traced for ONNX export
+        self.self_attn = MultiheadAttention(dim, heads, dropout)
+        self.cross_attn = MultiheadAttention(dim, heads, dropout)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = x1.shape[0]
         cond = self.diff_proj(x2 - x1).repeat(2, 1, 1)  # [2B, N, D]: the same difference conditions both dates
         x = torch.cat([x1, x2], dim=0)  # [2B, N, D]: rows 0..B−1 before, B..2B−1 after
         q = x + cond
-        x = self.norms[0](x + self.dropout(self.self_attn(q, q, x, need_weights=False)[0]))
-        other = torch.cat([x[b:], x[:b]], dim=0)  # [2B, N, D]: each row's other date
-        x = self.norms[1](x + self.dropout(self.cross_attn(x, other, other, need_weights=False)[0]))
+        sa = self.self_attn
+        x = self.norms[0](x + self.dropout(sa.attend(sa.project_q(q), *sa.project_k_v(q, x))))  # keys q, values x
+        other = x.unflatten(0, (2, -1)).flip(0).flatten(0, 1)  # [2B, N, D]: each row's other date
+        x = self.norms[1](x + self.dropout(self.cross_attn(x, other)))
         x = self.norms[2](x + self.dropout(self.ffn(x)))
-        return x[:b], x[b:]
+        dates = x.unflatten(0, (2, -1))  # [2, B, N, D]
+        return dates[0], dates[1]
 
 
 class SpatioTemporalExtractor(nn.Module):

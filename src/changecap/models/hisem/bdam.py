@@ -26,10 +26,10 @@ from torch import nn
 
 def tokens_to_grid(x: torch.Tensor, grid_size: int) -> torch.Tensor:
     """Row-major tokens [N, L, D] → feature map [N, D, grid, grid] (token t = row·grid + col)."""
-    n, length, d = x.shape
+    _, length, d = x.shape
     if length != grid_size * grid_size:
         raise ValueError(f"expected {grid_size}×{grid_size} = {grid_size * grid_size} tokens, got {length}")
-    return x.transpose(1, 2).reshape(n, d, grid_size, grid_size)  # [N, D, g, g]
+    return x.transpose(1, 2).reshape(-1, d, grid_size, grid_size)  # [N, D, g, g] (-1: traced graphs keep N dynamic)
 
 
 def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,9 @@ def diagonal_bias_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, d
     the [B, H, L, L] probabilities are never stored. The mask is zero everywhere except on its diagonal, which is
     exactly "add the bias to the diagonal of the score matrix".
     """
-    mask = torch.diag_embed(diag_bias)[:, None].to(q.dtype)  # [B, 1, L, L], broadcast over heads
+    # diag(diag_bias) as bias ⊙ I (the same values for a finite bias; diag_embed has no ONNX export)
+    eye = torch.eye(diag_bias.shape[-1], dtype=diag_bias.dtype, device=diag_bias.device)  # [L, L]
+    mask = (diag_bias[:, :, None] * eye)[:, None].to(q.dtype)  # [B, 1, L, L], broadcast over heads
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(q.shape[-1]))
 
 
@@ -120,12 +122,12 @@ class BidirectionalDiffAttention(nn.Module):
             self.norm_del = nn.LayerNorm(dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, _ = x.shape
-        return x.view(b, length, self.heads, self.head_dim).transpose(1, 2)  # [B, H, L, d_head]
+        _, length, _ = x.shape  # the batch stays -1 below: a traced (ONNX) graph keeps it dynamic
+        return x.view(-1, length, self.heads, self.head_dim).transpose(1, 2)  # [B, H, L, d_head]
 
     def _merge(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, length, _ = x.shape
-        return x.transpose(1, 2).reshape(b, length, self.dim)  # [B, L, D]
+        _, _, length, _ = x.shape
+        return x.transpose(1, 2).reshape(-1, length, self.dim)  # [B, L, D]
 
     def forward(
         self, e1: torch.Tensor, e2: torch.Tensor, bias_add: torch.Tensor, bias_del: torch.Tensor

@@ -157,6 +157,9 @@ class HASD(nn.Module):
             aux_loss_alpha=aux_loss_alpha,
         )
         self.changed = ChangedPath(dim, grid_size, moe)
+        # Dense routing runs both paths on every pair and keeps each pair's own (same values, no data-dependent
+        # shapes) for graph export (ONNX); off by default: it does the work twice.
+        self.dense_routing = False
 
     def router_logits(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
         """z = W_r · mean_t(F̃2 − F̃1) in fp32: [B, 2]. Δ is not detached (the router loss trains BDAM too)."""
@@ -180,6 +183,13 @@ class HASD(nn.Module):
             route = route.to(device=f1.device, dtype=torch.long)
             if bool(((route != UNCHANGED) & (route != CHANGED)).any()):
                 raise ValueError("route values must be 0 (unchanged) or 1 (changed)")
+        if self.dense_routing:
+            # both branches on every pair, then each pair takes its own (no data-dependent shapes: graph export)
+            y_u = self.unchanged(f1, f2)  # [B, L, D]
+            y_c, aux = self.changed(f1, f2)
+            dtype = torch.promote_types(y_u.dtype, y_c.dtype)
+            out = torch.where((route == CHANGED)[:, None, None], y_c.to(dtype), y_u.to(dtype))  # [B, L, D]
+            return HASDOutput(out, logits, route, aux)
         unchanged_idx = (route == UNCHANGED).nonzero().squeeze(1)  # [B_u]
         changed_idx = (route == CHANGED).nonzero().squeeze(1)  # [B_c]
 

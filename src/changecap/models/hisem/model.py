@@ -48,9 +48,8 @@ class HiSem(nn.Module):
             raise ModelError("this model has no image encoder (built without backbone weights); pass backbone tokens")
         if image.dim() != 5 or image.shape[1] != 2:
             raise ModelError(f"expected an image pair tensor [B, 2, 3, H, W], got {list(image.shape)}")
-        b = image.shape[0]
         tokens = self.encoder(image.flatten(0, 1))  # [2B, L, D]; row 2i is item i's before image, 2i+1 its after
-        tokens = tokens.unflatten(0, (b, 2))  # [B, 2, L, D]
+        tokens = tokens.unflatten(0, (-1, 2))  # [B, 2, L, D] (-1, not b: a traced graph keeps the batch dynamic)
         return tokens[:, 0], tokens[:, 1]
 
     def fuse(

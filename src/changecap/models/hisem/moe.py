@@ -42,10 +42,11 @@ def group_limited_topk(
     """
     t, e = scores.shape
     per_group = e // n_group
-    group_scores = scores.view(t, n_group, per_group).amax(dim=-1)  # [T, G]
+    group_scores = scores.view(-1, n_group, per_group).amax(dim=-1)  # [T, G]
     kept_groups = group_scores.topk(topk_group, dim=-1, sorted=False).indices  # [T, topk_group]
-    group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept_groups, True)  # [T, G]
-    expert_mask = group_mask[:, :, None].expand(t, n_group, per_group).reshape(t, e)  # [T, E]
+    groups = torch.arange(n_group, device=scores.device)  # [G]
+    group_mask = (kept_groups[:, :, None] == groups).any(dim=1)  # [T, G]: no scatter, so it traces (ONNX export)
+    expert_mask = group_mask[:, :, None].expand(-1, n_group, per_group).reshape(-1, e)  # [T, E]
     masked = scores.masked_fill(~expert_mask, 0.0)  # [T, E]
     chosen, ids = masked.topk(top_k, dim=-1, sorted=False)  # [T, K] each
     return chosen, ids
@@ -97,6 +98,9 @@ class SparseMoE(nn.Module):
         self.gate = nn.Linear(dim, num_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLUExpert(dim, expert_hidden) for _ in range(num_experts))
         self.shared_expert = SwiGLUExpert(dim, dim * n_shared_experts) if n_shared_experts > 0 else None
+        # Dense dispatch runs every expert on every token and weights the results (zero for unchosen experts): the
+        # same function without data-dependent shapes, for graph export (ONNX); slower, so off by default.
+        self.dense_dispatch = False
 
     def route(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokens [T, D] → (sigmoid scores [T, E] fp32, weights [T, K] fp32, expert ids [T, K])."""
@@ -106,6 +110,11 @@ class SparseMoE(nn.Module):
 
     def dispatch(self, tokens: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Σ_k weights[t, k] · Expert_{ids[t, k]}(tokens[t]) for every token: [T, D] (fp32 accumulation)."""
+        if self.dense_dispatch:
+            # weight of every expert for every token: [T, E] (the K chosen ids are distinct)
+            dense = (F.one_hot(ids, self.num_experts).float() * weights.float()[:, :, None]).sum(dim=1)  # [T, E]
+            outs = torch.stack([expert(tokens).float() for expert in self.experts], dim=1)  # [T, E, D]
+            return (outs * dense[:, :, None]).sum(dim=1)  # [T, D]
         t, k = ids.shape
         flat_ids = ids.reshape(t * k)  # [T·K] expert of each (token, slot)
         order = flat_ids.argsort(stable=True)  # [T·K] slots grouped by expert
@@ -146,7 +155,7 @@ class SparseMoE(nn.Module):
         returned value can also be logged. It is zero in eval mode and for an empty input.
         """
         n, length, d = x.shape
-        tokens = x.reshape(n * length, d)  # [T, D]
+        tokens = x.reshape(n * length, d) if n == 0 else x.reshape(-1, d)  # [T, D]
         scores, weights, ids = self.route(tokens)  # [T, E], [T, K], [T, K]
         out = self.dispatch(tokens, weights, ids)  # [T, D] fp32
         if self.shared_expert is not None:
@@ -155,7 +164,7 @@ class SparseMoE(nn.Module):
             aux = self.balance_loss(scores.view(n, length, -1), ids.view(n, length, -1))  # [N, L, E], [N, L, K]
         else:
             aux = torch.zeros((), dtype=torch.float32, device=x.device)
-        return out.to(x.dtype).view(n, length, d), aux  # [N, L, D]
+        return out.to(x.dtype).view(n if n == 0 else -1, length, d), aux  # [N, L, D]
 
     def extra_repr(self) -> str:
         return (

@@ -39,8 +39,9 @@ class MultiheadAttention(nn.Module):
 
     # ------------------------------------------------------------------ projections
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        # -1 for the batch keeps a traced (ONNX) graph's batch dynamic; an empty batch is explicit (-1 is ambiguous)
         n, t, _ = x.shape
-        return x.view(n, t, self.heads, self.head_dim).transpose(1, 2)  # [N, H, T, Dh]
+        return x.view(n if n == 0 else -1, t, self.heads, self.head_dim).transpose(1, 2)  # [N, H, T, Dh]
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Self-attention projections of ``x`` [N, T, D] in one matmul → three [N, H, T, Dh]."""
@@ -58,6 +59,14 @@ class MultiheadAttention(nn.Module):
         k, v = F.linear(x, self.in_proj_weight[d:], self.in_proj_bias[d:]).chunk(2, dim=-1)  # 2 × [N, S, D]
         return self._split_heads(k), self._split_heads(v)
 
+    def project_k_v(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key projection of ``key`` and value projection of ``value`` (different tensors), [N, S, D] each →
+        two [N, H, S, Dh] (``nn.MultiheadAttention(q, k, v)`` with k ≠ v)."""
+        d = self.dim
+        k = F.linear(key, self.in_proj_weight[d : 2 * d], self.in_proj_bias[d : 2 * d])
+        v = F.linear(value, self.in_proj_weight[2 * d :], self.in_proj_bias[2 * d :])
+        return self._split_heads(k), self._split_heads(v)
+
     # ------------------------------------------------------------------ attention
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
@@ -70,7 +79,7 @@ class MultiheadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [N, H, Tq, Dh]
         n, _, tq, _ = out.shape
-        out = out.transpose(1, 2).reshape(n, tq, self.dim)  # [N, Tq, D]
+        out = out.transpose(1, 2).reshape(n if n == 0 else -1, tq, self.dim)  # [N, Tq, D]
         return self.out_proj(out)
 
     def forward(self, query: torch.Tensor, key_value: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
