@@ -275,12 +275,16 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- the run
-def _changed(res: Any, threshold: float) -> bool | None:
+def _changed(res: Any, threshold: float) -> bool:
+    """A tile's verdict: the model's change probability (≥ 0.5) when it has one, else its mask (a share of changed
+    pixels ≥ ``threshold``), else its caption (not one of the datasets' no-change sentences)."""
+    from changecap.data.text import is_no_change
+
     if res.change_probability is not None:
         return bool(res.change_probability >= 0.5)
     if res.mask is not None:
         return bool(res.mask.mean() >= threshold)
-    return None
+    return res.caption is not None and not is_no_change(res.caption)
 
 
 def caption_tiles(
