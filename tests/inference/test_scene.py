@@ -202,3 +202,16 @@ def test_unreadable_file_is_one_line(tmp_path: Path, model_dir: Path, capsys: py
     assert run_scene(bad, good, model_dir, tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
     assert "bad.tif" in err and len(err.splitlines()) == 1
+
+
+def test_the_changed_verdict_uses_probability_then_mask_then_caption() -> None:
+    from changecap.inference.predictor import CaptionResult
+    from changecap.inference.scene import _changed
+
+    assert _changed(CaptionResult("the scene is the same as before", 0.7, []), 0.001) is True
+    mask = np.zeros((10, 10), np.uint8)
+    assert _changed(CaptionResult("a road is built", None, [], mask), 0.001) is False  # the mask decides
+    mask[0, 0] = 1
+    assert _changed(CaptionResult("the scene is the same as before", None, [], mask), 0.001) is True
+    assert _changed(CaptionResult("there is no difference", None, []), 0.001) is False
+    assert _changed(CaptionResult("a road is built", None, []), 0.001) is True
