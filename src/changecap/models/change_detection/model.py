@@ -131,9 +131,9 @@ class SiameseChangeDetector(nn.Module):
         s = self.image_size
         if images.dim() != 5 or images.shape[1] != 2 or images.shape[2] != 3 or images.shape[-2:] != (s, s):
             raise ModelError(f"the change detector expects image pairs [B, 2, 3, {s}, {s}], got {list(images.shape)}")
-        b = images.shape[0]
         levels = self.encoder(images.transpose(0, 1).flatten(0, 1))  # [2B, C_l, h, w]: all before, then all after
-        return [fuse(x[:b], x[b:]) for fuse, x in zip(self.fusion, levels, strict=True)]  # [B, C_l, h, w]
+        dates = [x.unflatten(0, (2, -1)) for x in levels]  # [2, B, C_l, h, w] (no Python batch size: ONNX-traceable)
+        return [fuse(d[0], d[1]) for fuse, d in zip(self.fusion, dates, strict=True)]  # [B, C_l, h, w]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.features(images))  # [B, K, S, S]

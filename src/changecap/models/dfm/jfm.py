@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from changecap.models.dfm.config import JFMConfig
-from changecap.models.parts.attention import MultiheadAttention
+from changecap.models.parts.attention import EncoderLayer, MultiheadAttention
 
 
 class CrossAttentionBlock(nn.Module):
@@ -48,8 +48,7 @@ class JointFeatureModelling(nn.Module):
         if config.bsa == "joint":
             self.stream_type = nn.Parameter(torch.zeros(2, dim))  # [2, D]: which stream a token belongs to
             nn.init.trunc_normal_(self.stream_type, std=0.02)
-            self.bsa = nn.TransformerEncoderLayer(dim, config.heads, ffn, config.dropout, activation="gelu",
-                                                  batch_first=True)  # fmt: skip
+            self.bsa = EncoderLayer(dim, config.heads, ffn, config.dropout)  # nn.TransformerEncoderLayer's function
         else:
             self.dd_to_st = CrossAttentionBlock(dim, config.heads, ffn, config.dropout)
             self.st_to_dd = CrossAttentionBlock(dim, config.heads, ffn, config.dropout)

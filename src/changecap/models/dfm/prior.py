@@ -62,8 +62,10 @@ class ChangePrior(nn.Module):
             x = images * self.scale + self.shift  # [B, 2, 3, S, S] in the detector's normalisation
             if x.shape[-1] != self.image_size:
                 s = self.image_size
+                # antialiasing only matters when shrinking (enlarging: the same values up to rounding, 5e-7, and the
+                # plain kernel has an ONNX form)
                 x = F.interpolate(x.flatten(0, 1), size=(s, s), mode="bilinear", align_corners=False,
-                                  antialias=True).unflatten(0, (-1, 2))  # fmt: skip
+                                  antialias=s < x.shape[-1]).unflatten(0, (-1, 2))  # fmt: skip
             feats = self.detector.change_features(x)[self.level]  # [B, C, h, w]
         p = self.proj(feats)  # [B, D, h, w]
         g = self.grid_size

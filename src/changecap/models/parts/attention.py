@@ -90,3 +90,25 @@ class MultiheadAttention(nn.Module):
             q = self.project_q(query)
             k, v = self.project_kv(key_value)
         return self.attend(q, k, v, mask)
+
+
+class EncoderLayer(nn.Module):
+    """``nn.TransformerEncoderLayer(dim, heads, ffn_dim, dropout, activation="gelu", batch_first=True)`` (post-norm)
+    on changecap's attention: the same parameter names, creation order and initialisation, fused SDPA, and a batch
+    that stays dynamic when the layer is traced for ONNX export (the torch layer's own attention fixes it)."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(dim, heads, dropout)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] → [B, T, D]."""
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x)))
+        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(x))))))
