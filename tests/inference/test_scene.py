@@ -215,3 +215,59 @@ def test_the_changed_verdict_uses_probability_then_mask_then_caption() -> None:
     assert _changed(CaptionResult("the scene is the same as before", None, [], mask), 0.001) is True
     assert _changed(CaptionResult("there is no difference", None, []), 0.001) is False
     assert _changed(CaptionResult("a road is built", None, []), 0.001) is True
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "OMP_NUM_THREADS": "1"}
+
+
+def test_a_killed_run_resumes_to_the_same_outputs(tmp_path: Path, model_dir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = write_scene(tmp_path / "b.tif", 1, 160, 160)
+    after = write_scene(tmp_path / "a.tif", 2, 160, 160)  # 5 × 5 tiles of 32 px
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert run_scene(before, after, model_dir, full) == 0
+    cmd = [sys.executable, "-m", "changecap.cli.main", "scene", str(before), str(after), "--model", str(model_dir),
+           "--out", str(killed), "--device", "cpu", "--batch-size", "1", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = killed / "tiles.jsonl"
+    deadline = time.monotonic() + 120
+    while not (results.is_file() and len(results.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_results(killed))
+    assert 3 <= done_before < 25 and not (killed / "changes.geojson").exists()
+    assert run_scene(before, after, model_dir, killed) == 0
+    assert (killed / "changes.geojson").read_text() == (full / "changes.geojson").read_text()
+
+
+def test_torchrun_shards_the_tiles_between_two_processes(tmp_path: Path, model_dir: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    before, after = write_scene(tmp_path / "b.tif", 1), write_scene(tmp_path / "a.tif", 2)
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert run_scene(before, after, model_dir, single) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "changecap.cli.main", "scene",
+           str(before), str(after), "--model", str(model_dir), "--out", str(sharded), "--device", "cpu",
+           "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, env=_cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in sharded.glob("tiles*.jsonl")) == ["tiles.rank0.jsonl", "tiles.rank1.jsonl"]
+    assert (sharded / "changes.geojson").read_text() == (single / "changes.geojson").read_text()
