@@ -8,7 +8,7 @@ SynthCC cells (``changecap synth --geotiff``), made once under ``--out``.
 Usage::
 
     python benchmarks/bench_own_imagery.py --model demo_out/run/best [--parts scene api onnx] [--sides 4096 16384]
-        [--tile 128] [--threads 2] [--out bench_out/own_imagery]
+        [--tile 128] [--threads 2] [--out bench_out/own_imagery] [--synthcc data/synthcc]
 """
 
 from __future__ import annotations
@@ -123,6 +123,17 @@ def api_part(model: str, requests_per_client: int = 20) -> list[dict[str, Any]]:
     return rows
 
 
+def onnx_agreement(pt: Any, ort: Any, synthcc: Path) -> dict[str, Any]:
+    """Greedy captions of both backends on every test pair of a SynthCC folder (LEVIR-MCI layout)."""
+    before = sorted((synthcc / "images" / "test" / "A").iterdir())
+    after = [synthcc / "images" / "test" / "B" / p.name for p in before]
+    a = pt([str(p) for p in before], [str(p) for p in after], batch_size=32)
+    b = ort([str(p) for p in before], [str(p) for p in after], batch_size=32)
+    same = sum(x.tokens == y.tokens for x, y in zip(a, b, strict=True))
+    print(f"  SynthCC test pairs with identical tokens: {same} of {len(a)}", flush=True)
+    return {"pairs": len(a), "identical_tokens": same}
+
+
 def onnx_part(model: str, out: Path, threads: int, repeats: int = 5) -> list[dict[str, Any]]:
     import torch
 
@@ -159,6 +170,7 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench_out/own_imagery")
+    p.add_argument("--synthcc", help="(c): also compare both backends' captions on this SynthCC folder's test split")
     p.add_argument("--one-scene", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one_scene:
@@ -176,6 +188,12 @@ def main() -> None:
     if "onnx" in args.parts:
         print("(c) onnxruntime vs PyTorch captioning", flush=True)
         results["onnx"] = onnx_part(args.model, out, args.threads)
+        if args.synthcc:
+            from changecap.inference import ChangeCaptioner
+            from changecap.inference.onnx_export import OnnxCaptioner
+
+            pt = ChangeCaptioner.from_pretrained(args.model, device="cpu")
+            results["onnx_agreement"] = onnx_agreement(pt, OnnxCaptioner(out / "onnx"), Path(args.synthcc))
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
 
