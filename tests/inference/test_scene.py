@@ -271,3 +271,18 @@ def test_torchrun_shards_the_tiles_between_two_processes(tmp_path: Path, model_d
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in sharded.glob("tiles*.jsonl")) == ["tiles.rank0.jsonl", "tiles.rank1.jsonl"]
     assert (sharded / "changes.geojson").read_text() == (single / "changes.geojson").read_text()
+
+
+def test_the_report_shows_at_most_report_tiles_thumbnails(
+    scenes: tuple[Path, Path], model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import changecap.inference.scene as scene_module
+
+    monkeypatch.setattr(scene_module, "REPORT_TILES", 2)
+    out = tmp_path / "out"
+    assert run_scene(*scenes, model_dir, out) == 0
+    changed = sum(f["properties"]["changed"] for f in json.loads((out / "changes.geojson").read_text())["features"])
+    page = (out / "report.html").read_text()
+    if changed > 2:
+        assert f"The 2 most probable of the {changed} changed tiles" in page
+    assert page.count('alt="before"') == min(changed, 2)

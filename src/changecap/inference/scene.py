@@ -114,6 +114,14 @@ def _rasterio() -> Any:
     return rasterio
 
 
+GDAL_CACHE_MB = 64  # GDAL's block cache (default: 5 % of RAM) would otherwise grow with the scene
+
+
+def limited_gdal_cache(stack: ExitStack) -> None:
+    """Enter a GDAL environment with a small block cache, so memory stays flat whatever the scene size."""
+    stack.enter_context(_rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+
+
 def open_scene(path: str | os.PathLike[str], stack: ExitStack) -> Any:
     rasterio = _rasterio()
     p = Path(path)
@@ -303,6 +311,7 @@ def caption_tiles(
     from changecap.inference.predictor import _prepare_pair
 
     with ExitStack() as stack:
+        limited_gdal_cache(stack)
         before = open_scene(settings.before, stack)
         after_raw = open_scene(settings.after, stack)
         bands_b = check_bands(before, settings.bands, settings.before)
@@ -384,6 +393,7 @@ def write_outputs(settings: SceneSettings, out: Path, has_masks: bool, progress:
     from changecap.inference.scene_report import write_scene_report
 
     with ExitStack() as stack:
+        limited_gdal_cache(stack)
         before = open_scene(settings.before, stack)
         grid, _ = common_grid(before, open_scene(settings.after, stack), settings, stack)
         expected = make_tiles(grid, settings.tile, settings.overlap)
@@ -416,13 +426,18 @@ def write_outputs(settings: SceneSettings, out: Path, has_masks: bool, progress:
     _write_atomic(out / GEOJSON_FILE, json.dumps(collection))
     if has_masks:
         _write_mask_tif(grid, captioned, out, rasterio)
-    overviews, thumbnails = _report_images(settings, grid, [r for r in captioned if r.changed])
+    changed = [r for r in captioned if r.changed]
+    # the most probable first (row-major without probabilities); at most REPORT_TILES thumbnails, so the page's
+    # size does not grow with the scene (changes.geojson lists them all)
+    changed.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
+    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES])
     write_scene_report(settings, crs_name, ordered, overviews, thumbnails, out / REPORT_FILE)
     return {"tiles": len(ordered), "captioned": len(captioned), "skipped": len(ordered) - len(captioned),
             "changed": sum(bool(r.changed) for r in captioned)}  # fmt: skip
 
 
 OVERVIEW_SIDE = 640  # longest side of a scene's overview in the report, in screen pixels
+REPORT_TILES = 200  # changed tiles shown with thumbnails in the report
 
 
 def _report_images(
@@ -435,6 +450,7 @@ def _report_images(
     out_h, out_w = max(1, round(grid.height * scale)), max(1, round(grid.width * scale))
     overviews, thumbnails = [], {}
     with ExitStack() as stack:
+        limited_gdal_cache(stack)
         before = open_scene(settings.before, stack)
         after_raw = open_scene(settings.after, stack)
         _, after = common_grid(before, after_raw, settings, stack)

@@ -50,7 +50,9 @@ def write_scene_report(
             f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}"><image href="{_data_uri(image)}" '
             f'width="{w}" height="{h}"/>{boxes}</svg></figure>'
         )
-    for r in changed:
+    shown = [r for r in changed if f"{r.row}_{r.col}" in thumbnails]
+    shown.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
+    for r in shown:
         before, after = thumbnails[f"{r.row}_{r.col}"]
         prob = "n/a" if r.change_probability is None else f"{r.change_probability:.3f}"
         rows.append(
@@ -64,6 +66,9 @@ def write_scene_report(
     )
     header = "<tr><th>tile (row, col)</th><th>before</th><th>after</th><th>caption</th><th>P(change)</th></tr>"
     table = f"<table class='tiles'>{header}{''.join(rows)}</table>" if rows else "<p>No tile was found changed.</p>"
+    if len(shown) < len(changed):
+        table = (f"<p>The {len(shown)} most probable of the {len(changed)} changed tiles; changes.geojson lists them "
+                 f"all.</p>{table}")  # fmt: skip
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>changecap scene report</title>
 <style>
