@@ -365,25 +365,27 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def tile_polygon(grid: SceneGrid, res: TileResult) -> tuple[list[list[float]], list[float]]:
-    """The tile's corners reprojected to WGS84 (a closed counter-clockwise ring of [lon, lat]) and its bounds in the
-    source CRS (minx, miny, maxx, maxy)."""
+def tile_polygons(grid: SceneGrid, tiles: Sequence[TileResult]) -> list[tuple[list[list[float]], list[float]]]:
+    """Each tile's corners reprojected to WGS84 (a closed counter-clockwise ring of [lon, lat]) and its bounds in the
+    source CRS (minx, miny, maxx, maxy); one reprojection call for all tiles."""
     from rasterio.warp import transform as warp
 
     t = grid.transform
-    xs, ys = [], []
-    for r, c in ((res.y + res.size, res.x), (res.y + res.size, res.x + res.size), (res.y, res.x + res.size),
-                 (res.y, res.x)):  # fmt: skip
-        x, y = t @ (c, r)
-        xs.append(x)
-        ys.append(y)
-    bounds = [min(xs), min(ys), max(xs), max(ys)]
-    # source corners in the order (minx, miny), (maxx, miny), (maxx, maxy), (minx, maxy): counter-clockwise
-    corners_x = [bounds[0], bounds[2], bounds[2], bounds[0]]
-    corners_y = [bounds[1], bounds[1], bounds[3], bounds[3]]
-    lon, lat = warp(grid.crs, "EPSG:4326", corners_x, corners_y)
-    ring = [[float(a), float(b)] for a, b in zip(lon, lat, strict=True)]
-    return [*ring, ring[0]], bounds
+    all_bounds, xs, ys = [], [], []
+    for res in tiles:
+        x0, y0 = t @ (res.x, res.y + res.size)  # lower-left corner (north-up grids: minx, miny)
+        x1, y1 = t @ (res.x + res.size, res.y)  # upper-right corner
+        bounds = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+        all_bounds.append(bounds)
+        # (minx, miny), (maxx, miny), (maxx, maxy), (minx, maxy): counter-clockwise
+        xs += [bounds[0], bounds[2], bounds[2], bounds[0]]
+        ys += [bounds[1], bounds[1], bounds[3], bounds[3]]
+    lon, lat = warp(grid.crs, "EPSG:4326", xs, ys) if tiles else ([], [])
+    out = []
+    for i, bounds in enumerate(all_bounds):
+        ring = [[float(lon[4 * i + k]), float(lat[4 * i + k])] for k in range(4)]
+        out.append(([*ring, ring[0]], bounds))
+    return out
 
 
 def write_outputs(settings: SceneSettings, out: Path, has_masks: bool, progress: bool = True) -> dict[str, Any]:
@@ -405,8 +407,7 @@ def write_outputs(settings: SceneSettings, out: Path, has_masks: bool, progress:
     captioned = [r for r in ordered if r.skipped is None]
     crs_name = grid.crs.to_string() if grid.crs is not None else None
     features = []
-    for res in captioned:
-        ring, bounds = tile_polygon(grid, res)
+    for res, (ring, bounds) in zip(captioned, tile_polygons(grid, captioned), strict=True):
         features.append({
             "type": "Feature",
             "geometry": {"type": "Polygon", "coordinates": [ring]},
