@@ -57,7 +57,7 @@ def one_scene(folder: Path, model: str, tile: int, threads: int) -> None:
     import torch
 
     from changecap.inference import ChangeCaptioner
-    from changecap.inference.scene import SceneSettings, _settings_file, caption_tiles, write_outputs
+    from changecap.inference.scene import SceneSettings, caption_tiles, record_settings, write_outputs
 
     torch.set_num_threads(threads)
     captioner = ChangeCaptioner.from_pretrained(model, device="cpu")
@@ -65,7 +65,7 @@ def one_scene(folder: Path, model: str, tile: int, threads: int) -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     settings = SceneSettings(str(folder / "before.tif"), str(folder / "after.tif"), model, tile, batch_size=16)
-    _settings_file(out, settings)
+    record_settings(out, settings)
     t0 = time.perf_counter()
     n = sum(1 for _ in caption_tiles(captioner, settings, out, progress=False))
     write_outputs(settings, out, captioner.predicts_masks)

@@ -17,9 +17,9 @@ from changecap.cli.main import main  # noqa: E402
 from changecap.inference import ChangeCaptioner  # noqa: E402
 from changecap.inference.scene import (  # noqa: E402
     SceneSettings,
-    _settings_file,
     caption_tiles,
     read_results,
+    record_settings,
     write_outputs,
 )
 
@@ -184,7 +184,7 @@ def test_shards_cover_every_tile_once(scenes: tuple[Path, Path], model_dir: Path
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     for out in (single, sharded):
         out.mkdir()
-        _settings_file(out, settings)
+        record_settings(out, settings)
     list(caption_tiles(captioner, settings, single, progress=False))
     for rank in (0, 1):  # what torchrun's two ranks do, one after the other
         list(caption_tiles(captioner, settings, sharded, rank=rank, world_size=2, progress=False))

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from changecap.engine.distributed import barrier, cleanup_distributed, init_distributed
     from changecap.inference import ChangeCaptioner
-    from changecap.inference.scene import SceneSettings, _settings_file, caption_tiles, write_outputs
+    from changecap.inference.scene import SceneSettings, caption_tiles, record_settings, write_outputs
 
     # under torchrun each rank takes its own GPU (cuda:LOCAL_RANK) when there is one; alone, --device as given
     ctx = init_distributed("cpu" if (args.device or "").startswith("cpu") else "auto")
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            _settings_file(out, settings)  # a resumed run must match the recorded settings
+            record_settings(out, settings)  # a resumed run must match the recorded settings
         barrier(ctx)
         done = sum(1 for _ in caption_tiles(captioner, settings, out, rank=ctx.rank, world_size=ctx.world_size,
                                             progress=not args.no_progress and ctx.is_main))  # fmt: skip

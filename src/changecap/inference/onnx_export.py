@@ -252,11 +252,11 @@ class OnnxCaptioner:
 
     def __call__(self, before: Any, after: Any, *, beam_size: int = 1, batch_size: int = 16) -> Any:
         """One pair (paths, PIL images or arrays) → a CaptionResult; lists of pairs → a list."""
-        from changecap.inference.predictor import _prepare_pair, _split_batch
+        from changecap.inference.predictor import prepare_pair_and_size, split_batch
 
         if beam_size != 1:
             raise ChangeCapError("the ONNX captioner decodes greedily: beam_size must be 1")
-        b_list, a_list = _split_batch(before), _split_batch(after)
+        b_list, a_list = split_batch(before), split_batch(after)
         single = b_list is None and a_list is None
         if single:
             b_list, a_list = [before], [after]
@@ -265,6 +265,6 @@ class OnnxCaptioner:
         results = []
         for start in range(0, len(b_list), batch_size):
             chunk = zip(b_list[start : start + batch_size], a_list[start : start + batch_size], strict=True)
-            pairs = [_prepare_pair(b, a, self.preprocess, ("before", "after"))[0].numpy() for b, a in chunk]
+            pairs = [prepare_pair_and_size(b, a, self.preprocess, ("before", "after"))[0].numpy() for b, a in chunk]
             results += self.caption_arrays(np.stack(pairs))
         return results[0] if single else results

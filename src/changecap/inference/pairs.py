@@ -106,13 +106,13 @@ def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairRecord]]:
 
 def _load(pair: Pair, captioner: Any) -> torch.Tensor | PairRecord:
     """A pair → its model input [2, 3, S, S] (and its size), or a problem record naming the file."""
-    from changecap.inference.predictor import _prepare_pair
+    from changecap.inference.predictor import prepare_pair_and_size
 
     for path in (pair.before, pair.after):
         if not path.is_file():
             return PairRecord(pair.name, str(pair.before), str(pair.after), error=f"{path}: no such file")
     try:
-        return _prepare_pair(pair.before, pair.after, captioner.preprocess, (str(pair.before), str(pair.after)))
+        return prepare_pair_and_size(pair.before, pair.after, captioner.preprocess, (str(pair.before), str(pair.after)))
     except ChangeCapError as e:
         return PairRecord(pair.name, str(pair.before), str(pair.after), error=str(e))
 

@@ -81,7 +81,7 @@ def _to_uint8_hwc(img: ImageLike, what: str) -> np.ndarray:
     return np.ascontiguousarray(np.round(arr * 255.0).astype(np.uint8))
 
 
-def _split_batch(x: Any) -> list[ImageLike] | None:
+def split_batch(x: Any) -> list[ImageLike] | None:
     """Return a list of single images if ``x`` is a batch, else None."""
     if isinstance(x, (list, tuple)):
         return list(x)
@@ -96,10 +96,10 @@ def preprocess_pair(
     before: ImageLike, after: ImageLike, cfg: PreprocessConfig, names: tuple[str, str] = ("before", "after")
 ) -> torch.Tensor:
     """One pair → float ``[2, 3, S, S]``. Dates must have the same size (a mismatch is a user error)."""
-    return _prepare_pair(before, after, cfg, names)[0]
+    return prepare_pair_and_size(before, after, cfg, names)[0]
 
 
-def _prepare_pair(
+def prepare_pair_and_size(
     before: ImageLike, after: ImageLike, cfg: PreprocessConfig, names: tuple[str, str]
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """One pair → (``[2, 3, S, S]``, the images' ``(H, W)``), each image decoded once."""
@@ -209,7 +209,7 @@ class ChangeCaptioner:
         batch_size: int = 16,
     ) -> CaptionResult | list[CaptionResult]:
         """Caption one pair (returns a :class:`CaptionResult`) or a batch (returns a list)."""
-        b_list, a_list = _split_batch(before), _split_batch(after)
+        b_list, a_list = split_batch(before), split_batch(after)
         single = b_list is None and a_list is None
         if single:
             b_list, a_list = [before], [after]  # type: ignore[list-item]
@@ -221,7 +221,7 @@ class ChangeCaptioner:
             pairs, sizes = [], []
             for k, (b, a) in enumerate(chunk):
                 names = (f"before[{start + k}]", f"after[{start + k}]") if not single else ("before", "after")
-                pair, size = _prepare_pair(b, a, self.preprocess, names)
+                pair, size = prepare_pair_and_size(b, a, self.preprocess, names)
                 pairs.append(pair)
                 sizes.append(size)
             batch = self.caption_tensor(torch.stack(pairs), beam_size=beam_size, max_length=max_length)

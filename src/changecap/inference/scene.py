@@ -267,7 +267,7 @@ def read_tile(ds: Any, bands: list[int], tile: Tile, offset: tuple[int, int]) ->
 
 
 # ---------------------------------------------------------------------------------------------------- results file
-def _settings_file(out: Path, settings: SceneSettings) -> None:
+def record_settings(out: Path, settings: SceneSettings) -> None:
     """Record the settings, or check that an existing run in ``out`` used the same ones (resume)."""
     path = out / SETTINGS_FILE
     mine = asdict(settings)
@@ -336,7 +336,7 @@ def caption_tiles(
     from tqdm import tqdm
 
     from changecap.inference.evaluate import save_mask_png
-    from changecap.inference.predictor import _prepare_pair
+    from changecap.inference.predictor import prepare_pair_and_size
 
     with ExitStack() as stack:
         limited_gdal_cache(stack)
@@ -363,7 +363,7 @@ def caption_tiles(
                     if not (ok_b.any() and ok_a.any()):
                         records.append(TileResult(t.row, t.col, t.y, t.x, t.size, skipped="nodata"))
                         continue
-                    pair, _ = _prepare_pair(to_uint8(raw_b, limits_b), to_uint8(raw_a, limits_a),
+                    pair, _ = prepare_pair_and_size(to_uint8(raw_b, limits_b), to_uint8(raw_a, limits_a),
                                             captioner.preprocess, ("before tile", "after tile"))  # fmt: skip
                     ready.append((t, pair))
                 if ready:
