@@ -33,6 +33,7 @@ from safetensors.torch import save_model as save_safetensors_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from changecap.data.files import atomic_write_text, fsync_dir
 from changecap.errors import ModelError, first_line
 
 CHECKPOINT_DIRNAME = "checkpoint"
@@ -118,30 +119,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory file descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DDP and :class:`~changecap.engine.objectives.base.TrainingStep` wrappers."""
     from changecap.engine.objectives.base import TrainingStep
@@ -200,7 +177,7 @@ def save_checkpoint(
     torch.save(state, folder / STATE_FILE)
     for name in (WEIGHTS_FILE, STATE_FILE):
         _fsync_file(folder / name)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     atomic_write_text(root / LATEST_FILE, folder.name + "\n")  # the commit point
     for old in root.iterdir():
         if old.is_dir() and old.name != folder.name:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from changecap.data.files import atomic_write_text
 from changecap.errors import ChangeCapError, DataError
 
 TILES_FILE, SETTINGS_FILE, MASKS_DIR = "tiles.jsonl", "scene_run.json", "tile_masks"
@@ -282,9 +283,7 @@ def record_settings(out: Path, settings: SceneSettings) -> None:
                 raise DataError(path, f"the run in this folder used {key}={theirs.get(key)!r}, not {value!r}; "
                                 "use another --out to start a new run")  # fmt: skip
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(mine, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(mine, indent=1))
 
 
 def read_results(out: Path) -> dict[str, TileResult]:
@@ -387,12 +386,6 @@ def caption_tiles(
         bar.close()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def tile_polygons(grid: SceneGrid, tiles: Sequence[TileResult]) -> list[tuple[list[list[float]], list[float]]]:
     """Each tile's corners reprojected to WGS84 (a closed counter-clockwise ring of [lon, lat]) and its bounds in the
     source CRS (minx, miny, maxx, maxy); one reprojection call for all tiles."""
@@ -452,7 +445,7 @@ def write_outputs(settings: SceneSettings, out: Path, has_masks: bool, progress:
         },
         "features": features,
     }
-    _write_atomic(out / GEOJSON_FILE, json.dumps(collection))
+    atomic_write_text(out / GEOJSON_FILE, json.dumps(collection))
     if has_masks:
         _write_mask_tif(grid, captioned, out, rasterio)
     changed = [r for r in captioned if r.changed]

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from changecap.data.files import atomic_write_text
+
 THUMB_SIDE = 128
 
 
@@ -86,7 +88,5 @@ td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-a
 <table>{settings_rows}<tr><th>CRS</th><td>{html.escape(str(crs))}</td></tr></table>
 </body></html>
 """
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, page)
     return path
