@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,6 @@ class SceneGrid:
     height: int
     window: tuple[int, int, int, int]  # overlap in BEFORE pixels: row_off, col_off, height, width
     after_offset: tuple[int, int]  # AFTER pixel = BEFORE pixel + offset (row, col); (0, 0) when aligned
-    profile: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------- opening
@@ -182,9 +181,8 @@ def common_grid(before: Any, after: Any, settings: SceneSettings, stack: ExitSta
     r1, c1 = min(before.height, dr + span_r), min(before.width, dc + span_c)
     if r1 <= r0 or c1 <= c0:
         raise DataError(None, f"{names}: the scenes do not overlap")
-    profile = {"crs": before.crs, "transform": before.transform, "width": before.width, "height": before.height}
     return SceneGrid(before.crs, before.transform, before.width, before.height, (r0, c0, r1 - r0, c1 - c0),
-                     offset, profile), after  # fmt: skip
+                     offset), after  # fmt: skip
 
 
 def make_tiles(grid: SceneGrid, tile: int, overlap: int) -> list[Tile]:
@@ -409,17 +407,24 @@ def tile_polygons(grid: SceneGrid, tiles: Sequence[TileResult]) -> list[tuple[li
     return out
 
 
-def write_outputs(settings: SceneSettings, out: Path, has_masks: bool, progress: bool = True) -> dict[str, Any]:
+def write_outputs(settings: SceneSettings, out: Path, has_masks: bool) -> dict[str, Any]:
     """Build ``changes.geojson``, ``change_mask.tif`` (models with masks) and ``report.html`` from every tile result
     in ``out``; returns counts."""
+    with ExitStack() as stack:  # the scenes stay open for the report's images
+        limited_gdal_cache(stack)
+        before = open_scene(settings.before, stack)
+        after_raw = open_scene(settings.after, stack)
+        grid, after = common_grid(before, after_raw, settings, stack)
+        return _write_outputs(settings, out, has_masks, grid, (before, after, after_raw))
+
+
+def _write_outputs(
+    settings: SceneSettings, out: Path, has_masks: bool, grid: SceneGrid, scenes: tuple[Any, Any, Any]
+) -> dict[str, Any]:
     rasterio = _rasterio()
     from changecap.inference.scene_report import write_scene_report
 
-    with ExitStack() as stack:
-        limited_gdal_cache(stack)
-        before = open_scene(settings.before, stack)
-        grid, _ = common_grid(before, open_scene(settings.after, stack), settings, stack)
-        expected = make_tiles(grid, settings.tile, settings.overlap)
+    expected = make_tiles(grid, settings.tile, settings.overlap)
     results = read_results(out)
     missing = [t.key for t in expected if t.key not in results]
     if missing:
@@ -452,7 +457,7 @@ def write_outputs(settings: SceneSettings, out: Path, has_masks: bool, progress:
     # the most probable first (row-major without probabilities); at most REPORT_TILES thumbnails, so the page's
     # size does not grow with the scene (changes.geojson lists them all)
     changed.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
-    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES])
+    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES], *scenes)
     write_scene_report(settings, crs_name, ordered, overviews, thumbnails, out / REPORT_FILE)
     return {"tiles": len(ordered), "captioned": len(captioned), "skipped": len(ordered) - len(captioned),
             "changed": sum(bool(r.changed) for r in captioned)}  # fmt: skip
@@ -463,38 +468,32 @@ REPORT_TILES = 200  # changed tiles shown with thumbnails in the report
 
 
 def _report_images(
-    settings: SceneSettings, grid: SceneGrid, changed: list[TileResult]
+    settings: SceneSettings, grid: SceneGrid, changed: list[TileResult], before: Any, after: Any, after_raw: Any
 ) -> tuple[list[tuple[str, np.ndarray, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Both scenes' overviews on BEFORE's grid (decimated reads) and the changed tiles' RGB, for the report."""
-
+    """Both scenes' overviews on BEFORE's grid (decimated reads) and the changed tiles' RGB, in ``changed``'s order,
+    for the report (``after`` is what the tiles read: the aligned VRT or AFTER itself)."""
     scale = min(1.0, OVERVIEW_SIDE / max(grid.height, grid.width))
     out_h, out_w = max(1, round(grid.height * scale)), max(1, round(grid.width * scale))
-    overviews, thumbnails = [], {}
-    with ExitStack() as stack:
-        limited_gdal_cache(stack)
-        before = open_scene(settings.before, stack)
-        after_raw = open_scene(settings.after, stack)
-        _, after = common_grid(before, after_raw, settings, stack)
-        dates = []
-        for label, path, ds, limit_ds in (("before", settings.before, before, before),
-                                          ("after", settings.after, after, after_raw)):  # fmt: skip
-            bands = check_bands(limit_ds, settings.bands, path)
-            limits = stretch_limits(limit_ds, bands, settings.percentiles)
-            offset = (0, 0) if ds is before else grid.after_offset
-            canvas = np.zeros((out_h, out_w, 3), np.uint8)  # black where the date has no data
-            r0, c0, h, w = grid.window if ds is not before else (0, 0, grid.height, grid.width)
-            window = (r0 + offset[0], c0 + offset[1], h, w)
-            part = to_uint8(decimated_read(ds, bands, max(1, round(h * scale)), max(1, round(w * scale)), window),
-                            limits)  # fmt: skip
-            y, x = round(r0 * scale), round(c0 * scale)
-            ph, pw = min(part.shape[0], out_h - y), min(part.shape[1], out_w - x)
-            canvas[y : y + ph, x : x + pw] = part[:ph, :pw]
-            overviews.append((f"{label}: {path}", canvas, scale))
-            dates.append((ds, bands, limits, offset))
-        for r in changed:
-            tile = Tile(r.row, r.col, r.y, r.x, r.size)
-            rgb = [to_uint8(read_tile(ds, bands, tile, offset)[0], limits) for ds, bands, limits, offset in dates]
-            thumbnails[tile.key] = (rgb[0], rgb[1])
+    overviews, thumbnails, dates = [], {}, []
+    for label, path, ds, limit_ds in (("before", settings.before, before, before),
+                                      ("after", settings.after, after, after_raw)):  # fmt: skip
+        bands = check_bands(limit_ds, settings.bands, path)
+        limits = stretch_limits(limit_ds, bands, settings.percentiles)
+        offset = (0, 0) if ds is before else grid.after_offset
+        canvas = np.zeros((out_h, out_w, 3), np.uint8)  # black where the date has no data
+        r0, c0, h, w = grid.window if ds is not before else (0, 0, grid.height, grid.width)
+        window = (r0 + offset[0], c0 + offset[1], h, w)
+        part = to_uint8(decimated_read(ds, bands, max(1, round(h * scale)), max(1, round(w * scale)), window),
+                        limits)  # fmt: skip
+        y, x = round(r0 * scale), round(c0 * scale)
+        ph, pw = min(part.shape[0], out_h - y), min(part.shape[1], out_w - x)
+        canvas[y : y + ph, x : x + pw] = part[:ph, :pw]
+        overviews.append((f"{label}: {path}", canvas, scale))
+        dates.append((ds, bands, limits, offset))
+    for r in changed:
+        tile = Tile(r.row, r.col, r.y, r.x, r.size)
+        rgb = [to_uint8(read_tile(ds, bands, tile, offset)[0], limits) for ds, bands, limits, offset in dates]
+        thumbnails[tile.key] = (rgb[0], rgb[1])
     return overviews, thumbnails
 
 

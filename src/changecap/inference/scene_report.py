@@ -37,7 +37,7 @@ def write_scene_report(
     path: Path,
 ) -> Path:
     """The page: ``overviews`` are (label, RGB on BEFORE's grid, screen pixels per source pixel) per date,
-    ``thumbnails`` the (before, after) RGB of each changed tile by ``"row_col"``."""
+    ``thumbnails`` the (before, after) RGB of the changed tiles to show by ``"row_col"``, in the order to show them."""
     changed = [r for r in results if r.skipped is None and r.changed]
     panels, rows = [], []
     for label, image, scale in overviews:
@@ -52,8 +52,8 @@ def write_scene_report(
             f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}"><image href="{_data_uri(image)}" '
             f'width="{w}" height="{h}"/>{boxes}</svg></figure>'
         )
-    shown = [r for r in changed if f"{r.row}_{r.col}" in thumbnails]
-    shown.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
+    by_key = {f"{r.row}_{r.col}": r for r in changed}
+    shown = [by_key[key] for key in thumbnails]  # in the order the caller chose
     for r in shown:
         before, after = thumbnails[f"{r.row}_{r.col}"]
         prob = "n/a" if r.change_probability is None else f"{r.change_probability:.3f}"
