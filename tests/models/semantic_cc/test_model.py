@@ -11,6 +11,7 @@ from changecap.data.vocab import Vocabulary
 from changecap.errors import ConfigError, ModelError
 from changecap.models import build_model, config_from_dict, load_model, save_model
 from changecap.models.semantic_cc import SemanticCC
+from changecap.models.semantic_cc.caption import pool_token_grid
 from tests.models.semantic_cc.conftest import WORDS, tiny
 
 CAPTIONS = ["a house is built on the left.", "the scene is the same as before", "a road is built", "a house"]
@@ -42,6 +43,23 @@ def test_shapes_of_every_stage() -> None:
     out = model.predict(images)
     assert len(out["captions"]) == 4 and all(isinstance(c, str) for c in out["captions"])
     assert out["mask"].shape == (4, 64, 64) and set(out["mask"].unique().tolist()) <= {0, 1}
+
+
+def test_visual_pool_averages_the_cc_grid_before_the_qformer() -> None:
+    tokens = torch.arange(16.0).view(1, 16, 1)  # [1, 4·4, 1]: row-major grid 0..15
+    pooled = pool_token_grid(tokens, 2)  # [1, 2·2, 1]
+    assert pooled.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]  # e.g. (0 + 1 + 4 + 5) / 4
+    assert pool_token_grid(tokens, 1) is tokens
+    model = _model(**{"caption.visual_pool": 2}).eval()
+    f_cc, _ = model.features(_images())  # [2B, 16, 24]
+    dec = model.caption_decoder
+    assert dec.visual_tokens(f_cc).shape == (4, 4, 32)  # still [B, Q, D_llm]
+    pooled_then_read = dec.visual_tokens(f_cc)
+    dec.config.visual_pool = 1  # the same decoder fed tokens pooled by hand
+    assert torch.allclose(dec.visual_tokens(pool_token_grid(f_cc, 2)), pooled_then_read)
+    assert not torch.allclose(dec.visual_tokens(f_cc), pooled_then_read)
+    with pytest.raises(ConfigError, match="model.caption.visual_pool.*4×4 token grid"):
+        config_from_dict(tiny(**{"caption.visual_pool": 3}))
 
 
 def test_a_random_init_trunk_starts_at_vit_scale_not_at_zero() -> None:

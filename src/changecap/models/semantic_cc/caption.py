@@ -96,6 +96,19 @@ def prompt_words(config: CaptionDecoderConfig) -> list[str]:
     return WordTokenizer.pieces(text)
 
 
+def pool_token_grid(tokens: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool row-major tokens of a square grid [N, G·G, D] by ``factor`` → [N, (G/f)·(G/f), D]."""
+    if factor == 1:
+        return tokens
+    n, length, dim = tokens.shape
+    g = round(length**0.5)
+    if g * g != length or g % factor != 0:
+        raise ModelError(f"model.caption.visual_pool {factor} does not divide the {length}-token grid evenly")
+    grid = tokens.transpose(1, 2).unflatten(2, (g, g))  # [N, D, G, G]
+    pooled = F.avg_pool2d(grid, factor)  # [N, D, G/f, G/f]
+    return pooled.flatten(2).transpose(1, 2)  # [N, (G/f)², D]
+
+
 # ---------------------------------------------------------------------------------------------------- the module
 class SemanticCCCaptionDecoder(nn.Module):
     """CC tokens of both dates [2B, L, cc_dim] → LLM loss (training) or captions (inference)."""
@@ -152,7 +165,8 @@ class SemanticCCCaptionDecoder(nn.Module):
     # ------------------------------------------------------------------ visual tokens
     def visual_tokens(self, f_cc: torch.Tensor) -> torch.Tensor:
         """[2B, L, cc_dim] (before rows first) → the LLM's visual tokens [B, T_v, D_llm]."""
-        v = self.ln_vision(f_cc)  # [2B, L, cc_dim]
+        f_cc = pool_token_grid(f_cc, self.config.visual_pool)  # [2B, L / pool², cc_dim]
+        v = self.ln_vision(f_cc)  # [2B, L', cc_dim]
         queries = self.query_tokens.expand(v.shape[0], -1, -1)  # [2B, Q, q_dim]
         mask = torch.ones(v.shape[:2], dtype=torch.long, device=v.device)
         q = self.qformer(query_embeds=queries, encoder_hidden_states=v, encoder_attention_mask=mask)

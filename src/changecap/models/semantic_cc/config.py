@@ -202,6 +202,10 @@ class CaptionDecoderConfig:
     qformer: dict[str, Any] = field(default_factory=lambda: dict(QFORMER_BASE))  # Blip2QFormerConfig fields
     qformer_pretrained: str | None = None  # a BLIP-2 checkpoint id / dir whose Q-Former (and queries) to load
     num_query_tokens: int = 32
+    # Average-pool the CC token grid by this factor before the Q-Former (1 = the paper: every token). Not in the
+    # paper or the code: for small from-scratch runs whose fine token grid (e.g. 16×16) dilutes a few changed tokens
+    # in the Q-Former's initially uniform cross-attention (docs/semantic_cc.md). The CD side keeps the full grid.
+    visual_pool: int = 1
     enhancer: Literal["paper", "code"] = "paper"
     llm: str | None = None  # an AutoModelForCausalLM id, local dir or local .gguf file (referenced, not copied)
     llm_config: dict[str, Any] | None = None  # or the fields of a random-init config (tests, CPU runs)
@@ -224,6 +228,7 @@ class CaptionDecoderConfig:
             "give 'llm' (a causal LM id or directory) or 'llm_config' (the fields of a random-init config)",
         )
         require(self.num_query_tokens >= 1, f"{prefix}.num_query_tokens", "must be >= 1")
+        require(self.visual_pool >= 1, f"{prefix}.visual_pool", "must be >= 1 (1: no pooling)")
         require(bool(self.instructions), f"{prefix}.instructions", "give at least one instruction")
         require("{}" in self.prompt_template, f"{prefix}.prompt_template", "must contain '{}' (the prompt slot)")
         require("<ImageHere>" in self.image_placeholder, f"{prefix}.image_placeholder", "must contain <ImageHere>")
@@ -243,6 +248,12 @@ class SemanticCCConfig(ArchitectureConfig):
     max_length: int = 41  # the data's caption length in tokens (``<START>``/``<END>`` included)
 
     def validate(self, prefix: str = "model") -> None:
+        require(
+            self.encoder.grid_size % self.caption.visual_pool == 0,
+            f"{prefix}.caption.visual_pool",
+            f"{self.caption.visual_pool} does not divide the encoder's {self.encoder.grid_size}×"
+            f"{self.encoder.grid_size} token grid",
+        )
         require(
             self.caption.qformer.get("encoder_hidden_size", self.neck.cc_dim) == self.neck.cc_dim,
             f"{prefix}.caption.qformer.encoder_hidden_size",
