@@ -200,3 +200,23 @@ def test_neck_rejects_bad_inputs() -> None:
         neck(cd, cd)
     with pytest.raises(ModelError, match="unit"):
         SemanticAggregationNeck(units=0)
+
+
+def test_intra_residual_keeps_token_differences_under_uniform_attention() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, L, CC)  # [N, L, D]
+    code, residual = IntraTaskAttention(CC, 2), IntraTaskAttention(CC, 2, residual=True)
+    residual.load_state_dict(code.state_dict())  # the option adds no parameters
+    for layer in (code, residual):
+        with torch.no_grad():  # zero queries: every token attends uniformly (a from-scratch start, in the limit)
+            layer.q_proj.weight.zero_()
+            layer.q_proj.bias.zero_()
+    same = code(x)
+    assert torch.allclose(same, same[:, :1].expand_as(same), atol=1e-6)  # code form: one output for every token
+    kept = residual(x)
+    u = F.layer_norm(x + code.out_proj(code.v_proj(x).mean(dim=1, keepdim=True)), (CC,), code.norm.weight,
+                     code.norm.bias, eps=1e-6)  # fmt: skip
+    assert torch.allclose(kept, u + residual.ffn(u), atol=1e-5)  # U = LN(X + A)
+    assert float(kept.std(dim=1).mean()) > 0.5
+    neck = SemanticAggregationNeck(1, ENC, CC, CD, cc_heads=2, cd_heads=2, intra_residual=True)
+    assert all(m.residual for m in (neck.units[0].intra_cc, neck.units[0].intra_cd))

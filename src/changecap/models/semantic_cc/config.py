@@ -153,6 +153,12 @@ class NeckConfig:
     cc_heads: int = 16
     cd_heads: int = 8
     symmetric_inter: bool = False
+    # Not in the paper or the code (both: U = LN(A), no residual): with true, U = LN(X + A). In the code form a
+    # near-uniform self-attention (any from-scratch start) gives every token the same output, and the inter-task
+    # LayerNorm amplifies that per-image constant until it dominates the CC stream: a random-init CPU run's CC
+    # tokens differed by 0.03 of their scale within an image, so the Q-Former could not see where anything changed
+    # (docs/semantic_cc.md). Pretrained SAM tokens are large and diverse enough that the code form works there.
+    intra_residual: bool = False
 
     def validate(self, prefix: str = "model.neck") -> None:
         require(self.units >= 1, f"{prefix}.units", f"must be >= 1 (the neck needs a unit), got {self.units}")

@@ -146,6 +146,7 @@ def _change_parts(
         cc_heads=config.neck.cc_heads,
         cd_heads=config.neck.cd_heads,
         symmetric_inter=config.neck.symmetric_inter,
+        intra_residual=config.neck.intra_residual,
     )
     cd_decoder = ChangeDetectionDecoder(
         in_dim=enc.cd_width,

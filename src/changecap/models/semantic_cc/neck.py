@@ -40,11 +40,14 @@ class IntraTaskAttention(nn.Module):
     """Self-attention over one stream's tokens: U = LN(W_o·MHSA(W_q X, W_k X, W_v X)); returns U + FFN(U).
 
     There is no residual from X around the attention (as in the released code); the unit adds X back outside.
-    ``num_heads`` does not change the parameter count; the code-faithful value is ``dim`` (head width 1).
+    ``residual=True`` (not the paper's or the code's) makes it U = LN(X + W_o·MHSA(...)), which keeps the tokens'
+    spatial differences when the attention is near-uniform. ``num_heads`` does not change the parameter count; the
+    code-faithful value is ``dim`` (head width 1).
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, residual: bool = False) -> None:
         super().__init__()
+        self.residual = residual
         if num_heads < 1 or dim % num_heads != 0:
             raise ModelError(f"intra-task attention width {dim} is not divisible by {num_heads} heads")
         self.dim = dim
@@ -67,11 +70,12 @@ class IntraTaskAttention(nn.Module):
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         attended = F.scaled_dot_product_attention(q, k, v)  # [N, h, L, d/h]
         attended = attended.transpose(1, 2).reshape(n, length, self.dim)  # [N, L, D]
-        u = self.norm(self.out_proj(attended))  # [N, L, D]
+        a = self.out_proj(attended)  # [N, L, D]
+        u = self.norm(x + a if self.residual else a)  # [N, L, D]
         return u + self.ffn(u)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}"
+        return f"dim={self.dim}, num_heads={self.num_heads}, residual={self.residual}"
 
 
 def bilinear(layer: nn.Bilinear, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
@@ -123,10 +127,18 @@ class InterTaskAttention(nn.Module):
 class NeckUnit(nn.Module):
     """One aggregation unit: per-stream self-attention, then CD → CC injection (and CC → CD if symmetric)."""
 
-    def __init__(self, cc_dim: int, cd_dim: int, cc_heads: int, cd_heads: int, symmetric_inter: bool) -> None:
+    def __init__(
+        self,
+        cc_dim: int,
+        cd_dim: int,
+        cc_heads: int,
+        cd_heads: int,
+        symmetric_inter: bool,
+        intra_residual: bool = False,
+    ) -> None:
         super().__init__()
-        self.intra_cc = IntraTaskAttention(cc_dim, cc_heads)
-        self.intra_cd = IntraTaskAttention(cd_dim, cd_heads)
+        self.intra_cc = IntraTaskAttention(cc_dim, cc_heads, intra_residual)
+        self.intra_cd = IntraTaskAttention(cd_dim, cd_heads, intra_residual)
         self.inter = InterTaskAttention(cc_dim, cd_dim)
         # Mirrored layer (bilinear cd×cc → cc: ≈ 507 M parameters at the paper's widths, hence off by default).
         self.inter_cd = InterTaskAttention(cd_dim, cc_dim) if symmetric_inter else None
@@ -160,6 +172,7 @@ class SemanticAggregationNeck(nn.Module):
         cc_heads: int = 16,
         cd_heads: int = 8,
         symmetric_inter: bool = False,
+        intra_residual: bool = False,
     ) -> None:
         super().__init__()
         if units < 1:
@@ -168,7 +181,9 @@ class SemanticAggregationNeck(nn.Module):
         self.cc_dim = cc_dim
         self.cd_dim = cd_dim
         self.cc_proj = nn.Linear(encoder_dim, cc_dim)
-        self.units = nn.ModuleList(NeckUnit(cc_dim, cd_dim, cc_heads, cd_heads, symmetric_inter) for _ in range(units))
+        self.units = nn.ModuleList(
+            NeckUnit(cc_dim, cd_dim, cc_heads, cd_heads, symmetric_inter, intra_residual) for _ in range(units)
+        )
 
     def forward(self, raw_tokens: torch.Tensor, cd_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw tokens [2B, L, encoder_dim], CD tokens [2B, L, cd_dim] → F_cc [2B, L, cc_dim], F_cd [2B, L, cd_dim].
