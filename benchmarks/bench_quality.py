@@ -54,8 +54,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "dfm_no_prior": ("dfm_synthcc_cpu.yaml", ["model.prior.enabled=false"]),
     # TGCL with a real sentence encoder (benchmarks/sentence_models.py assembles it from PyPI) instead of the
     # config's built-in bag-of-words encoder
-    "dfm_mpnet": ("dfm_synthcc_cpu.yaml", []),
-    "dfm_minilm": ("dfm_synthcc_cpu.yaml", []),
+    "dfm_mpnet": ("dfm_synthcc_cpu.yaml", ["model.text_dim=768"]),
+    "dfm_minilm": ("dfm_synthcc_cpu.yaml", ["model.text_dim=384"]),
 }
 SENTENCE_MODELS = {"dfm_mpnet": "all-mpnet-base-v2", "dfm_minilm": "all-MiniLM-L6-v2"}
 DEFAULT_VARIANTS = ["hisem", "plain", "no_bdam", "no_hasd"]

@@ -123,7 +123,7 @@ def run_semantic_cc(variant: str, seed: int, data: Path, run_dir: Path, epochs: 
     sets = [f"data.root={data}", f"train.output_dir={run_dir / 'run'}", f"train.seed={seed}", f"train.epochs={epochs}"]
     sets += ["logging.progress=false", *VARIANTS[variant]]
     t0 = time.time()
-    result = train(load_config(CONFIG, overrides=sets), resume=False)
+    result = train(load_config(CONFIG, overrides=sets), resume=None)  # an interrupted run resumes exactly
     train_s = time.time() - t0
     ev = evaluate_model(result.best_dir, data, "levir-mci", "test", protocols=("rsicc",), meteor=meteor,
                         progress=False, device="cpu")  # fmt: skip

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from changecap.data.vocab import Vocabulary
 from changecap.engine import Trainer, load_config, train
+from changecap.errors import ConfigError
 from changecap.inference import ChangeCaptioner
 from changecap.models import build_model, config_from_dict, save_model
 from tests.data.fakes import make_levir
@@ -114,6 +115,17 @@ def test_training_uses_the_cache_keeps_the_prior_and_saves_a_captioner(
 
     again = Trainer(load_config(write_config(tmp_path / "b", data_root, sentence_dir, prior_dir, cache)))
     assert again.objective.embeddings.encoder_calls == 0  # a second run reads the cache from disk
+
+
+def test_a_sentence_model_of_another_width_is_a_one_line_config_error(
+    tmp_path: Path, data_root: Path, sentence_dir: Path, prior_dir: Path
+) -> None:
+    cfg = write_config(tmp_path, data_root, sentence_dir, prior_dir, tmp_path / "cache", epochs=1)
+    data = yaml.safe_load(cfg.read_text())
+    data["model"]["text_dim"] += 8  # e.g. all-mpnet-base-v2 (768) with a config written for a 384-wide model
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"model.text_dim.*gives 16-wide embeddings; set model.text_dim=16"):
+        Trainer(load_config(cfg))
 
 
 def test_tgcl_off_loads_no_sentence_encoder(tmp_path: Path, data_root: Path, prior_dir: Path) -> None:

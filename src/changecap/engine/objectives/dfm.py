@@ -98,6 +98,11 @@ class DFMObjective(Objective):
     ) -> None:
         super().__init__(config or DFMLossConfig(), train_config)
         self._embeddings = embeddings
+        self._text_width: int | None = None  # the model's text projection input (model.text_dim), from bind()
+
+    def bind(self, model: nn.Module) -> None:
+        proj = getattr(model, "text_proj", None)
+        self._text_width = int(proj.in_features) if isinstance(proj, nn.Linear) else None
 
     @property
     def embeddings(self) -> CaptionEmbeddings:
@@ -117,6 +122,14 @@ class DFMObjective(Objective):
         barrier(ctx)
         if not ctx.is_main:
             self.embeddings.reload()
+        width = int(self.embeddings.lookup(texts[:1]).shape[-1]) if texts else None
+        # a mismatch would otherwise surface as a matrix-shape error deep inside the first update
+        require(
+            self._text_width is None or width is None or width == self._text_width,
+            "model.text_dim",
+            f"is {self._text_width} but loss.sentence_model '{self.config.sentence_model}' gives {width}-wide "
+            f"embeddings; set model.text_dim={width}",
+        )
 
     def phases(self, epoch: int) -> Sequence[Phase]:
         return self._PHASES
