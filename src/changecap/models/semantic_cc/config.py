@@ -209,8 +209,9 @@ class CaptionDecoderConfig:
     qformer_pretrained: str | None = None  # a BLIP-2 checkpoint id / dir whose Q-Former (and queries) to load
     num_query_tokens: int = 32
     # Average-pool the CC token grid by this factor before the Q-Former (1 = the paper: every token). Not in the
-    # paper or the code: for small from-scratch runs whose fine token grid (e.g. 16×16) dilutes a few changed tokens
-    # in the Q-Former's initially uniform cross-attention (docs/semantic_cc.md). The CD side keeps the full grid.
+    # paper or the code; the CD side keeps the full grid. Tried for the CPU config's 16×16 grid, where a few changed
+    # tokens are diluted in the Q-Former's uniform initial cross-attention: pools of 2 and 4 alone did not make the
+    # captions learn (a uniform attention reads the same mean either way; docs/semantic_cc.md), so it stays off.
     visual_pool: int = 1
     enhancer: Literal["paper", "code"] = "paper"
     llm: str | None = None  # an AutoModelForCausalLM id, local dir or local .gguf file (referenced, not copied)
