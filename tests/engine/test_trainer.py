@@ -84,6 +84,43 @@ def test_run_writes_model_dirs_metrics_and_checkpoint(tmp_path: Path) -> None:
     assert not torch.equal(last["decoder.out.weight"], first.state_dict()["decoder.out.weight"])
 
 
+class FakeMeteor:
+    """Stands in for the METEOR JVM: counts how many are started and closed, scores every pair 0.5."""
+
+    started: list[FakeMeteor] = []
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.requests = 0
+        FakeMeteor.started.append(self)
+
+    def __enter__(self) -> FakeMeteor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closed = True
+
+    def statistics(self, hyps: list[str], refs: list[list[str]]) -> list[str]:
+        self.requests += 1
+        return ["s"] * len(hyps)
+
+    def evaluate(self, stats: list[str]) -> tuple[float, list[float]]:
+        return 0.5, [0.5] * len(stats)
+
+
+def test_one_meteor_jvm_serves_every_validation_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import changecap.metrics.caption_eval as caption_eval
+
+    FakeMeteor.started = []
+    monkeypatch.setattr(caption_eval, "MeteorScorer", FakeMeteor)
+    monkeypatch.setattr(caption_eval, "meteor_availability", lambda: (True, "fake.jar"))
+    result = run(make_config(tmp_path / "run", epochs=3, val_meteor="java"))
+    assert [v["METEOR"] for v in result.validations] == [0.5, 0.5, 0.5]
+    assert len(FakeMeteor.started) == 1  # started once for the run, not once per round
+    scorer = FakeMeteor.started[0]
+    assert scorer.requests == 3 and scorer.closed
+
+
 class Interrupt(Exception):
     pass
 

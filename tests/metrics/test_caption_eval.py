@@ -22,9 +22,11 @@ from changecap.metrics import (
     evaluate_captions,
     load_caption_json,
     meteor_approx,
+    meteor_session,
     rouge_l,
 )
 from changecap.metrics.caption_eval import BUILT_VOCAB_NOTE
+from tests.metrics.conftest import require_meteor_jar
 
 NOCHANGE = [
     "there is no difference",
@@ -242,3 +244,30 @@ def test_real_levir_captions_match_pycocoevalcap(pycocoevalcap_available: None) 
     flags = [changed_from_captions([*refs[n], preds[n]]) for n in names]
     assert res.subsets["unchanged"].n == flags.count(False) > 0
     assert res.nochange_acc == 1.0 and res.change_acc == 1.0  # leave-one-out keeps the pair's own kind
+
+
+@pytest.mark.java
+def test_meteor_session_starts_one_jvm_for_several_evaluations() -> None:
+    require_meteor_jar()
+    preds = {"a": "a road is built", "b": "there is no difference"}
+    refs = {"a": ["a new road is built", "the road was built"], "b": ["there is no difference", "no change"]}
+    with meteor_session("java") as scorer:
+        assert isinstance(scorer, MeteorScorer) and scorer.alive  # running before any caption is scored
+        first = evaluate_captions(preds, refs, protocol="none", meteor=scorer)
+        second = evaluate_captions(preds, refs, protocol="none", meteor=scorer)
+        assert scorer.alive
+    assert not scorer.alive  # stopped on exit
+    alone = evaluate_captions(preds, refs, protocol="none", meteor="java")
+    assert first.scores == second.scores == alone.scores and first.meteor_impl == alone.meteor_impl
+
+
+def test_meteor_session_passes_other_modes_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    with meteor_session("approx") as m:
+        assert m == "approx"
+    with meteor_session("off") as m:
+        assert m == "off"
+    monkeypatch.setenv(METEOR_JAR_ENV, "/nonexistent/meteor.jar")
+    with meteor_session("java") as m:  # unavailable: evaluate_captions reports why, as without a session
+        assert m == "java"
+        result = evaluate_captions({"a": "x y"}, {"a": ["x y"]}, protocol="none", meteor=m)
+    assert "jar not found" in result.unavailable["METEOR"]

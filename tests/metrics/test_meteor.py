@@ -49,6 +49,33 @@ def test_jvm_scorer_equals_pycocoevalcap(meteor_scorer: MeteorScorer, coco_meteo
 
 
 @pytest.mark.java
+def test_repeated_requests_are_sent_once_and_score_as_pycocoevalcap(
+    meteor_scorer: MeteorScorer, coco_meteor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RSICC-like: many unchanged pairs share references and get the same answer; changed pairs are all different
+    hyps, refs = PARITY_CASES["levir_like"]
+    no_change = ["there is no difference", "the two scenes seem identical", "no change has occurred"]
+    hyps = [*hyps, *["there is no difference"] * 30, *["the scene is the same as before"] * 10]
+    refs = [*refs, *[no_change] * 40]
+    sent: list[int] = []
+    exchange = meteor_scorer._exchange
+
+    def counting(lines: Any, n_out: int) -> list[str]:
+        sent.append(len(lines))
+        return exchange(lines, n_out)
+
+    monkeypatch.setattr(meteor_scorer, "_exchange", counting)
+    stats = meteor_scorer.statistics(hyps, refs)
+    distinct = len({(h, tuple(r)) for h, r in zip(hyps, refs)})
+    assert sent == [distinct] and distinct < len(hyps) - 35
+    corpus, items = meteor_scorer.evaluate(stats)
+    gts, res = as_coco(hyps, refs)
+    ref_corpus, ref_items = coco_meteor.compute_score(gts, res)
+    assert corpus == pytest.approx(ref_corpus, abs=1e-12, rel=0)
+    assert items == pytest.approx(ref_items, abs=1e-12, rel=0)
+
+
+@pytest.mark.java
 def test_jvm_is_reused_and_subsets_aggregate_from_statistics(meteor_scorer: MeteorScorer) -> None:
     hyps, refs = PARITY_CASES["levir_like"]
     stats = meteor_scorer.statistics(hyps, refs)

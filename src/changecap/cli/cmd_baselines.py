@@ -53,19 +53,21 @@ def run_baselines(
     from changecap.baselines import MostFrequentCaption, NearestNeighbourCaptioner
     from changecap.data.datasets import build_vocabulary, open_dataset
     from changecap.data.vocab import Vocabulary
-    from changecap.metrics import evaluate_captions
+    from changecap.metrics import evaluate_captions, meteor_session
 
     vocab = Vocabulary.load(vocab_path) if vocab_path else build_vocabulary(root, fmt, splits="train")
     train = open_dataset(root, fmt, "train", vocab=vocab)
     test = open_dataset(root, fmt, split, vocab=vocab)
     refs = {rec.name: list(rec.captions) for rec in test.records}
-    predictions = {
-        "nearest-neighbour": NearestNeighbourCaptioner(progress=progress).fit(train).predict(test),
-        "most-frequent": MostFrequentCaption().fit(train).predict(test),
-    }
-    results = {}
-    for name, preds in predictions.items():
-        results[name] = evaluate_captions(preds, refs, protocol="rsicc", vocab=vocab, meteor=meteor)
+    # the METEOR JVM starts loading while the baselines are fitted, and scores both
+    with meteor_session(meteor) as scorer:
+        predictions = {
+            "nearest-neighbour": NearestNeighbourCaptioner(progress=progress).fit(train).predict(test),
+            "most-frequent": MostFrequentCaption().fit(train).predict(test),
+        }
+        results = {}
+        for name, preds in predictions.items():
+            results[name] = evaluate_captions(preds, refs, protocol="rsicc", vocab=vocab, meteor=scorer)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

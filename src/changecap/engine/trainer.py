@@ -21,6 +21,7 @@ one (CPU; on GPU up to the non-determinism of the kernels unless ``train.determi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -61,6 +62,7 @@ from changecap.engine.run_log import RunLogger
 from changecap.engine.step import StatsWindow, UpdateStep, set_phase_trainable
 from changecap.engine.validation import ValidationResult, validate
 from changecap.errors import ConfigError, ModelError
+from changecap.metrics import MeteorScorer, meteor_session
 from changecap.schema import with_path
 
 Callback = Callable[["Trainer"], None]
@@ -217,6 +219,7 @@ class Trainer:
         )
         self.logger: RunLogger | None = None
         self.validations: list[dict[str, Any]] = []
+        self._val_meteor: MeteorScorer | str | None = None  # the run's METEOR JVM while fit() runs
         self._phases_of_epoch: list[PhaseData] = []
         self.current_phase: Phase | None = None  # the phase of the update just made (for callbacks)
         self._window_time = time.perf_counter()
@@ -341,7 +344,7 @@ class Trainer:
             batch_size=t.val_batch_size,
             max_length=t.val_max_length or self.max_length,
             beam_size=t.val_beam_size,
-            meteor=t.val_meteor,
+            meteor=self._val_meteor or t.val_meteor,
             autocast_dtype=self.autocast_dtype,
             collate_fn=self.collate_fn,
             num_workers=self.config.data.num_workers,
@@ -442,7 +445,12 @@ class Trainer:
         )
         stopped = False
         last_validation: ValidationResult | None = None
+        # one METEOR JVM for every validation round of the run, started now so its load overlaps the first epoch
+        # (rank 0 scores; the other ranks never start one)
+        meteor = contextlib.ExitStack()
         try:
+            if t.val_every and self.ctx.is_main:
+                self._val_meteor = meteor.enter_context(meteor_session(t.val_meteor))
             while p.epoch < t.epochs and not stopped:
                 epoch = p.epoch
                 bar.set_description(f"epoch {epoch}/{t.epochs}")
@@ -458,6 +466,8 @@ class Trainer:
                 stopped = t.max_steps is not None and p.global_step >= t.max_steps and p.epoch < t.epochs
             last_dir = self.save_model_dir("last", last_validation)
         finally:
+            meteor.close()
+            self._val_meteor = None
             bar.close()
             if self.logger is not None:
                 self.logger.close()

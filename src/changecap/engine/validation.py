@@ -26,6 +26,7 @@ from changecap.data.vocab import Vocabulary
 from changecap.engine.distributed import DistContext, broadcast_object, gather_objects
 from changecap.engine.precision import autocast
 from changecap.engine.sampler import ShardSampler
+from changecap.metrics.meteor import MeteorScorer
 from changecap.models.parts.change_masks import IGNORE, binary_change_labels
 
 
@@ -97,7 +98,7 @@ def validate(
     batch_size: int,
     max_length: int,
     beam_size: int = 1,
-    meteor: str = "off",
+    meteor: str | MeteorScorer = "off",
     autocast_dtype: torch.dtype | None = None,
     collate_fn: Any = None,
     num_workers: int = 0,

@@ -58,7 +58,7 @@ def evaluate_model(
     """
     from changecap.data.collate import collate_pairs
     from changecap.data.datasets import open_dataset
-    from changecap.metrics import evaluate_captions
+    from changecap.metrics import evaluate_captions, meteor_session
     from changecap.metrics.change_detection import ConfusionMatrix
     from changecap.models.parts.change_masks import IGNORE, binary_change_labels
 
@@ -82,25 +82,27 @@ def evaluate_model(
     # training and validation), when the model and the data have masks
     confusion = ConfusionMatrix(2, ignore_index=IGNORE) if captioner.predicts_masks else None
     masks: dict[str, np.ndarray] = {}
-    for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
-        with torch.inference_mode():
-            results = captioner.caption_tensor(batch["image"], beam_size=beam_size)
-        for name, caps, res in zip(batch["name"], batch["captions"], results, strict=True):
-            if res.caption is None:
-                continue  # a change detector: masks only
-            preds[name] = res.caption
-            probs[name] = res.change_probability
-            refs[name] = list(caps)
-        for name, res in zip(batch["name"], results, strict=True):
-            if res.mask is not None:
-                masks[name] = res.mask
-        if confusion is not None and "mask" in batch:
-            predicted = torch.from_numpy(np.stack([r.mask for r in results])).long()  # [B, S, S]
-            confusion.update(predicted, binary_change_labels(batch["mask"]))
-    results_by_protocol = {
-        proto: evaluate_captions(preds, refs, protocol=proto, vocab=captioner.vocab, meteor=meteor)
-        for proto in (protocols if preds else ())  # a mask-only model is scored on its masks alone
-    }
+    # started now, the METEOR JVM loads its paraphrase table while the model works; one JVM scores every protocol
+    with meteor_session(meteor if captioner.makes_captions else "off") as scorer:
+        for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
+            with torch.inference_mode():
+                results = captioner.caption_tensor(batch["image"], beam_size=beam_size)
+            for name, caps, res in zip(batch["name"], batch["captions"], results, strict=True):
+                if res.caption is None:
+                    continue  # a change detector: masks only
+                preds[name] = res.caption
+                probs[name] = res.change_probability
+                refs[name] = list(caps)
+            for name, res in zip(batch["name"], results, strict=True):
+                if res.mask is not None:
+                    masks[name] = res.mask
+            if confusion is not None and "mask" in batch:
+                predicted = torch.from_numpy(np.stack([r.mask for r in results])).long()  # [B, S, S]
+                confusion.update(predicted, binary_change_labels(batch["mask"]))
+        results_by_protocol = {
+            proto: evaluate_captions(preds, refs, protocol=proto, vocab=captioner.vocab, meteor=scorer)
+            for proto in (protocols if preds else ())  # a mask-only model is scored on its masks alone
+        }
     evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks)
     if confusion is not None and confusion.matrix.sum() > 0:
         evaluation.change_detection = confusion.compute()

@@ -195,6 +195,11 @@ class ChangeCaptioner:
         return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
 
     @property
+    def makes_captions(self) -> bool:
+        """Whether the model writes captions (a change detector only makes masks)."""
+        return callable(getattr(self.model, "caption", None))
+
+    @property
     def predicts_masks(self) -> bool:
         """Whether the model has a change-detection head (its ``predict`` returns masks)."""
         return callable(getattr(self.model, "predict", None))

@@ -14,6 +14,7 @@ from changecap.metrics.caption_eval import (
     SubsetResult,
     evaluate_captions,
     load_caption_json,
+    meteor_session,
 )
 from changecap.metrics.change_detection import ChangeDetectionScores, ConfusionMatrix
 from changecap.metrics.cider import cider_d
@@ -49,6 +50,7 @@ __all__ = [
     "load_caption_json",
     "meteor_approx",
     "meteor_availability",
+    "meteor_session",
     "ptb_availability",
     "ptb_tokenize",
     "rouge_l",

@@ -19,9 +19,10 @@ hypothesis is a no-change sentence and ``change_acc`` the share of changed pairs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -236,6 +237,33 @@ def _validate(
             pp, f"{len(missing)} id(s) of {where} have no prediction (first: {missing[0]!r})", field=str(missing[0])
         )
     return list(refs)
+
+
+# ------------------------------------------------------------------------------------------ METEOR session
+@contextlib.contextmanager
+def meteor_session(mode: MeteorMode | MeteorScorer) -> Iterator[MeteorMode | MeteorScorer]:
+    """Start the METEOR JVM *now*, in the background, and hand it to every :func:`evaluate_captions` call inside.
+
+    The JVM needs several seconds to load its paraphrase table; opened before the captions are generated, that
+    load overlaps the model's work instead of adding to it, and one JVM serves every protocol and subset. Yields
+    a running :class:`MeteorScorer` for ``java`` when the jar can run, else ``mode`` unchanged (so the caller's
+    ``evaluate_captions`` reports METEOR unavailable with its reason, as without a session). A scorer passed in is
+    yielded as is and left running. The JVM started here is stopped on exit.
+    """
+    if mode != "java":
+        yield mode
+        return
+    ok, _ = meteor_availability()
+    if not ok:
+        yield mode
+        return
+    try:
+        scorer = MeteorScorer()  # returns at once: the JVM loads while the caller works
+    except RuntimeError:
+        yield mode
+        return
+    with scorer:
+        yield scorer
 
 
 # --------------------------------------------------------------------------------------------- evaluation
