@@ -89,7 +89,7 @@ class FakeMeteor:
 
     started: list[FakeMeteor] = []
 
-    def __init__(self) -> None:
+    def __init__(self, *, warmup: bool = False) -> None:
         self.closed = False
         self.requests = 0
         FakeMeteor.started.append(self)

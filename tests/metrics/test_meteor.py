@@ -76,6 +76,24 @@ def test_repeated_requests_are_sent_once_and_score_as_pycocoevalcap(
 
 
 @pytest.mark.java
+def test_warmed_up_jvm_scores_as_pycocoevalcap_and_closes_while_warming(coco_meteor: Any) -> None:
+    with MeteorScorer(warmup=True) as early:
+        pass  # closed while still loading / warming up: killed, no hang, no error
+    assert not early.alive
+    hyps, refs = PARITY_CASES["levir_like"]
+    with MeteorScorer(warmup=True) as scorer:
+        corpus, items = scorer.score(hyps, refs)  # waits for the warm-up (the lock), then scores
+        assert scorer._warmup is not None
+        scorer._warmup.join()
+        again = scorer.score(hyps, refs)
+    gts, res = as_coco(hyps, refs)
+    ref_corpus, ref_items = coco_meteor.compute_score(gts, res)
+    assert corpus == pytest.approx(ref_corpus, abs=1e-12, rel=0)
+    assert items == pytest.approx(ref_items, abs=1e-12, rel=0)
+    assert again == (corpus, items)
+
+
+@pytest.mark.java
 def test_jvm_is_reused_and_subsets_aggregate_from_statistics(meteor_scorer: MeteorScorer) -> None:
     hyps, refs = PARITY_CASES["levir_like"]
     stats = meteor_scorer.statistics(hyps, refs)

@@ -244,8 +244,9 @@ def _validate(
 def meteor_session(mode: MeteorMode | MeteorScorer) -> Iterator[MeteorMode | MeteorScorer]:
     """Start the METEOR JVM *now*, in the background, and hand it to every :func:`evaluate_captions` call inside.
 
-    The JVM needs several seconds to load its paraphrase table; opened before the captions are generated, that
-    load overlaps the model's work instead of adding to it, and one JVM serves every protocol and subset. Yields
+    The JVM needs several seconds to load its paraphrase table and to compile its hot paths (a warm-up corpus is
+    scored and discarded); opened before the captions are generated, both overlap the model's work instead of
+    adding to it, and one JVM serves every protocol and subset. Yields
     a running :class:`MeteorScorer` for ``java`` when the jar can run, else ``mode`` unchanged (so the caller's
     ``evaluate_captions`` reports METEOR unavailable with its reason, as without a session). A scorer passed in is
     yielded as is and left running. The JVM started here is stopped on exit.
@@ -258,7 +259,7 @@ def meteor_session(mode: MeteorMode | MeteorScorer) -> Iterator[MeteorMode | Met
         yield mode
         return
     try:
-        scorer = MeteorScorer()  # returns at once: the JVM loads while the caller works
+        scorer = MeteorScorer(warmup=True)  # returns at once: the JVM loads and warms up while the caller works
     except RuntimeError:
         yield mode
         return
