@@ -1,0 +1,114 @@
+"""The machine's matmul peak, fp32 and bf16: the yardstick every throughput in ``bench_model_speed.py`` is read
+against (figures from different machines only compare as shares of their own peak).
+
+GEMM shapes (M × K × N, M = tokens of a batch):
+
+* ``vit-qkv`` / ``vit-mlp-up`` / ``vit-mlp-down``: a ViT-B/16 block at 224 px on a batch of 8 pairs (2 × 8 × 197 =
+  3,152 tokens, width 768, MLP 3,072) — where the paper HiSem spends its encoder FLOPs;
+* ``square-2048``: a large square product, usually the best case of the BLAS library;
+* ``decoder``: the caption decoder's vocabulary projection at batch 64 (64 × 512 × 501), a small product.
+
+Each product runs on plain tensors of the dtype (no autocast), up to ``--repeat`` times (within about 3 s) after a
+warm-up; the figure is the best time (the peak is what the hardware can do, not what a loaded machine did once).
+A product slower than the budget is timed once, by its warm-up. FLOPs = 2·M·K·N. The peak of a dtype is the best
+over the shapes.
+
+Usage: ``python benchmarks/bench_peak.py [--threads N] [--device cpu|cuda] [--repeat 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "vit-qkv": (3152, 768, 2304),
+    "vit-mlp-up": (3152, 768, 3072),
+    "vit-mlp-down": (3152, 3072, 768),
+    "square-2048": (2048, 2048, 2048),
+    "decoder": (64, 512, 501),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def gemm_flops_per_s(
+    m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, repeat: int, budget_s: float = 3.0
+) -> float:
+    """Best FLOP/s of ``[M, K] @ [K, N]`` over ``repeat`` timed runs, fewer once ``budget_s`` seconds are spent
+    (at least one: a CPU without bf16 instructions runs bf16 products some 50× slower than fp32)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=g).to(device=device, dtype=dtype)  # [M, K]
+    b = torch.randn(k, n, generator=g).to(device=device, dtype=dtype)  # [K, N]
+    out = torch.empty(m, n, device=device, dtype=dtype)  # [M, N], reused so allocation is not timed
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    torch.matmul(a, b, out=out)  # warm-up
+    sync()
+    if time.perf_counter() - start > budget_s:  # one product takes the whole budget: its time is the figure
+        return 2 * m * k * n / (time.perf_counter() - start)
+    # products that take under ~10 ms are timed in groups so that timer resolution does not matter
+    inner = max(1, int(0.01 / max(time.perf_counter() - start, 1e-6)))
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            torch.matmul(a, b, out=out)
+        sync()
+        best = min(best, (time.perf_counter() - t0) / inner)
+        if time.perf_counter() - start > budget_s:
+            break
+    return 2 * m * k * n / best
+
+
+def measure_peak(
+    precisions: list[str] | tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu", repeat: int = 10
+) -> dict[str, dict[str, float]]:
+    """``{precision: {shape: GFLOP/s, ..., "peak": best}}`` on this machine with the current torch thread count."""
+    dev = torch.device(device)
+    out: dict[str, dict[str, float]] = {}
+    for precision in precisions:
+        row = {name: gemm_flops_per_s(*shape, DTYPES[precision], dev, repeat) / 1e9 for name, shape in SHAPES.items()}
+        row["peak"] = max(row.values())
+        out[precision] = row
+    return out
+
+
+def cpu_flags() -> str:
+    """The matrix extensions the CPU reports (AMX / AVX-512 bf16 make bf16 GEMMs fast)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return " ".join(f for f in wanted if f" {f}" in flags) or "none of avx2/avx512/amx"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = measure_peak(args.precision, args.device, args.repeat)
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({cpu_flags()})"
+    threads = torch.get_num_threads()
+    print(f"matmul GFLOP/s on {where}, {threads} threads, torch {torch.__version__}, best of up to {args.repeat}")
+    names = [*SHAPES, "peak"]
+    print("| precision | " + " | ".join(names) + " |\n|" + "---|" * (len(names) + 1))
+    for precision, row in result.items():
+        print(f"| {precision} | " + " | ".join(f"{row[n]:.0f}" for n in names) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
