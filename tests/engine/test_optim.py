@@ -52,3 +52,39 @@ def test_unknown_group_and_nothing_to_train_are_config_errors() -> None:
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
         build_optimizer(frozen, OptimConfig())
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_foreach_and_for_loop_updates_agree_over_50_steps(name: str) -> None:
+    def train(implementation: str) -> tuple[list[float], dict[str, torch.Tensor], torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+        cfg = OptimConfig(name=name, lr=0.01, weight_decay=0.01, implementation=implementation)  # type: ignore[arg-type]
+        opt, _ = build_optimizer(m, cfg)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(32, 8, generator=g), torch.randn(32, 1, generator=g)
+        losses = []
+        for _ in range(50):
+            opt.zero_grad()
+            loss = ((m(x) - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses, {k: v.detach().clone() for k, v in m.state_dict().items()}, opt
+
+    ref_losses, ref_weights, ref_opt = train("for-loop")
+    assert ref_opt.defaults["foreach"] is False
+    for implementation in ("fused", "foreach", "auto"):
+        losses, weights, opt = train(implementation)
+        assert opt.defaults["fused" if implementation in ("fused", "auto") else "foreach"] is True
+        assert losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-7)
+        for k in ref_weights:
+            torch.testing.assert_close(weights[k], ref_weights[k], rtol=1e-4, atol=2e-5)
+    assert ref_losses[-1] < 0.5 * ref_losses[0]  # it did train
+
+
+def test_bad_implementation_is_a_config_error() -> None:
+    from changecap.engine.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="optim.implementation"):
+        TrainConfig.from_dict({"data": {"root": "x"}, "optim": {"implementation": "turbo"}}, check_model=False)

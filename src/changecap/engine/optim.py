@@ -19,6 +19,12 @@ from changecap.engine.config import OptimConfig
 from changecap.errors import ConfigError
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+# optim.implementation → the optimiser's keyword arguments (fused Adam(W) runs on CPU and CUDA since torch 2.4)
+IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for-loop": {"foreach": False},
+}
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -52,5 +58,8 @@ def build_optimizer(
         {"name": name, "params": params, "lr": config.group_lr.get(name, config.lr)} for name, params in groups.items()
     ]
     cls = OPTIMIZERS[config.name]
-    optimizer = cls(param_groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+    kernel = IMPLEMENTATIONS["fused" if config.implementation == "auto" else config.implementation]
+    optimizer = cls(
+        param_groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay, **kernel
+    )
     return optimizer, groups
