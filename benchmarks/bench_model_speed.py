@@ -31,6 +31,7 @@ import json
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from timing import median_seconds
@@ -57,8 +58,11 @@ def build(name: str):  # -> (model, max_length)
 def measure(name: str, args: argparse.Namespace) -> dict:
     """All figures of one model (runs in a process of its own)."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
+    from changecap.engine.config import OptimConfig
     from changecap.engine.objectives import GlobalCounts, StepInfo, TrainingStep, build_objective
+    from changecap.engine.optim import build_optimizer
     from changecap.engine.precision import PRECISIONS, autocast
     from changecap.models import get_architecture
 
@@ -89,6 +93,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "train": {},
         "infer": {},
+        "flops": {},
         "peak_mem_gb": {},
     }
 
@@ -103,28 +108,50 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     # the architecture's own objective with its default loss settings, at epoch 5 of a 50-epoch run
     objective = build_objective(get_architecture(model.config.architecture).objective, {}, None)
     step = TrainingStep(model, objective)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = {"image": images, "target": target, "changed": changed}
     phase = objective.phases(5)[0]
     gc = GlobalCounts(objective.normalizers(batch, phase), world_size=1, grad_accum=1)
 
+    encoder_name = type(model.encoder).__name__
+
+    def count_flops(fn: Callable[[], None]) -> dict[str, float]:
+        """Executed FLOPs of one call: all, and the encoder's (no_grad instead of inference_mode for inference:
+        the counter's module tracker cannot hook inference tensors)."""
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        # keyed "CLIPPatchEncoder" when the encoder is called directly (captioning), "TrainingStep.model.encoder"
+        # when through the training step
+        counts = counter.get_flop_counts()
+        keys = sorted((k for k in counts if k == encoder_name or k.endswith(".encoder")), key=lambda k: k.count("."))
+        encoder = sum(counts[keys[0]].values()) if keys else 0
+        return {"all": float(counter.get_total_flops()), "encoder": float(encoder)}
+
     for precision in args.precision:
         dtype = PRECISIONS[precision]
-        model.train()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
+        for impl in args.optim:
+            model.train()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            # the engine's optimiser (fused Adam by default); the other kernels for comparison
+            opt, _ = build_optimizer(model, OptimConfig(lr=1e-4, implementation=impl))
 
-        def update(dtype=dtype) -> None:
-            opt.zero_grad(set_to_none=True)
-            terms = step(batch, StepInfo(5, phase, gc, device, dtype))
-            terms.loss.backward()
-            opt.step()
+            def update(dtype=dtype, opt=opt) -> None:
+                opt.zero_grad(set_to_none=True)
+                terms = step(batch, StepInfo(5, phase, gc, device, dtype))
+                terms.loss.backward()
+                opt.step()
 
-        sec = median_seconds(update, args.steps, args.warmup, sync)
-        out["train"][precision] = train_b / sec
-        if cuda:
-            out["peak_mem_gb"][f"train_{precision}"] = torch.cuda.max_memory_allocated() / 2**30
-        print(f"  [{name}] train {precision}: {train_b / sec:.2f} pairs/s (batch {train_b})", flush=True)
+            if "train" not in out["flops"]:
+                flops = count_flops(update)
+                out["flops"]["train"] = {k: v / train_b for k, v in flops.items()}  # per pair
+            sec = median_seconds(update, args.steps, args.warmup, sync)
+            key = precision if impl == args.optim[0] else f"{precision} {impl}"
+            out["train"][key] = train_b / sec
+            if cuda:
+                out["peak_mem_gb"][f"train_{key}"] = torch.cuda.max_memory_allocated() / 2**30
+            print(
+                f"  [{name}] train {precision} ({impl} Adam): {train_b / sec:.2f} pairs/s (batch {train_b})", flush=True
+            )
 
         model.eval()
         if cuda:
@@ -135,6 +162,13 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             with torch.inference_mode(), autocast(device, dtype):
                 model.caption(pairs, max_length=max_len)
 
+        if "infer" not in out["flops"]:
+
+            def infer_counted(dtype=dtype, pairs=pairs) -> None:
+                with torch.no_grad(), autocast(device, dtype):
+                    model.caption(pairs, max_length=max_len)
+
+            out["flops"]["infer"] = {k: v / infer_b for k, v in count_flops(infer_counted).items()}  # per pair
         sec = median_seconds(infer, max(2, args.steps // 2), 1, sync)
         out["infer"][precision] = infer_b / sec
         if cuda:
@@ -157,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--train-batch", type=int, default=None)
     p.add_argument("--infer-batch", type=int, default=None)
+    p.add_argument(
+        "--optim",
+        nargs="+",
+        default=["fused"],
+        choices=["fused", "foreach", "for-loop"],
+        help="Adam kernels to time the training step with (the first is the engine's default, fused)",
+    )
+    p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak columns)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -179,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.warmup),
             "--precision",
             *args.precision,
+            "--optim",
+            *args.optim,
         ]
         for flag, val in (
             ("--threads", args.threads),
@@ -195,23 +239,56 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines[:-1]))
         results.append(json.loads(lines[-1]))
 
-    print(f"\nmodel speed on {args.device} ({results[0]['threads']} threads), pairs/s, medians of {args.steps}")
-    head = ["model", "params", "trainable", "batch t/i"]
-    head += [f"train {p}" for p in args.precision] + [f"infer {p}" for p in args.precision] + ["peak mem GB"]
+    peak: dict[str, float] = {}
+    if not args.no_peak:  # measured now, with the models' thread count, so every figure is a share of this machine
+        import torch
+        from bench_peak import measure_peak
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        peak = {k: v["peak"] * 1e9 for k, v in measure_peak(args.precision, args.device, repeat=5).items()}
+        print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peak.items()))
+
+    print(f"\nmodel speed on {args.device} ({results[0]['threads']} threads), medians of {args.steps}")
+    print("pairs/s; executed GFLOP/s (all ops, counted by FlopCounterMode) and its % of the matmul peak of the same")
+    print("precision; enc = the encoder's FLOPs alone as % of that peak")
+    head = ["model", "params", "trainable", "batch t/i", "phase", *args.precision]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in results:
         total = sum(r["parameters"].values())
-        mem = ", ".join(f"{k} {v:.2f}" for k, v in r["peak_mem_gb"].items())
-        cells = [
+        first = [
             r["model"],
             f"{total / 1e6:.1f} M",
             f"{r['trainable'] / 1e6:.1f} M",
             f"{r['train_batch']}/{r['infer_batch']}",
         ]
-        cells += [f"{r['train'][p]:.2f}" for p in args.precision] + [f"{r['infer'][p]:.2f}" for p in args.precision]
-        print("| " + " | ".join([*cells, mem]) + " |")
+        keys = [("train", k) for k in r["train"] if " " in k]  # extra optimiser kernels
+        rows = [("train", ""), *[(ph, k.split(" ", 1)[1]) for ph, k in keys], ("infer", "")]
+        for n, (phase, impl) in enumerate(rows):
+            cells = []
+            for prec in args.precision:
+                rate = r[phase].get(f"{prec} {impl}" if impl else prec)
+                if rate is None:
+                    cells.append("—")
+                    continue
+                fl = r["flops"][phase]
+                cell = f"{rate:.2f} pairs/s, {rate * fl['all'] / 1e9:.1f} GFLOP/s"
+                if prec in peak:
+                    share, enc = (100 * rate * fl[k] / peak[prec] for k in ("all", "encoder"))
+                    cell += f", {share:.0f} % (enc {enc:.0f} %)"
+                cells.append(cell)
+            label = phase if not impl else f"train ({impl} Adam)"
+            lead = first if n == 0 else [""] * len(first)
+            print("| " + " | ".join([*lead, label, *cells]) + " |")
+    for r in results:
+        mem = ", ".join(f"{k} {v:.2f}" for k, v in r["peak_mem_gb"].items())
+        per_pair = ", ".join(
+            f"{ph} {r['flops'][ph]['all'] / 1e9:.2f} (encoder {r['flops'][ph]['encoder'] / 1e9:.2f})"
+            for ph in ("train", "infer")
+        )
+        print(f"{r['model']}: GFLOP per pair {per_pair}; peak memory GB: {mem}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"peak_flops": peak, "models": results}, indent=1))
     return 0
 
 
