@@ -184,3 +184,25 @@ def test_vocabulary_that_does_not_match_the_checkpoint(model_dir: Path, tmp_path
     with pytest.raises(ModelError) as exc:
         ChangeCaptioner.from_pretrained(copy, device="cpu")
     _one_line(exc, "vocab.json", str(len(words)))
+
+
+def test_bf16_precision_casts_once_and_equals_autocast(model_dir: Path, scc_dir: Path, data_root: Path) -> None:
+    before, after = _pair_paths(data_root)
+    for folder in (model_dir, scc_dir):
+        reference = ChangeCaptioner.from_pretrained(folder, device="cpu")
+        bf16 = ChangeCaptioner.from_pretrained(folder, device="cpu", precision="bf16")
+        assert any(p.dtype == torch.bfloat16 for p in bf16.model.parameters())
+        pairs = torch.stack([preprocess_pair(read_rgb(before), read_rgb(after), reference.preprocess)] * 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # what bf16 autocast alone gives, weights re-cast per call
+            expected = reference.caption_tensor(pairs)
+        got = bf16.caption_tensor(pairs)
+        assert [r.caption for r in got] == [r.caption for r in expected]
+        assert [r.tokens for r in got] == [r.tokens for r in expected]
+        for g, e in zip(got, expected):
+            assert g.change_probability == e.change_probability
+            assert (g.mask is None and e.mask is None) or np.array_equal(g.mask, e.mask)
+
+
+def test_unknown_precision_is_an_error(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision="fp16")

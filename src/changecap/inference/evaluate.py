@@ -49,6 +49,7 @@ def evaluate_model(
     beam_size: int = 1,
     num_workers: int = 0,
     device: str | None = None,
+    precision: str = "fp32",
     progress: bool = True,
 ) -> ModelEvaluation:
     """Caption every pair of ``split`` with batched decoding and score the captions.
@@ -62,7 +63,7 @@ def evaluate_model(
     from changecap.metrics.change_detection import ConfusionMatrix
     from changecap.models.parts.change_masks import IGNORE, binary_change_labels
 
-    captioner = ChangeCaptioner.from_pretrained(model_dir, device=device)
+    captioner = ChangeCaptioner.from_pretrained(model_dir, device=device, precision=precision)
     pp = captioner.preprocess
     ds = open_dataset(
         data_root,

@@ -11,6 +11,7 @@ uint8 or float in 0–1), one pair or a batch (lists, ``[N, H, W, 3]`` arrays or
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from changecap.errors import DataError, ModelError
+from changecap.models.precision import PRECISIONS, cast_matmul_weights
 from changecap.models.preprocess import PreprocessConfig
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -124,21 +126,42 @@ def prepare_pair_and_size(
 
 
 class ChangeCaptioner:
-    """Caption image pairs with a saved changecap model."""
+    """Caption image pairs with a saved changecap model.
+
+    ``precision``: ``fp32`` (default; the tokens of training-time validation) or ``bf16``: the linear and
+    convolution weights cast to bf16 once (:func:`~changecap.models.precision.cast_matmul_weights`) and the model
+    run under bf16 autocast — bit-identical to autocast alone, without re-casting the weights on every call. bf16
+    is fast on GPUs and on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16); on other CPUs it is much slower
+    than fp32 (``benchmarks/bench_peak.py`` measures both on the machine at hand).
+    """
 
     def __init__(
-        self, model: torch.nn.Module, vocab: Any, preprocess: PreprocessConfig, device: str | torch.device = "cpu"
+        self,
+        model: torch.nn.Module,
+        vocab: Any,
+        preprocess: PreprocessConfig,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model.eval().to(device)
         self.vocab = vocab
         self.preprocess = preprocess
         self.device = torch.device(device)
+        self.precision = precision
         if getattr(model, "encoder", None) is None:
             raise ModelError("this model has no backbone weights (converted with --no-encoder); it cannot read images")
+        if PRECISIONS[precision] is not None:
+            cast_matmul_weights(self.model, PRECISIONS[precision])
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = PRECISIONS[self.precision]
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
     @classmethod
     def from_pretrained(
-        cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None
+        cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None, precision: str = "fp32"
     ) -> ChangeCaptioner:
         """Load a saved model directory or a Hugging Face Hub repo id (``owner/name``), any registered architecture.
 
@@ -152,7 +175,8 @@ class ChangeCaptioner:
         encoder = getattr(model, "encoder", None)
         default_size = int(getattr(encoder, "image_size", 224) or 224)
         folder = getattr(model, "model_dir", model_dir)  # the local copy of a Hub model
-        return cls(model, vocab, PreprocessConfig.load(folder, default_image_size=default_size), device)
+        preprocess = PreprocessConfig.load(folder, default_image_size=default_size)
+        return cls(model, vocab, preprocess, device, precision)
 
     @property
     def max_length(self) -> int:
@@ -166,13 +190,14 @@ class ChangeCaptioner:
         """Preprocessed ``[B, 2, 3, S, S]`` → captions (and masks at the model's resolution, for models with one)."""
         images = images.to(self.device)
         masks = None
-        if self.predicts_masks:
-            out = self.model.predict(images)  # one encoder pass for both outputs
-            seqs, change_prob, masks = out["captions"], out.get("change_probability"), out["mask"].cpu().numpy()
-        else:
-            seqs, change_prob = self.model.caption(
-                images, max_length=max_length or self.max_length, beam_size=beam_size
-            )
+        with self._autocast():
+            if self.predicts_masks:
+                out = self.model.predict(images)  # one encoder pass for both outputs
+                seqs, change_prob, masks = out["captions"], out.get("change_probability"), out["mask"].cpu().numpy()
+            else:
+                seqs, change_prob = self.model.caption(
+                    images, max_length=max_length or self.max_length, beam_size=beam_size
+                )
         if seqs is None:  # a change detector: masks only
             return [CaptionResult(None, None, [], masks[i].astype(np.uint8)) for i in range(len(images))]
         results = []

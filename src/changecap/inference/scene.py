@@ -51,6 +51,7 @@ class SceneSettings:
     percentiles: tuple[float, float] = (2.0, 98.0)  # stretch of non-8-bit imagery
     batch_size: int = 16
     min_changed_fraction: float = 0.001  # a mask-only verdict: share of changed pixels that makes a tile "changed"
+    precision: str = "fp32"  # the captioner's (bf16 tiles may differ from fp32 ones: a run never mixes them)
 
     def validate(self) -> None:
         if self.tile < 8:
@@ -276,6 +277,7 @@ def record_settings(out: Path, settings: SceneSettings) -> None:
             theirs = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(path, f"unreadable ({e}); remove it or use another --out") from None
+        theirs.setdefault("precision", "fp32")  # runs recorded before the option existed were fp32
         for key, value in mine.items():
             if key != "batch_size" and theirs.get(key) != value:
                 raise DataError(path, f"the run in this folder used {key}={theirs.get(key)!r}, not {value!r}; "

@@ -23,6 +23,7 @@ from torch import nn
 
 from changecap.models.hisem.bdam import grid_to_tokens, tokens_to_grid
 from changecap.models.hisem.moe import SparseMoE, fp32_linear
+from changecap.models.precision import keep_fp32
 
 UNCHANGED, CHANGED = 0, 1  # route ids (router logit columns)
 
@@ -143,7 +144,7 @@ class HASD(nn.Module):
     ) -> None:
         super().__init__()
         # Linear default init is kaiming_uniform_(a=√5), the official router init. No bias (official).
-        self.router = nn.Linear(dim, 2, bias=False)
+        self.router = keep_fp32(nn.Linear(dim, 2, bias=False))  # read by fp32_linear
         self.unchanged = UnchangedPath(dim, grid_size, pwff_hidden, dropout)
         moe = SparseMoE(
             dim,

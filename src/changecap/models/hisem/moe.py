@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from changecap.models.precision import keep_fp32
+
 
 def fp32_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x Wᵀ`` in float32 with autocast disabled.
@@ -95,7 +97,7 @@ class SparseMoE(nn.Module):
         self.routed_scaling_factor = float(routed_scaling_factor)
         self.aux_loss_alpha = float(aux_loss_alpha)
         # nn.Linear's default weight init is kaiming_uniform_(a=√5), the official gate init.
-        self.gate = nn.Linear(dim, num_experts, bias=False)
+        self.gate = keep_fp32(nn.Linear(dim, num_experts, bias=False))  # read by fp32_linear
         self.experts = nn.ModuleList(SwiGLUExpert(dim, expert_hidden) for _ in range(num_experts))
         self.shared_expert = SwiGLUExpert(dim, dim * n_shared_experts) if n_shared_experts > 0 else None
         # Dense dispatch runs every expert on every token and weights the results (zero for unchosen experts): the
