@@ -14,6 +14,16 @@ Per model and precision (fp32, bf16 autocast):
 * **infer**: image pair → caption (encoder, fusion, batched KV-cached greedy decoding). Random weights rarely emit
   ``<END>``, so every caption runs to the full ``max_length``: the figure is a lower bound on real throughput.
 
+With ``--official`` the fp32 captioning is also timed the way the official code runs it (one pair at a time,
+every decoding step re-reading the whole prefix, no KV cache; tokens checked equal to the batched ones), with
+``--bf16-cast`` bf16 captioning with the linear / convolution weights cast once (``ChangeCaptioner(precision=
+"bf16")``; tokens checked equal to plain autocast), and with ``--optim fused for-loop`` the training step with
+each Adam kernel (for-loop is PyTorch's CPU default, what the official code gets).
+
+Executed FLOPs per pair are counted once per model with ``torch.utils.flop_counter.FlopCounterMode`` (all ops and
+the encoder's alone); every throughput is also printed as GFLOP/s and as a share of the matmul peak that
+``bench_peak.py`` measures in the same run, at the same thread count (``--no-peak`` skips it).
+
 Peak memory: each model runs in its own process; on CPU the figure is that process's peak resident set
 (``ru_maxrss``, which includes the Python interpreter and torch, ≈ 0.3 GB), on CUDA the peak allocated tensor memory
 of each phase. Timings are medians of ``--steps`` repetitions after ``--warmup`` untimed ones.
@@ -21,12 +31,14 @@ of each phase. Timings are medians of ``--steps`` repetitions after ``--warmup``
 Usage::
 
     python benchmarks/bench_model_speed.py [--models paper cpu plain-cpu] [--precision fp32 bf16] [--steps 5]
-        [--device cpu|cuda] [--train-batch N] [--infer-batch N]
+        [--device cpu|cuda] [--train-batch N] [--infer-batch N] [--official] [--bf16-cast]
+        [--optim fused for-loop] [--threads N] [--no-peak]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -65,6 +77,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     from changecap.engine.optim import build_optimizer
     from changecap.engine.precision import PRECISIONS, autocast
     from changecap.models import get_architecture
+    from changecap.models.precision import cast_matmul_weights
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,6 +107,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         "train": {},
         "infer": {},
         "flops": {},
+        "same_tokens": {},
         "peak_mem_gb": {},
     }
 
@@ -176,6 +190,44 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         print(
             f"  [{name}] infer {precision}: {infer_b / sec:.2f} pairs/s (batch {infer_b}, {max_len} steps)", flush=True
         )
+        if precision == "bf16" and args.bf16_cast:
+            # the weights cast once (ChangeCaptioner(precision="bf16")): must give autocast's tokens exactly
+            cast_model = copy.deepcopy(model)
+            cast_matmul_weights(cast_model)
+
+            def infer_cast(dtype=dtype, pairs=pairs, cast_model=cast_model) -> list:
+                with torch.inference_mode(), autocast(device, dtype):
+                    return cast_model.caption(pairs, max_length=max_len)[0]
+
+            with torch.inference_mode(), autocast(device, dtype):
+                same = [list(map(int, t)) for t in model.caption(pairs, max_length=max_len)[0]] == [
+                    list(map(int, t)) for t in infer_cast()
+                ]
+            sec = median_seconds(infer_cast, max(2, args.steps // 2), 1, sync)
+            out["infer"]["bf16 cast"] = infer_b / sec
+            out["same_tokens"]["bf16 cast vs bf16 autocast"] = same
+            print(f"  [{name}] infer bf16, weights cast once: {infer_b / sec:.2f} pairs/s (same tokens: {same})")
+            del cast_model
+        if precision == "fp32" and args.official:
+            # the official algorithm: one pair at a time, every step re-reads the whole prefix (no KV cache)
+            from changecap.models.parts.decoding import generate
+
+            def official(pairs=pairs) -> list[list[int]]:
+                seqs: list[list[int]] = []
+                with torch.inference_mode():
+                    for i in range(len(pairs)):
+                        f_before, f_after = model.encode(pairs[i : i + 1])  # [1, N, D] each
+                        memory, _ = model.fuse(f_before, f_after, None)
+                        seqs += generate(model.decoder, memory, max_len, 1, 0.0, False)
+                return seqs
+
+            with torch.inference_mode():
+                batched = [list(map(int, t)) for t in model.caption(pairs, max_length=max_len)[0]]
+            same = [list(map(int, t)) for t in official()] == batched
+            sec = median_seconds(official, max(1, args.steps // 2), 0, sync)
+            out["infer"]["fp32 official"] = infer_b / sec
+            out["same_tokens"]["official vs batched fp32"] = same
+            print(f"  [{name}] infer fp32, official batch-1 naive decoding: {infer_b / sec:.2f} pairs/s (same: {same})")
     if not cuda:
         out["peak_mem_gb"]["process_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out
@@ -198,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=["fused", "foreach", "for-loop"],
         help="Adam kernels to time the training step with (the first is the engine's default, fused)",
     )
+    p.add_argument("--official", action="store_true", help="also time the official batch-1, no-cache captioning")
+    p.add_argument("--bf16-cast", action="store_true", help="also time bf16 with the weights cast once")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak columns)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -223,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             *args.precision,
             "--optim",
             *args.optim,
+            *(["--official"] if args.official else []),
+            *(["--bf16-cast"] if args.bf16_cast else []),
         ]
         for flag, val in (
             ("--threads", args.threads),
@@ -250,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peak.items()))
 
     print(f"\nmodel speed on {args.device} ({results[0]['threads']} threads), medians of {args.steps}")
-    print("pairs/s; executed GFLOP/s (all ops, counted by FlopCounterMode) and its % of the matmul peak of the same")
-    print("precision; enc = the encoder's FLOPs alone as % of that peak")
+    print("pairs/s; GFLOP/s (all ops of the default batched path, counted by FlopCounterMode) and its % of the")
+    print("matmul peak of the same precision (for the official path: the same useful FLOPs, not its extra work);")
+    print("enc = the encoder's FLOPs alone as % of that peak")
     head = ["model", "params", "trainable", "batch t/i", "phase", *args.precision]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in results:
@@ -262,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['trainable'] / 1e6:.1f} M",
             f"{r['train_batch']}/{r['infer_batch']}",
         ]
-        keys = [("train", k) for k in r["train"] if " " in k]  # extra optimiser kernels
-        rows = [("train", ""), *[(ph, k.split(" ", 1)[1]) for ph, k in keys], ("infer", "")]
+        rows: list[tuple[str, str]] = []
+        for phase in ("train", "infer"):  # the default way first, then the others (Adam kernels, official, cast)
+            extras = dict.fromkeys(k.split(" ", 1)[1] for k in r[phase] if " " in k)
+            rows += [(phase, ""), *((phase, e) for e in extras)]
         for n, (phase, impl) in enumerate(rows):
             cells = []
             for prec in args.precision:
@@ -277,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                     share, enc = (100 * rate * fl[k] / peak[prec] for k in ("all", "encoder"))
                     cell += f", {share:.0f} % (enc {enc:.0f} %)"
                 cells.append(cell)
-            label = phase if not impl else f"train ({impl} Adam)"
+            label = phase if not impl else f"train ({impl} Adam)" if phase == "train" else f"infer ({impl})"
             lead = first if n == 0 else [""] * len(first)
             print("| " + " | ".join([*lead, label, *cells]) + " |")
     for r in results:
