@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,40 @@ def test_bf16_precision_casts_once_and_equals_autocast(model_dir: Path, scc_dir:
 def test_unknown_precision_is_an_error(model_dir: Path) -> None:
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision="fp16")
+
+
+def test_compile_falls_back_to_eager_with_one_warning(
+    model_dir: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import changecap.models.compiling as compiling
+
+    def broken(fn, **options):  # noqa: ANN001, ANN003, ANN202 - a compiler that fails on first use
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise RuntimeError("no C++ compiler\nlong details")
+
+        return call
+
+    monkeypatch.setattr(compiling.torch, "compile", broken)
+    before, after = _pair_paths(data_root)
+    eager = ChangeCaptioner.from_pretrained(model_dir, device="cpu")(before, after)
+    compiled = ChangeCaptioner.from_pretrained(model_dir, device="cpu", compile=True)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile of the encoder failed \(RuntimeError: no C\+\+ compiler\)"):
+        first = compiled(before, after)
+    second = compiled(before, after)  # eager from now on: no second warning
+    assert first.tokens == second.tokens == eager.tokens
+
+
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_eager_tokens(model_dir: Path, data_root: Path) -> None:
+    pytest.importorskip("torch._inductor")
+    before, after = _pair_paths(data_root)
+    eager = ChangeCaptioner.from_pretrained(model_dir, device="cpu")
+    compiled = ChangeCaptioner.from_pretrained(model_dir, device="cpu", compile=True)
+    pairs = ([before] * 3, [after] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would hide a broken compile path
+        got = compiled(*pairs)
+    expected = eager(*pairs)
+    assert [r.tokens for r in got] == [r.tokens for r in expected]
+    for g, e in zip(got, expected):
+        assert g.change_probability == pytest.approx(e.change_probability, abs=1e-5)

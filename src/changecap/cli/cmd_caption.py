@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("fp32", "bf16"),
         help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the encoder through torch.compile (falls back to eager with a warning)",
+    )
     p.add_argument("--json", action="store_true", help="print caption, change probability and tokens as JSON")
     p.add_argument("--mask", metavar="PNG", help="write the predicted change mask (models with a CD head)")
     p.set_defaults(func=run)
@@ -127,4 +132,6 @@ def _captioner(args: argparse.Namespace) -> Any:
         return OnnxCaptioner(args.model)
     from changecap.inference import ChangeCaptioner
 
-    return ChangeCaptioner.from_pretrained(args.model, device=args.device, precision=args.precision)
+    return ChangeCaptioner.from_pretrained(
+        args.model, device=args.device, precision=args.precision, compile=args.compile
+    )

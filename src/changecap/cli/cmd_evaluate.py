@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("fp32", "bf16"),
         help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the encoder through torch.compile (falls back to eager with a warning)",
+    )
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
 
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         beam_size=args.beam_size,
         device=args.device,
         precision=args.precision,
+        compile=args.compile,
     )
     if args.json:
         payload = {p: r.to_dict() for p, r in ev.results.items()}

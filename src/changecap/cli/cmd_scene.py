@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("fp32", "bf16"),
         help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the encoder through torch.compile (falls back to eager with a warning)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -47,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed("cpu" if (args.device or "").startswith("cpu") else "auto")
     try:
         device = args.device if args.device is not None and not ctx.distributed else ctx.device
-        captioner = ChangeCaptioner.from_pretrained(args.model, device=device, precision=args.precision)
+        captioner = ChangeCaptioner.from_pretrained(
+            args.model, device=device, precision=args.precision, compile=args.compile
+        )
         tile = args.tile if args.tile is not None else int(captioner.preprocess.image_size)
         settings = SceneSettings(str(args.before), str(args.after), str(args.model), tile, args.overlap, args.bands,
                                  args.align, batch_size=args.batch_size, precision=args.precision)  # fmt: skip

@@ -18,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("fp32", "bf16"),
         help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the encoder through torch.compile (falls back to eager with a warning)",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise ChangeCapError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     if not 0 < args.port < 65536:
         raise ChangeCapError(f"--port must be in 1..65535, got {args.port}")
+    # loaded once, before serving
     captioner = ChangeCaptioner.from_pretrained(
-        args.model, device=args.device, precision=args.precision
-    )  # loaded once, before serving
+        args.model, device=args.device, precision=args.precision, compile=args.compile
+    )
     app = create_app(captioner, str(args.model), max_upload_mb=args.max_upload_mb)
     print(f"changecap serve: http://{args.host}:{args.port}/  (model {args.model}; Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -50,6 +50,7 @@ def evaluate_model(
     num_workers: int = 0,
     device: str | None = None,
     precision: str = "fp32",
+    compile: bool = False,  # noqa: A002 - the CLI's --compile
     progress: bool = True,
 ) -> ModelEvaluation:
     """Caption every pair of ``split`` with batched decoding and score the captions.
@@ -63,7 +64,7 @@ def evaluate_model(
     from changecap.metrics.change_detection import ConfusionMatrix
     from changecap.models.parts.change_masks import IGNORE, binary_change_labels
 
-    captioner = ChangeCaptioner.from_pretrained(model_dir, device=device, precision=precision)
+    captioner = ChangeCaptioner.from_pretrained(model_dir, device=device, precision=precision, compile=compile)
     pp = captioner.preprocess
     ds = open_dataset(
         data_root,

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from changecap.errors import DataError, ModelError
+from changecap.models.compiling import compile_with_fallback
 from changecap.models.precision import PRECISIONS, cast_matmul_weights
 from changecap.models.preprocess import PreprocessConfig
 
@@ -133,6 +134,9 @@ class ChangeCaptioner:
     run under bf16 autocast — bit-identical to autocast alone, without re-casting the weights on every call. bf16
     is fast on GPUs and on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16); on other CPUs it is much slower
     than fp32 (``benchmarks/bench_peak.py`` measures both on the machine at hand).
+
+    ``compile=True`` runs the encoder through ``torch.compile`` (inductor; the first batch of each shape pays the
+    compilation), falling back to eager execution with one warning when compilation fails.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class ChangeCaptioner:
         preprocess: PreprocessConfig,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        compile: bool = False,  # noqa: A002 - the torch.compile switch, named as in the CLI (--compile)
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -154,6 +159,8 @@ class ChangeCaptioner:
             raise ModelError("this model has no backbone weights (converted with --no-encoder); it cannot read images")
         if PRECISIONS[precision] is not None:
             cast_matmul_weights(self.model, PRECISIONS[precision])
+        if compile:  # the encoder holds nearly all the FLOPs; decoding loops stay eager
+            compile_with_fallback(self.model.encoder, "the encoder")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
@@ -161,7 +168,11 @@ class ChangeCaptioner:
 
     @classmethod
     def from_pretrained(
-        cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None, precision: str = "fp32"
+        cls,
+        model_dir: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        compile: bool = False,  # noqa: A002 - as in __init__
     ) -> ChangeCaptioner:
         """Load a saved model directory or a Hugging Face Hub repo id (``owner/name``), any registered architecture.
 
@@ -176,7 +187,7 @@ class ChangeCaptioner:
         default_size = int(getattr(encoder, "image_size", 224) or 224)
         folder = getattr(model, "model_dir", model_dir)  # the local copy of a Hub model
         preprocess = PreprocessConfig.load(folder, default_image_size=default_size)
-        return cls(model, vocab, preprocess, device, precision)
+        return cls(model, vocab, preprocess, device, precision, compile)
 
     @property
     def max_length(self) -> int:
