@@ -63,6 +63,7 @@ from changecap.engine.step import StatsWindow, UpdateStep, set_phase_trainable
 from changecap.engine.validation import ValidationResult, validate
 from changecap.errors import ConfigError, ModelError
 from changecap.metrics import MeteorScorer, meteor_session
+from changecap.models.compiling import compile_with_fallback
 from changecap.schema import with_path
 
 Callback = Callable[["Trainer"], None]
@@ -195,6 +196,8 @@ class Trainer:
                 checkpoint, self.model, self.optimizer, self.scheduler, self.ctx, config, config.source
             )
 
+        if t.compile:  # in place, before DDP wraps it: parameters, state_dict keys and checkpoints are unchanged
+            compile_with_fallback(self.model, "the model")
         # ---- the module DDP wraps: model + objective (see TrainingStep for why the loss is inside)
         self.step_module: nn.Module = TrainingStep(self.model, self.objective)
         if self.ctx.distributed:
