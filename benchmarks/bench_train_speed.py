@@ -6,7 +6,12 @@ times separately:
 * ``data``: samples/s of the training DataLoader (``data.num_workers`` workers), i.e. PNG decoding + resizing;
 * ``update``: one optimiser update (forward + backward + Adam) on batches already in memory, for each precision
   asked for; the first ``--warmup`` updates are not timed;
-* ``decode``: batched greedy captioning (``model.caption``) of one validation batch.
+* ``decode``: batched greedy captioning (``model.caption``; ``model.predict`` for a change detector) of one
+  validation batch.
+
+Each figure also comes as executed GFLOP/s (``FlopCounterMode``, counted once) and as a share of the matmul peak
+that ``bench_peak.py`` measures in the same run at the same thread count (``--no-peak`` skips it), so every
+architecture's CPU config gets the same yardstick as ``bench_model_speed.py``.
 
 From those it estimates the wall time of an epoch and of the whole run (updates + validation passes; loading
 overlaps compute only with ``num_workers > 0``). Figures are medians (and minima) of ``--steps`` repetitions;
@@ -29,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def timed(fn: Callable[[], object], steps: int, warmup: int) -> tuple[float, float]:
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak)")
     args = parser.parse_args(argv)
 
     from changecap.engine import Trainer, load_config
@@ -83,9 +90,25 @@ def main(argv: list[str] | None = None) -> int:
         n = 0
         for _ in range(args.steps):
             batch = next(it)
-            n += len(batch["target"])
+            n += len(batch["image"])
         data_rate = n / (time.perf_counter() - t0)
         print(f"data: {data_rate:.1f} samples/s ({cfg.data.num_workers} workers)")
+
+        # ---- executed FLOPs of one update and of decoding one validation batch (FlopCounterMode), and the peak
+        with FlopCounterMode(display=False) as counter:
+            trainer.update(batches, 0, phase_data.phase)
+        update_flops = float(counter.get_total_flops())
+        peak: dict[str, float] = {}
+        if not args.no_peak:
+            from bench_peak import measure_peak
+
+            peak = {k: v["peak"] * 1e9 for k, v in measure_peak(args.precision, str(trainer.ctx.device), 5).items()}
+            print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peak.items()))
+
+        def share(flops: float, seconds: float, precision: str) -> str:
+            rate = flops / seconds
+            text = f"{rate / 1e9:.1f} GFLOP/s"
+            return text + (f", {100 * rate / peak[precision]:.0f} % of peak" if precision in peak else "")
 
         # ---- one update per precision (the weights move, which does not change the cost)
         update_s: dict[str, float] = {}
@@ -95,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             update_s[precision] = sec
             print(
                 f"update [{precision}]: median {sec * 1000:.0f} ms = {t.batch_size / sec:.1f} samples/s "
-                f"(min {best * 1000:.0f} ms)"
+                f"(min {best * 1000:.0f} ms); {update_flops / t.batch_size / 1e9:.2f} GFLOP/sample, "
+                f"{share(update_flops, sec, precision)}"
             )
 
         # ---- validation decoding
@@ -106,15 +130,23 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precision:
             dtype = PRECISIONS[precision]
 
-            def decode(dtype: torch.dtype | None = dtype) -> None:
-                with (
-                    torch.inference_mode(),
-                    torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
-                ):
-                    model.caption(images, max_length=max_len, beam_size=t.val_beam_size)
+            def decode(dtype: torch.dtype | None = dtype, mode: Callable = torch.inference_mode) -> None:
+                amp = torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+                with mode(), amp:
+                    if callable(getattr(model, "caption", None)):
+                        model.caption(images, max_length=max_len, beam_size=t.val_beam_size)
+                    else:  # a change detector: masks only
+                        model.predict(images)
 
+            with FlopCounterMode(display=False) as counter:
+                decode(mode=torch.no_grad)  # the counter cannot hook inference tensors
+            decode_flops = float(counter.get_total_flops())
             decode_s[precision] = timed(decode, max(3, args.steps // 3), 1)[0] / len(images)
-            print(f"decode [{precision}]: {decode_s[precision] * 1000:.1f} ms/pair (greedy, batch {len(images)})")
+            print(
+                f"decode [{precision}]: {decode_s[precision] * 1000:.1f} ms/pair (greedy, batch {len(images)}); "
+                f"{decode_flops / len(images) / 1e9:.3f} GFLOP/pair, "
+                f"{share(decode_flops, decode_s[precision] * len(images), precision)}"
+            )
 
         # ---- estimate
         for precision in args.precision:
