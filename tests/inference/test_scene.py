@@ -286,3 +286,19 @@ def test_the_report_shows_at_most_report_tiles_thumbnails(
     if changed > 2:
         assert f"The 2 most probable of the {changed} changed tiles" in page
     assert page.count('alt="before"') == min(changed, 2)
+
+
+def test_a_run_never_mixes_precisions_and_old_runs_count_as_fp32(tmp_path: Path) -> None:
+    from changecap.errors import DataError
+    from changecap.inference.scene import SETTINGS_FILE
+
+    settings = SceneSettings("a.tif", "b.tif", "model", 32)
+    record_settings(tmp_path, settings)
+    recorded = json.loads((tmp_path / SETTINGS_FILE).read_text())
+    assert recorded["precision"] == "fp32"
+    del recorded["precision"]  # a run recorded before the option existed
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(recorded))
+    record_settings(tmp_path, settings)  # resumes: it was fp32
+    bf16 = SceneSettings("a.tif", "b.tif", "model", 32, precision="bf16")
+    with pytest.raises(DataError, match="used precision='fp32', not 'bf16'"):
+        record_settings(tmp_path, bf16)
