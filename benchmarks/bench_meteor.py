@@ -29,7 +29,6 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,11 +113,11 @@ def main() -> int:
     args = ap.parse_args()
     ok, reason = meteor_availability()
     if not ok:
-        print(f"METEOR unavailable: {reason}", file=sys.stderr)
-        return 1
+        print(f"skipped: METEOR unavailable ({reason})")
+        return 0
     if not (LEVIR / "test.txt").exists():
-        print(f"LEVIR-CC captions not found: {LEVIR}", file=sys.stderr)
-        return 1
+        print(f"skipped: the LEVIR-CC captions are not at {LEVIR} (../shared/data beside the repository)")
+        return 0
     refs = load_test_split()
     load_times, _ = timed(jvm_load, args.repeat)
     print(

@@ -1,7 +1,8 @@
 """``make bench``: run the benchmarks one after another and print their figures.
 
-Default: the quick ones (minutes on 2 cores) — caption metrics, SynthCC generation, KV-cached vs naive decoding,
-model speed (paper config with random weights and the CPU config), CPU training throughput. ``--quality`` adds
+Default: the quick ones (minutes on 2 cores) — the matmul peak, caption metrics, METEOR on a LEVIR-CC-size split,
+SynthCC generation, KV-cached vs naive decoding, model speed (paper config with random weights and the CPU config,
+against the official algorithm, as % of the peak), CPU training throughput. ``--quality`` adds
 benchmark (a), HiSem vs the plain baseline vs the two ablations on SynthCC (3 seeds × 4 variants, about an hour on
 2 cores). Each benchmark is a script of its own in this folder; run one directly for its options (``--help``).
 
@@ -29,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     data = out / "synthcc_small_seed0"
     benches: dict[str, list[str]] = {
+        "peak": ["bench_peak.py"],
         "caption_metrics": ["bench_caption_metrics.py", "--meteor"],
+        "meteor": ["bench_meteor.py"],
         "synth": ["bench_synth.py"],
         "decoding": ["bench_decoding.py"],
-        "model_speed": ["bench_model_speed.py", "--json", str(out / "model_speed.json")],
+        "model_speed": ["bench_model_speed.py", "--official", "--bf16-cast", "--json", str(out / "model_speed.json")],
         "train_speed": [
             "bench_train_speed.py",
             str(REPO / "configs/hisem_synthcc_cpu.yaml"),
