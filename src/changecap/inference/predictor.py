@@ -11,7 +11,6 @@ uint8 or float in 0–1), one pair or a batch (lists, ``[N, H, W, 3]`` arrays or
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from PIL import Image
 
 from changecap.errors import DataError, ModelError
 from changecap.models.compiling import compile_with_fallback
-from changecap.models.precision import PRECISIONS, cast_matmul_weights
+from changecap.models.precision import PRECISIONS, autocast, cast_matmul_weights
 from changecap.models.preprocess import PreprocessConfig
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -162,10 +161,6 @@ class ChangeCaptioner:
         if compile:  # the encoder holds nearly all the FLOPs; decoding loops stay eager
             compile_with_fallback(self.model.encoder, "the encoder")
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.precision]
-        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
-
     @classmethod
     def from_pretrained(
         cls,
@@ -201,7 +196,7 @@ class ChangeCaptioner:
         """Preprocessed ``[B, 2, 3, S, S]`` → captions (and masks at the model's resolution, for models with one)."""
         images = images.to(self.device)
         masks = None
-        with self._autocast():
+        with autocast(self.device, PRECISIONS[self.precision]):
             if self.predicts_masks:
                 out = self.model.predict(images)  # one encoder pass for both outputs
                 seqs, change_prob, masks = out["captions"], out.get("change_probability"), out["mask"].cpu().numpy()

@@ -15,6 +15,7 @@ bf16 autocast (inputs stay fp32; autocast casts them).
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import TypeVar
 
@@ -23,8 +24,16 @@ from torch import nn
 
 M = TypeVar("M", bound=nn.Module)
 
-# inference precisions: name → autocast dtype (None: full precision)
+# precisions by name (config ``train.precision``, ``--precision``) → autocast dtype (None: full precision)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``; a no-op context for full precision (``dtype=None``)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
 
 # modules whose forward is one autocast-to-lower-precision op on their own weight and bias
 _CAST_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
