@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from changecap.cli.predictor_args import add_predictor_arguments, predictor_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("caption", help="caption a before/after image pair with a trained model")
@@ -34,17 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id (owner/name)")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="run the encoder through torch.compile (falls back to eager with a warning)",
-    )
+    add_predictor_arguments(p)
     p.add_argument("--json", action="store_true", help="print caption, change probability and tokens as JSON")
     p.add_argument("--mask", metavar="PNG", help="write the predicted change mask (models with a CD head)")
     p.set_defaults(func=run)
@@ -132,6 +124,4 @@ def _captioner(args: argparse.Namespace) -> Any:
         return OnnxCaptioner(args.model)
     from changecap.inference import ChangeCaptioner
 
-    return ChangeCaptioner.from_pretrained(
-        args.model, device=args.device, precision=args.precision, compile=args.compile
-    )
+    return ChangeCaptioner.from_pretrained(args.model, device=args.device, **predictor_options(args))

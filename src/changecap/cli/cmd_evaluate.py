@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from changecap.cli.cmd_data import FORMATS
+from changecap.cli.predictor_args import add_predictor_arguments, predictor_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,17 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--device", default=None)
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="run the encoder through torch.compile (falls back to eager with a warning)",
-    )
+    add_predictor_arguments(p)
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
 
@@ -64,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         beam_size=args.beam_size,
         device=args.device,
-        precision=args.precision,
-        compile=args.compile,
+        **predictor_options(args),
     )
     if args.json:
         payload = {p: r.to_dict() for p, r in ev.results.items()}

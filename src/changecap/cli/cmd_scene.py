@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from changecap.cli.predictor_args import add_predictor_arguments, predictor_options
+
 
 def _bands(text: str) -> list[int]:
     try:
@@ -26,17 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align", action="store_true", help="resample AFTER onto BEFORE's grid (other CRS/resolution)")
     p.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass (default 16)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="run the encoder through torch.compile (falls back to eager with a warning)",
-    )
+    add_predictor_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -52,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed("cpu" if (args.device or "").startswith("cpu") else "auto")
     try:
         device = args.device if args.device is not None and not ctx.distributed else ctx.device
-        captioner = ChangeCaptioner.from_pretrained(
-            args.model, device=device, precision=args.precision, compile=args.compile
-        )
+        captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
         tile = args.tile if args.tile is not None else int(captioner.preprocess.image_size)
         settings = SceneSettings(str(args.before), str(args.after), str(args.model), tile, args.overlap, args.bands,
                                  args.align, batch_size=args.batch_size, precision=args.precision)  # fmt: skip

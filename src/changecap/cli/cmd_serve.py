@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from changecap.cli.predictor_args import add_predictor_arguments, predictor_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="a local web page and JSON API for captioning pairs (extra 'serve')")
@@ -12,17 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body in MB (default 32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="fp32 (default) or bf16: weights cast once, bf16 autocast; fast on GPUs and CPUs with AMX / AVX-512 BF16",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="run the encoder through torch.compile (falls back to eager with a warning)",
-    )
+    add_predictor_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -41,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ChangeCapError(f"--port must be in 1..65535, got {args.port}")
     # loaded once, before serving
-    captioner = ChangeCaptioner.from_pretrained(
-        args.model, device=args.device, precision=args.precision, compile=args.compile
-    )
+    captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device, **predictor_options(args))
     app = create_app(captioner, str(args.model), max_upload_mb=args.max_upload_mb)
     print(f"changecap serve: http://{args.host}:{args.port}/  (model {args.model}; Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
