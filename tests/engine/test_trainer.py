@@ -114,7 +114,6 @@ def test_one_meteor_jvm_serves_every_validation_round(tmp_path: Path, monkeypatc
 
     FakeMeteor.started = []
     monkeypatch.setattr(caption_eval, "MeteorScorer", FakeMeteor)
-    monkeypatch.setattr(caption_eval, "meteor_availability", lambda: (True, "fake.jar"))
     result = run(make_config(tmp_path / "run", epochs=3, val_meteor="java"))
     assert [v["METEOR"] for v in result.validations] == [0.5, 0.5, 0.5]
     assert len(FakeMeteor.started) == 1  # started once for the run, not once per round

@@ -254,13 +254,9 @@ def meteor_session(mode: MeteorMode | MeteorScorer) -> Iterator[MeteorMode | Met
     if mode != "java":
         yield mode
         return
-    ok, _ = meteor_availability()
-    if not ok:
-        yield mode
-        return
     try:
         scorer = MeteorScorer(warmup=True)  # returns at once: the JVM loads and warms up while the caller works
-    except RuntimeError:
+    except RuntimeError:  # no java, no jar, no paraphrase table (MeteorScorer checks them)
         yield mode
         return
     with scorer:
