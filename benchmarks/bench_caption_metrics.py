@@ -37,16 +37,26 @@ LEVIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "levir-
 NUM_PAIRS = 2000
 
 
+def levir_references(names: list[str]) -> list[list[str]]:
+    """The five reference captions of each named LEVIR-CC pair (``<START>`` / ``<END>`` removed)."""
+    refs: list[list[str]] = []
+    for name in names:
+        toks = json.loads((LEVIR / "tokens" / (Path(name).stem + ".txt")).read_text())
+        refs.append([" ".join(t for t in sent if t not in ("<START>", "<END>")) for sent in toks])
+    return refs
+
+
+def shuffled_hypotheses(refs: list[list[str]], rng: random.Random) -> list[str]:
+    """Each pair's hypothesis: a random reference of another, random pair."""
+    return [refs[(i + rng.randrange(1, len(refs))) % len(refs)][rng.randrange(5)] for i in range(len(refs))]
+
+
 def levir_workload(rng: random.Random) -> tuple[list[str], list[list[str]]] | None:
     if not (LEVIR / "test.txt").exists():
         return None
     names = (LEVIR / "test.txt").read_text().split() + (LEVIR / "val.txt").read_text().split()
-    refs: list[list[str]] = []
-    for name in names[:NUM_PAIRS]:
-        toks = json.loads((LEVIR / "tokens" / (Path(name).stem + ".txt")).read_text())
-        refs.append([" ".join(t for t in sent if t not in ("<START>", "<END>")) for sent in toks])
-    hyps = [refs[(i + rng.randrange(1, len(refs))) % len(refs)][rng.randrange(5)] for i in range(len(refs))]
-    return hyps, refs
+    refs = levir_references(names[:NUM_PAIRS])
+    return shuffled_hypotheses(refs, rng), refs
 
 
 def random_workload(rng: random.Random) -> tuple[list[str], list[list[str]]]:

@@ -26,33 +26,27 @@ Usage: ``python benchmarks/bench_meteor.py [--repeat 3] [--overlap 15]``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from bench_caption_metrics import LEVIR, levir_references, shuffled_hypotheses
 
 from changecap.data.text import is_no_change
 from changecap.metrics.caption_eval import meteor_session
 from changecap.metrics.meteor import MeteorScorer, meteor_availability
 
-LEVIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "levir-cc-tokens"
-
 Scores = tuple[float, list[float]]
 
 
 def load_test_split() -> list[list[str]]:
-    refs: list[list[str]] = []
-    for name in (LEVIR / "test.txt").read_text().split():
-        toks = json.loads((LEVIR / "tokens" / (Path(name).stem + ".txt")).read_text())
-        refs.append([" ".join(t for t in sent if t not in ("<START>", "<END>")) for sent in toks])
-    return refs
+    return levir_references((LEVIR / "test.txt").read_text().split())
 
 
 def hypotheses(refs: list[list[str]], kind: str, rng: random.Random) -> list[str]:
     if kind == "shuffled":
-        return [refs[(i + rng.randrange(1, len(refs))) % len(refs)][rng.randrange(5)] for i in range(len(refs))]
+        return shuffled_hypotheses(refs, rng)
     changed = [i for i, rs in enumerate(refs) if not all(is_no_change(r) for r in rs)]
     out = []
     for i, rs in enumerate(refs):
