@@ -252,19 +252,12 @@ class OnnxCaptioner:
 
     def __call__(self, before: Any, after: Any, *, beam_size: int = 1, batch_size: int = 16) -> Any:
         """One pair (paths, PIL images or arrays) → a CaptionResult; lists of pairs → a list."""
-        from changecap.inference.predictor import prepare_pair_and_size, split_batch
+        from changecap.inference.predictor import prepared_chunks
 
         if beam_size != 1:
             raise ChangeCapError("the ONNX captioner decodes greedily: beam_size must be 1")
-        b_list, a_list = split_batch(before), split_batch(after)
-        single = b_list is None and a_list is None
-        if single:
-            b_list, a_list = [before], [after]
-        elif b_list is None or a_list is None or len(b_list) != len(a_list):
-            raise ChangeCapError("before and after must both be single images or batches of the same length")
+        single, chunks = prepared_chunks(before, after, self.preprocess, batch_size)
         results = []
-        for start in range(0, len(b_list), batch_size):
-            chunk = zip(b_list[start : start + batch_size], a_list[start : start + batch_size], strict=True)
-            pairs = [prepare_pair_and_size(b, a, self.preprocess, ("before", "after"))[0].numpy() for b, a in chunk]
-            results += self.caption_arrays(np.stack(pairs))
+        for pairs, _sizes in chunks:
+            results += self.caption_arrays(pairs.numpy())
         return results[0] if single else results

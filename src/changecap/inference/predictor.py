@@ -12,7 +12,7 @@ uint8 or float in 0–1), one pair or a batch (lists, ``[N, H, W, 3]`` arrays or
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,36 @@ def prepare_pair_and_size(
             img = resize_image(img, cfg.image_size, resample="bicubic")
         out.append(to_tensor_normalized(img, cfg.mean, cfg.std))  # [3, S, S]
     return torch.stack(out), (int(b.shape[0]), int(b.shape[1]))  # [2, 3, S, S], (H, W)
+
+
+def prepared_chunks(
+    before: Any, after: Any, cfg: PreprocessConfig, batch_size: int
+) -> tuple[bool, Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]]:
+    """Split one pair or a batch of pairs into preprocessed chunks of at most ``batch_size`` pairs.
+
+    Returns ``(single, chunks)``: ``single`` says whether one pair (not a batch) was given; each chunk is the
+    stacked pairs ``[n, 2, 3, S, S]`` and the images' original ``(H, W)`` sizes. Shared by every predictor so
+    that batching, input checks and error names are the same for PyTorch and ONNX.
+    """
+    b_list, a_list = split_batch(before), split_batch(after)
+    single = b_list is None and a_list is None
+    if single:
+        b_list, a_list = [before], [after]
+    elif b_list is None or a_list is None or len(b_list) != len(a_list):
+        raise DataError(None, "before and after must both be single images or batches of the same length")
+
+    def chunks() -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
+        for start in range(0, len(b_list), batch_size):
+            pairs, sizes = [], []
+            chunk = zip(b_list[start : start + batch_size], a_list[start : start + batch_size], strict=True)
+            for k, (b, a) in enumerate(chunk):
+                names = ("before", "after") if single else (f"before[{start + k}]", f"after[{start + k}]")
+                pair, size = prepare_pair_and_size(b, a, cfg, names)
+                pairs.append(pair)
+                sizes.append(size)
+            yield torch.stack(pairs), sizes  # [n, 2, 3, S, S]
+
+    return single, chunks()
 
 
 class ChangeCaptioner:
@@ -245,23 +275,11 @@ class ChangeCaptioner:
         batch_size: int = 16,
     ) -> CaptionResult | list[CaptionResult]:
         """Caption one pair (returns a :class:`CaptionResult`) or a batch (returns a list)."""
-        b_list, a_list = split_batch(before), split_batch(after)
-        single = b_list is None and a_list is None
-        if single:
-            b_list, a_list = [before], [after]  # type: ignore[list-item]
-        elif b_list is None or a_list is None or len(b_list) != len(a_list):
-            raise DataError(None, "before and after must both be single images or batches of the same length")
+        single, chunks = prepared_chunks(before, after, self.preprocess, batch_size)
         results: list[CaptionResult] = []
-        for start in range(0, len(b_list), batch_size):
-            chunk = list(zip(b_list[start : start + batch_size], a_list[start : start + batch_size]))
-            pairs, sizes = [], []
-            for k, (b, a) in enumerate(chunk):
-                names = (f"before[{start + k}]", f"after[{start + k}]") if not single else ("before", "after")
-                pair, size = prepare_pair_and_size(b, a, self.preprocess, names)
-                pairs.append(pair)
-                sizes.append(size)
-            batch = self.caption_tensor(torch.stack(pairs), beam_size=beam_size, max_length=max_length)
-            for res, size in zip(batch, sizes):
+        for pairs, sizes in chunks:
+            batch = self.caption_tensor(pairs, beam_size=beam_size, max_length=max_length)
+            for res, size in zip(batch, sizes, strict=True):
                 if res.mask is not None:
                     res.mask = self.mask_at_size(res.mask, size)
             results += batch
