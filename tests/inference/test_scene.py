@@ -302,3 +302,31 @@ def test_a_run_never_mixes_precisions_and_old_runs_count_as_fp32(tmp_path: Path)
     bf16 = SceneSettings("a.tif", "b.tif", "model", 32, precision="bf16")
     with pytest.raises(DataError, match="used precision='fp32', not 'bf16'"):
         record_settings(tmp_path, bf16)
+
+
+def test_each_dates_stretch_is_computed_once_and_recorded(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import changecap.inference.scene as scene
+
+    before = write_scene(tmp_path / "b.tif", 1, dtype="uint16")
+    after = write_scene(tmp_path / "a.tif", 2, dtype="uint16")
+    calls: list[str] = []
+    real = scene.stretch_limits
+
+    def counting(ds, bands, percentiles, max_side=1024):  # type: ignore[no-untyped-def]
+        calls.append(Path(ds.name).name)
+        return real(ds, bands, percentiles, max_side)
+
+    monkeypatch.setattr(scene, "stretch_limits", counting)
+    assert run_scene(before, after, model_dir, tmp_path / "out") == 0
+    assert sorted(calls) == ["a.tif", "b.tif"]  # tiles and report share one stretch per date
+    recorded = json.loads((tmp_path / "out" / scene.STRETCH_FILE).read_text())
+    with rasterio.open(before) as ds:
+        expected = real(ds, [1, 2, 3], (2.0, 98.0))
+    np.testing.assert_allclose(recorded["before"], expected)
+    (tmp_path / "out" / scene.STRETCH_FILE).write_text("{torn")  # a damaged record is recomputed, not trusted
+    recorded_settings = json.loads((tmp_path / "out" / "scene_run.json").read_text())
+    recorded_settings["percentiles"] = tuple(recorded_settings["percentiles"])
+    write_outputs(SceneSettings(**recorded_settings), tmp_path / "out", has_masks=False)
+    assert len(calls) == 4 and json.loads((tmp_path / "out" / scene.STRETCH_FILE).read_text()) == recorded

@@ -34,6 +34,7 @@ from changecap.errors import ChangeCapError, DataError
 
 TILES_FILE, SETTINGS_FILE, MASKS_DIR = "tiles.jsonl", "scene_run.json", "tile_masks"
 GEOJSON_FILE, MASK_FILE, REPORT_FILE = "changes.geojson", "change_mask.tif", "report.html"
+STRETCH_FILE = "stretch.json"  # both dates' per-band limits, computed once per run and reused by the report
 NOT_COVERED = 255  # change_mask.tif value where no tile was captioned
 
 
@@ -242,6 +243,24 @@ def stretch_limits(ds: Any, bands: list[int], percentiles: tuple[float, float], 
     return np.array(limits)
 
 
+def run_stretch_limits(
+    out: Path, settings: SceneSettings, before: Any, after_raw: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both dates' stretch limits for the run in ``out``: read from its ``stretch.json`` if there, else computed (a
+    decimated read of each whole scene) and recorded, so tiles and report use one stretch and read the scenes once."""
+    path = out / STRETCH_FILE
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return np.array(saved["before"], np.float64), np.array(saved["after"], np.float64)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass  # a torn or foreign file: compute again (the limits are a pure function of the scenes)
+    limits_b = stretch_limits(before, check_bands(before, settings.bands, settings.before), settings.percentiles)
+    limits_a = stretch_limits(after_raw, check_bands(after_raw, settings.bands, settings.after), settings.percentiles)
+    atomic_write_text(path, json.dumps({"before": limits_b.tolist(), "after": limits_a.tolist()}))
+    return limits_b, limits_a
+
+
 def to_uint8(data: np.ndarray, limits: np.ndarray) -> np.ndarray:
     """[3, H, W] raw values → uint8 [H, W, 3] with the scene's stretch."""
     lo, hi = limits[:, 0, None, None], limits[:, 1, None, None]
@@ -344,8 +363,7 @@ def caption_tiles(
         bands_b = check_bands(before, settings.bands, settings.before)
         bands_a = check_bands(after_raw, settings.bands, settings.after)
         grid, after = common_grid(before, after_raw, settings, stack)
-        limits_b = stretch_limits(before, bands_b, settings.percentiles)
-        limits_a = stretch_limits(after_raw, bands_a, settings.percentiles)
+        limits_b, limits_a = run_stretch_limits(out, settings, before, after_raw)
         tiles = make_tiles(grid, settings.tile, settings.overlap)[rank::world_size]
         done = read_results(out)
         todo = [t for t in tiles if t.key not in done]
@@ -459,7 +477,8 @@ def _write_outputs(
     # the most probable first (row-major without probabilities); at most REPORT_TILES thumbnails, so the page's
     # size does not grow with the scene (changes.geojson lists them all)
     changed.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
-    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES], *scenes)
+    limits = run_stretch_limits(out, settings, scenes[0], scenes[2])
+    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES], limits, *scenes)
     write_scene_report(settings, crs_name, ordered, overviews, thumbnails, out / REPORT_FILE)
     return {"tiles": len(ordered), "captioned": len(captioned), "skipped": len(ordered) - len(captioned),
             "changed": sum(bool(r.changed) for r in captioned)}  # fmt: skip
@@ -470,28 +489,34 @@ REPORT_TILES = 200  # changed tiles shown with thumbnails in the report
 
 
 def _report_images(
-    settings: SceneSettings, grid: SceneGrid, changed: list[TileResult], before: Any, after: Any, after_raw: Any
+    settings: SceneSettings,
+    grid: SceneGrid,
+    changed: list[TileResult],
+    limits: tuple[np.ndarray, np.ndarray],
+    before: Any,
+    after: Any,
+    after_raw: Any,
 ) -> tuple[list[tuple[str, np.ndarray, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Both scenes' overviews on BEFORE's grid (decimated reads) and the changed tiles' RGB, in ``changed``'s order,
-    for the report (``after`` is what the tiles read: the aligned VRT or AFTER itself)."""
+    for the report (``after`` is what the tiles read: the aligned VRT or AFTER itself; ``limits`` the run's
+    stretch of before and after)."""
     scale = min(1.0, OVERVIEW_SIDE / max(grid.height, grid.width))
     out_h, out_w = max(1, round(grid.height * scale)), max(1, round(grid.width * scale))
     overviews, thumbnails, dates = [], {}, []
-    for label, path, ds, limit_ds in (("before", settings.before, before, before),
-                                      ("after", settings.after, after, after_raw)):  # fmt: skip
+    for label, path, ds, limit_ds, date_limits in (("before", settings.before, before, before, limits[0]),
+                                                   ("after", settings.after, after, after_raw, limits[1])):  # fmt: skip
         bands = check_bands(limit_ds, settings.bands, path)
-        limits = stretch_limits(limit_ds, bands, settings.percentiles)
         offset = (0, 0) if ds is before else grid.after_offset
         canvas = np.zeros((out_h, out_w, 3), np.uint8)  # black where the date has no data
         r0, c0, h, w = grid.window if ds is not before else (0, 0, grid.height, grid.width)
         window = (r0 + offset[0], c0 + offset[1], h, w)
         part = to_uint8(decimated_read(ds, bands, max(1, round(h * scale)), max(1, round(w * scale)), window),
-                        limits)  # fmt: skip
+                        date_limits)  # fmt: skip
         y, x = round(r0 * scale), round(c0 * scale)
         ph, pw = min(part.shape[0], out_h - y), min(part.shape[1], out_w - x)
         canvas[y : y + ph, x : x + pw] = part[:ph, :pw]
         overviews.append((f"{label}: {path}", canvas, scale))
-        dates.append((ds, bands, limits, offset))
+        dates.append((ds, bands, date_limits, offset))
     for r in changed:
         tile = Tile(r.row, r.col, r.y, r.x, r.size)
         rgb = [to_uint8(read_tile(ds, bands, tile, offset)[0], limits) for ds, bands, limits, offset in dates]
