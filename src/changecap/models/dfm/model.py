@@ -67,7 +67,7 @@ class DFM(nn.Module):
         """Image pairs [B, 2, 3, S, S] → (E_1, E_2 [B, N, D], c_1, c_2 [B, D]); both dates in one encoder call."""
         if image.dim() != 5 or image.shape[1] != 2:
             raise ModelError(f"DFM expects image pairs [B, 2, 3, S, S], got {list(image.shape)}")
-        tokens, cls = self.encoder.forward_with_cls(image.flatten(0, 1))  # [2B, N, D], [2B, D]; rows 2i, 2i+1
+        tokens, cls = self.encoder(image.flatten(0, 1), with_cls=True)  # [2B, N, D], [2B, D]; rows 2i, 2i+1
         tokens, cls = tokens.unflatten(0, (-1, 2)), cls.unflatten(0, (-1, 2))  # [B, 2, N, D], [B, 2, D]
         return tokens[:, 0], tokens[:, 1], cls[:, 0], cls[:, 1]
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -191,15 +191,17 @@ class CLIPPatchEncoder(nn.Module):
                 p.requires_grad_(True)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images`` [B, 3, S, S] (CLIP-preprocessed) → patch tokens [B, G·G, hidden], row-major."""
-        return self.forward_with_cls(images)[0]
-
-    def forward_with_cls(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images`` [B, 3, S, S] → (patch tokens [B, G·G, hidden], [CLS] [B, hidden]).
+    @overload
+    def forward(self, images: torch.Tensor, with_cls: Literal[False] = False) -> torch.Tensor: ...
+    @overload
+    def forward(self, images: torch.Tensor, with_cls: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def forward(self, images: torch.Tensor, with_cls: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``images`` [B, 3, S, S] (CLIP-preprocessed) → patch tokens [B, G·G, hidden], row-major; with ``with_cls``
+        → (patch tokens, [CLS] [B, hidden]).
 
         The [CLS] token is taken after ``post_layernorm`` and before CLIP's projection (what ``CLIPVisionModel``
-        calls ``pooler_output``).
+        calls ``pooler_output``). One entry point for both, so that ``torch.compile`` of ``forward`` (the
+        captioner's ``--compile``) covers every caller.
         """
         s = self.image_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
@@ -208,6 +210,8 @@ class CLIPPatchEncoder(nn.Module):
         tokens = hidden[:, 1:]  # [B, G·G, hidden], CLS dropped
         if self.patch_ln_post:
             tokens = self.vision.post_layernorm(tokens)
+        if not with_cls:
+            return tokens
         return tokens, self.vision.post_layernorm(hidden[:, 0])  # [B, G·G, hidden], [B, hidden]
 
 
