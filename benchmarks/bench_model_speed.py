@@ -17,8 +17,9 @@ Per model and precision (fp32, bf16 autocast):
 With ``--official`` the fp32 captioning is also timed the way the official code runs it (one pair at a time,
 every decoding step re-reading the whole prefix, no KV cache; tokens checked equal to the batched ones), with
 ``--bf16-cast`` bf16 captioning with the linear / convolution weights cast once (``ChangeCaptioner(precision=
-"bf16")``; tokens checked equal to plain autocast), and with ``--optim fused for-loop`` the training step with
-each Adam kernel (for-loop is PyTorch's CPU default, what the official code gets).
+"bf16")``; tokens checked equal to plain autocast), with ``--compile`` captioning with the encoder through
+``torch.compile`` (``ChangeCaptioner(compile=True)``; tokens checked equal to eager), and with ``--optim fused
+for-loop`` the training step with each Adam kernel (for-loop is PyTorch's CPU default, what the official code gets).
 
 Executed FLOPs per pair are counted once per model with ``torch.utils.flop_counter.FlopCounterMode`` (all ops and
 the encoder's alone); every throughput is also printed as GFLOP/s and as a share of the matmul peak that
@@ -32,7 +33,7 @@ Usage::
 
     python benchmarks/bench_model_speed.py [--models paper cpu plain-cpu] [--precision fp32 bf16] [--steps 5]
         [--device cpu|cuda] [--train-batch N] [--infer-batch N] [--official] [--bf16-cast]
-        [--optim fused for-loop] [--threads N] [--no-peak]
+        [--compile] [--optim fused for-loop] [--threads N] [--no-peak]
 """
 
 from __future__ import annotations
@@ -208,6 +209,25 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             out["same_tokens"]["bf16 cast vs bf16 autocast"] = same
             print(f"  [{name}] infer bf16, weights cast once: {infer_b / sec:.2f} pairs/s (same tokens: {same})")
             del cast_model
+        if args.compile:
+            # the encoder through torch.compile (inductor), as ChangeCaptioner(compile=True) runs it
+            from changecap.models.compiling import compile_with_fallback
+
+            compiled_model = copy.deepcopy(model)
+            compile_with_fallback(compiled_model.encoder, "the encoder")
+
+            def infer_compiled(dtype=dtype, pairs=pairs, compiled_model=compiled_model) -> list:
+                with torch.inference_mode(), autocast(device, dtype):
+                    return compiled_model.caption(pairs, max_length=max_len)[0]
+
+            with torch.inference_mode(), autocast(device, dtype):
+                eager = [list(map(int, t)) for t in model.caption(pairs, max_length=max_len)[0]]
+            same = eager == [list(map(int, t)) for t in infer_compiled()]  # also the compilation itself
+            sec = median_seconds(infer_compiled, max(2, args.steps // 2), 1, sync)
+            out["infer"][f"{precision} compiled"] = infer_b / sec
+            out["same_tokens"][f"{precision} compiled vs eager"] = same
+            print(f"  [{name}] infer {precision}, encoder compiled: {infer_b / sec:.2f} pairs/s (same tokens: {same})")
+            del compiled_model
         if precision == "fp32" and args.official:
             # the official algorithm: one pair at a time, every step re-reads the whole prefix (no KV cache)
             from changecap.models.parts.decoding import generate
@@ -252,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--official", action="store_true", help="also time the official batch-1, no-cache captioning")
     p.add_argument("--bf16-cast", action="store_true", help="also time bf16 with the weights cast once")
+    p.add_argument("--compile", action="store_true", help="also time captioning with the encoder compiled")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak columns)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -279,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             *args.optim,
             *(["--official"] if args.official else []),
             *(["--bf16-cast"] if args.bf16_cast else []),
+            *(["--compile"] if args.compile else []),
         ]
         for flag, val in (
             ("--threads", args.threads),
