@@ -5,17 +5,23 @@ Models:
 * ``paper``: the paper configuration (CLIP ViT-B/16 at 224 px, last 4 blocks trained, 3 BDAM layers, 8 experts,
   V = 501, 41 positions), randomly initialised — the cost of the real model without needing its weights;
 * ``cpu``: the model of ``configs/hisem_synthcc_cpu.yaml`` (what ``make demo`` trains), V = 60, 41 positions;
-* ``plain-cpu``: the plain baseline of ``configs/plain_synthcc_cpu.yaml`` at the same sizes.
+* ``plain-cpu``: the plain baseline of ``configs/plain_synthcc_cpu.yaml`` at the same sizes;
+* ``dfm-cpu``, ``semantic-cc-cpu``, ``cd-cpu``: the models of the DFM, Semantic-CC and change-detection CPU configs
+  (DFM with a random prior of the CD config's size), inference only: their training objectives need real masks,
+  caption text and sentence embeddings, and ``bench_train_speed.py`` times their updates on real SynthCC batches.
 
 Per model and precision (fp32, bf16 autocast):
 
 * **train**: one optimiser update (``TrainingStep``: forward + HiSem objective + backward + Adam) on a batch of
   random images and 20-word captions, half the pairs routed to the changed path (ground-truth routing) — pairs/s;
-* **infer**: image pair → caption (encoder, fusion, batched KV-cached greedy decoding). Random weights rarely emit
-  ``<END>``, so every caption runs to the full ``max_length``: the figure is a lower bound on real throughput.
+* **infer**: image pair → caption (encoder, fusion, batched KV-cached greedy decoding; Semantic-CC also its mask, the
+  change detector its mask only). Random weights rarely emit ``<END>``, so captions tend to run to the full
+  ``max_length``: the figure is a lower bound on real throughput.
 
 With ``--official`` the fp32 captioning is also timed the way the official code runs it (one pair at a time,
-every decoding step re-reading the whole prefix, no KV cache; tokens checked equal to the batched ones), with
+every decoding step re-reading the whole prefix, no KV cache; tokens checked equal to the batched ones; DFM, whose
+code was not released, gets the same algorithm on its decoder, HiSem's design; Semantic-CC, whose released code runs
+batch 1 only, and the change detector get batch 1 of the default path; outputs checked equal), with
 ``--bf16-cast`` bf16 captioning with the linear / convolution weights cast once (``ChangeCaptioner(precision=
 "bf16")``; tokens checked equal to plain autocast), with ``--compile`` captioning with the encoder through
 ``torch.compile`` (``ChangeCaptioner(compile=True)``; tokens checked equal to eager), and with ``--optim fused
@@ -50,8 +56,15 @@ from pathlib import Path
 from timing import median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_BATCH = {"paper": (8, 8), "cpu": (32, 64), "plain-cpu": (32, 64)}  # (train, infer) on CPU
-CUDA_BATCH = {"paper": (64, 64), "cpu": (256, 256), "plain-cpu": (256, 256)}
+# (train, infer) batch on CPU; None: no training step here (bench_train_speed.py times those configs' updates on
+# real SynthCC batches, which their objectives need: masks, caption text, sentence embeddings)
+DEFAULT_BATCH = {"paper": (8, 8), "cpu": (32, 64), "plain-cpu": (32, 64), "dfm-cpu": (None, 64),
+                 "semantic-cc-cpu": (None, 8), "cd-cpu": (None, 16)}  # fmt: skip
+CUDA_BATCH = {"paper": (64, 64), "cpu": (256, 256), "plain-cpu": (256, 256), "dfm-cpu": (None, 256),
+              "semantic-cc-cpu": (None, 64), "cd-cpu": (None, 128)}  # fmt: skip
+CPU_CONFIGS = {"cpu": "hisem_synthcc_cpu.yaml", "plain-cpu": "plain_synthcc_cpu.yaml",
+               "dfm-cpu": "dfm_synthcc_cpu.yaml", "semantic-cc-cpu": "semantic_cc_synthcc_cpu.yaml",
+               "cd-cpu": "change_detection_synthcc_cpu.yaml"}  # fmt: skip
 
 
 def build(name: str):  # -> (model, max_length)
@@ -63,9 +76,55 @@ def build(name: str):  # -> (model, max_length)
 
     if name == "paper":
         return build_model(paper_config(vocab_size=501, pretrained=None)), 41
-    cfg = "hisem_synthcc_cpu.yaml" if name == "cpu" else "plain_synthcc_cpu.yaml"
-    section = yaml.safe_load((REPO / "configs" / cfg).read_text())["model"]
+    section = yaml.safe_load((REPO / "configs" / CPU_CONFIGS[name]).read_text())["model"]
+    if name == "dfm-cpu":  # a random prior of the CD config's size instead of a trained model directory
+        cd = yaml.safe_load((REPO / "configs" / CPU_CONFIGS["cd-cpu"]).read_text())["model"]
+        section["prior"] = {**section["prior"], "model_dir": None,
+                            "config": {k: v for k, v in cd.items() if k != "architecture"}}  # fmt: skip
     return build_model(config_from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
+
+
+def image_size(model) -> int:  # noqa: ANN001
+    """The pair size a model reads: its encoder's (captioners) or its config's (change detector)."""
+    return int(getattr(model.encoder, "image_size", None) or model.config.image_size)
+
+
+def run_batched(model, pairs, max_len: int):  # noqa: ANN001, ANN201
+    """The default path of ``ChangeCaptioner``: ``predict`` (captions and masks from one encoder pass) for models
+    with a change-detection head, ``caption`` (KV-cached batched greedy decoding) otherwise."""
+    if model.config.architecture in ("semantic_cc", "change_detection"):
+        return model.predict(pairs)
+    return model.caption(pairs, max_length=max_len)
+
+
+def comparable(out) -> list:  # noqa: ANN001
+    """Outputs of :func:`run_batched` as plain lists (token ids, caption texts, mask pixels), to compare paths."""
+    if isinstance(out, dict):
+        return [out.get("captions"), out["mask"].tolist() if out.get("mask") is not None else None]
+    return [list(map(int, t)) for t in out[0]]
+
+
+def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
+    """The reference path, one pair at a time. HiSem and plain: the official code's algorithm (every decoding step
+    re-reads the whole prefix, no KV cache); DFM (no released code): the same algorithm on its decoder, HiSem's
+    design; Semantic-CC (whose released code runs batch 1 only) and the change detector: batch 1 of the default path.
+    Returns what :func:`comparable` gives for the batched path."""
+    from changecap.models.parts.decoding import generate
+
+    arch = model.config.architecture
+    if arch in ("semantic_cc", "change_detection"):
+        outs = [comparable(model.predict(pairs[i : i + 1])) for i in range(len(pairs))]
+        captions = None if outs[0][0] is None else [c for o in outs for c in o[0]]
+        return [captions, [m for o in outs for m in o[1]]]
+    seqs: list[list[int]] = []
+    for i in range(len(pairs)):
+        if arch == "dfm":
+            memory, _ = model.memory(pairs[i : i + 1])  # [1, N, D]
+        else:
+            f_before, f_after = model.encode(pairs[i : i + 1])  # [1, N, D] each
+            memory, _ = model.fuse(f_before, f_after, None)
+        seqs += generate(model.decoder, memory, max_len, 1, 0.0, False)
+    return [list(map(int, t)) for t in seqs]
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -90,10 +149,9 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     model, max_len = build(name)
     model.to(device)
     table = CUDA_BATCH if cuda else DEFAULT_BATCH
-    train_b = args.train_batch or table[name][0]
+    train_b = (args.train_batch or table[name][0]) if table[name][0] else 0  # 0: no training step for this model
     infer_b = args.infer_batch or table[name][1]
-    size = model.encoder.image_size
-    vocab = model.config.vocab_size
+    size = image_size(model)
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.named_children()}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out: dict = {
@@ -113,27 +171,34 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     }
 
     g = torch.Generator().manual_seed(1)
-    images = torch.randn(train_b, 2, 3, size, size, generator=g).to(device)  # [B, 2, 3, S, S]
-    target = torch.zeros(train_b, max_len, dtype=torch.long)
-    target[:, 0] = 2
-    target[:, 1:21] = torch.randint(4, vocab, (train_b, 20), generator=g)
-    target[:, 21] = 3  # <START> 20 words <END> <NULL>…
-    target = target.to(device)
-    changed = (torch.arange(train_b) % 2 == 0).to(device)
-    # the architecture's own objective with its default loss settings, at epoch 5 of a 50-epoch run
-    objective = build_objective(get_architecture(model.config.architecture).objective, {}, None)
-    step = TrainingStep(model, objective)
-    batch = {"image": images, "target": target, "changed": changed}
-    phase = objective.phases(5)[0]
-    gc = GlobalCounts(objective.normalizers(batch, phase), world_size=1, grad_accum=1)
+    images = torch.randn(train_b or infer_b, 2, 3, size, size, generator=g).to(device)  # [B, 2, 3, S, S]
+    if train_b:
+        vocab = model.config.vocab_size
+        target = torch.zeros(train_b, max_len, dtype=torch.long)
+        target[:, 0] = 2
+        target[:, 1:21] = torch.randint(4, vocab, (train_b, 20), generator=g)
+        target[:, 21] = 3  # <START> 20 words <END> <NULL>…
+        target = target.to(device)
+        changed = (torch.arange(train_b) % 2 == 0).to(device)
+        # the architecture's own objective with its default loss settings, at epoch 5 of a 50-epoch run
+        objective = build_objective(get_architecture(model.config.architecture).objective, {}, None)
+        step = TrainingStep(model, objective)
+        batch = {"image": images, "target": target, "changed": changed}
+        phase = objective.phases(5)[0]
+        gc = GlobalCounts(objective.normalizers(batch, phase), world_size=1, grad_accum=1)
 
     encoder_name = type(model.encoder).__name__
 
-    def count_flops(fn: Callable[[], None]) -> dict[str, float]:
+    def count_flops(fn: Callable[[], None]) -> dict[str, float] | None:
         """Executed FLOPs of one call: all, and the encoder's (no_grad instead of inference_mode for inference:
-        the counter's module tracker cannot hook inference tensors)."""
-        with FlopCounterMode(display=False) as counter:
-            fn()
+        the counter's module tracker cannot hook inference tensors). None where the tracker fails (it does inside
+        transformers' BLIP-2 Q-Former under no_grad)."""
+        try:
+            with FlopCounterMode(display=False) as counter:
+                fn()
+        except Exception as e:  # noqa: BLE001 - a counting failure must not lose the timings
+            print(f"  [{name}] FLOPs not counted ({type(e).__name__})", flush=True)
+            return None
         # keyed "CLIPPatchEncoder" when the encoder is called directly (captioning), "TrainingStep.model.encoder"
         # when through the training step
         counts = counter.get_flop_counts()
@@ -143,7 +208,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
     for precision in args.precision:
         dtype = PRECISIONS[precision]
-        for impl in args.optim:
+        for impl in args.optim if train_b else []:
             model.train()
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
@@ -158,7 +223,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
             if "train" not in out["flops"]:
                 flops = count_flops(update)
-                out["flops"]["train"] = {k: v / train_b for k, v in flops.items()}  # per pair
+                out["flops"]["train"] = flops and {k: v / train_b for k, v in flops.items()}  # per pair
             sec = median_seconds(update, args.steps, args.warmup, sync)
             key = precision if impl == args.optim[0] else f"{precision} {impl}"
             out["train"][key] = train_b / sec
@@ -171,25 +236,28 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         model.eval()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        pairs = images[:infer_b] if infer_b <= train_b else images.repeat(-(-infer_b // train_b), 1, 1, 1, 1)[:infer_b]
+        n = len(images)
+        pairs = images[:infer_b] if infer_b <= n else images.repeat(-(-infer_b // n), 1, 1, 1, 1)[:infer_b]
 
         def infer(dtype=dtype, pairs=pairs) -> None:
             with torch.inference_mode(), autocast(device, dtype):
-                model.caption(pairs, max_length=max_len)
+                run_batched(model, pairs, max_len)
 
         if "infer" not in out["flops"]:
 
             def infer_counted(dtype=dtype, pairs=pairs) -> None:
                 with torch.no_grad(), autocast(device, dtype):
-                    model.caption(pairs, max_length=max_len)
+                    run_batched(model, pairs, max_len)
 
-            out["flops"]["infer"] = {k: v / infer_b for k, v in count_flops(infer_counted).items()}  # per pair
+            flops = count_flops(infer_counted)
+            out["flops"]["infer"] = flops and {k: v / infer_b for k, v in flops.items()}  # per pair
         sec = median_seconds(infer, max(2, args.steps // 2), 1, sync)
         out["infer"][precision] = infer_b / sec
         if cuda:
             out["peak_mem_gb"][f"infer_{precision}"] = torch.cuda.max_memory_allocated() / 2**30
         print(
-            f"  [{name}] infer {precision}: {infer_b / sec:.2f} pairs/s (batch {infer_b}, {max_len} steps)", flush=True
+            f"  [{name}] infer {precision}: {infer_b / sec:.2f} pairs/s (batch {infer_b}, at most {max_len} steps)",
+            flush=True,
         )
         if precision == "bf16" and args.bf16_cast:
             # the weights cast once (ChangeCaptioner(precision="bf16")): must give autocast's tokens exactly
@@ -198,12 +266,10 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
             def infer_cast(dtype=dtype, pairs=pairs, cast_model=cast_model) -> list:
                 with torch.inference_mode(), autocast(device, dtype):
-                    return cast_model.caption(pairs, max_length=max_len)[0]
+                    return comparable(run_batched(cast_model, pairs, max_len))
 
             with torch.inference_mode(), autocast(device, dtype):
-                same = [list(map(int, t)) for t in model.caption(pairs, max_length=max_len)[0]] == [
-                    list(map(int, t)) for t in infer_cast()
-                ]
+                same = comparable(run_batched(model, pairs, max_len)) == infer_cast()
             sec = median_seconds(infer_cast, max(2, args.steps // 2), 1, sync)
             out["infer"]["bf16 cast"] = infer_b / sec
             out["same_tokens"]["bf16 cast vs bf16 autocast"] = same
@@ -218,36 +284,29 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
             def infer_compiled(dtype=dtype, pairs=pairs, compiled_model=compiled_model) -> list:
                 with torch.inference_mode(), autocast(device, dtype):
-                    return compiled_model.caption(pairs, max_length=max_len)[0]
+                    return comparable(run_batched(compiled_model, pairs, max_len))
 
             with torch.inference_mode(), autocast(device, dtype):
-                eager = [list(map(int, t)) for t in model.caption(pairs, max_length=max_len)[0]]
-            same = eager == [list(map(int, t)) for t in infer_compiled()]  # also the compilation itself
+                eager = comparable(run_batched(model, pairs, max_len))
+            same = eager == infer_compiled()  # this first call also compiles
             sec = median_seconds(infer_compiled, max(2, args.steps // 2), 1, sync)
             out["infer"][f"{precision} compiled"] = infer_b / sec
             out["same_tokens"][f"{precision} compiled vs eager"] = same
             print(f"  [{name}] infer {precision}, encoder compiled: {infer_b / sec:.2f} pairs/s (same tokens: {same})")
             del compiled_model
         if precision == "fp32" and args.official:
-            # the official algorithm: one pair at a time, every step re-reads the whole prefix (no KV cache)
-            from changecap.models.parts.decoding import generate
-
-            def official(pairs=pairs) -> list[list[int]]:
-                seqs: list[list[int]] = []
+            # the reference: one pair at a time (HiSem, plain, DFM: every step re-reads the whole prefix, no KV cache)
+            def official(pairs=pairs) -> list:
                 with torch.inference_mode():
-                    for i in range(len(pairs)):
-                        f_before, f_after = model.encode(pairs[i : i + 1])  # [1, N, D] each
-                        memory, _ = model.fuse(f_before, f_after, None)
-                        seqs += generate(model.decoder, memory, max_len, 1, 0.0, False)
-                return seqs
+                    return run_official(model, pairs, max_len)
 
             with torch.inference_mode():
-                batched = [list(map(int, t)) for t in model.caption(pairs, max_length=max_len)[0]]
-            same = [list(map(int, t)) for t in official()] == batched
+                batched = comparable(run_batched(model, pairs, max_len))
+            same = official() == batched
             sec = median_seconds(official, max(1, args.steps // 2), 0, sync)
             out["infer"]["fp32 official"] = infer_b / sec
             out["same_tokens"]["official vs batched fp32"] = same
-            print(f"  [{name}] infer fp32, official batch-1 naive decoding: {infer_b / sec:.2f} pairs/s (same: {same})")
+            print(f"  [{name}] infer fp32, official / batch-1 reference: {infer_b / sec:.2f} pairs/s (same: {same})")
     if not cuda:
         out["peak_mem_gb"]["process_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out
@@ -339,10 +398,12 @@ def main(argv: list[str] | None = None) -> int:
             r["model"],
             f"{total / 1e6:.1f} M",
             f"{r['trainable'] / 1e6:.1f} M",
-            f"{r['train_batch']}/{r['infer_batch']}",
+            f"{r['train_batch'] or '—'}/{r['infer_batch']}",
         ]
         rows: list[tuple[str, str]] = []
         for phase in ("train", "infer"):  # the default way first, then the others (Adam kernels, official, cast)
+            if not r[phase]:
+                continue  # no training step for this model here
             extras = dict.fromkeys(k.split(" ", 1)[1] for k in r[phase] if " " in k)
             rows += [(phase, ""), *((phase, e) for e in extras)]
         for n, (phase, impl) in enumerate(rows):
@@ -352,9 +413,11 @@ def main(argv: list[str] | None = None) -> int:
                 if rate is None:
                     cells.append("—")
                     continue
-                fl = r["flops"][phase]
-                cell = f"{rate:.2f} pairs/s, {rate * fl['all'] / 1e9:.1f} GFLOP/s"
-                if prec in peak:
+                fl = r["flops"].get(phase)
+                cell = f"{rate:.2f} pairs/s"
+                if fl:
+                    cell += f", {rate * fl['all'] / 1e9:.1f} GFLOP/s"
+                if fl and prec in peak:
                     share, enc = (100 * rate * fl[k] / peak[prec] for k in ("all", "encoder"))
                     cell += f", {share:.0f} % (enc {enc:.0f} %)"
                 cells.append(cell)
@@ -366,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         per_pair = ", ".join(
             f"{ph} {r['flops'][ph]['all'] / 1e9:.2f} (encoder {r['flops'][ph]['encoder'] / 1e9:.2f})"
             for ph in ("train", "infer")
+            if r["flops"].get(ph)
         )
         print(f"{r['model']}: GFLOP per pair {per_pair}; peak memory GB: {mem}")
     if args.json:
