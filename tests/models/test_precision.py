@@ -81,3 +81,35 @@ def test_only_owned_linear_and_conv_weights_are_cast() -> None:
     assert m.embed.weight.dtype == torch.float32 and m.head.weight is m.embed.weight
     assert m.norm.weight.dtype == m.scale.dtype == torch.float32
     assert not m.proj.weight.requires_grad
+
+
+def test_vocabulary_projections_compute_in_fp32_under_bf16_autocast() -> None:
+    from changecap.models.precision import Fp32Linear, logits_in_fp32
+
+    torch.manual_seed(0)
+    head = Fp32Linear(16, 50)
+    x = torch.randn(4, 16).to(torch.bfloat16)  # what a bf16 layer hands over
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(x)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, x.float() @ head.weight.T + head.bias, rtol=0, atol=0)
+    plain = nn.Linear(16, 50)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert plain(x).dtype == torch.bfloat16  # what it replaces
+    # an existing head converted in place: same parameters and keys, survives copies, skipped by the cast
+    keys, weight = list(plain.state_dict()), plain.weight
+    assert logits_in_fp32(plain) and isinstance(copy.deepcopy(plain), Fp32Linear)
+    assert list(plain.state_dict()) == keys and plain.weight is weight
+    assert cast_matmul_weights(plain) == 0 and plain.weight.dtype == torch.float32
+    assert not logits_in_fp32(nn.Conv2d(3, 4, 1)) and not logits_in_fp32(None)
+
+
+@pytest.mark.parametrize("name", ["hisem", "dfm", "semantic_cc"])
+def test_every_captioner_keeps_its_vocabulary_projection_fp32(name: str) -> None:
+    from changecap.models.precision import Fp32Linear
+
+    model, _ = _build(name)
+    heads = [m for m in model.modules() if isinstance(m, Fp32Linear)]
+    assert len(heads) == 1
+    cast_matmul_weights(model)
+    assert heads[0].weight.dtype == torch.float32

@@ -11,6 +11,12 @@ module owns them (a weight tied to an embedding table stays fp32, since the embe
 and would change), and not in layers marked with :func:`keep_fp32` (read in fp32 on purpose). Norms, embeddings,
 position tables and learned scales stay fp32, exactly as autocast leaves them. The model must then always run under
 bf16 autocast (inputs stay fp32; autocast casts them).
+
+Vocabulary projections are :class:`Fp32Linear`: they compute next-token logits in fp32 even under bf16 autocast
+(training and inference). Greedy decoding takes the argmax of those logits, and bf16 rounding in that one product
+flipped near-tied choices: on a trained DFM (459 SynthCC test pairs) bf16 everywhere kept 98.0 % of the fp32
+token positions, bf16 everywhere but the vocabulary projection 99.7 %. The projection is a small share of a
+model's FLOPs (under 1 % of paper HiSem's captioning).
 """
 
 from __future__ import annotations
@@ -47,6 +53,30 @@ def keep_fp32(module: M) -> M:
     that routing never flips between precisions): :func:`cast_matmul_weights` leaves it alone."""
     setattr(module, _KEEP_FP32, True)
     return module
+
+
+class Fp32Linear(nn.Linear):
+    """``nn.Linear`` that computes in fp32 also under lower-precision autocast (input upcast, autocast off inside);
+    its weights stay fp32 (:func:`cast_matmul_weights` skips it). For vocabulary projections (module docstring)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        keep_fp32(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def logits_in_fp32(module: nn.Module | None) -> bool:
+    """Turn an existing plain ``nn.Linear`` (e.g. a Hugging Face causal LM's ``lm_head``) into an
+    :class:`Fp32Linear` in place: same parameters, same ``state_dict`` keys, a copy-safe class change. Returns
+    False, changing nothing, for any other module (an adapter-wrapped head, say)."""
+    if type(module) is not nn.Linear:
+        return False
+    module.__class__ = Fp32Linear
+    keep_fp32(module)
+    return True
 
 
 def cast_matmul_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:

@@ -25,6 +25,7 @@ from torch import nn
 from changecap.data.vocab import END_ID, NULL_ID
 from changecap.errors import ModelError
 from changecap.models.parts.attention import MultiheadAttention
+from changecap.models.precision import Fp32Linear
 from changecap.schema import from_dict, require
 
 #: our parameter name → official ``decoder_dict`` name (``{i}`` = layer index); used by the checkpoint converter
@@ -241,7 +242,7 @@ class TransformerCaptionDecoder(nn.Module):
             for _ in range(config.layers)
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.output_proj = nn.Linear(d, config.vocab_size)
+        self.output_proj = Fp32Linear(d, config.vocab_size)  # logits in fp32 under bf16 too (models/precision.py)
         nn.init.uniform_(self.word_embedding.weight, -0.1, 0.1)
         nn.init.uniform_(self.output_proj.weight, -0.1, 0.1)
         nn.init.zeros_(self.output_proj.bias)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from changecap.errors import ConfigError, ModelError, first_line
+from changecap.models.precision import logits_in_fp32
 from changecap.models.semantic_cc.config import CaptionDecoderConfig
 from changecap.models.semantic_cc.encoder import adapt_pretrained
 
@@ -133,6 +134,8 @@ class SemanticCCCaptionDecoder(nn.Module):
             self.gate_before = nn.Linear(2 * llm_dim, llm_dim)  # W1: element-wise gates
             self.gate_after = nn.Linear(2 * llm_dim, llm_dim)  # W2
         self.llm = llm
+        # next-token logits in fp32 under bf16 too (models/precision.py); a head LoRA wraps stays as it is
+        logits_in_fp32(llm.get_output_embeddings())
         # Frozen as MiniGPT-4: the visual LayerNorm, the Q-Former and its queries; the LLM except its LoRA.
         for frozen in (self.ln_vision, self.qformer):
             frozen.requires_grad_(False)
