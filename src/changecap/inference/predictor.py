@@ -160,7 +160,9 @@ class ChangeCaptioner:
 
     ``precision``: ``fp32`` (default; the tokens of training-time validation) or ``bf16``: the linear and
     convolution weights cast to bf16 once (:func:`~changecap.models.precision.cast_matmul_weights`) and the model
-    run under bf16 autocast — bit-identical to autocast alone, without re-casting the weights on every call. bf16
+    run under bf16 autocast — bit-identical to autocast alone, without re-casting the weights on every call. The
+    vocabulary projection stays fp32 (:class:`~changecap.models.precision.Fp32Linear`), which keeps greedy tokens
+    99.7–100 % equal to fp32 on trained models (``benchmarks/bench_precision_agreement.py``). bf16
     is fast on GPUs and on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16); on other CPUs it is much slower
     than fp32 (``benchmarks/bench_peak.py`` measures both on the machine at hand).
 
