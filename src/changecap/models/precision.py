@@ -64,6 +64,8 @@ class Fp32Linear(nn.Linear):
         keep_fp32(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):  # fp32 already: skip the context's per-call cost
+            return super().forward(x)
         with torch.autocast(x.device.type, enabled=False):
             return super().forward(x.float())
 
