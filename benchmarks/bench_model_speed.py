@@ -24,7 +24,9 @@ code was not released, gets the same algorithm on its decoder, HiSem's design; S
 batch 1 only, and the change detector get batch 1 of the default path; outputs checked equal), with
 ``--bf16-cast`` bf16 captioning with the linear / convolution weights cast once (``ChangeCaptioner(precision=
 "bf16")``; tokens checked equal to plain autocast), with ``--compile`` captioning with the encoder through
-``torch.compile`` (``ChangeCaptioner(compile=True)``; tokens checked equal to eager), and with ``--optim fused
+``torch.compile`` (``ChangeCaptioner(compile=True)``; tokens checked equal to eager), with ``--gelu-reference``
+the CLIP encoders with transformers' own quick-GELU module instead of changecap's in-place one (the before of that
+change; tokens checked equal), and with ``--optim fused
 for-loop`` the training step with each Adam kernel (for-loop is PyTorch's CPU default, what the official code gets).
 
 Executed FLOPs per pair are counted once per model with ``torch.utils.flop_counter.FlopCounterMode`` (all ops and
@@ -39,7 +41,7 @@ Usage::
 
     python benchmarks/bench_model_speed.py [--models paper cpu plain-cpu] [--precision fp32 bf16] [--steps 5]
         [--device cpu|cuda] [--train-batch N] [--infer-batch N] [--official] [--bf16-cast]
-        [--compile] [--optim fused for-loop] [--threads N] [--no-peak]
+        [--compile] [--gelu-reference] [--optim fused for-loop] [--threads N] [--no-peak]
 """
 
 from __future__ import annotations
@@ -275,6 +277,31 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             out["same_tokens"]["bf16 cast vs bf16 autocast"] = same
             print(f"  [{name}] infer bf16, weights cast once: {infer_b / sec:.2f} pairs/s (same tokens: {same})")
             del cast_model
+        if args.gelu_reference:
+            # before/after of the in-place quick-GELU: the same model with transformers' own activation module
+            from transformers.activations import QuickGELUActivation
+
+            from changecap.models.parts.clip_encoder import QuickGELU
+
+            ref_model = copy.deepcopy(model)
+            swapped = 0
+            for module in ref_model.modules():
+                if isinstance(getattr(module, "activation_fn", None), QuickGELU):
+                    module.activation_fn = QuickGELUActivation()
+                    swapped += 1
+
+            def infer_ref(dtype=dtype, pairs=pairs, ref_model=ref_model) -> list:
+                with torch.inference_mode(), autocast(device, dtype):
+                    return comparable(run_batched(ref_model, pairs, max_len))
+
+            with torch.inference_mode(), autocast(device, dtype):
+                same = comparable(run_batched(model, pairs, max_len)) == infer_ref()
+            sec = median_seconds(infer_ref, max(2, args.steps // 2), 1, sync)
+            out["infer"][f"{precision} transformers-gelu"] = infer_b / sec
+            out["same_tokens"][f"{precision} transformers' quick-GELU vs in-place"] = same
+            print(f"  [{name}] infer {precision}, transformers' quick-GELU ({swapped} blocks): {infer_b / sec:.2f} "
+                  f"pairs/s (same tokens: {same})")  # fmt: skip
+            del ref_model
         if args.compile:
             # the encoder through torch.compile (inductor), as ChangeCaptioner(compile=True) runs it
             from changecap.models.compiling import compile_with_fallback
@@ -332,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--official", action="store_true", help="also time the official batch-1, no-cache captioning")
     p.add_argument("--bf16-cast", action="store_true", help="also time bf16 with the weights cast once")
     p.add_argument("--compile", action="store_true", help="also time captioning with the encoder compiled")
+    p.add_argument(
+        "--gelu-reference",
+        action="store_true",
+        help="also time captioning with transformers' quick-GELU module instead of the in-place one (before/after)",
+    )
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak columns)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -360,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             *(["--official"] if args.official else []),
             *(["--bf16-cast"] if args.bf16_cast else []),
             *(["--compile"] if args.compile else []),
+            *(["--gelu-reference"] if args.gelu_reference else []),
         ]
         for flag, val in (
             ("--threads", args.threads),

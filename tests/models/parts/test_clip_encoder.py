@@ -147,3 +147,34 @@ def test_uninitialised_build_matches_after_loading_weights() -> None:
     assert [p.requires_grad for p in fast.parameters()] == [p.requires_grad for p in src.parameters()]
     images = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(fast(images), src(images))
+
+
+def test_quick_gelu_is_bit_identical_to_transformers_with_and_without_gradients() -> None:
+    from transformers.activations import QuickGELUActivation
+
+    from changecap.models.parts.clip_encoder import QuickGELU
+
+    x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(0))
+    for t in (x, x.bfloat16()):
+        assert torch.equal(QuickGELU()(t), QuickGELUActivation()(t))  # the in-place path (no gradient needed)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    QuickGELU()(a).pow(2).sum().backward()
+    QuickGELUActivation()(b).pow(2).sum().backward()
+    assert a.grad is not None and torch.equal(a.grad, b.grad)
+
+
+def test_the_encoder_uses_the_in_place_quick_gelu_and_computes_what_transformers_does() -> None:
+    from changecap.models.parts.clip_encoder import QuickGELU
+
+    torch.manual_seed(0)
+    enc = CLIPPatchEncoder.from_config({**TINY, "hidden_act": "quick_gelu"}, trainable_layers=1).eval()
+    assert sum(isinstance(m, QuickGELU) for m in enc.modules()) == 3  # one per block
+    plain = CLIPVisionModel(enc.vision.config).eval()  # transformers' own activation
+    plain.load_state_dict(enc.vision.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        hidden = plain(pixel_values=images).last_hidden_state  # [B, 1 + 16, 32]
+        assert torch.equal(enc(images), plain.post_layernorm(hidden[:, 1:]))
+    enc.train()
+    enc(images).sum().backward()  # frozen blocks in place, the trained block through autograd
+    assert enc.vision.encoder.layers[-1].mlp.fc1.weight.grad is not None
