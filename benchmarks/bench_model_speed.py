@@ -129,6 +129,29 @@ def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
     return [list(map(int, t)) for t in seqs]
 
 
+def count_total_flops(fn: Callable[[], object]) -> float:
+    """Executed FLOPs of ``fn`` by ``FlopCounterMode``'s own per-op formulas (``flop_registry``), without its module
+    tracker: totals only."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    total = 0
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            nonlocal total
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counter():
+        fn()
+    return float(total)
+
+
 def measure(name: str, args: argparse.Namespace) -> dict:
     """All figures of one model (runs in a process of its own)."""
     import torch
@@ -191,16 +214,20 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
     encoder_name = type(model.encoder).__name__
 
-    def count_flops(fn: Callable[[], None]) -> dict[str, float] | None:
+    def count_flops(fn: Callable[[], None], encoder_fn: Callable[[], None] | None = None) -> dict[str, float] | None:
         """Executed FLOPs of one call: all, and the encoder's (no_grad instead of inference_mode for inference:
-        the counter's module tracker cannot hook inference tensors). None where the tracker fails (it does inside
-        transformers' BLIP-2 Q-Former under no_grad)."""
+        the counter's module tracker cannot hook inference tensors). Where the tracker fails (it does inside
+        transformers' BLIP-2 Q-Former under no_grad), the same per-op formulas are applied without it
+        (:func:`count_total_flops`), the encoder's share from ``encoder_fn``, a call of the encoder alone."""
         try:
             with FlopCounterMode(display=False) as counter:
                 fn()
         except Exception as e:  # noqa: BLE001 - a counting failure must not lose the timings
-            print(f"  [{name}] FLOPs not counted ({type(e).__name__})", flush=True)
-            return None
+            if encoder_fn is None:
+                print(f"  [{name}] FLOPs not counted ({type(e).__name__})", flush=True)
+                return None
+            print(f"  [{name}] FLOPs counted without the module tracker ({type(e).__name__} in it)", flush=True)
+            return {"all": count_total_flops(fn), "encoder": count_total_flops(encoder_fn)}
         # keyed "CLIPPatchEncoder" when the encoder is called directly (captioning), "TrainingStep.model.encoder"
         # when through the training step
         counts = counter.get_flop_counts()
@@ -251,7 +278,12 @@ def measure(name: str, args: argparse.Namespace) -> dict:
                 with torch.no_grad(), autocast(device, dtype):
                     run_batched(model, pairs, max_len)
 
-            flops = count_flops(infer_counted)
+            def encoder_counted(dtype=dtype, pairs=pairs) -> None:  # Semantic-CC's encoder reads the pairs as they are
+                with torch.no_grad(), autocast(device, dtype):
+                    model.encoder(pairs)
+
+            is_scc = model.config.architecture == "semantic_cc"
+            flops = count_flops(infer_counted, encoder_counted if is_scc else None)
             out["flops"]["infer"] = flops and {k: v / infer_b for k, v in flops.items()}  # per pair
         sec = median_seconds(infer, max(2, args.steps // 2), 1, sync)
         out["infer"][precision] = infer_b / sec
