@@ -55,6 +55,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from flops import count_total_flops
 from timing import median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,29 +128,6 @@ def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
             memory, _ = model.fuse(f_before, f_after, None)
         seqs += generate(model.decoder, memory, max_len, 1, 0.0, False)
     return [list(map(int, t)) for t in seqs]
-
-
-def count_total_flops(fn: Callable[[], object]) -> float:
-    """Executed FLOPs of ``fn`` by ``FlopCounterMode``'s own per-op formulas (``flop_registry``), without its module
-    tracker: totals only."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
-    total = 0
-
-    class Counter(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-            nonlocal total
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                total += formula(*args, **kwargs, out_val=out)
-            return out
-
-    with Counter():
-        fn()
-    return float(total)
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
