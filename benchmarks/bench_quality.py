@@ -53,9 +53,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "dfm_no_gate": ("dfm_synthcc_cpu.yaml", ["loss.gate=false"]),
     "dfm_no_prior": ("dfm_synthcc_cpu.yaml", ["model.prior.enabled=false"]),
     # TGCL with a real sentence encoder (benchmarks/sentence_models.py assembles it from PyPI) instead of the
-    # config's built-in bag-of-words encoder
-    "dfm_mpnet": ("dfm_synthcc_cpu.yaml", ["model.text_dim=768"]),
-    "dfm_minilm": ("dfm_synthcc_cpu.yaml", ["model.text_dim=384"]),
+    # config's built-in bag-of-words encoder; model.text_dim is set to its width by run_one
+    "dfm_mpnet": ("dfm_synthcc_cpu.yaml", []),
+    "dfm_minilm": ("dfm_synthcc_cpu.yaml", []),
 }
 SENTENCE_MODELS = {"dfm_mpnet": "all-mpnet-base-v2", "dfm_minilm": "all-MiniLM-L6-v2"}
 DEFAULT_VARIANTS = ["hisem", "plain", "no_bdam", "no_hasd"]
@@ -74,7 +74,10 @@ def run_one(variant: str, seed: int, data: Path, run_dir: Path, overrides: list[
         prior = run_dir.parent / "prior" / "run" / "best"
         sets += [f"model.prior.model_dir={prior}", f"loss.embedding_cache={run_dir.parent / 'embeddings'}"]
     if variant in SENTENCE_MODELS:  # assembled by main() before the runs start
-        sets.append(f"loss.sentence_model={run_dir.parent / 'sentence_models' / SENTENCE_MODELS[variant]}")
+        from sentence_models import sentence_model_width
+
+        folder = run_dir.parent / "sentence_models" / SENTENCE_MODELS[variant]
+        sets += [f"loss.sentence_model={folder}", f"model.text_dim={sentence_model_width(folder)}"]
     sets += ["logging.progress=false", *extra, *overrides]
     config = load_config(REPO / "configs" / cfg_name, overrides=sets)
     t0 = time.time()

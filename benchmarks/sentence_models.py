@@ -95,6 +95,16 @@ def fetch_sentence_model(name: str, root: Path) -> Path:
     return folder
 
 
+def sentence_model_width(folder: Path) -> int:
+    """The embedding width of an assembled model (what DFM's ``model.text_dim`` must be), as sentence-transformers
+    reports it."""
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(str(folder), device="cpu")
+    get = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+    return int(get())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="bench_out/sentence_models")
