@@ -271,21 +271,31 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             f"  [{name}] infer {precision}: {infer_b / sec:.2f} pairs/s (batch {infer_b}, at most {max_len} steps)",
             flush=True,
         )
+        eager_outputs: list | None = None  # the default path's outputs, computed once for every variant below
+
+        def time_variant(variant, key: str, same_key: str, label: str, dtype=dtype, pairs=pairs) -> None:  # noqa: ANN001
+            """Time captioning with ``variant`` (a changed copy of the model) beside the default path, whose outputs
+            it must give; its first call comes after the default path's (for a compiled copy it compiles)."""
+            nonlocal eager_outputs
+
+            def run() -> list:
+                with torch.inference_mode(), autocast(device, dtype):
+                    return comparable(run_batched(variant, pairs, max_len))
+
+            if eager_outputs is None:
+                with torch.inference_mode(), autocast(device, dtype):
+                    eager_outputs = comparable(run_batched(model, pairs, max_len))
+            same = eager_outputs == run()
+            sec = median_seconds(run, max(2, args.steps // 2), 1, sync)
+            out["infer"][key] = infer_b / sec
+            out["same_tokens"][same_key] = same
+            print(f"  [{name}] infer {label}: {infer_b / sec:.2f} pairs/s (same tokens: {same})", flush=True)
+
         if precision == "bf16" and args.bf16_cast:
             # the weights cast once (ChangeCaptioner(precision="bf16")): must give autocast's tokens exactly
             cast_model = copy.deepcopy(model)
             cast_matmul_weights(cast_model)
-
-            def infer_cast(dtype=dtype, pairs=pairs, cast_model=cast_model) -> list:
-                with torch.inference_mode(), autocast(device, dtype):
-                    return comparable(run_batched(cast_model, pairs, max_len))
-
-            with torch.inference_mode(), autocast(device, dtype):
-                same = comparable(run_batched(model, pairs, max_len)) == infer_cast()
-            sec = median_seconds(infer_cast, max(2, args.steps // 2), 1, sync)
-            out["infer"]["bf16 cast"] = infer_b / sec
-            out["same_tokens"]["bf16 cast vs bf16 autocast"] = same
-            print(f"  [{name}] infer bf16, weights cast once: {infer_b / sec:.2f} pairs/s (same tokens: {same})")
+            time_variant(cast_model, "bf16 cast", "bf16 cast vs bf16 autocast", "bf16, weights cast once")
             del cast_model
         if args.gelu_reference:
             # before/after of the in-place quick-GELU: the same model with transformers' own activation module
@@ -299,18 +309,9 @@ def measure(name: str, args: argparse.Namespace) -> dict:
                 if isinstance(getattr(module, "activation_fn", None), QuickGELU):
                     module.activation_fn = QuickGELUActivation()
                     swapped += 1
-
-            def infer_ref(dtype=dtype, pairs=pairs, ref_model=ref_model) -> list:
-                with torch.inference_mode(), autocast(device, dtype):
-                    return comparable(run_batched(ref_model, pairs, max_len))
-
-            with torch.inference_mode(), autocast(device, dtype):
-                same = comparable(run_batched(model, pairs, max_len)) == infer_ref()
-            sec = median_seconds(infer_ref, max(2, args.steps // 2), 1, sync)
-            out["infer"][f"{precision} transformers-gelu"] = infer_b / sec
-            out["same_tokens"][f"{precision} transformers' quick-GELU vs in-place"] = same
-            print(f"  [{name}] infer {precision}, transformers' quick-GELU ({swapped} blocks): {infer_b / sec:.2f} "
-                  f"pairs/s (same tokens: {same})")  # fmt: skip
+            time_variant(ref_model, f"{precision} transformers-gelu",
+                         f"{precision} transformers' quick-GELU vs in-place",
+                         f"{precision}, transformers' quick-GELU ({swapped} blocks)")  # fmt: skip
             del ref_model
         if args.compile:
             # the encoder through torch.compile (inductor), as ChangeCaptioner(compile=True) runs it
@@ -318,18 +319,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
             compiled_model = copy.deepcopy(model)
             compile_with_fallback(compiled_model.encoder, "the encoder")
-
-            def infer_compiled(dtype=dtype, pairs=pairs, compiled_model=compiled_model) -> list:
-                with torch.inference_mode(), autocast(device, dtype):
-                    return comparable(run_batched(compiled_model, pairs, max_len))
-
-            with torch.inference_mode(), autocast(device, dtype):
-                eager = comparable(run_batched(model, pairs, max_len))
-            same = eager == infer_compiled()  # this first call also compiles
-            sec = median_seconds(infer_compiled, max(2, args.steps // 2), 1, sync)
-            out["infer"][f"{precision} compiled"] = infer_b / sec
-            out["same_tokens"][f"{precision} compiled vs eager"] = same
-            print(f"  [{name}] infer {precision}, encoder compiled: {infer_b / sec:.2f} pairs/s (same tokens: {same})")
+            time_variant(compiled_model, f"{precision} compiled", f"{precision} compiled vs eager",
+                         f"{precision}, encoder compiled")  # fmt: skip
             del compiled_model
         if precision == "fp32" and args.official:
             # the reference: one pair at a time (HiSem, plain, DFM: every step re-reads the whole prefix, no KV cache)
