@@ -56,14 +56,28 @@ def _dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
 def test_diagonal_bias_attention_equals_dense_reference_with_gradient() -> None:
     torch.manual_seed(0)
     q, k = torch.randn(2, HEADS, L, 8), torch.randn(2, HEADS, L, 8)
-    v = torch.randn(2, HEADS, L, 16)  # value width ≠ head width (values of both dates are concatenated)
+    values = (torch.randn(2, HEADS, L, 8), torch.randn(2, HEADS, L, 8))  # one map applied to both dates' values
     bias = (3 * torch.randn(2, L)).requires_grad_()
-    out = diagonal_bias_attention(q, k, v, bias)
-    ref = _dense_reference(q, k, v, bias)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    (g_out,) = torch.autograd.grad(out.square().sum(), bias)
-    (g_ref,) = torch.autograd.grad(ref.square().sum(), bias)
+    outs = diagonal_bias_attention(q, k, values, bias)
+    assert len(outs) == 2
+    refs = [_dense_reference(q, k, v, bias) for v in values]
+    for out, ref in zip(outs, refs, strict=True):
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    (g_out,) = torch.autograd.grad(sum(out.square().sum() for out in outs), bias)
+    (g_ref,) = torch.autograd.grad(sum(ref.square().sum() for ref in refs), bias)
     torch.testing.assert_close(g_out, g_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_bdam_attention_takes_the_fused_cpu_kernel() -> None:
+    """Value width = query width keeps SDPA on the fused flash kernel (a wider value falls back to the math path)."""
+    torch.manual_seed(0)
+    m = BidirectionalDiffAttention(DIM, HEADS).eval()
+    e1, e2, bias = torch.randn(2, L, DIM), torch.randn(2, L, DIM), torch.randn(2, L)
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        m(e1, e2, bias, bias)
+    names = {event.key for event in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+    assert "aten::_scaled_dot_product_attention_math" not in names
 
 
 def _bidiff_reference(

@@ -37,20 +37,29 @@ def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)  # [N, L, D]
 
 
-def diagonal_bias_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diag_bias: torch.Tensor) -> torch.Tensor:
-    """softmax(q kᵀ / √d_head + diag(diag_bias)) · v, the bias broadcast over heads.
+def diagonal_bias_attention(
+    q: torch.Tensor, k: torch.Tensor, values: tuple[torch.Tensor, ...], diag_bias: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """softmax(q kᵀ / √d_head + diag(diag_bias)) · v for each v in ``values``, the bias broadcast over heads.
 
-    q, k: [B, H, L, d_head]; v: [B, H, L, d_v] (d_v may differ from d_head); diag_bias: [B, L] (query i ↔ key i).
+    q, k: [B, H, L, d_head]; each v: [B, H, L, d_head]; diag_bias: [B, L] (query i ↔ key i). Returns one
+    [B, H, L, d_head] output per value set.
 
     Why an additive mask for ``scaled_dot_product_attention`` instead of materialising the softmax: the fused kernels
     (memory-efficient attention on GPU, flash attention on CPU) support an additive float mask and its gradient, so
     the [B, H, L, L] probabilities are never stored. The mask is zero everywhere except on its diagonal, which is
     exactly "add the bias to the diagonal of the score matrix".
+
+    Why one call per value set rather than one call on the value sets concatenated along the feature axis: the CPU
+    flash kernel needs value width = query width and otherwise falls back to the unfused math path (materialised
+    scores, several elementwise passes). Measured on the paper BDAM shapes (B 8, H 8, L 196, d_head 96, 1 thread):
+    two fused calls 31 ms against 45 ms for one call on [V_a | V_b], although the fused calls compute q kᵀ twice.
     """
     # diag(diag_bias) as bias ⊙ I (the same values for a finite bias; diag_embed has no ONNX export)
     eye = torch.eye(diag_bias.shape[-1], dtype=diag_bias.dtype, device=diag_bias.device)  # [L, L]
     mask = (diag_bias[:, :, None] * eye)[:, None].to(q.dtype)  # [B, 1, L, L], broadcast over heads
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(q.shape[-1]))
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    return tuple(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale) for v in values)
 
 
 class FeatureModulator(nn.Module):
@@ -136,12 +145,9 @@ class BidirectionalDiffAttention(nn.Module):
         q_b, k_b, v_b = self._heads(self.q_b(e1)), self._heads(self.k_b(e1)), self._heads(self.v_b(e1))
         q_a, k_a, v_a = self._heads(self.q_a(e2)), self._heads(self.k_a(e2)), self._heads(self.v_a(e2))
         # A·V is linear in A, so (A_b→a − λ A_a→b)·V = A_b→a·V − λ A_a→b·V. Each attention map is applied to both
-        # value sets at once (values concatenated along the feature axis): two fused attention calls in total.
-        values = torch.cat([v_a, v_b], dim=-1)  # [B, H, L, 2·d_head]
-        x_ba = diagonal_bias_attention(q_b, k_a, values, bias_add)  # A_b→a [V_a | V_b]: [B, H, L, 2·d_head]
-        x_ab = diagonal_bias_attention(q_a, k_b, values, bias_del)  # A_a→b [V_a | V_b]: [B, H, L, 2·d_head]
-        x_ba_va, x_ba_vb = x_ba.split(self.head_dim, dim=-1)  # 2 × [B, H, L, d_head]
-        x_ab_va, x_ab_vb = x_ab.split(self.head_dim, dim=-1)
+        # value sets (one fused call per set, sharing the diagonal mask): four attention products in total.
+        x_ba_va, x_ba_vb = diagonal_bias_attention(q_b, k_a, (v_a, v_b), bias_add)  # A_b→a V_a, A_b→a V_b
+        x_ab_va, x_ab_vb = diagonal_bias_attention(q_a, k_b, (v_a, v_b), bias_del)  # A_a→b V_a, A_a→b V_b
         o_add = self._merge(x_ba_va - self.diff_lambda * x_ab_va)  # [B, L, D]
         o_del = self._merge(x_ab_vb - self.diff_lambda * x_ba_vb)  # [B, L, D]
         g_b = torch.sigmoid(self.fuse_gate_b(torch.cat([e1, o_del], dim=-1)))  # [B, L, D]
