@@ -369,7 +369,9 @@ def build_qformer(config: CaptionDecoderConfig) -> nn.Module:
     except (TypeError, ValueError) as e:
         reason = " ".join(str(e).split())
         raise ConfigError("model.caption.qformer", f"rejected by Blip2QFormerConfig: {reason}") from None
-    cfg._attn_implementation = "eager"
+    # fused attention, as everywhere else (same captions and masks as "eager" on the CPU config; it never stores
+    # the attention probabilities for backward)
+    cfg._attn_implementation = "sdpa"
     return Blip2QFormerModel(cfg)
 
 
