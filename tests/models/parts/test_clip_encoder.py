@@ -178,3 +178,42 @@ def test_the_encoder_uses_the_in_place_quick_gelu_and_computes_what_transformers
     enc.train()
     enc(images).sum().backward()  # frozen blocks in place, the trained block through autograd
     assert enc.vision.encoder.layers[-1].mlp.fc1.weight.grad is not None
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_replays_only_the_trainable_blocks() -> None:
+    torch.manual_seed(0)
+    plain = CLIPPatchEncoder.from_config({**TINY, "hidden_act": "quick_gelu"}, trainable_layers=2).train()
+    ckpt = CLIPPatchEncoder.from_config({**TINY, "hidden_act": "quick_gelu"}, trainable_layers=2).train()
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.set_gradient_checkpointing(True)
+    assert ckpt.gradient_checkpointing and not plain.gradient_checkpointing
+    calls = [0] * TINY["num_hidden_layers"]
+    for i, layer in enumerate(ckpt.vision.encoder.layers):
+        # a pre-hook: the replay stops early once the last saved tensor is recomputed, before fc2's forward hooks run
+        layer.mlp.fc1.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    images = torch.randn(2, 3, 32, 32)
+    plain(images).square().mean().backward()
+    ckpt(images).square().mean().backward()
+    assert calls == [1, 2, 2]  # the frozen block runs once; the two trained blocks are replayed in backward
+    grads = {n: p.grad for n, p in plain.named_parameters() if p.requires_grad}
+    assert grads
+    for name, p in ckpt.named_parameters():
+        assert (p.grad is None) == (name not in grads), name
+        if name in grads:
+            torch.testing.assert_close(p.grad, grads[name], rtol=0, atol=0)  # the replay computes the same values
+    with torch.inference_mode():
+        calls[:] = [0, 0, 0]
+        ckpt.eval()(images)
+    assert calls == [1, 1, 1]
+
+
+def test_gradient_checkpointing_is_a_config_field_that_round_trips() -> None:
+    from changecap.models.parts.clip_encoder import EncoderConfig, build_clip_encoder
+
+    cfg = EncoderConfig(config=dict(TINY), trainable_layers=1, gradient_checkpointing=True)
+    assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
+    assert EncoderConfig.from_dict({"config": dict(TINY)}).gradient_checkpointing is False  # older configs
+    encoder, _ = build_clip_encoder(cfg)
+    assert encoder.gradient_checkpointing
+    with pytest.raises(ConfigError, match="model.encoder.gradient_checkpointing"):
+        EncoderConfig.from_dict({"config": dict(TINY), "gradient_checkpointing": "yes"})

@@ -191,6 +191,30 @@ class CLIPPatchEncoder(nn.Module):
             for p in self.vision.post_layernorm.parameters():
                 p.requires_grad_(True)
 
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute each transformer block in backward instead of storing its activations (training only).
+
+        transformers' non-reentrant checkpointing of ``CLIPEncoderLayer``: frozen blocks, whose input and weights
+        need no gradient, are never replayed, so the extra cost is one forward of the trainable blocks.
+        """
+        vision = self.vision
+        if hasattr(vision, "activation_checkpointing_enable"):  # transformers ≥ 5.x names it so
+            if enabled:
+                vision.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                vision.activation_checkpointing_disable()
+        elif enabled:
+            vision.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            vision.gradient_checkpointing_disable()
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return bool(
+            getattr(self.vision.encoder, "gradient_checkpointing", False)
+            or any(getattr(layer, "gradient_checkpointing", False) for layer in self.vision.encoder.layers)
+        )
+
     # ------------------------------------------------------------------ forward
     @overload
     def forward(self, images: torch.Tensor, with_cls: Literal[False] = False) -> torch.Tensor: ...
@@ -255,6 +279,10 @@ class EncoderConfig:
     config: dict[str, Any] | None = None  # CLIPVisionConfig fields; random init when ``pretrained`` is None
     trainable_layers: int = 4  # last k transformer blocks (+ post_layernorm) are fine-tuned; 0 frozen, -1 all
     patch_ln_post: bool = True  # apply post_layernorm to the patch tokens (hisem.md §2)
+    # Recompute the trainable blocks' activations during backward instead of keeping them from the forward pass:
+    # less activation memory for large configs and batches, at the cost of one more forward of those blocks per
+    # update; same losses and gradients. Training only (inference keeps nothing for backward anyway).
+    gradient_checkpointing: bool = False
 
     def validate(self, prefix: str = "model.encoder") -> None:
         require(
@@ -312,5 +340,6 @@ def build_clip_encoder(
         encoder = CLIPPatchEncoder.from_config(
             config.config, config.trainable_layers, config.patch_ln_post, init_weights=init_weights
         )
+    encoder.set_gradient_checkpointing(config.gradient_checkpointing)
     config.config = encoder.config_fields  # canonical (complete) field set, so configs compare equal after a reload
     return encoder, config
