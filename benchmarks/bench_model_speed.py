@@ -26,7 +26,9 @@ batch 1 only, and the change detector get batch 1 of the default path; outputs c
 "bf16")``; tokens checked equal to plain autocast), with ``--compile`` captioning with the encoder through
 ``torch.compile`` (``ChangeCaptioner(compile=True)``; tokens checked equal to eager), with ``--gelu-reference``
 the CLIP encoders with transformers' own quick-GELU module instead of changecap's in-place one (the before of that
-change; tokens checked equal), and with ``--optim fused
+change; tokens checked equal), with ``--frozen-cache`` the training step with ``train.frozen_feature_cache_gb``'s
+cache warm (what every epoch after the first runs: the frozen encoder blocks' outputs looked up, not computed;
+its executed FLOPs are printed beside it), and with ``--optim fused
 for-loop`` the training step with each Adam kernel (for-loop is PyTorch's CPU default, what the official code gets).
 
 Executed FLOPs per pair are counted once per model with ``torch.utils.flop_counter.FlopCounterMode`` (all ops and
@@ -41,7 +43,7 @@ Usage::
 
     python benchmarks/bench_model_speed.py [--models paper cpu plain-cpu] [--precision fp32 bf16] [--steps 5]
         [--device cpu|cuda] [--train-batch N] [--infer-batch N] [--official] [--bf16-cast]
-        [--compile] [--gelu-reference] [--optim fused for-loop] [--threads N] [--no-peak]
+        [--compile] [--gelu-reference] [--frozen-cache] [--optim fused for-loop] [--threads N] [--no-peak]
 """
 
 from __future__ import annotations
@@ -240,6 +242,30 @@ def measure(name: str, args: argparse.Namespace) -> dict:
                 f"  [{name}] train {precision} ({impl} Adam): {train_b / sec:.2f} pairs/s (batch {train_b})", flush=True
             )
 
+        encoder = getattr(model, "encoder", None)
+        if train_b and args.frozen_cache and getattr(encoder, "frozen_blocks", 0):
+            # the step from the second epoch on: the frozen blocks' outputs of these images come from the cache
+            model.train()
+            opt, _ = build_optimizer(model, OptimConfig(lr=1e-4, implementation=args.optim[0]))
+
+            def cached_update(dtype=dtype, opt=opt) -> None:
+                opt.zero_grad(set_to_none=True)
+                step(batch, StepInfo(5, phase, gc, device, dtype)).loss.backward()
+                opt.step()
+
+            cache = encoder.enable_prefix_cache(16 * 2**30)
+            cached_update()  # the first sight of the batch fills the cache
+            executed = count_flops(cached_update)
+            sec = median_seconds(cached_update, args.steps, args.warmup, sync)
+            encoder.disable_prefix_cache()
+            out["train"][f"{precision} frozen cache"] = train_b / sec
+            print(
+                f"  [{name}] train {precision} (frozen-feature cache warm, {len(cache)} images): "
+                f"{train_b / sec:.2f} pairs/s"
+                + (f", executing {executed['all'] / train_b / 1e9:.2f} GFLOP per pair" if executed else ""),
+                flush=True,
+            )
+
         model.eval()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -365,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time captioning with transformers' quick-GELU module instead of the in-place one (before/after)",
     )
+    p.add_argument(
+        "--frozen-cache",
+        action="store_true",
+        help="also time the training step with train.frozen_feature_cache_gb's cache warm (the epochs after the first)",
+    )
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak columns)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -394,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             *(["--bf16-cast"] if args.bf16_cast else []),
             *(["--compile"] if args.compile else []),
             *(["--gelu-reference"] if args.gelu_reference else []),
+            *(["--frozen-cache"] if args.frozen_cache else []),
         ]
         for flag, val in (
             ("--threads", args.threads),
@@ -422,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nmodel speed on {args.device} ({results[0]['threads']} threads), medians of {args.steps}")
     print("pairs/s; GFLOP/s (all ops of the default batched path, counted by FlopCounterMode) and its % of the")
-    print("matmul peak of the same precision (for the official path: the same useful FLOPs, not its extra work);")
+    print("matmul peak of the same precision (for the official path: the same useful FLOPs, not its extra work; for")
+    print("the frozen-feature cache: the full step's FLOPs, the work it stands for, not the fewer it executes);")
     print("enc = the encoder's FLOPs alone as % of that peak")
     head = ["model", "params", "trainable", "batch t/i", "phase", *args.precision]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -455,7 +488,13 @@ def main(argv: list[str] | None = None) -> int:
                     share, enc = (100 * rate * fl[k] / peak[prec] for k in ("all", "encoder"))
                     cell += f", {share:.0f} % (enc {enc:.0f} %)"
                 cells.append(cell)
-            label = phase if not impl else f"train ({impl} Adam)" if phase == "train" else f"infer ({impl})"
+            label = (
+                phase
+                if not impl
+                else f"{phase} ({impl})"
+                if impl == "frozen cache" or phase == "infer"
+                else (f"train ({impl} Adam)")
+            )
             lead = first if n == 0 else [""] * len(first)
             print("| " + " | ".join([*lead, label, *cells]) + " |")
     for r in results:

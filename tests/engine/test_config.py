@@ -88,6 +88,8 @@ def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
         ("data.root=' '", "data.root", "required"),
         ("loss.gt_routing_until_epoch=1.5", "loss.gt_routing_until_epoch", "fraction"),
         ("train.grad_accum=3", "train.batch_size", "not divisible by grad_accum 3"),
+        ("train.frozen_feature_cache_gb=-1", "train.frozen_feature_cache_gb", "finite number >= 0"),
+        ("train.frozen_feature_cache_gb=.nan", "train.frozen_feature_cache_gb", "finite number >= 0"),
         ("train.epochs.x=1", "train.epochs.x", "not a section"),
         ("train.epochs", "train.epochs", "section.key=value"),
         ("model.decoder.heads=3", "model.decoder.heads", "divisible"),
@@ -134,3 +136,10 @@ def test_empty_section_means_defaults(tmp_path: Path) -> None:
     assert cfg.loss == {} and cfg.model == {}
     with pytest.raises(ConfigError, match="'model.architecture'"):
         load_config(write(tmp_path, "data: {root: x}\n", model=False))
+
+
+def test_frozen_feature_cache_and_compile_exclude_each_other(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    with pytest.raises(ConfigError, match="train.frozen_feature_cache_gb.*cannot be combined with train.compile"):
+        load_config(path, overrides=["train.frozen_feature_cache_gb=2", "train.compile=true"])
+    assert load_config(path, overrides=["train.frozen_feature_cache_gb=2"]).train.frozen_feature_cache_gb == 2.0

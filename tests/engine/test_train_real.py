@@ -21,7 +21,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_levir(tmp_path_factory.mktemp("levir") / "mci", "levir-mci", {"train": 6, "val": 2, "test": 2}, 32)
 
 
-def write_config(tmp_path: Path, root: Path, **train: object) -> Path:
+def write_config(tmp_path: Path, root: Path, model: dict | None = None, **train: object) -> Path:
     cfg = {
         "data": {
             "root": str(root),
@@ -32,7 +32,7 @@ def write_config(tmp_path: Path, root: Path, **train: object) -> Path:
             "vocab": {"splits": "train", "threshold": 0},
             "max_length": 16,
         },
-        "model": TINY_MODEL,
+        "model": model or TINY_MODEL,
         "optim": {"lr": 0.001},
         "loss": {"router_warmup_epochs": 0, "gt_routing_until_epoch": 0},
         "train": {"epochs": 2, "batch_size": 4, "output_dir": str(tmp_path / "run"), "val_max_length": 8, **train},
@@ -133,3 +133,42 @@ def test_cli_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
+
+
+def test_frozen_feature_cache_trains_bit_identically_and_hits_from_the_second_epoch(
+    tmp_path: Path, data_root: Path
+) -> None:
+    import copy
+    import json
+
+    from safetensors.torch import load_file
+
+    model = copy.deepcopy(TINY_MODEL)
+    model["encoder"]["config"]["num_hidden_layers"] = 2
+    model["encoder"]["trainable_layers"] = 1  # block 0 frozen and cached
+    # validating on the training split: its lookups (under inference_mode) hit the entries training filled
+    ref = train(load_config(write_config(tmp_path / "a", data_root, model, val_split="train")))
+    cached = train(
+        load_config(write_config(tmp_path / "b", data_root, model, val_split="train", frozen_feature_cache_gb=0.01))
+    )
+    assert cached.global_step == ref.global_step == 4
+    wa = load_file(str(ref.last_dir / "model.safetensors"))
+    wb = load_file(str(cached.last_dir / "model.safetensors"))
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+    records = [json.loads(line) for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["feature_cache_hit_rate"] for r in records if r["kind"] == "train"]
+    # 12 distinct images: 12 misses in epoch 1, then hits only (validation after epoch 1: 12, epoch 2: 12)
+    assert rates[0] == 0.0 and rates[-1] == 24 / 36
+    assert [r["Bleu_4"] for r in records if r["kind"] == "val"] == [
+        r["Bleu_4"]
+        for r in map(json.loads, (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines())
+        if r["kind"] == "val"
+    ]
+
+
+def test_frozen_feature_cache_needs_frozen_blocks(tmp_path: Path, data_root: Path) -> None:
+    from changecap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.frozen_feature_cache_gb.*no CLIP encoder with frozen blocks"):
+        train(load_config(write_config(tmp_path, data_root, val_every=0, frozen_feature_cache_gb=0.01)))

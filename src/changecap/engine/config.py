@@ -142,6 +142,11 @@ class TrainSection:
     losses agree with eager training to float rounding (tested over 50 updates), not bit for bit; compiled dropout
     draws its masks from another random stream, and an output the loss ignores gives its parameters zero gradients
     where eager gives none (Adam's momentum then still moves them).
+    ``frozen_feature_cache_gb`` > 0 keeps the output of the CLIP encoder's frozen blocks per image, up to that many
+    GiB per process (in the training device's memory), so that from the second epoch on only the trained blocks run
+    on an image already seen, in training and in validation (ViT-B/16: 605 KB per image in fp32; LEVIR-CC's 6,815
+    training and 1,333 validation pairs need 9.2 GiB for every lookup to hit). Losses and gradients are the same bit
+    for bit; with ``data.augment`` the augmented images rarely repeat and mostly miss. Not with ``compile``.
     """
 
     epochs: int = 50
@@ -150,6 +155,7 @@ class TrainSection:
     drop_last: bool = False
     precision: Precision = "fp32"
     compile: bool = False
+    frozen_feature_cache_gb: float = 0.0
     seed: int = 0
     deterministic: bool = False
     device: DeviceName = "auto"
@@ -280,6 +286,17 @@ class TrainConfig:
             t.batch_size % t.grad_accum == 0,
             "train.batch_size",
             f"global batch {t.batch_size} is not divisible by grad_accum {t.grad_accum}",
+        )
+        cache_gb = t.frozen_feature_cache_gb
+        need(
+            math.isfinite(cache_gb) and cache_gb >= 0,
+            "train.frozen_feature_cache_gb",
+            f"must be a finite number >= 0 (0: off), got {cache_gb}",
+        )
+        need(
+            not (cache_gb > 0 and t.compile),
+            "train.frozen_feature_cache_gb",
+            "cannot be combined with train.compile (the cache looks images up outside the compiled graph)",
         )
         need(t.seed >= 0, "train.seed", f"must be >= 0, got {t.seed}")
         need(t.val_every >= 0, "train.val_every", f"must be >= 0 (0: never), got {t.val_every}")

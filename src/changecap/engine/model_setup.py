@@ -51,3 +51,20 @@ def default_model_saver(model: nn.Module, model_config: Any, vocab: Vocabulary, 
     from changecap.models.io import save_model
 
     save_model(model, model_config, vocab, out_dir, card=card)
+
+
+def enable_frozen_feature_caches(model: nn.Module, gigabytes: float) -> list[Any]:
+    """``train.frozen_feature_cache_gb``: a :class:`~changecap.models.parts.clip_encoder.FrozenPrefixCache` on every
+    CLIP encoder of ``model`` that has frozen blocks (0: none, and an empty list). A ConfigError when there is none."""
+    from changecap.errors import ConfigError
+    from changecap.models.parts.clip_encoder import CLIPPatchEncoder
+
+    if gigabytes <= 0:
+        return []
+    encoders = [m for m in model.modules() if isinstance(m, CLIPPatchEncoder) and m.frozen_blocks > 0]
+    if not encoders:
+        raise ConfigError(
+            "train.frozen_feature_cache_gb",
+            "the model has no CLIP encoder with frozen blocks to cache (model.encoder.trainable_layers trains all)",
+        )
+    return [m.enable_prefix_cache(int(gigabytes * 2**30)) for m in encoders]

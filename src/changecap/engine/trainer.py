@@ -53,7 +53,13 @@ from changecap.engine.data import PhaseData, PhaseLoaders, build_datasets, build
 from changecap.engine.distributed import DistContext, barrier, cleanup_distributed, gather_objects, init_distributed
 from changecap.engine.lr_schedule import build_scheduler
 from changecap.engine.model_dirs import card_fields, replace_dir, save_preprocess
-from changecap.engine.model_setup import ModelBuilder, ModelSaver, default_model_builder, default_model_saver
+from changecap.engine.model_setup import (
+    ModelBuilder,
+    ModelSaver,
+    default_model_builder,
+    default_model_saver,
+    enable_frozen_feature_caches,
+)
 from changecap.engine.objectives import Objective, Phase, StepInfo, TrainingStep, build_objective
 from changecap.engine.optim import build_optimizer
 from changecap.engine.precision import PRECISIONS
@@ -196,6 +202,7 @@ class Trainer:
                 checkpoint, self.model, self.optimizer, self.scheduler, self.ctx, config, config.source
             )
 
+        self.prefix_caches = enable_frozen_feature_caches(self.model, t.frozen_feature_cache_gb)
         if t.compile:  # in place, before DDP wraps it: parameters, state_dict keys and checkpoints are unchanged
             compile_with_fallback(self.model, "the model")
         # ---- the module DDP wraps: model + objective (see TrainingStep for why the loss is inside)
@@ -290,6 +297,10 @@ class Trainer:
             values[f"{name}_per_s"] = total / elapsed
         for group in self.optimizer.param_groups:
             values[f"lr_{group.get('name', 'group')}"] = group["lr"]
+        if self.prefix_caches:  # this process's frozen-feature cache: lookups answered so far, entries held
+            hits = sum(c.hits for c in self.prefix_caches)
+            values["feature_cache_hit_rate"] = hits / max(hits + sum(c.misses for c in self.prefix_caches), 1)
+            values["feature_cache_gb"] = sum(c.bytes for c in self.prefix_caches) / 2**30
         if self.logger is not None:
             self.logger.log("train", self.progress.global_step, epoch, values)
         shown = {k: f"{v:.3f}" for k, v in values.items() if k in ("loss",) and isinstance(v, float)}

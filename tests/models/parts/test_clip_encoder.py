@@ -217,3 +217,85 @@ def test_gradient_checkpointing_is_a_config_field_that_round_trips() -> None:
     assert encoder.gradient_checkpointing
     with pytest.raises(ConfigError, match="model.encoder.gradient_checkpointing"):
         EncoderConfig.from_dict({"config": dict(TINY), "gradient_checkpointing": "yes"})
+
+
+def _pair_of_encoders(trainable_layers: int = 1) -> tuple[CLIPPatchEncoder, CLIPPatchEncoder]:
+    torch.manual_seed(0)
+    plain = CLIPPatchEncoder.from_config({**TINY, "hidden_act": "quick_gelu"}, trainable_layers).train()
+    cached = CLIPPatchEncoder.from_config({**TINY, "hidden_act": "quick_gelu"}, trainable_layers).train()
+    cached.load_state_dict(plain.state_dict())
+    return plain, cached
+
+
+def test_frozen_prefix_cache_gives_the_same_outputs_and_gradients_on_misses_and_hits() -> None:
+    plain, cached = _pair_of_encoders(trainable_layers=1)  # blocks 0 and 1 frozen, block 2 trained
+    cache = cached.enable_prefix_cache(10**8)
+    assert cached.frozen_blocks == 2
+    images = torch.randn(4, 3, 32, 32)
+    images[3] = images[1]  # a repeated image within the batch
+    # first call: all four lookups miss (the repeat too: every lookup precedes the computation); second: all hit
+    for _ in range(2):
+        plain.zero_grad()
+        cached.zero_grad()
+        a, b = plain(images), cached(images)
+        assert torch.equal(a, b)
+        a.square().sum().backward()
+        b.square().sum().backward()
+        for (name, p), q in zip(plain.named_parameters(), cached.parameters(), strict=True):
+            assert (p.grad is None) == (q.grad is None), name
+            if p.grad is not None:
+                assert torch.equal(p.grad, q.grad), name
+    assert len(cache) == 3 and cache.hits == 4 and cache.misses == 4
+    assert cache.bytes == 3 * 17 * 32 * 4  # three distinct images of [1 + 16, 32] fp32
+
+
+def test_frozen_prefix_cache_keys_evicts_and_invalidates() -> None:
+    from changecap.models.parts.clip_encoder import FrozenPrefixCache
+
+    image = torch.randn(3, 32, 32)
+    assert FrozenPrefixCache.key(image, None) == FrozenPrefixCache.key(image.clone(), None)
+    assert FrozenPrefixCache.key(image, None) != FrozenPrefixCache.key(image, torch.bfloat16)  # autocast differs
+    changed = image.clone()
+    changed[0, 0, 0] += 1e-3
+    assert FrozenPrefixCache.key(image, None) != FrozenPrefixCache.key(changed, None)
+
+    cache = FrozenPrefixCache(max_bytes=2 * 17 * 32 * 4)  # room for two entries
+    rows = [torch.randn(17, 32) for _ in range(3)]
+    for i, row in enumerate(rows):
+        cache.put(bytes([i]), row)
+    assert len(cache) == 2 and cache.get(bytes([0])) is None  # the least recently used went first
+    assert torch.equal(cache.get(bytes([2])), rows[2])
+
+    _, encoder = _pair_of_encoders(trainable_layers=1)
+    cache = encoder.enable_prefix_cache(10**8)
+    encoder(torch.randn(2, 3, 32, 32))
+    assert len(cache) == 2
+    encoder.load_state_dict(encoder.state_dict())  # new weights: stale entries go
+    assert len(cache) == 0
+    encoder(torch.randn(2, 3, 32, 32))
+    encoder.set_trainable_layers(2)  # a different frozen prefix
+    assert len(cache) == 0
+    encoder.vision.encoder.layers[0].mlp.fc1.weight.requires_grad_(True)  # unfrozen by hand
+    with pytest.raises(ModelError, match="requires gradients"):
+        encoder(torch.randn(2, 3, 32, 32))
+
+
+def test_frozen_prefix_cache_refuses_encoders_without_a_deterministic_frozen_prefix() -> None:
+    with pytest.raises(ModelError, match="no frozen blocks"):
+        CLIPPatchEncoder.from_config(TINY, trainable_layers=-1).enable_prefix_cache(10**8)
+    with pytest.raises(ModelError, match="attention_dropout"):
+        CLIPPatchEncoder.from_config({**TINY, "attention_dropout": 0.1}, trainable_layers=1).enable_prefix_cache(10**8)
+
+
+def test_frozen_prefix_cache_entries_filled_in_inference_mode_serve_training() -> None:
+    plain, cached = _pair_of_encoders(trainable_layers=1)
+    cached.enable_prefix_cache(10**8)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():  # validation fills the cache
+        cached.eval()(images)
+    cached.train()
+    a, b = plain(images), cached(images)
+    a.sum().backward()
+    b.sum().backward()  # an inference tensor in the graph would raise here
+    assert cached.prefix_cache is not None and cached.prefix_cache.hits == 2
+    assert torch.equal(a, b)

@@ -12,7 +12,9 @@ Images must already be CLIP-preprocessed (shorter-side bicubic resize, centre cr
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,69 @@ def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config
     return cfg
 
 
+class FrozenPrefixCache:
+    """Outputs of an encoder's frozen leading blocks, one entry per image, addressed by the image's content.
+
+    Frozen blocks compute the same function of the same image in every epoch (CLIP has no dropout at its default
+    ``attention_dropout=0``), so a training run that sees each image once per epoch can compute them once and
+    replay only the trained blocks afterwards. The key is a BLAKE2 hash of the image's bytes, shape and dtype plus the
+    autocast dtype, so an augmented or otherwise different image is a miss, never a wrong hit. Entries are evicted
+    least-recently-used beyond ``max_bytes`` (a per-process budget: each DDP rank holds its own cache).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"the cache budget must be positive, got {max_bytes} bytes")
+        self.max_bytes = int(max_bytes)
+        self.entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(image: torch.Tensor, compute_dtype: torch.dtype | None) -> bytes:
+        """Content key of one image [3, S, S] under an autocast dtype (``None``: no autocast)."""
+        raw = image.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        h = hashlib.blake2b(raw.data, digest_size=20)
+        h.update(f"{tuple(image.shape)}|{image.dtype}|{compute_dtype}".encode())
+        return h.digest()
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)  # most recently used last
+        return entry
+
+    def put(self, key: bytes, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if size > self.max_bytes or key in self.entries:
+            return
+        # a copy: a row of a batch would otherwise keep the whole batch alive; a normal tensor even when filled during
+        # validation (inference_mode), so that whatever reads it later in training may use it freely
+        with torch.inference_mode(False):
+            self.entries[key] = value.detach().clone()
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _run_block(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """One ``CLIPEncoderLayer`` without attention mask (older transformers return a 1-tuple)."""
+    out = layer(hidden, None)
+    return out[0] if isinstance(out, tuple) else out
+
+
 class CLIPPatchEncoder(nn.Module):
     """Image [B, 3, S, S] → patch tokens [B, (S/P)², hidden] from a CLIP vision tower.
 
@@ -81,7 +146,10 @@ class CLIPPatchEncoder(nn.Module):
         use_fused_quick_gelu(vision)
         self.patch_ln_post = patch_ln_post
         self.trainable_layers = trainable_layers
+        self.prefix_cache: FrozenPrefixCache | None = None  # off unless enable_prefix_cache (training runs)
         self.set_trainable_layers(trainable_layers)
+        # new weights make every cached output stale
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.clear_prefix_cache())
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -181,6 +249,7 @@ class CLIPPatchEncoder(nn.Module):
         if not isinstance(k, int) or isinstance(k, bool) or k < -1:
             raise ConfigError("model.encoder.trainable_layers", f"must be -1 (all), 0 (frozen) or >= 1, got {k!r}")
         self.trainable_layers = k
+        self.clear_prefix_cache()
         train_all = k == -1
         for p in self.vision.parameters():
             p.requires_grad_(train_all)
@@ -215,6 +284,66 @@ class CLIPPatchEncoder(nn.Module):
             or any(getattr(layer, "gradient_checkpointing", False) for layer in self.vision.encoder.layers)
         )
 
+    @property
+    def frozen_blocks(self) -> int:
+        """How many leading transformer blocks are frozen (they, the embeddings and ``pre_layrnorm`` get no grads)."""
+        k, n = self.trainable_layers, self.num_layers
+        return 0 if k == -1 else max(n - k, 0)
+
+    def enable_prefix_cache(self, max_bytes: int) -> FrozenPrefixCache:
+        """Cache the frozen blocks' output per image (see :class:`FrozenPrefixCache`), up to ``max_bytes``.
+
+        Each entry is one image's [1 + G·G, hidden] tokens (605 KB for ViT-B/16 in fp32). Raises
+        :class:`~changecap.errors.ModelError` when nothing is frozen or the frozen blocks are not deterministic.
+        """
+        if self.frozen_blocks == 0:
+            raise ModelError(
+                f"the CLIP encoder has no frozen blocks to cache (trainable_layers={self.trainable_layers} of "
+                f"{self.num_layers})"
+            )
+        dropout = float(getattr(self.vision.config, "attention_dropout", 0.0) or 0.0)
+        if dropout > 0:
+            raise ModelError(
+                f"the CLIP encoder's attention_dropout is {dropout}: its frozen blocks are random in training, "
+                "so their outputs cannot be cached"
+            )
+        self.prefix_cache = FrozenPrefixCache(max_bytes)
+        return self.prefix_cache
+
+    def disable_prefix_cache(self) -> None:
+        self.prefix_cache = None
+
+    def clear_prefix_cache(self) -> None:
+        cache = getattr(self, "prefix_cache", None)  # set_trainable_layers runs before __init__ sets it
+        if cache is not None:
+            cache.clear()
+
+    def _hidden_states(self, images: torch.Tensor) -> torch.Tensor:
+        """``last_hidden_state`` [B, 1 + G·G, hidden] of the vision tower (before ``post_layernorm``)."""
+        cache, frozen = self.prefix_cache, self.frozen_blocks
+        if cache is None or frozen == 0:
+            return self.vision(pixel_values=images).last_hidden_state
+        prefix_params = [p for layer in self.vision.encoder.layers[:frozen] for p in layer.parameters()]
+        if any(p.requires_grad for p in prefix_params):  # unfrozen by hand: cached outputs would cut the gradient
+            raise ModelError("a block cached by the frozen-feature cache requires gradients; disable the cache first")
+        device = images.device.type
+        compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        keys = [cache.key(image, compute_dtype) for image in images]
+        rows: list[torch.Tensor | None] = [cache.get(key) for key in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            with torch.no_grad():  # frozen: nothing upstream of these blocks is trained
+                h = self.vision.pre_layrnorm(self.vision.embeddings(images[missing]))  # [M, 1 + G·G, hidden]
+                for layer in self.vision.encoder.layers[:frozen]:
+                    h = _run_block(layer, h)
+            for j, i in enumerate(missing):
+                rows[i] = h[j]
+                cache.put(keys[i], h[j])
+        hidden = torch.stack([row.to(images.device) for row in rows if row is not None])  # [B, 1 + G·G, hidden]
+        for layer in self.vision.encoder.layers[frozen:]:
+            hidden = _run_block(layer, hidden)
+        return hidden
+
     # ------------------------------------------------------------------ forward
     @overload
     def forward(self, images: torch.Tensor, with_cls: Literal[False] = False) -> torch.Tensor: ...
@@ -231,7 +360,7 @@ class CLIPPatchEncoder(nn.Module):
         s = self.image_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
             raise ModelError(f"CLIP encoder expects images [B, 3, {s}, {s}], got {list(images.shape)}")
-        hidden = self.vision(pixel_values=images).last_hidden_state  # [B, 1 + G·G, hidden], before post_layernorm
+        hidden = self._hidden_states(images)  # [B, 1 + G·G, hidden], before post_layernorm
         tokens = hidden[:, 1:]  # [B, G·G, hidden], CLS dropped
         if self.patch_ln_post:
             tokens = self.vision.post_layernorm(tokens)
