@@ -328,7 +328,8 @@ class CLIPPatchEncoder(nn.Module):
             raise ModelError("a block cached by the frozen-feature cache requires gradients; disable the cache first")
         device = images.device.type
         compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        keys = [cache.key(image, compute_dtype) for image in images]
+        host = images.detach().to("cpu")  # one device-to-host copy for the whole batch's keys
+        keys = [cache.key(image, compute_dtype) for image in host]
         rows: list[torch.Tensor | None] = [cache.get(key) for key in keys]
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
