@@ -176,3 +176,23 @@ def test_bad_configs_are_one_line_errors(changes: dict, field: str) -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict(tiny(**changes))
     assert err.value.field == field and "\n" not in str(err.value)
+
+
+def test_the_frozen_feature_cache_gives_the_same_memory_and_gradients() -> None:
+    plain, cached = _model(), _model()
+    cache = cached.encoder.enable_prefix_cache(10**8)  # block 0 of 2 is frozen (trainable_layers: 1)
+    sentences = torch.randn(4, 16)
+    for _ in range(2):  # misses, then hits
+        grads = []
+        for model in (plain, cached):
+            model.zero_grad()
+            torch.manual_seed(3)  # the same dropout masks for both
+            memory, visual = model.memory(_images())
+            loss = tgcl_loss(visual, model.text_embedding(sentences), torch.tensor([True, True, False, True]),
+                             model.logit_scale) + memory.square().mean()  # fmt: skip
+            loss.backward()
+            grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        assert grads[0].keys() == grads[1].keys()
+        for name in grads[0]:
+            assert torch.equal(grads[0][name], grads[1][name]), name
+    assert cache.hits == 8 and cache.misses == 8
