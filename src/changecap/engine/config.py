@@ -143,7 +143,7 @@ class TrainSection:
     draws its masks from another random stream, and an output the loss ignores gives its parameters zero gradients
     where eager gives none (Adam's momentum then still moves them).
     ``frozen_feature_cache_gb`` > 0 keeps the output of the CLIP encoder's frozen blocks per image, up to that many
-    GiB per process (in the training device's memory), so that from the second epoch on only the trained blocks run
+    GiB of host memory per process, so that from the second epoch on only the trained blocks run
     on an image already seen, in training and in validation (ViT-B/16: 605 KB per image in fp32; LEVIR-CC's 6,815
     training and 1,333 validation pairs need 9.2 GiB for every lookup to hit). Losses and gradients are the same bit
     for bit; with ``data.augment`` the augmented images rarely repeat and mostly miss. Not with ``compile``.

@@ -76,7 +76,8 @@ class FrozenPrefixCache:
     ``attention_dropout=0``), so a training run that sees each image once per epoch can compute them once and
     replay only the trained blocks afterwards. The key is a BLAKE2 hash of the image's bytes, shape and dtype plus the
     autocast dtype, so an augmented or otherwise different image is a miss, never a wrong hit. Entries are evicted
-    least-recently-used beyond ``max_bytes`` (a per-process budget: each DDP rank holds its own cache).
+    least-recently-used beyond ``max_bytes`` (a per-process budget: each DDP rank holds its own cache). Entries live
+    in host memory, which is larger and cheaper than a GPU's: a hit costs one small host-to-device copy.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -112,7 +113,7 @@ class FrozenPrefixCache:
         # a copy: a row of a batch would otherwise keep the whole batch alive; a normal tensor even when filled during
         # validation (inference_mode), so that whatever reads it later in training may use it freely
         with torch.inference_mode(False):
-            self.entries[key] = value.detach().clone()
+            self.entries[key] = value.detach().to("cpu", copy=True)
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, old = self.entries.popitem(last=False)
@@ -340,6 +341,7 @@ class CLIPPatchEncoder(nn.Module):
             for j, i in enumerate(missing):
                 rows[i] = h[j]
                 cache.put(keys[i], h[j])
+        # hits come from host memory, fresh rows are on the images' device
         hidden = torch.stack([row.to(images.device) for row in rows if row is not None])  # [B, 1 + G·G, hidden]
         for layer in self.vision.encoder.layers[frozen:]:
             hidden = _run_block(layer, hidden)
