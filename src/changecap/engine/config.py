@@ -146,7 +146,9 @@ class TrainSection:
     GiB of host memory per process, so that from the second epoch on only the trained blocks run
     on an image already seen, in training and in validation (ViT-B/16: 605 KB per image in fp32; LEVIR-CC's 6,815
     training and 1,333 validation pairs need 9.2 GiB for every lookup to hit). Losses and gradients are the same bit
-    for bit; with ``data.augment`` the augmented images rarely repeat and mostly miss. Not with ``compile``.
+    for bit on CPU, where an image's features do not depend on the rest of its batch (checked at the paper's sizes);
+    GPU kernels chosen per batch shape may differ in the last bits. With ``data.augment`` the augmented images
+    rarely repeat and mostly miss. Not with ``compile``.
     """
 
     epochs: int = 50
