@@ -215,20 +215,25 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         encoder = sum(counts[keys[0]].values()) if keys else 0
         return {"all": float(counter.get_total_flops()), "encoder": float(encoder)}
 
+    def make_update(dtype: torch.dtype, impl: str) -> Callable[[], None]:
+        """One optimiser update of the training step with the ``impl`` Adam kernel (the engine's default: fused)."""
+        opt, _ = build_optimizer(model, OptimConfig(lr=1e-4, implementation=impl))
+
+        def update() -> None:
+            opt.zero_grad(set_to_none=True)
+            terms = step(batch, StepInfo(5, phase, gc, device, dtype))
+            terms.loss.backward()
+            opt.step()
+
+        return update
+
     for precision in args.precision:
         dtype = PRECISIONS[precision]
         for impl in args.optim if train_b else []:
             model.train()
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            # the engine's optimiser (fused Adam by default); the other kernels for comparison
-            opt, _ = build_optimizer(model, OptimConfig(lr=1e-4, implementation=impl))
-
-            def update(dtype=dtype, opt=opt) -> None:
-                opt.zero_grad(set_to_none=True)
-                terms = step(batch, StepInfo(5, phase, gc, device, dtype))
-                terms.loss.backward()
-                opt.step()
+            update = make_update(dtype, impl)  # the engine's kernel (fused) first, the others for comparison
 
             if "train" not in out["flops"]:
                 flops = count_flops(update)
@@ -246,13 +251,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         if train_b and args.frozen_cache and getattr(encoder, "frozen_blocks", 0):
             # the step from the second epoch on: the frozen blocks' outputs of these images come from the cache
             model.train()
-            opt, _ = build_optimizer(model, OptimConfig(lr=1e-4, implementation=args.optim[0]))
-
-            def cached_update(dtype=dtype, opt=opt) -> None:
-                opt.zero_grad(set_to_none=True)
-                step(batch, StepInfo(5, phase, gc, device, dtype)).loss.backward()
-                opt.step()
-
+            cached_update = make_update(dtype, args.optim[0])
             cache = encoder.enable_prefix_cache(16 * 2**30)
             cached_update()  # the first sight of the batch fills the cache
             executed = count_flops(cached_update)
@@ -490,13 +489,12 @@ def main(argv: list[str] | None = None) -> int:
                     share, enc = (100 * rate * fl[k] / peak[prec] for k in ("all", "encoder"))
                     cell += f", {share:.0f} % (enc {enc:.0f} %)"
                 cells.append(cell)
-            label = (
-                phase
-                if not impl
-                else f"{phase} ({impl})"
-                if impl == "frozen cache" or phase == "infer"
-                else (f"train ({impl} Adam)")
-            )
+            if not impl:
+                label = phase
+            elif phase == "train" and impl != "frozen cache":
+                label = f"train ({impl} Adam)"
+            else:
+                label = f"{phase} ({impl})"
             lead = first if n == 0 else [""] * len(first)
             print("| " + " | ".join([*lead, label, *cells]) + " |")
     for r in results:

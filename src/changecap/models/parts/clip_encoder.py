@@ -246,7 +246,6 @@ class CLIPPatchEncoder(nn.Module):
         ``k`` larger than the number of blocks trains every block (embeddings stay frozen), so the paper default of 4
         also works for the 2-layer test encoders.
         """
-        n = self.num_layers
         if not isinstance(k, int) or isinstance(k, bool) or k < -1:
             raise ConfigError("model.encoder.trainable_layers", f"must be -1 (all), 0 (frozen) or >= 1, got {k!r}")
         self.trainable_layers = k
@@ -255,7 +254,7 @@ class CLIPPatchEncoder(nn.Module):
         for p in self.vision.parameters():
             p.requires_grad_(train_all)
         if k > 0:
-            for layer in self.vision.encoder.layers[max(n - k, 0) :]:
+            for layer in self.vision.encoder.layers[self.frozen_blocks :]:
                 for p in layer.parameters():
                     p.requires_grad_(True)
             for p in self.vision.post_layernorm.parameters():
@@ -315,9 +314,8 @@ class CLIPPatchEncoder(nn.Module):
         self.prefix_cache = None
 
     def clear_prefix_cache(self) -> None:
-        cache = getattr(self, "prefix_cache", None)  # set_trainable_layers runs before __init__ sets it
-        if cache is not None:
-            cache.clear()
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
     def _hidden_states(self, images: torch.Tensor) -> torch.Tensor:
         """``last_hidden_state`` [B, 1 + G·G, hidden] of the vision tower (before ``post_layernorm``)."""
