@@ -65,3 +65,31 @@ def scc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = save_model(model, None, vocab, tmp_path_factory.mktemp("scc") / "model")
     PreprocessConfig(image_size=64, resize_mode="resize", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).save(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def cd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny change detector (masks only, no captions), 64 px."""
+    from tests.models.change_detection.test_model import TINY as CD_TINY
+
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(CD_TINY))
+    vocab = Vocabulary.build([["a"]], threshold=0)
+    model.config.vocab_size = len(vocab)
+    out = save_model(model, None, vocab, tmp_path_factory.mktemp("cd") / "model")
+    PreprocessConfig(image_size=64, resize_mode="resize").save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dfm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny DFM (captions, no change probability, no mask), 32 px."""
+    from tests.models.dfm.conftest import WORDS as DFM_WORDS
+    from tests.models.dfm.conftest import tiny as dfm_tiny
+
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(dfm_tiny())).eval()
+    vocab = Vocabulary.build([DFM_WORDS[:12]], threshold=0)
+    out = save_model(model, None, vocab, tmp_path_factory.mktemp("dfm") / "model")
+    PreprocessConfig(image_size=32, resize_mode="resize").save(out)
+    return out

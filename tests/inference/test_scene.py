@@ -33,19 +33,19 @@ def write_scene(
     height: int = 80,
     width: int = 100,
     *,
-    crs: str = UTM,
+    crs: str | None = UTM,
     origin: tuple[float, float] = ORIGIN,
     res: float = 10.0,
     count: int = 3,
     dtype: str = "uint8",
     nodata: float | None = None,
-    blank: tuple[slice, slice] | None = None,
+    blank: tuple[slice, slice] | list[tuple[slice, slice]] | None = None,
 ) -> Path:
     rng = np.random.default_rng(seed)
     hi = 255 if dtype == "uint8" else 4000
     data = rng.integers(1, hi, (count, height, width)).astype(dtype)
-    if blank is not None:
-        data[:, blank[0], blank[1]] = nodata if nodata is not None else 0
+    for rows, cols in [blank] if isinstance(blank, tuple) else blank or []:
+        data[:, rows, cols] = nodata if nodata is not None else 0
     profile = {"driver": "GTiff", "height": height, "width": width, "count": count, "dtype": dtype, "crs": crs,
                "transform": from_origin(*origin, res, res), "nodata": nodata}  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
@@ -74,7 +74,9 @@ def test_geojson_tiles_reprojected_to_wgs84(scenes: tuple[Path, Path], model_dir
         row, col = feature["properties"]["tile"]
         minx, maxy = ORIGIN[0] + 320 * col, ORIGIN[1] - 320 * row  # 32 px × 10 m
         assert feature["properties"]["bounds_source"] == pytest.approx([minx, maxy - 320, minx + 320, maxy])
-        xs, ys = [minx, minx + 320, minx + 320, minx], [maxy - 320, maxy - 320, maxy, maxy]
+        # the polygon: the tile cut to the scene (100 × 80 px = 1000 × 800 m)
+        maxx, miny = min(minx + 320, ORIGIN[0] + 1000), max(maxy - 320, ORIGIN[1] - 800)
+        xs, ys = [minx, maxx, maxx, minx], [miny, miny, maxy, maxy]
         lon, lat = warp(UTM, "EPSG:4326", xs, ys)
         ring = feature["geometry"]["coordinates"][0]
         assert ring[0] == ring[-1] and len(ring) == 5
@@ -101,7 +103,8 @@ def test_mask_geotiff_keeps_crs_and_transform(scenes: tuple[Path, Path], scc_dir
         values = m.read(1)
     assert set(np.unique(values)) <= {0, 1} | {255} and (values != 255).all()  # every pixel covered
     fc = json.loads((out / "changes.geojson").read_text())
-    assert len(fc["features"]) == 4 and all(f["properties"]["change_probability"] is None for f in fc["features"])
+    assert len(fc["features"]) == 4 and all("change_probability" not in f["properties"] for f in fc["features"])
+    assert fc["properties"]["fields"] == ["caption", "changed", "tile", "bounds_source"]
 
 
 def test_nodata_tiles_are_skipped_and_counted(tmp_path: Path, model_dir: Path) -> None:
@@ -172,7 +175,7 @@ def test_resume_after_a_kill_gives_the_same_outputs(scenes: tuple[Path, Path], m
     (part / "tiles.jsonl").write_text("\n".join(lines[:7]) + "\n" + lines[7][:20])
     capsys.readouterr()
     assert run_scene(*scenes, model_dir, part, "--batch-size", "5") == 0
-    assert "(5 in this run)" in capsys.readouterr().out  # 12 tiles, 7 done
+    assert "12 tiles (7 done by an earlier run, 5 in this one): 12 captioned, 0 skipped;" in capsys.readouterr().out
     assert (part / "changes.geojson").read_text() == (full / "changes.geojson").read_text()
     # other settings in the same folder are refused rather than mixed
     assert run_scene(*scenes, model_dir, part, "--overlap", "4") == 2
@@ -248,8 +251,42 @@ def test_a_killed_run_resumes_to_the_same_outputs(tmp_path: Path, model_dir: Pat
     proc.wait()
     done_before = len(read_results(killed))
     assert 3 <= done_before < 25 and not (killed / "changes.geojson").exists()
+    # what a kill mid-write leaves: temporaries (this module's and atomic_write_text's names); the rerun removes them
+    stale = [killed / ".changes.geojson.k2j4x.tmp", killed / ".scene_run.json.tmp-4242",
+             killed / "tile_masks" / ".0_0.png.a8c1.tmp"]  # fmt: skip
+    (killed / "tile_masks").mkdir()
+    for path in stale:
+        path.write_text("partial")
     assert run_scene(before, after, model_dir, killed) == 0
     assert (killed / "changes.geojson").read_text() == (full / "changes.geojson").read_text()
+    assert not any(path.exists() for path in stale)
+
+
+def test_sigterm_ends_the_run_cleanly_and_it_resumes(tmp_path: Path, scc_dir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = write_scene(tmp_path / "b.tif", 1, 192, 192)
+    after = write_scene(tmp_path / "a.tif", 2, 192, 192)  # 3 × 3 tiles of 64 px
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert run_scene(before, after, scc_dir, full) == 0
+    cmd = [sys.executable, "-m", "changecap.cli.main", "scene", str(before), str(after), "--model", str(scc_dir),
+           "--out", str(stopped), "--device", "cpu", "--batch-size", "1", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_cli_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = stopped / "tiles.jsonl"
+    deadline = time.monotonic() + 120
+    while not (results.is_file() and len(results.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert f"terminated; the finished tiles are kept in {results}" in err and "Traceback" not in err
+    assert _temporaries(stopped) == []
+    assert run_scene(before, after, scc_dir, stopped) == 0
+    assert (stopped / "changes.geojson").read_text() == (full / "changes.geojson").read_text()
 
 
 def test_torchrun_shards_the_tiles_between_two_processes(tmp_path: Path, model_dir: Path) -> None:
@@ -330,3 +367,326 @@ def test_each_dates_stretch_is_computed_once_and_recorded(
     recorded_settings["percentiles"] = tuple(recorded_settings["percentiles"])
     write_outputs(SceneSettings(**recorded_settings), tmp_path / "out", has_masks=False)
     assert len(calls) == 4 and json.loads((tmp_path / "out" / scene.STRETCH_FILE).read_text()) == recorded
+
+
+# ---------------------------------------------------------------------------------------------------- geometry
+def _rings_in(fc: dict, crs: str) -> list[list[tuple[float, float]]]:
+    """The features' rings (open) reprojected from WGS84 back to ``crs``."""
+    rings = []
+    for f in fc["features"]:
+        ring = f["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1]
+        xs, ys = warp("EPSG:4326", crs, [p[0] for p in ring[:-1]], [p[1] for p in ring[:-1]])
+        rings.append(list(zip(xs, ys, strict=True)))
+    return rings
+
+
+def _ring_area(ring: list[tuple[float, float]]) -> float:
+    return 0.5 * sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(ring, [*ring[1:], ring[0]], strict=True))
+
+
+def _union_area(boxes: list[tuple[float, float, float, float]]) -> float:
+    """Area of the union of axis-aligned boxes (minx, miny, maxx, maxy), exact by coordinate compression."""
+    xs = sorted({b[0] for b in boxes} | {b[2] for b in boxes})
+    ys = sorted({b[1] for b in boxes} | {b[3] for b in boxes})
+    area = 0.0
+    for x0, x1 in zip(xs, xs[1:], strict=False):
+        for y0, y1 in zip(ys, ys[1:], strict=False):
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            if any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in boxes):
+                area += (x1 - x0) * (y1 - y0)
+    return area
+
+
+def _boxes(rings: list[list[tuple[float, float]]]) -> list[tuple[float, float, float, float]]:
+    """Each ring's bounds, checking that it is a rectangle (its area is its bounds' area)."""
+    boxes = []
+    for ring in rings:
+        x, y = [p[0] for p in ring], [p[1] for p in ring]
+        box = (min(x), min(y), max(x), max(y))
+        assert _ring_area(ring) == pytest.approx((box[2] - box[0]) * (box[3] - box[1]), abs=1e-3)  # CCW too
+        boxes.append(box)
+    return boxes
+
+
+@pytest.mark.parametrize("overlap", [0, 8])
+def test_tile_polygons_cover_the_scene_and_no_more(tmp_path: Path, model_dir: Path, overlap: int) -> None:
+    before = write_scene(tmp_path / "b.tif", 1, 70, 90)  # 70 × 90 px: no multiple of the 32 px tile
+    after = write_scene(tmp_path / "a.tif", 2, 70, 90)
+    out = tmp_path / "out"
+    assert run_scene(before, after, model_dir, out, "--overlap", str(overlap)) == 0
+    fc = json.loads((out / "changes.geojson").read_text())
+    boxes = _boxes(_rings_in(fc, UTM))
+    scene = (ORIGIN[0], ORIGIN[1] - 700, ORIGIN[0] + 900, ORIGIN[1])  # 10 m pixels
+    for box in boxes:
+        assert scene[0] - 1e-6 <= box[0] and box[2] <= scene[2] + 1e-6
+        assert scene[1] - 1e-6 <= box[1] and box[3] <= scene[3] + 1e-6
+    assert abs(_union_area(boxes) - 900 * 700) < 100  # one pixel's area
+    # bounds_source keeps each tile's whole window, which reaches past the scene's edges
+    windows = [tuple(f["properties"]["bounds_source"]) for f in fc["features"]]
+    assert _union_area(windows) > 900 * 700 + 100
+
+
+def test_aligned_tile_polygons_cover_the_overlap_of_the_dates(tmp_path: Path, model_dir: Path) -> None:
+    before = write_scene(tmp_path / "b.tif", 1)  # 1000 × 800 m
+    # 20 m pixels, shifted by a fraction of BEFORE's pixels: x 500215..501015, y 4099095..4099895
+    after = write_scene(tmp_path / "a.tif", 2, 40, 40, origin=(ORIGIN[0] + 215, ORIGIN[1] - 105), res=20.0)
+    out = tmp_path / "out"
+    assert run_scene(before, after, model_dir, out, "--align") == 0
+    fc = json.loads((out / "changes.geojson").read_text())
+    boxes = _boxes(_rings_in(fc, UTM))
+    overlap = (ORIGIN[0] + 215, ORIGIN[1] - 800, ORIGIN[0] + 1000, ORIGIN[1] - 105)
+    assert all(overlap[0] - 1e-6 <= b[0] and b[3] <= overlap[3] + 1e-6 for b in boxes)
+    assert abs(_union_area(boxes) - (785 * 695)) < 100
+
+
+def test_a_run_refused_for_its_crs_can_be_retried_with_align(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before = write_scene(tmp_path / "b.tif", 1)
+    (x,), (y,) = warp(UTM, "EPSG:32632", [ORIGIN[0]], [ORIGIN[1]])  # the same ground in the next UTM zone
+    after = write_scene(tmp_path / "a.tif", 2, crs="EPSG:32632", origin=(x, y))
+    out = tmp_path / "out"
+    assert run_scene(before, after, model_dir, out) == 2
+    assert "use --align" in capsys.readouterr().err and not (out / "scene_run.json").exists()
+    assert run_scene(before, after, model_dir, out, "--align") == 0
+    assert json.loads((out / "scene_run.json").read_text())["align"] is True
+    fc = json.loads((out / "changes.geojson").read_text())
+    # AFTER's grid is turned by the zones' convergence: its polygons are cut to BEFORE's scene, not rectangles
+    rings = _rings_in(fc, UTM)
+    assert all(ORIGIN[0] - 1e-6 <= p[0] <= ORIGIN[0] + 1000 + 1e-6 for ring in rings for p in ring)
+    assert all(ORIGIN[1] - 800 - 1e-6 <= p[1] <= ORIGIN[1] + 1e-6 for ring in rings for p in ring)
+    assert 0.8 * 1000 * 800 < sum(_ring_area(r) for r in rings) < 1000 * 800
+
+
+def test_clip_ring_cuts_any_polygon_to_a_box() -> None:
+    from changecap.inference.scene import clip_ring
+
+    triangle = [(0.0, 0.0), (4.0, 0.0), (0.0, 4.0)]
+    assert clip_ring(triangle, (0, 0, 2, 2)) == [(0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0)]
+    assert clip_ring(triangle, (1, 1, 3, 3)) == [(1.0, 1.0), (3.0, 1.0), (1.0, 3.0)]
+    assert clip_ring(triangle, (3, 3, 5, 5)) == []
+    clockwise = [(0.0, 0.0), (0.0, 1.0), (0.5, 1.0), (1.0, 1.0), (1.0, 0.0)]  # with a vertex on an edge
+    assert clip_ring(clockwise, (-1, -1, 2, 2)) == [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+
+
+# ---------------------------------------------------------------------------------------------------- nodata
+def test_partly_nodata_tiles_are_masked_skipped_and_counted(
+    tmp_path: Path, scc_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """128² px, four 64 px tiles; AFTER has no data on all of tile (0, 0), 75 % of (0, 1) and 25 % of (1, 0)."""
+    before = write_scene(tmp_path / "b.tif", 1, 128, 128)
+    blank = [(slice(0, 64), slice(0, 64)), (slice(0, 48), slice(64, 128)), (slice(64, 80), slice(0, 64))]
+    after = write_scene(tmp_path / "a.tif", 2, 128, 128, nodata=0, blank=blank)
+    out = tmp_path / "out"
+    assert run_scene(before, after, scc_dir, out) == 0
+    line = capsys.readouterr().out
+    assert "4 tiles (0 done by an earlier run, 4 in this one): 2 captioned, 2 skipped (1 below --min-valid 0.5, " \
+        "1 without data in a date);" in line  # fmt: skip
+    results = read_results(out)
+    assert (results["0_0"].skipped, results["0_1"].skipped, results["1_0"].skipped) == ("nodata", "min_valid", None)
+    assert results["0_1"].valid == [1.0, 0.25] and results["1_0"].valid == [1.0, 0.75]
+    fc = json.loads((out / "changes.geojson").read_text())
+    assert fc["properties"]["skipped_tiles"] == 2
+    assert fc["properties"]["skipped_by_reason"] == {"min_valid": 1, "nodata": 1}
+    # the model saw the missing part blank in both dates, so it cannot read as a change
+    with rasterio.open(before) as b, rasterio.open(after) as a:
+        win = rasterio.windows.Window(0, 64, 64, 64)
+        tile_b, tile_a = b.read(window=win).transpose(1, 2, 0), a.read(window=win).transpose(1, 2, 0)
+    tile_b[:16] = 0
+    one = ChangeCaptioner.from_pretrained(scc_dir, device="cpu")(tile_b, tile_a)
+    tile10 = next(f for f in fc["features"] if f["properties"]["tile"] == [1, 0])
+    assert tile10["properties"]["caption"] == one.caption
+    with rasterio.open(out / "change_mask.tif") as m:
+        assert m.nodata == 255
+        values = m.read(1)
+    assert (values[:80, :64] == 255).all() and (values[:64] == 255).all()  # skipped or without data
+    assert set(np.unique(values[80:, :64])) <= {0, 1} and set(np.unique(values[64:, 64:])) <= {0, 1}
+    # a stricter threshold skips the 75 % tile too
+    assert run_scene(before, after, scc_dir, tmp_path / "strict", "--min-valid", "0.8") == 0
+    fc = json.loads((tmp_path / "strict" / "changes.geojson").read_text())
+    assert fc["properties"]["skipped_by_reason"] == {"min_valid": 2, "nodata": 1}
+
+
+def test_runs_recorded_before_min_valid_resume_with_min_valid_0(tmp_path: Path) -> None:
+    from changecap.errors import DataError
+
+    record_settings(tmp_path, SceneSettings("a.tif", "b.tif", "model", 32))
+    recorded = json.loads((tmp_path / "scene_run.json").read_text())
+    del recorded["min_valid"]  # such runs skipped only tiles without data
+    (tmp_path / "scene_run.json").write_text(json.dumps(recorded))
+    record_settings(tmp_path, SceneSettings("a.tif", "b.tif", "model", 32, min_valid=0.0))
+    with pytest.raises(DataError, match="used min_valid=0.0, not 0.5"):
+        record_settings(tmp_path, SceneSettings("a.tif", "b.tif", "model", 32))
+
+
+# ---------------------------------------------------------------------------------------------------- one schema
+SCHEMA = {"caption": str, "change_probability": float, "changed": bool, "tile": list, "bounds_source": list}
+PREDICTS = {  # fixture → the properties its model gives
+    "model_dir": {"caption", "change_probability"},  # HiSem
+    "plain_model_dir": {"caption"},
+    "scc_dir": {"caption"},  # Semantic-CC: a mask too, no probability
+    "cd_dir": set(),  # the change detector: masks only
+    "dfm_dir": {"caption"},
+}
+
+
+@pytest.mark.parametrize("model", list(PREDICTS))
+def test_one_geojson_schema_for_every_model(
+    scenes: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureRequest, model: str
+) -> None:
+    out = tmp_path / "out"
+    assert run_scene(*scenes, request.getfixturevalue(model), out) == 0
+    fc = json.loads((out / "changes.geojson").read_text())
+    fields = [k for k in SCHEMA if k in PREDICTS[model] | {"changed", "tile", "bounds_source"}]
+    assert fc["properties"]["fields"] == fields and fc["features"]
+    for feature in fc["features"]:
+        props = feature["properties"]
+        assert list(props) == fields  # no null for what the model does not predict: the key is left out
+        assert all(type(props[k]) is SCHEMA[k] for k in fields)
+        assert all(type(v) is int for v in props["tile"]) and all(type(v) is float for v in props["bounds_source"])
+    page = (out / "report.html").read_text()
+    assert "<td>n/a</td>" not in page
+    if "class='tiles'" in page:  # the table of changed tiles: a column for each thing the model predicts
+        assert ("<th>P(change)</th>" in page) == ("change_probability" in fields)
+        assert ("<th>caption</th>" in page) == ("caption" in fields)
+
+
+# ---------------------------------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("which", ["before", "after"])
+def test_a_scene_without_crs_is_a_one_line_error_naming_it(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture, which: str
+) -> None:
+    paths = {name: write_scene(tmp_path / f"{name}.tif", 1, crs=None if name == which else UTM)
+             for name in ("before", "after")}  # fmt: skip
+    for extra in ([], ["--align"]):
+        assert run_scene(paths["before"], paths["after"], model_dir, tmp_path / "out", *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {paths[which]}: has no CRS") and "gdal_edit.py -a_srs" in err
+        assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "scene_run.json").exists()
+
+
+def test_a_tile_larger_than_the_scene_is_refused_and_the_default_shrinks(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before, after = write_scene(tmp_path / "b.tif", 1, 20, 24), write_scene(tmp_path / "a.tif", 2, 20, 24)
+    assert run_scene(before, after, model_dir, tmp_path / "big", "--tile", "50000") == 2  # no 30 GB of tile arrays
+    err = capsys.readouterr().err.strip()
+    assert "--tile 50000 is larger than the overlap" in err and "(20 × 24 px); use --tile 24 or less" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "big" / "scene_run.json").exists()
+    out = tmp_path / "default"
+    assert run_scene(before, after, model_dir, out) == 0  # the model's 32 px shrink to the scene's 24
+    assert json.loads((out / "scene_run.json").read_text())["tile"] == 24
+    assert len(json.loads((out / "changes.geojson").read_text())["features"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- the output folder
+def _taken_by_a_file(tmp: Path) -> Path:
+    (tmp / "taken").write_text("x")
+    return tmp / "taken"
+
+
+def _under_a_file(tmp: Path) -> Path:
+    (tmp / "file").write_text("x")
+    return tmp / "file" / "out"
+
+
+def _output_is_a_folder(tmp: Path) -> Path:
+    (tmp / "out" / "changes.geojson").mkdir(parents=True)
+    return tmp / "out"
+
+
+def _masks_is_a_file(tmp: Path) -> Path:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "tile_masks").write_text("x")
+    return tmp / "out"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_taken_by_a_file, "taken: is a file, not a folder"),
+        (_under_a_file, "file: is a file, not a folder"),
+        (_output_is_a_folder, "changes.geojson: is a folder where the run writes a file"),
+        (_masks_is_a_file, "tile_masks: is a file where the run keeps its tile masks"),
+    ],
+)
+def test_an_unusable_out_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, make: object, message: str
+) -> None:
+    before, after = write_scene(tmp_path / "b.tif", 1), write_scene(tmp_path / "a.tif", 2)
+    out = make(tmp_path)  # type: ignore[operator]
+    assert run_scene(before, after, tmp_path / "no-model", out) == 2  # refused before the model is loaded
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("errno_", "message"), [("EROFS", "Read-only file system"), ("EACCES", "Permission denied")]
+)
+def test_an_unwritable_out_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, errno_: str, message: str
+) -> None:
+    import errno
+    import os
+
+    import changecap.inference.scene as scene
+
+    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
+        code = getattr(errno, errno_)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(scene.tempfile, "mkstemp", refuse)  # as on a read-only mount or a folder not ours
+    before, after = write_scene(tmp_path / "b.tif", 1), write_scene(tmp_path / "a.tif", 2)
+    assert run_scene(before, after, tmp_path / "no-model", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert f"out: cannot write in the output folder ({message})" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes whatever the permissions")  # fmt: skip
+def test_a_folder_without_write_permission_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    out.mkdir(mode=0o500)
+    before, after = write_scene(tmp_path / "b.tif", 1), write_scene(tmp_path / "a.tif", 2)
+    try:
+        assert run_scene(before, after, tmp_path / "no-model", out) == 2
+    finally:
+        out.chmod(0o700)
+    assert "cannot write in the output folder (Permission denied)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- temporaries
+def _temporaries(out: Path) -> list[str]:
+    return sorted(p.name for p in out.rglob(".*"))
+
+
+def test_outputs_have_normal_permissions(scenes: tuple[Path, Path], scc_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "out"
+    assert run_scene(*scenes, scc_dir, out) == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("changes.geojson", "change_mask.tif", "report.html", "scene_run.json", "tile_masks/0_0.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert _temporaries(out) == []
+
+
+def test_an_interrupted_outputs_step_leaves_no_temporary(
+    scenes: tuple[Path, Path], scc_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import changecap.inference.scene as scene
+
+    def ctrl_c(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(scene, "read_valid", ctrl_c)  # Ctrl-C while change_mask.tif is being written
+        assert run_scene(*scenes, scc_dir, out) == 130
+    assert f"interrupted; the finished tiles are kept in {out / 'tiles.jsonl'}" in capsys.readouterr().err
+    assert _temporaries(out) == [] and not (out / "change_mask.tif").exists()
+    assert run_scene(*scenes, scc_dir, out) == 0 and (out / "change_mask.tif").is_file()

@@ -4,8 +4,35 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from changecap.cli.predictor_args import add_predictor_arguments, predictor_options
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so the run ends as on Ctrl-C: temporaries removed, results kept."""
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the block (main thread only: signals are handled there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _bands(text: str) -> list[int]:
@@ -22,10 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("after", help="after scene")
     p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id")
     p.add_argument("--out", required=True, help="output folder (a folder with an interrupted run resumes it)")
-    p.add_argument("--tile", type=int, help="tile side in source pixels (default: the model's training pair size)")
+    p.add_argument("--tile", type=int, help="tile side in source pixels (default: the model's training pair size, "
+                   "or the scenes' overlap's longer side when that is smaller)")
     p.add_argument("--overlap", type=int, default=0, help="pixels shared by neighbouring tiles (default 0)")
     p.add_argument("--bands", type=_bands, help="three 1-based bands read as R,G,B (e.g. 3,2,1; default 1,2,3)")
     p.add_argument("--align", action="store_true", help="resample AFTER onto BEFORE's grid (other CRS/resolution)")
+    p.add_argument("--min-valid", type=float, default=0.5,
+                   help="skip a tile where a date has data on less than this share of it (default 0.5)")
     p.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass (default 16)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_predictor_arguments(p)
@@ -38,29 +68,58 @@ def run(args: argparse.Namespace) -> int:
 
     from changecap.engine.distributed import barrier, cleanup_distributed, init_distributed
     from changecap.inference import ChangeCaptioner
-    from changecap.inference.scene import SceneSettings, caption_tiles, record_settings, write_outputs
+    from changecap.inference.scene import (
+        TILES_FILE,
+        SceneSettings,
+        caption_tiles,
+        check_inputs,
+        prepare_out_dir,
+        read_results,
+        record_settings,
+        remove_temporaries,
+        write_outputs,
+    )
+    from changecap.inference.scene_report import describe_skips
 
+    out = Path(args.out)
+    recorded = False
     # under torchrun each rank takes its own GPU (cuda:LOCAL_RANK) when there is one; alone, --device as given
     ctx = init_distributed("cpu" if (args.device or "").startswith("cpu") else "auto")
     try:
-        device = args.device if args.device is not None and not ctx.distributed else ctx.device
-        captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
-        tile = args.tile if args.tile is not None else int(captioner.preprocess.image_size)
-        settings = SceneSettings(str(args.before), str(args.after), str(args.model), tile, args.overlap, args.bands,
-                                 args.align, batch_size=args.batch_size, precision=args.precision)  # fmt: skip
-        settings.validate()
-        out = Path(args.out)
-        if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            record_settings(out, settings)  # a resumed run must match the recorded settings
-        barrier(ctx)
-        done = sum(1 for _ in caption_tiles(captioner, settings, out, rank=ctx.rank, world_size=ctx.world_size,
-                                            progress=not args.no_progress and ctx.is_main))  # fmt: skip
-        barrier(ctx)  # every rank's tiles are in before rank 0 merges
-        if ctx.is_main:
-            counts = write_outputs(settings, out, captioner.predicts_masks)
-            print(f"{counts['tiles']} tiles: {counts['captioned']} captioned ({done} in this run), "
-                  f"{counts['skipped']} skipped (nodata), {counts['changed']} changed → {out}")  # fmt: skip
+        with sigterm_interrupts():
+            prepare_out_dir(out)  # before any work: an unwritable --out costs no model load
+            device = args.device if args.device is not None and not ctx.distributed else ctx.device
+            captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
+            tile = args.tile if args.tile is not None else int(captioner.preprocess.image_size)
+            settings = SceneSettings(str(args.before), str(args.after), str(args.model), tile, args.overlap,
+                                     args.bands, args.align, batch_size=args.batch_size, precision=args.precision,
+                                     min_valid=args.min_valid)  # fmt: skip
+            settings.validate()
+            # the inputs are checked before the settings are recorded: a refused run can be retried in this folder
+            settings = check_inputs(settings, default_tile=args.tile is None)
+            resumed = 0
+            if ctx.is_main:
+                remove_temporaries(out)  # of an earlier run killed mid-write
+                record_settings(out, settings)  # a resumed run must match the recorded settings
+                resumed = len(read_results(out))
+            recorded = True
+            barrier(ctx)
+            for _ in caption_tiles(captioner, settings, out, rank=ctx.rank, world_size=ctx.world_size,
+                                   progress=not args.no_progress and ctx.is_main):  # fmt: skip
+                pass
+            barrier(ctx)  # every rank's tiles are in before rank 0 merges
+            if ctx.is_main:
+                counts = write_outputs(settings, out, captioner.predicts_masks)
+                print(f"{counts['tiles']} tiles ({resumed} done by an earlier run, {counts['tiles'] - resumed} in "
+                      f"this one): {counts['captioned']} captioned, "
+                      f"{describe_skips(counts['skipped_by_reason'], settings.min_valid)}; "
+                      f"{counts['changed']} changed → {out}")  # fmt: skip
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        results = out / (TILES_FILE if ctx.world_size == 1 else f"tiles.rank{ctx.rank}.jsonl")
+        kept = f"; the finished tiles are kept in {results}: run the same command to go on" if recorded else ""
+        print(f"{what}{kept}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     finally:
         cleanup_distributed()
     return 0

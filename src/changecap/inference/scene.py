@@ -1,41 +1,51 @@
 """Caption two whole georeferenced scenes tile by tile (``changecap scene``; extra ``geo``: rasterio).
 
-The scenes are read in windows, so memory stays flat whatever their size. Both must share CRS and resolution and
-overlap (``align=True`` resamples AFTER onto BEFORE's grid through a ``WarpedVRT`` instead). Tiles of ``tile``
-source pixels step by ``tile − overlap`` over the overlap, in BEFORE's pixel grid; edge tiles read past the scene
-and are padded (``boundless``). A tile where either date is all nodata (the dataset's mask) is skipped and counted.
-Non-8-bit imagery is stretched per band between percentiles of a decimated read of the whole scene, so every tile of
-a date is scaled alike.
+The scenes are read in windows, so memory stays flat whatever their size. Both must carry a CRS, share CRS and
+resolution and overlap (``align=True`` resamples AFTER onto BEFORE's grid through a ``WarpedVRT`` instead). Tiles of
+``tile`` source pixels step by ``tile − overlap`` over the overlap, in BEFORE's pixel grid; edge tiles read past the
+overlap and are padded. Pixels where either date has no data (its nodata mask, or outside it) are blanked in both
+dates, so missing data cannot read as a change; a tile is skipped (and counted by reason) when a date has no data in
+it, or less than ``min_valid`` of the tile's area inside the overlap. Non-8-bit imagery is stretched per band
+between percentiles of a decimated read of the whole scene, so every tile of a date is scaled alike.
 
 Each finished tile is appended to ``OUT/tiles.jsonl`` (flushed) and its mask, when the model predicts one, written
-to ``OUT/tile_masks/``: an interrupted run started again with the same settings captions only the tiles not yet
-done, and the outputs are rebuilt from the whole file. Under ``torchrun`` every rank takes a disjoint share of the
-tiles (its own ``tiles.rank<R>.jsonl``) and rank 0 merges them once all are done.
+to ``OUT/tile_masks/<row>_<col>.png`` (the whole tile window, 255 = changed): an interrupted run started again with
+the same settings captions only the tiles not yet done, and the outputs are rebuilt from the whole file. Under
+``torchrun`` every rank takes a disjoint share of the tiles (its own ``tiles.rank<R>.jsonl``) and rank 0 merges them
+once all are done.
 
-Outputs: ``changes.geojson`` (RFC 7946: WGS84 lon/lat, one Polygon per captioned tile), ``change_mask.tif``
-(models with a CD head; BEFORE's CRS and transform, 1 = changed, 255 = not covered), ``report.html``.
+Outputs: ``changes.geojson`` (RFC 7946: WGS84 lon/lat, one Polygon per captioned tile, clipped to the overlap of
+the two dates; one schema for every model: a property the model does not predict is left out, never null, and the
+collection's ``fields`` lists those it has), ``change_mask.tif`` (models with a CD head; BEFORE's CRS and transform,
+1 = changed, 255 = nodata: not covered, or no data in a date), ``report.html``. Every file is written under a
+temporary name (created exclusively) and renamed when complete; temporaries are removed on every exit path.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from changecap.data.files import atomic_write_text
+from changecap.data.files import fsync_dir
 from changecap.errors import ChangeCapError, DataError
 
 TILES_FILE, SETTINGS_FILE, MASKS_DIR = "tiles.jsonl", "scene_run.json", "tile_masks"
 GEOJSON_FILE, MASK_FILE, REPORT_FILE = "changes.geojson", "change_mask.tif", "report.html"
 STRETCH_FILE = "stretch.json"  # both dates' per-band limits, computed once per run and reused by the report
-NOT_COVERED = 255  # change_mask.tif value where no tile was captioned
+NOT_COVERED = 255  # change_mask.tif's nodata: no tile captioned there, or no data in a date
+OUTPUT_FILES = (TILES_FILE, SETTINGS_FILE, GEOJSON_FILE, MASK_FILE, REPORT_FILE, STRETCH_FILE)
+TMP_SUFFIX = ".tmp"  # temporaries are ".<target name>.<random><TMP_SUFFIX>" next to their target
 
 
 @dataclass
@@ -53,6 +63,9 @@ class SceneSettings:
     batch_size: int = 16
     min_changed_fraction: float = 0.001  # a mask-only verdict: share of changed pixels that makes a tile "changed"
     precision: str = "fp32"  # the captioner's (bf16 tiles may differ from fp32 ones: a run never mixes them)
+    # a tile is captioned when each date has data on at least this share of the tile's area inside the overlap;
+    # half: the blanked rest cannot read as a change, but a caption of a mostly blank tile says little about it
+    min_valid: float = 0.5
 
     def validate(self) -> None:
         if self.tile < 8:
@@ -66,6 +79,8 @@ class SceneSettings:
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
             raise ChangeCapError(f"--percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}")
+        if not 0 <= self.min_valid <= 1:
+            raise ChangeCapError(f"--min-valid must be in [0, 1] (a share of the tile), got {self.min_valid}")
 
 
 @dataclass(frozen=True)
@@ -88,11 +103,12 @@ class TileResult:
     y: int
     x: int
     size: int
-    skipped: str | None = None  # why the tile was not captioned (nodata)
+    skipped: str | None = None  # why the tile was not captioned: "nodata" or "min_valid" (skip_reason)
     caption: str | None = None
     change_probability: float | None = None
     changed: bool | None = None
     mask: str | None = None  # file name under tile_masks/
+    valid: list[float] | None = None  # share of the tile's area inside the overlap with data, before and after
 
 
 @dataclass
@@ -105,6 +121,9 @@ class SceneGrid:
     height: int
     window: tuple[int, int, int, int]  # overlap in BEFORE pixels: row_off, col_off, height, width
     after_offset: tuple[int, int]  # AFTER pixel = BEFORE pixel + offset (row, col); (0, 0) when aligned
+    # the overlap of the two dates in BEFORE's CRS: a counter-clockwise ring of (x, y), not closed (a rectangle on
+    # one grid; with align, AFTER's outline reprojected and cut to BEFORE's bounds)
+    footprint: list[tuple[float, float]]
 
 
 # ---------------------------------------------------------------------------------------------------- opening
@@ -125,14 +144,22 @@ def limited_gdal_cache(stack: ExitStack) -> None:
 
 
 def open_scene(path: str | os.PathLike[str], stack: ExitStack) -> Any:
+    """Open one date; a one-line error for a missing or unreadable file and for a raster without georeferencing."""
     rasterio = _rasterio()
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "no such file")
     try:
-        return stack.enter_context(rasterio.open(p))
+        ds = stack.enter_context(rasterio.open(p))
     except rasterio.errors.RasterioIOError as e:
         raise DataError(p, f"cannot read as a raster ({' '.join(str(e).split())})") from None
+    if ds.crs is None:
+        raise DataError(p, "has no CRS (not georeferenced): assign the one it was made in (e.g. gdal_edit.py "
+                        "-a_srs EPSG:32633 FILE) or export it again as a GeoTIFF with its CRS")  # fmt: skip
+    t = ds.transform
+    if t.b != 0 or t.d != 0:  # tiles, polygons and masks assume rows run along y and columns along x
+        raise DataError(p, "has a rotated pixel grid; warp it north-up first (gdalwarp FILE OUT.tif)")
+    return ds
 
 
 def check_bands(ds: Any, bands: Sequence[int] | None, path: str) -> list[int]:
@@ -147,20 +174,99 @@ def check_bands(ds: Any, bands: Sequence[int] | None, path: str) -> list[int]:
     return list(bands)
 
 
+def _box(minx: float, miny: float, maxx: float, maxy: float) -> list[tuple[float, float]]:
+    return [(minx, miny), (maxx, miny), (maxx, maxy), (minx, maxy)]  # counter-clockwise
+
+
+def _pixel_box(transform: Any, row: float, col: float, height: float, width: float) -> list[float]:
+    """A pixel window's bounds in the CRS: minx, miny, maxx, maxy (north-up or south-up grids)."""
+    x0, y0 = transform @ (col, row)
+    x1, y1 = transform @ (col + width, row + height)
+    return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+
+def _signed_area(ring: Sequence[Sequence[float]]) -> float:
+    """Shoelace area of an open ring: positive when counter-clockwise (x east, y north)."""
+    return 0.5 * sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(ring, [*ring[1:], ring[0]], strict=True))
+
+
+def _collinear(p: Sequence[float], q: Sequence[float], r: Sequence[float]) -> bool:
+    """Whether ``q`` lies on the line through ``p`` and ``r`` (a vertex that adds nothing to a ring's shape)."""
+    cross = (q[0] - p[0]) * (r[1] - q[1]) - (q[1] - p[1]) * (r[0] - q[0])
+    scale = (abs(q[0] - p[0]) + abs(q[1] - p[1])) * (abs(r[0] - q[0]) + abs(r[1] - q[1]))
+    return abs(cross) <= 1e-9 * scale
+
+
+def clip_ring(ring: Sequence[tuple[float, float]], box: Sequence[float]) -> list[tuple[float, float]]:
+    """The part of polygon ``ring`` (open: the first vertex not repeated) inside ``box`` (minx, miny, maxx, maxy),
+    by Sutherland–Hodgman (exact for any polygon clipped by a convex window); an empty list when they do not meet.
+    The result is counter-clockwise and starts at its lowest vertex (then leftmost): for two rectangles, the
+    corners (minx, miny), (maxx, miny), (maxx, maxy), (minx, maxy)."""
+    minx, miny, maxx, maxy = box
+
+    def at_x(x: float) -> Any:
+        return lambda p, q: (x, p[1] + (q[1] - p[1]) * (x - p[0]) / (q[0] - p[0]))
+
+    def at_y(y: float) -> Any:
+        return lambda p, q: (p[0] + (q[0] - p[0]) * (y - p[1]) / (q[1] - p[1]), y)
+
+    points = list(ring)
+    edges = ((lambda p: p[0] >= minx, at_x(minx)), (lambda p: p[0] <= maxx, at_x(maxx)),
+             (lambda p: p[1] >= miny, at_y(miny)), (lambda p: p[1] <= maxy, at_y(maxy)))  # fmt: skip
+    for inside, cross in edges:
+        kept: list[tuple[float, float]] = []
+        for i, cur in enumerate(points):
+            prev = points[i - 1]  # an edge prev → cur crossing the line gets its crossing point (never parallel)
+            if inside(cur):
+                if not inside(prev):
+                    kept.append(cross(prev, cur))
+                kept.append(cur)
+            elif inside(prev):
+                kept.append(cross(prev, cur))
+        points = kept
+    out = [p for i, p in enumerate(points) if p != points[i - 1]]  # no repeated vertex (nor last == first)
+    if len(out) >= 3:
+        out = [q for p, q, r in zip([out[-1], *out[:-1]], out, [*out[1:], out[0]], strict=True)
+               if not _collinear(p, q, r)]  # fmt: skip
+    if len(out) < 3 or _signed_area(out) == 0:
+        return []
+    if _signed_area(out) < 0:
+        out.reverse()
+    first = min(range(len(out)), key=lambda i: (out[i][1], out[i][0]))
+    return out[first:] + out[:first]
+
+
+ALIGN_EDGE_POINTS = 32  # points per side of AFTER's outline reprojected for --align (its edges curve in BEFORE's CRS)
+
+
+def _outline_in(ds: Any, crs: Any) -> list[tuple[float, float]]:
+    """``ds``'s outline (its pixel grid's edges, densified) in ``crs``, counter-clockwise."""
+    from rasterio.warp import transform as warp
+
+    n = ALIGN_EDGE_POINTS
+    h, w = ds.height, ds.width
+    steps = [k / n for k in range(n)]
+    pixels = ([(w * s, 0.0) for s in steps] + [(float(w), h * s) for s in steps]
+              + [(w * (1 - s), float(h)) for s in steps] + [(0.0, h * (1 - s)) for s in steps])  # fmt: skip
+    xs, ys = zip(*(ds.transform @ p for p in pixels), strict=True)
+    xs_crs, ys_crs = warp(ds.crs, crs, list(xs), list(ys))
+    ring = list(zip(map(float, xs_crs), map(float, ys_crs), strict=True))
+    return ring if _signed_area(ring) > 0 else ring[::-1]
+
+
 def common_grid(before: Any, after: Any, settings: SceneSettings, stack: ExitStack) -> tuple[SceneGrid, Any]:
     """Check CRS, resolution and overlap (or align AFTER onto BEFORE) → the grid and the AFTER dataset to read."""
     names = f"{settings.before} and {settings.after}"
     if settings.align:
         from rasterio.vrt import WarpedVRT
-        from rasterio.warp import Resampling, transform_bounds
+        from rasterio.warp import Resampling
 
-        if after.crs is None or before.crs is None:
-            raise DataError(None, f"{names}: --align needs both scenes georeferenced (a CRS)")
-        # AFTER's footprint in BEFORE's pixels decides the overlap; the VRT then reads AFTER on BEFORE's grid
-        left, bottom, right, top = transform_bounds(after.crs, before.crs, *after.bounds)
-        cols, rows = zip(*(~before.transform @ (x, y) for x, y in ((left, top), (right, bottom))), strict=True)
+        # AFTER's outline in BEFORE's pixels decides the overlap window; the VRT then reads AFTER on BEFORE's grid
+        outline = _outline_in(after, before.crs)
+        cols, rows = zip(*(~before.transform @ p for p in outline), strict=True)
         dr, dc = math.floor(min(rows)), math.floor(min(cols))
         span_r, span_c = math.ceil(max(rows)) - dr, math.ceil(max(cols)) - dc
+        footprint = clip_ring(outline, _pixel_box(before.transform, 0, 0, before.height, before.width))
         after = stack.enter_context(WarpedVRT(after, crs=before.crs, transform=before.transform,
                                               width=before.width, height=before.height,
                                               resampling=Resampling.bilinear))  # fmt: skip
@@ -179,12 +285,15 @@ def common_grid(before: Any, after: Any, settings: SceneSettings, stack: ExitSta
         dr, dc = round(row_f), round(col_f)
         span_r, span_c = after.height, after.width
         offset = (-dr, -dc)
+        footprint = []  # the window's rectangle, below
     r0, c0 = max(0, dr), max(0, dc)
     r1, c1 = min(before.height, dr + span_r), min(before.width, dc + span_c)
-    if r1 <= r0 or c1 <= c0:
+    if r1 <= r0 or c1 <= c0 or (settings.align and not footprint):
         raise DataError(None, f"{names}: the scenes do not overlap")
+    if not settings.align:
+        footprint = _box(*_pixel_box(before.transform, r0, c0, r1 - r0, c1 - c0))
     return SceneGrid(before.crs, before.transform, before.width, before.height, (r0, c0, r1 - r0, c1 - c0),
-                     offset), after  # fmt: skip
+                     offset, footprint), after  # fmt: skip
 
 
 def make_tiles(grid: SceneGrid, tile: int, overlap: int) -> list[Tile]:
@@ -194,6 +303,66 @@ def make_tiles(grid: SceneGrid, tile: int, overlap: int) -> list[Tile]:
     rows = max(1, math.ceil((h - overlap) / step)) if h > tile else 1
     cols = max(1, math.ceil((w - overlap) / step)) if w > tile else 1
     return [Tile(i, j, r0 + i * step, c0 + j * step, tile) for i in range(rows) for j in range(cols)]
+
+
+def largest_tile(grid: SceneGrid) -> int:
+    """The largest tile side a run over ``grid`` accepts: the overlap's longer side (a larger tile would be mostly
+    padding, and its arrays would grow with the tile, not the scene)."""
+    return max(grid.window[2], grid.window[3])
+
+
+def check_tile(settings: SceneSettings, grid: SceneGrid) -> None:
+    if settings.tile > largest_tile(grid):
+        h, w = grid.window[2:]
+        raise ChangeCapError(f"--tile {settings.tile} is larger than the overlap of {settings.before} and "
+                             f"{settings.after} ({h} × {w} px); use --tile {largest_tile(grid)} or less")  # fmt: skip
+
+
+def tile_inside(tile: Tile | TileResult, window: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The part of a tile inside the overlap window, in the tile's own pixels: y0, x0, y1, x1."""
+    r0, c0, h, w = window
+    y0, x0 = max(r0, tile.y) - tile.y, max(c0, tile.x) - tile.x
+    y1, x1 = min(r0 + h, tile.y + tile.size) - tile.y, min(c0 + w, tile.x + tile.size) - tile.x
+    return y0, x0, y1, x1
+
+
+@dataclass
+class SceneInputs:
+    """Both dates opened and checked: BEFORE, AFTER as read (the aligned VRT or AFTER itself), AFTER's file, the
+    bands to read from each, and the common grid."""
+
+    before: Any
+    after: Any
+    after_raw: Any
+    bands_before: list[int]
+    bands_after: list[int]
+    grid: SceneGrid
+
+
+def open_inputs(settings: SceneSettings, stack: ExitStack, check_tile_size: bool = True) -> SceneInputs:
+    """Open both dates in ``stack`` and check everything a run needs of them (one-line errors)."""
+    limited_gdal_cache(stack)
+    before = open_scene(settings.before, stack)
+    after_raw = open_scene(settings.after, stack)
+    bands_b = check_bands(before, settings.bands, settings.before)
+    bands_a = check_bands(after_raw, settings.bands, settings.after)
+    grid, after = common_grid(before, after_raw, settings, stack)
+    if check_tile_size:
+        check_tile(settings, grid)
+    return SceneInputs(before, after, after_raw, bands_b, bands_a, grid)
+
+
+def check_inputs(settings: SceneSettings, default_tile: bool = False) -> SceneSettings:
+    """Check both dates against ``settings`` before anything is recorded → the settings to run. ``default_tile``:
+    the tile is the model's pair size, not the user's choice, and shrinks to the overlap's longer side when the
+    scenes are smaller (a tile the user chose larger than that is an error)."""
+    with ExitStack() as stack:
+        grid = open_inputs(settings, stack, check_tile_size=False).grid
+    if default_tile and settings.tile > largest_tile(grid):
+        settings = replace(settings, tile=largest_tile(grid))
+        settings.validate()
+    check_tile(settings, grid)
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -257,7 +426,7 @@ def run_stretch_limits(
             pass  # a torn or foreign file: compute again (the limits are a pure function of the scenes)
     limits_b = stretch_limits(before, check_bands(before, settings.bands, settings.before), settings.percentiles)
     limits_a = stretch_limits(after_raw, check_bands(after_raw, settings.bands, settings.after), settings.percentiles)
-    atomic_write_text(path, json.dumps({"before": limits_b.tolist(), "after": limits_a.tolist()}))
+    write_text_atomic(path, json.dumps({"before": limits_b.tolist(), "after": limits_a.tolist()}))
     return limits_b, limits_a
 
 
@@ -285,9 +454,101 @@ def read_tile(ds: Any, bands: list[int], tile: Tile, offset: tuple[int, int]) ->
     return data, valid
 
 
+def read_valid(ds: Any, band: int, window: tuple[int, int, int, int], offset: tuple[int, int]) -> np.ndarray:
+    """Validity [h, w] of one date over ``window`` (row_off, col_off, height, width in BEFORE pixels; False: nodata
+    or outside the date)."""
+    from rasterio.windows import Window
+
+    r, c, h, w = window
+    y, x = r + offset[0], c + offset[1]
+    valid = np.zeros((h, w), dtype=bool)
+    y0, x0, y1, x1 = max(0, y), max(0, x), min(ds.height, y + h), min(ds.width, x + w)
+    if y1 > y0 and x1 > x0:
+        valid[y0 - y : y1 - y, x0 - x : x1 - x] = ds.read_masks(band, window=Window(x0, y0, x1 - x0, y1 - y0)) > 0
+    return valid
+
+
+# ---------------------------------------------------------------------------------------------------- output folder
+@functools.cache
+def _file_mode() -> int:
+    """The mode ``open`` gives a new file under this process's umask (``mkstemp``'s temporaries are 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_target(target: Path) -> Iterator[Path]:
+    """A temporary file next to ``target`` (created exclusively: a name planted there is never followed) to write;
+    renamed onto ``target`` with the usual permissions when the block ends, removed on any exit by an exception
+    (Ctrl-C, and SIGTERM in ``changecap scene``, included)."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
+    with atomic_target(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(path.parent)
+
+
+def remove_temporaries(out: Path) -> None:
+    """Remove the temporaries of an earlier run that was killed mid-write (SIGKILL leaves them): every hidden name
+    derived from an output's name (this module's and the ``.<name>.tmp-<pid>`` of ``atomic_write_text``) in ``out``
+    and ``out/tile_masks``. Only while no process writes to ``out``."""
+    candidates = [p for name in (*OUTPUT_FILES, "write-check") for p in out.glob(f".{name}.*")]
+    if (out / MASKS_DIR).is_dir():
+        candidates += [*(out / MASKS_DIR).glob(".*.png.*"), *(out / MASKS_DIR).glob(".write-check.*")]
+    for p in candidates:
+        if (p.name.endswith(TMP_SUFFIX) or ".tmp-" in p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create ``out`` and check that the run can write everything it writes there, before any work: one-line errors
+    for a file where the folder should be, an output name taken by a folder (or a file where ``tile_masks/`` goes),
+    a read-only file system or a folder without write permission."""
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(folder, f"is a file, not a folder (--out {out} must be a folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(out, f"cannot create the output folder ({e.strerror or e})") from None
+    for name in OUTPUT_FILES:
+        if (out / name).is_dir():
+            raise DataError(out / name, "is a folder where the run writes a file; move it or use another --out")
+    masks = out / MASKS_DIR
+    if masks.exists() and not masks.is_dir():
+        raise DataError(masks, "is a file where the run keeps its tile masks; move it or use another --out")
+    for folder in (out, masks) if masks.is_dir() else (out,):
+        try:  # one check for permissions, read-only file systems and full disks alike
+            fd, name = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=TMP_SUFFIX)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as e:
+            raise DataError(folder, f"cannot write in the output folder ({e.strerror or e})") from None
+    for path in out.glob("tiles*.jsonl"):
+        if not os.access(path, os.W_OK):  # results are appended to, not replaced
+            raise DataError(path, "is not writable; the run appends to it (fix its permissions or use another --out)")
+
+
 # ---------------------------------------------------------------------------------------------------- results file
 def record_settings(out: Path, settings: SceneSettings) -> None:
-    """Record the settings, or check that an existing run in ``out`` used the same ones (resume)."""
+    """Record the settings, or check that an existing run in ``out`` used the same ones (resume). Call it once the
+    inputs are checked (:func:`check_inputs`): a run refused for its inputs records nothing, so it can be retried
+    with other settings in the same folder."""
     path = out / SETTINGS_FILE
     mine = asdict(settings)
     mine["percentiles"] = list(mine["percentiles"])
@@ -297,12 +558,13 @@ def record_settings(out: Path, settings: SceneSettings) -> None:
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(path, f"unreadable ({e}); remove it or use another --out") from None
         theirs.setdefault("precision", "fp32")  # runs recorded before the option existed were fp32
+        theirs.setdefault("min_valid", 0.0)  # and before --min-valid, only tiles without data were skipped
         for key, value in mine.items():
             if key != "batch_size" and theirs.get(key) != value:
                 raise DataError(path, f"the run in this folder used {key}={theirs.get(key)!r}, not {value!r}; "
                                 "use another --out to start a new run")  # fmt: skip
         return
-    atomic_write_text(path, json.dumps(mine, indent=1))
+    write_text_atomic(path, json.dumps(mine, indent=1))
 
 
 def read_results(out: Path) -> dict[str, TileResult]:
@@ -329,16 +591,37 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- the run
-def _changed(res: Any, threshold: float) -> bool:
+def _changed(res: Any, threshold: float, valid: np.ndarray | None = None) -> bool:
     """A tile's verdict: the model's change probability (≥ 0.5) when it has one, else its mask (a share of changed
-    pixels ≥ ``threshold``), else its caption (not one of the datasets' no-change sentences)."""
+    pixels ≥ ``threshold``; among the ``valid`` ones [T, T] when given, the mask then being at the tile's size),
+    else its caption (not one of the datasets' no-change sentences)."""
     from changecap.data.text import is_no_change
 
     if res.change_probability is not None:
         return bool(res.change_probability >= 0.5)
     if res.mask is not None:
-        return bool(res.mask.mean() >= threshold)
+        if valid is None:
+            return bool(res.mask.mean() >= threshold)
+        return bool(valid.any() and (res.mask[valid] > 0).mean() >= threshold)
     return res.caption is not None and not is_no_change(res.caption)
+
+
+def skip_reason(shares: Sequence[float], min_valid: float) -> str | None:
+    """Why a tile whose dates have data on ``shares`` of its area inside the overlap is not captioned: ``"nodata"``
+    (a date has none), ``"min_valid"`` (a date has data on less than ``min_valid`` of it), or None."""
+    if min(shares) == 0.0:
+        return "nodata"
+    if min(shares) < min_valid:
+        return "min_valid"
+    return None
+
+
+def _save_mask_png(mask: np.ndarray, path: Path) -> None:
+    """A tile mask as a black-and-white PNG (255 = changed), written under a temporary name and renamed."""
+    from PIL import Image
+
+    with atomic_target(path) as tmp:
+        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
 
 
 def caption_tiles(
@@ -353,21 +636,18 @@ def caption_tiles(
     """Caption this rank's share of the tiles not done yet, appending each result to its results file."""
     from tqdm import tqdm
 
-    from changecap.inference.evaluate import save_mask_png
     from changecap.inference.predictor import prepare_pair_and_size
 
     with ExitStack() as stack:
-        limited_gdal_cache(stack)
-        before = open_scene(settings.before, stack)
-        after_raw = open_scene(settings.after, stack)
-        bands_b = check_bands(before, settings.bands, settings.before)
-        bands_a = check_bands(after_raw, settings.bands, settings.after)
-        grid, after = common_grid(before, after_raw, settings, stack)
-        limits_b, limits_a = run_stretch_limits(out, settings, before, after_raw)
+        inputs = open_inputs(settings, stack)
+        before, after, grid = inputs.before, inputs.after, inputs.grid
+        limits_b, limits_a = run_stretch_limits(out, settings, before, inputs.after_raw)
         tiles = make_tiles(grid, settings.tile, settings.overlap)[rank::world_size]
         done = read_results(out)
         todo = [t for t in tiles if t.key not in done]
         name = "tiles.jsonl" if world_size == 1 else f"tiles.rank{rank}.jsonl"
+        if captioner.predicts_masks:
+            (out / MASKS_DIR).mkdir(exist_ok=True)
         bar = tqdm(total=len(tiles), initial=len(tiles) - len(todo), desc="tiles", unit="tile", disable=not progress)
         _drop_torn_tail(out / name)
         with (out / name).open("a", encoding="utf-8") as results_file:
@@ -375,27 +655,33 @@ def caption_tiles(
                 batch = todo[start : start + settings.batch_size]
                 ready, records = [], []
                 for t in batch:
-                    raw_b, ok_b = read_tile(before, bands_b, t, (0, 0))
-                    raw_a, ok_a = read_tile(after, bands_a, t, grid.after_offset)
-                    if not (ok_b.any() and ok_a.any()):
-                        records.append(TileResult(t.row, t.col, t.y, t.x, t.size, skipped="nodata"))
+                    raw_b, ok_b = read_tile(before, inputs.bands_before, t, (0, 0))
+                    raw_a, ok_a = read_tile(after, inputs.bands_after, t, grid.after_offset)
+                    y0, x0, y1, x1 = tile_inside(t, grid.window)
+                    exact = [float(ok[y0:y1, x0:x1].mean()) for ok in (ok_b, ok_a)]
+                    reason, shares = skip_reason(exact, settings.min_valid), [round(v, 4) for v in exact]
+                    if reason is not None:
+                        records.append(TileResult(t.row, t.col, t.y, t.x, t.size, skipped=reason, valid=shares))
                         continue
-                    pair, _ = prepare_pair_and_size(to_uint8(raw_b, limits_b), to_uint8(raw_a, limits_a),
-                                            captioner.preprocess, ("before tile", "after tile"))  # fmt: skip
-                    ready.append((t, pair))
+                    both = ok_b & ok_a  # [T, T]; a pixel without data in one date is blank in both
+                    rgb_b, rgb_a = to_uint8(raw_b, limits_b), to_uint8(raw_a, limits_a)  # [T, T, 3]
+                    rgb_b[~both] = 0
+                    rgb_a[~both] = 0
+                    pair, _ = prepare_pair_and_size(rgb_b, rgb_a, captioner.preprocess, ("before tile", "after tile"))
+                    ready.append((t, pair, both, shares))
                 if ready:
                     import torch
 
-                    outs = captioner.caption_tensor(torch.stack([p for _, p in ready]))
-                    for (t, _), res in zip(ready, outs, strict=True):
+                    outs = captioner.caption_tensor(torch.stack([p for _, p, _, _ in ready]))
+                    for (t, _, both, shares), res in zip(ready, outs, strict=True):
                         mask_name = None
                         if res.mask is not None:
+                            res.mask = captioner.mask_at_size(res.mask, (t.size, t.size))  # [T, T]
                             mask_name = f"{t.key}.png"
-                            save_mask_png(captioner.mask_at_size(res.mask, (t.size, t.size)),
-                                          out / MASKS_DIR / mask_name)  # fmt: skip
+                            _save_mask_png(res.mask, out / MASKS_DIR / mask_name)
+                        changed = _changed(res, settings.min_changed_fraction, both)
                         records.append(TileResult(t.row, t.col, t.y, t.x, t.size, None, res.caption,
-                                                  res.change_probability,
-                                                  _changed(res, settings.min_changed_fraction), mask_name))  # fmt: skip
+                                                  res.change_probability, changed, mask_name, shares))  # fmt: skip
                 for rec in sorted(records, key=lambda r: (r.row, r.col)):
                     results_file.write(json.dumps(asdict(rec)) + "\n")
                     results_file.flush()
@@ -405,45 +691,56 @@ def caption_tiles(
 
 
 def tile_polygons(grid: SceneGrid, tiles: Sequence[TileResult]) -> list[tuple[list[list[float]], list[float]]]:
-    """Each tile's corners reprojected to WGS84 (a closed counter-clockwise ring of [lon, lat]) and its bounds in the
-    source CRS (minx, miny, maxx, maxy); one reprojection call for all tiles."""
+    """Each tile's polygon, clipped to the overlap of the two dates (``grid.footprint``), reprojected to WGS84 (a
+    closed counter-clockwise ring of [lon, lat]), and the tile's whole window in the source CRS (minx, miny, maxx,
+    maxy; edge tiles reach past the scenes); one reprojection call for all tiles."""
     from rasterio.warp import transform as warp
 
-    t = grid.transform
-    all_bounds, xs, ys = [], [], []
+    all_bounds, rings, xs, ys = [], [], [], []
     for res in tiles:
-        x0, y0 = t @ (res.x, res.y + res.size)  # lower-left corner (north-up grids: minx, miny)
-        x1, y1 = t @ (res.x + res.size, res.y)  # upper-right corner
-        bounds = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+        bounds = _pixel_box(grid.transform, res.y, res.x, res.size, res.size)
+        ring = clip_ring(grid.footprint, bounds)
+        if not ring:  # a tile that only touches the footprint (its data from a boundary pixel): its window's part
+            r0, c0, h, w = grid.window  # inside the overlap window
+            ring = clip_ring(_box(*_pixel_box(grid.transform, r0, c0, h, w)), bounds)
         all_bounds.append(bounds)
-        # (minx, miny), (maxx, miny), (maxx, maxy), (minx, maxy): counter-clockwise
-        xs += [bounds[0], bounds[2], bounds[2], bounds[0]]
-        ys += [bounds[1], bounds[1], bounds[3], bounds[3]]
+        rings.append(len(ring))
+        xs += [p[0] for p in ring]
+        ys += [p[1] for p in ring]
     lon, lat = warp(grid.crs, "EPSG:4326", xs, ys) if tiles else ([], [])
-    out = []
-    for i, bounds in enumerate(all_bounds):
-        ring = [[float(lon[4 * i + k]), float(lat[4 * i + k])] for k in range(4)]
+    out, first = [], 0
+    for n, bounds in zip(rings, all_bounds, strict=True):
+        ring = [[float(lon[k]), float(lat[k])] for k in range(first, first + n)]
+        if _signed_area(ring) < 0:  # counter-clockwise in lon/lat too (RFC 7946), whatever the source CRS
+            ring.reverse()
         out.append(([*ring, ring[0]], bounds))
+        first += n
     return out
 
 
 def write_outputs(settings: SceneSettings, out: Path, has_masks: bool) -> dict[str, Any]:
     """Build ``changes.geojson``, ``change_mask.tif`` (models with masks) and ``report.html`` from every tile result
-    in ``out``; returns counts."""
+    in ``out``; returns counts: tiles, captioned, skipped, skipped_by_reason, changed."""
     with ExitStack() as stack:  # the scenes stay open for the report's images
-        limited_gdal_cache(stack)
-        before = open_scene(settings.before, stack)
-        after_raw = open_scene(settings.after, stack)
-        grid, after = common_grid(before, after_raw, settings, stack)
-        return _write_outputs(settings, out, has_masks, grid, (before, after, after_raw))
+        inputs = open_inputs(settings, stack)
+        return _write_outputs(settings, out, has_masks, inputs)
 
 
-def _write_outputs(
-    settings: SceneSettings, out: Path, has_masks: bool, grid: SceneGrid, scenes: tuple[Any, Any, Any]
-) -> dict[str, Any]:
-    rasterio = _rasterio()
-    from changecap.inference.scene_report import write_scene_report
+# a feature's properties, in this order; each has one JSON type in every feature of every model (None: left out)
+FEATURE_FIELDS = ("caption", "change_probability", "changed", "tile", "bounds_source")
 
+
+def _feature_properties(res: TileResult, bounds: list[float]) -> dict[str, Any]:
+    props = {"caption": res.caption, "change_probability": None if res.change_probability is None else
+             float(res.change_probability), "changed": bool(res.changed), "tile": [res.row, res.col],
+             "bounds_source": [float(b) for b in bounds]}  # fmt: skip
+    return {k: v for k, v in props.items() if v is not None}
+
+
+def _write_outputs(settings: SceneSettings, out: Path, has_masks: bool, inputs: SceneInputs) -> dict[str, Any]:
+    from changecap.inference.scene_report import render_scene_report
+
+    grid = inputs.grid
     expected = make_tiles(grid, settings.tile, settings.overlap)
     results = read_results(out)
     missing = [t.key for t in expected if t.key not in results]
@@ -451,37 +748,40 @@ def _write_outputs(
         raise ChangeCapError(f"{out}: {len(missing)} tile(s) not captioned yet (first {missing[0]}); run again")
     ordered = [results[t.key] for t in expected]
     captioned = [r for r in ordered if r.skipped is None]
-    crs_name = grid.crs.to_string() if grid.crs is not None else None
-    features = []
-    for res, (ring, bounds) in zip(captioned, tile_polygons(grid, captioned), strict=True):
-        features.append({
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": {"caption": res.caption, "change_probability": res.change_probability,
-                           "changed": res.changed, "tile": [res.row, res.col], "bounds_source": bounds},
-        })  # fmt: skip
+    skipped = dict(sorted(Counter(r.skipped for r in ordered if r.skipped is not None).items()))
+    crs_name = grid.crs.to_string()
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                 "properties": _feature_properties(res, bounds)}
+                for res, (ring, bounds) in zip(captioned, tile_polygons(grid, captioned), strict=True)]  # fmt: skip
+    fields = [k for k in FEATURE_FIELDS if any(k in f["properties"] for f in features)] if features else \
+        ["changed", "tile", "bounds_source"]  # fmt: skip
     collection = {
         "type": "FeatureCollection",
         "properties": {
             "crs_source": crs_name,
             "tile": settings.tile,
             "overlap": settings.overlap,
+            "min_valid": settings.min_valid,
+            "fields": fields,  # the properties the features have: what this model predicts
             "skipped_tiles": len(ordered) - len(captioned),
+            "skipped_by_reason": skipped,
         },
         "features": features,
     }
-    atomic_write_text(out / GEOJSON_FILE, json.dumps(collection))
+    write_text_atomic(out / GEOJSON_FILE, json.dumps(collection))
     if has_masks:
-        _write_mask_tif(grid, captioned, out, rasterio)
+        _write_mask_tif(inputs, captioned, out)
     changed = [r for r in captioned if r.changed]
     # the most probable first (row-major without probabilities); at most REPORT_TILES thumbnails, so the page's
     # size does not grow with the scene (changes.geojson lists them all)
     changed.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
-    limits = run_stretch_limits(out, settings, scenes[0], scenes[2])
-    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES], limits, *scenes)
-    write_scene_report(settings, crs_name, ordered, overviews, thumbnails, out / REPORT_FILE)
+    limits = run_stretch_limits(out, settings, inputs.before, inputs.after_raw)
+    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES], limits, inputs.before,
+                                           inputs.after, inputs.after_raw)  # fmt: skip
+    page = render_scene_report(settings, crs_name, ordered, overviews, thumbnails, grid.window)
+    write_text_atomic(out / REPORT_FILE, page)
     return {"tiles": len(ordered), "captioned": len(captioned), "skipped": len(ordered) - len(captioned),
-            "changed": sum(bool(r.changed) for r in captioned)}  # fmt: skip
+            "skipped_by_reason": skipped, "changed": sum(bool(r.changed) for r in captioned)}  # fmt: skip
 
 
 OVERVIEW_SIDE = 640  # longest side of a scene's overview in the report, in screen pixels
@@ -524,31 +824,34 @@ def _report_images(
     return overviews, thumbnails
 
 
-def _write_mask_tif(grid: SceneGrid, captioned: list[TileResult], out: Path, rasterio: Any) -> None:
+def _write_mask_tif(inputs: SceneInputs, captioned: list[TileResult], out: Path) -> None:
     """Tile masks into one GeoTIFF on BEFORE's grid, written window by window (overlaps: changed if any tile says
-    so); pixels no tile covered are ``NOT_COVERED``."""
+    so); its nodata ``NOT_COVERED`` marks the pixels no tile covered and those without data in a date."""
     from PIL import Image
     from rasterio.windows import Window
 
-    path = out / MASK_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
+    rasterio = _rasterio()
+    grid = inputs.grid
     profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "crs": grid.crs, "transform": grid.transform,
                "width": grid.width, "height": grid.height, "nodata": NOT_COVERED, "compress": "deflate",
                "tiled": True, "blockxsize": 256, "blockysize": 256}  # fmt: skip
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for r0 in range(0, grid.height, 256):  # every block starts as "not covered"
-            for c0 in range(0, grid.width, 256):
-                h, w = min(256, grid.height - r0), min(256, grid.width - c0)
-                dst.write(np.full((1, h, w), NOT_COVERED, np.uint8), window=Window(c0, r0, w, h))
-    with rasterio.open(tmp, "r+") as dst:
-        for res in captioned:
-            if res.mask is None:
-                continue
-            tile = (np.asarray(Image.open(out / MASKS_DIR / res.mask)) > 0).astype(np.uint8)  # [T, T]
-            # the part of the tile inside the raster
-            h, w = min(res.size, grid.height - res.y), min(res.size, grid.width - res.x)
-            window = Window(res.x, res.y, w, h)
-            current = dst.read(1, window=window)
-            merged = np.where(current == NOT_COVERED, tile[:h, :w], np.maximum(current, tile[:h, :w]))
-            dst.write(merged[None], window=window)
-    tmp.replace(path)
+    with atomic_target(out / MASK_FILE) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for r0 in range(0, grid.height, 256):  # every block starts as "not covered"
+                for c0 in range(0, grid.width, 256):
+                    h, w = min(256, grid.height - r0), min(256, grid.width - c0)
+                    dst.write(np.full((1, h, w), NOT_COVERED, np.uint8), window=Window(c0, r0, w, h))
+        with rasterio.open(tmp, "r+") as dst:
+            for res in captioned:
+                if res.mask is None:
+                    continue
+                tile = (np.asarray(Image.open(out / MASKS_DIR / res.mask)) > 0).astype(np.uint8)  # [T, T]
+                y0, x0, y1, x1 = tile_inside(res, grid.window)  # the part of the tile inside the overlap
+                window = (res.y + y0, res.x + x0, y1 - y0, x1 - x0)
+                valid = read_valid(inputs.before, inputs.bands_before[0], window, (0, 0)) & \
+                    read_valid(inputs.after, inputs.bands_after[0], window, grid.after_offset)  # fmt: skip
+                part = tile[y0:y1, x0:x1]
+                win = Window(window[1], window[0], window[3], window[2])
+                current = dst.read(1, window=win)
+                merged = np.where(current == NOT_COVERED, part, np.maximum(current, part))
+                dst.write(np.where(valid, merged, current)[None], window=win)
