@@ -61,7 +61,7 @@ class IntraTaskAttention(nn.Module):
     There is no residual from X around the attention (as in the released code); the unit adds X back outside.
     ``residual=True`` (not the paper's or the code's) makes it U = LN(X + W_o·MHSA(...)), which keeps the tokens'
     spatial differences when the attention is near-uniform. ``num_heads`` does not change the parameter count; the
-    code-faithful value is ``dim`` (head width 1), as ``ln_eps=0`` is the code's LayerNorm.
+    code-faithful value is ``dim`` (head width 1), and ``ln_eps=0`` gives the code's LayerNorm.
     """
 
     def __init__(self, dim: int, num_heads: int, residual: bool = False, ln_eps: float = LN_EPS) -> None:
