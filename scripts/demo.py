@@ -26,7 +26,16 @@ def log(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+#: the training run's folder in ``--out``; the trained model is its ``best/`` (``demo_out/run/best`` by default)
+RUN_FOLDER = "run"
+
+
+def data_folder(out: Path, preset: str, seed: int) -> Path:
+    """Where the SynthCC set goes (``demo_out/synthcc_small_seed0`` by default)."""
+    return out / f"synthcc_{preset}_seed{seed}"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output directory")
     parser.add_argument("--preset", default="small", choices=("tiny", "small", "full"), help="SynthCC preset")
@@ -39,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         default=str(REPO / "configs" / "change_detection_synthcc_cpu.yaml"),
         help="for DFM: the change detector trained first as its prior (reused when already trained in --out)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from changecap.errors import ChangeCapError
 
@@ -57,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = out / f"synthcc_{args.preset}_seed{args.seed}"
+    data_dir = data_folder(out, args.preset, args.seed)
 
     log(f"1/5 SynthCC ({args.preset} preset, seed {args.seed}) → {data_dir}")
     if (data_dir / "LevirCCcaptions.json").exists():
@@ -76,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     from changecap.engine import load_config, train
 
-    overrides = [f"data.root={data_dir}", f"train.output_dir={out / 'run'}", *args.set]
+    overrides = [f"data.root={data_dir}", f"train.output_dir={out / RUN_FOLDER}", *args.set]
     config = load_config(args.config, overrides=overrides)
     prior = config.model.get("prior") or {}
     if config.model.get("architecture") == "dfm" and prior.get("enabled", True):

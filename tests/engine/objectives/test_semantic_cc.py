@@ -181,3 +181,47 @@ def test_change_weight_scales_the_change_pixels_only() -> None:
     ce = torch.nn.functional.cross_entropy(two.permute(0, 2, 3, 1).reshape(-1, 2)[:3], torch.tensor([0, 1, 1]),
                                            reduction="none")  # fmt: skip
     assert torch.allclose(binary_change_loss_sum(two, mask, 3.0)[0], ce[0] + 3.0 * (ce[1] + ce[2]))
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in model whose change logits are given: what the objective does with them is under test."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def features(self, images: torch.Tensor) -> tuple[None, None]:
+        return None, None
+
+    def change_logits(self, f_cd: None) -> torch.Tensor:
+        return self.logits
+
+
+@pytest.mark.parametrize("denominator", ["labelled", "all"])
+def test_cd_denominator_divides_by_labelled_or_all_pixels(denominator: str) -> None:
+    """Two 2×2 masks, 3 of 8 pixels ignored: L_cd is the summed BCE of the 5 labelled pixels over 5 (labelled) or
+    over 8 (all: the released code's mmseg loss with avg_non_ignore=False)."""
+    from changecap.engine.objectives.base import GlobalCounts, StepInfo
+
+    mask = torch.tensor([[[0, 1], [255, 1]], [[255, 255], [0, 2]]])  # [B = 2, 2, 2]
+    logits = torch.tensor([[[[0.5, -1.0], [7.0, 2.0]]], [[[3.0, -4.0], [1.5, 0.2]]]])  # [2, 1, 2, 2]: BCE form
+    objective = SemanticCCObjective(SemanticCCLossConfig(schedule="cd-only", cd_denominator=denominator), units=1)
+    phase = objective.phases(0)[0]
+    batch = {"name": ["a", "b"], "image": torch.zeros(2, 2, 3, 2, 2), "mask": mask}
+    counts = objective.normalizers(batch, phase)
+    assert counts["pixels"] == (5.0 if denominator == "labelled" else 8.0)
+    step = StepInfo(0, phase, GlobalCounts(counts, world_size=1, grad_accum=1), torch.device("cpu"))
+    out = objective(_FixedLogits(logits), batch, step)
+    labelled = mask != 255
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, 0][labelled], (mask[labelled] > 0).float(), reduction="sum"
+    )
+    expected = bce / (5 if denominator == "labelled" else 8)
+    torch.testing.assert_close(out.loss, expected)
+    total, count = out.stats["cd_loss"]
+    torch.testing.assert_close(total / count, expected)
+
+
+def test_cd_denominator_is_checked() -> None:
+    with pytest.raises(ConfigError, match="loss.cd_denominator"):
+        SemanticCCObjective.read_config({"cd_denominator": "valid"}, None)

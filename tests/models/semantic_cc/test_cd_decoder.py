@@ -87,12 +87,27 @@ def test_pairs_are_independent_in_eval_mode(form: str) -> None:
         torch.testing.assert_close(m(f[[i, 3 + i]]), out[i : i + 1], atol=1e-5, rtol=1e-5)
 
 
-def test_layer_norm_2d_normalises_channels() -> None:
-    x = torch.randn(2, 5, 3, 4)
-    norm = LayerNorm2d(5)
+def _layer_norm_2d_reference(x: torch.Tensor, eps: float) -> torch.Tensor:
     mean = x.mean(1, keepdim=True)
     var = x.var(1, unbiased=False, keepdim=True)
-    torch.testing.assert_close(norm(x), (x - mean) / torch.sqrt(var + 1e-6))
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def test_layer_norm_2d_normalises_channels() -> None:
+    x = torch.randn(2, 5, 3, 4)
+    torch.testing.assert_close(LayerNorm2d(5, eps=1e-6)(x), _layer_norm_2d_reference(x, 1e-6))
+
+
+def test_fpn_norms_use_the_released_eps() -> None:
+    """Every LN2d of the pyramid has mmcv's default eps 1e-5 (the released config sets none): on channels whose
+    variance is about 1e-5 the normalised values differ from eps 1e-6 by about a third."""
+    norms = [m for m in _decoder().modules() if isinstance(m, LayerNorm2d)]
+    assert len(norms) == 9  # the first level's inner norm + a lateral and an output norm per level (4 levels)
+    x = 3e-3 * torch.randn(2, 8, 3, 4, generator=torch.Generator().manual_seed(0))  # channel variance ≈ 1e-5
+    for norm in norms:
+        out = norm(x)
+        torch.testing.assert_close(out, _layer_norm_2d_reference(x, 1e-5))
+        assert (out - _layer_norm_2d_reference(x, 1e-6)).abs().max() > 0.1
 
 
 def test_gradient_reaches_every_parameter() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,30 @@ def test_save_and_load_reproduce_masks_and_captions(tmp_path: Path) -> None:
     images = _images(2)
     a, b = model.predict(images), again.predict(images)
     assert torch.equal(a["mask"], b["mask"]) and a["captions"] == b["captions"]
+
+
+def test_neck_ln_eps_option_and_directories_without_it(tmp_path: Path) -> None:
+    code = _model(**{"neck.ln_eps": 0.0}).eval()
+    norms = [m for m in code.neck.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(m.eps == 0.0 for m in norms)
+    images = _images(2)
+    assert torch.isfinite(code.change_logits(code.features(images)[1])).all()
+    # a model directory whose config does not name the field is built with the default, 1e-6
+    model = _model().eval()
+    vocab = Vocabulary.build([WORDS], threshold=0)
+    model.config.vocab_size = len(vocab)
+    out = save_model(model, None, vocab, tmp_path / "m")
+    payload = json.loads((out / "config.json").read_text())
+    assert payload["model"]["neck"].pop("ln_eps") == 1e-6
+    (out / "config.json").write_text(json.dumps(payload))
+    again = load_model(out)
+    assert all(m.eps == 1e-6 for m in again.neck.modules() if isinstance(m, torch.nn.LayerNorm))
+    with torch.no_grad():
+        f_cc, f_cd = model.features(images)
+        f_cc2, f_cd2 = again.features(images)
+    assert torch.equal(f_cc, f_cc2) and torch.equal(f_cd, f_cd2)
+    with pytest.raises(ConfigError, match="model.neck.ln_eps"):
+        config_from_dict(tiny(**{"neck.ln_eps": -1.0}))
 
 
 def test_bad_configs_are_one_line_errors() -> None:

@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from changecap.errors import ModelError
-from changecap.models.semantic_cc.neck import InterTaskAttention, IntraTaskAttention, SemanticAggregationNeck
+from changecap.models.semantic_cc.neck import (
+    InterTaskAttention,
+    IntraTaskAttention,
+    SemanticAggregationNeck,
+    TokenLayerNorm,
+)
 
 ENC, CC, CD, L = 12, 8, 4, 6
 
@@ -220,3 +225,80 @@ def test_intra_residual_keeps_token_differences_under_uniform_attention() -> Non
     assert float(kept.std(dim=1).mean()) > 0.5
     neck = SemanticAggregationNeck(1, ENC, CC, CD, cc_heads=2, cd_heads=2, intra_residual=True)
     assert all(m.residual for m in (neck.units[0].intra_cc, neck.units[0].intra_cd))
+
+
+# ------------------------------------------------------------------------------------------------ LayerNorm eps
+def _layer_norm_reference(x: torch.Tensor, eps: float) -> torch.Tensor:
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)  # biased, as LayerNorm
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def test_ln_eps_reaches_every_layer_norm_of_the_units() -> None:
+    default = SemanticAggregationNeck(2, ENC, CC, CD, cc_heads=2, cd_heads=2, symmetric_inter=True)
+    code = SemanticAggregationNeck(2, ENC, CC, CD, cc_heads=2, cd_heads=2, symmetric_inter=True, ln_eps=0.0)
+    for neck, eps in ((default, 1e-6), (code, 0.0)):
+        norms = [m for m in neck.modules() if isinstance(m, torch.nn.LayerNorm)]
+        assert len(norms) == 2 * 4  # per unit: intra_cc, intra_cd, inter, inter_cd
+        assert all(isinstance(m, TokenLayerNorm) and m.eps == eps for m in norms)
+    assert code.state_dict().keys() == default.state_dict().keys()  # the option adds no tensor
+    with pytest.raises(ModelError, match="eps"):
+        SemanticAggregationNeck(1, ENC, CC, CD, cc_heads=2, cd_heads=2, ln_eps=-1e-6)
+
+
+def test_eps_zero_is_the_released_layer_norm() -> None:
+    """Tokens whose variance is about 1e-6: eps 0 and eps 1e-6 differ by about a third of the normalised value."""
+    x = 1e-3 * torch.randn(3, L, CC, generator=torch.Generator().manual_seed(0))  # [N, L, D]
+    norm = TokenLayerNorm(CC, eps=0.0)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    expected = _layer_norm_reference(x, 0.0) * norm.weight + norm.bias
+    torch.testing.assert_close(norm(x), expected)
+    torch.testing.assert_close(norm(x), F.layer_norm(x, (CC,), norm.weight, norm.bias, eps=0.0))
+    assert (norm(x) - (_layer_norm_reference(x, 1e-6) * norm.weight + norm.bias)).abs().max() > 0.1
+    m = IntraTaskAttention(CC, 2, ln_eps=0.0)  # the unit's norm: U = LN(A), A scaled down to variance ≈ 1e-6
+    with torch.no_grad():
+        m.out_proj.weight.mul_(1e-3)
+        m.out_proj.bias.mul_(1e-3)
+    x = torch.randn(2, L, CC, generator=torch.Generator().manual_seed(1))
+    a = m.out_proj(m.v_proj(x).mean(dim=1, keepdim=True).expand(-1, L, -1))  # uniform attention: q = 0 below
+    with torch.no_grad():
+        m.q_proj.weight.zero_()
+        m.q_proj.bias.zero_()
+    u = _layer_norm_reference(a, 0.0) * m.norm.weight + m.norm.bias
+    torch.testing.assert_close(m(x), u + m.ffn(u), atol=1e-5, rtol=1e-5)
+
+
+def test_eps_zero_gives_a_constant_token_the_bias_not_nan() -> None:
+    """The inter-task layer's sigmoid makes a constant token when its projection is zero: σ(0) = 0.5 everywhere."""
+    m = InterTaskAttention(CC, CD, ln_eps=0.0)
+    with torch.no_grad():
+        m.proj.weight.zero_()
+        m.proj.bias.zero_()
+        m.norm.bias.uniform_(-1.0, 1.0)
+    x_a = torch.randn(2, L, CC, requires_grad=True)
+    out = m(x_a, torch.randn(2, L, CD))
+    torch.testing.assert_close(out, m.norm.bias.expand_as(out))
+    assert torch.isnan(F.layer_norm(torch.full((CC,), 0.5), (CC,), eps=0.0)).all()  # what eps 0 alone gives
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    assert torch.isfinite(x_a.grad).all()
+    norm = TokenLayerNorm(CC, eps=0.0)  # a batch mixing a constant token and ordinary ones
+    x = torch.randn(3, CC)
+    x[1] = 2.0
+    out = norm(x)
+    torch.testing.assert_close(out[1], norm.bias)
+    torch.testing.assert_close(out[[0, 2]], F.layer_norm(x[[0, 2]], (CC,), eps=0.0))
+
+
+def test_eps_zero_under_bf16_autocast_runs_as_layer_norm_does() -> None:
+    x = torch.randn(2, L, CC).bfloat16()
+    x[0, 1] = 0.25  # a constant token
+    norm = TokenLayerNorm(CC, eps=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(x)
+        plain = F.layer_norm(x, (CC,), norm.weight, norm.bias, eps=0.0)
+    assert out.dtype == plain.dtype
+    torch.testing.assert_close(out[1], plain[1])
+    torch.testing.assert_close(out[0, 1], norm.bias.to(out.dtype))

@@ -3,7 +3,9 @@
 L = L_cc + λ · L_cd with λ = 0.5 (paper; the code sums, λ = 1). L_cc is the LLM's token cross-entropy over the
 caption and end-symbol tokens, L_cd the pixel loss of the change mask (BCE on one logit, paper; 2-class CE, code),
 both exact means over the global batch (``base.py``): the normalisers are the caption tokens (counted with the
-model's own tokenizer, hence :meth:`bind`) and the labelled pixels.
+model's own tokenizer, hence :meth:`bind`) and the labelled pixels (``loss.cd_denominator: labelled``) or all pixels
+(``all``: the released code's mmseg loss, ``avg_non_ignore=False``). Ignored pixels (class ``IGNORE``, 255) add no
+loss in either; the two differ only for masks with ignored pixels, which the released pipeline never produces.
 
 Schedules (``loss.schedule``), phases of every epoch in order:
 
@@ -44,6 +46,11 @@ class SemanticCCLossConfig:
     schedule: Literal["3-stage", "2-stage", "1-stage", "caption-only", "cd-only"] = "3-stage"
     # weight of change pixels in L_cd (1 = the paper's plain BCE); > 1 counters their rarity (2.7 % on SynthCC)
     cd_change_weight: float = 1.0
+    # what L_cd's sum is divided by: the labelled pixels ("labelled", as torch's cross_entropy with ignore_index) or
+    # every pixel, ignored ones included ("all": the released code, mmseg's avg_non_ignore=False). "labelled" keeps
+    # L_cd a mean per labelled pixel, so a mask's ignored share does not scale its loss down against λ·L_cd's
+    # balance with L_cc; without ignored pixels (LEVIR-MCI, SynthCC) both give the same loss.
+    cd_denominator: Literal["labelled", "all"] = "labelled"
     # passes of a stage per epoch, by phase name (cd, cc, neck, joint, caption); unnamed stages make one (the paper).
     # A from-scratch CPU run can give the cheap caption stage more of its time than the paper's 1 : 1 : 1.
     stage_passes: dict[str, int] = field(default_factory=dict)
@@ -108,8 +115,14 @@ class SemanticCCObjective(Objective):
                 raise RuntimeError("SemanticCCObjective.bind(model) must be called before training")
             out["tokens"] = float(sum(len(self.caption_decoder.target_ids(c)) for c in batch["caption"]))
         if tasks in ("cd", "both"):
-            out["pixels"] = float((batch["mask"] != IGNORE).sum())
+            out["pixels"] = float(self._pixel_count(batch["mask"]))
         return out
+
+    def _pixel_count(self, mask: torch.Tensor) -> torch.Tensor:
+        """L_cd's denominator over ``mask`` [B, S, S] (0-dim): its labelled pixels or all of them."""
+        if self.config.cd_denominator == "all":
+            return torch.tensor(mask.numel(), device=mask.device)
+        return (mask != IGNORE).sum()
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any], step: StepInfo) -> ObjectiveOutput:
         tasks = step.phase.options.get("tasks", "both")
@@ -121,10 +134,10 @@ class SemanticCCObjective(Objective):
         if tasks in ("cd", "both"):
             with step.autocast():
                 logits = model.change_logits(f_cd)  # [B, K, S, S]
-            pix_sum, pix_n = binary_change_loss_sum(logits.float(), batch["mask"], self.config.cd_change_weight)
+            pix_sum, _ = binary_change_loss_sum(logits.float(), batch["mask"], self.config.cd_change_weight)
             weight = 1.0 if tasks == "cd" else self.config.cd_weight
             loss = loss + pix_sum * (weight * c.mean_scale("pixels"))
-            stats["cd_loss"] = (pix_sum.detach(), pix_n.detach())
+            stats["cd_loss"] = (pix_sum.detach(), self._pixel_count(batch["mask"]))
         if tasks in ("cc", "both"):
             n = len(batch["caption"])
             k = len(self.caption_decoder.config.instructions)

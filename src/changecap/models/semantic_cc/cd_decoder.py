@@ -34,11 +34,15 @@ from changecap.models.parts.change_masks import (  # noqa: F401 - the decoder's 
 
 DecoderForm = Literal["code", "paper"]
 
+#: eps of the FPN's LayerNorms: the released config builds them as mmcv ``LN2d`` without an eps, so mmcv's default
+#: 1e-5 applies (SAM's own neck uses 1e-6)
+FPN_LN_EPS = 1e-5
+
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of an NCHW map (affine, eps 1e-6), as SAM / ViTDet use it."""
+    """LayerNorm over the channel axis of an NCHW map (affine), as SAM / ViTDet use it; eps 1e-5 by default."""
 
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+    def __init__(self, channels: int, eps: float = FPN_LN_EPS) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(channels))
@@ -56,7 +60,8 @@ class SimpleFPN(nn.Module):
 
     Level ops (``scales``): ConvT k2s2 → LN2d → GELU → ConvT k2s2 (C → C/2 → C/4); ConvT k2s2 (C → C/2); identity;
     max-pool 2. Each level then gets a lateral Conv1×1 + LN2d and an output Conv3×3 + LN2d (convs without bias: the
-    norm follows). The extra level is a stride-2 subsampling (max-pool kernel 1) of the last level's output.
+    norm follows); every LN2d has eps :data:`FPN_LN_EPS`. The extra level is a stride-2 subsampling (max-pool kernel
+    1) of the last level's output.
     """
 
     def __init__(self, in_channels: int, out_channels: int, extra_level: bool = True) -> None:

@@ -6,6 +6,7 @@ Every difference between the paper and the released code (spec §10) is a named 
 * #2, #3 ``encoder.bcsf_form``: ``"paper"`` [self ; other] gates and 3 FFNs; code ``"code"`` ([F1 ; F2], shared FFN);
 * #4 ``encoder.bcsf_trainable``: ``true``; code ``false`` (frozen as a side effect of its PEFT wrapping);
 * #5 ``neck.units``: 3; code 2.  #6 ``neck.cc_heads`` / ``cd_heads``: 16 / 8; code 1408 / 256 (head dimension 1);
+  ``neck.ln_eps``: 1e-6; code 0 (the paper gives none);
 * #7 ``neck.symmetric_inter``: ``false`` (CC ← CD only, as the code; the mirrored layer is an option);
 * #8 ``cd_decoder.loss``: ``"bce"``; code ``"ce"``. ``cd_decoder.form`` defaults to ``"code"`` (5 levels, as spec §4
   specifies); the paper's 4-level text is the reconstructed option ``"paper"``;
@@ -159,9 +160,15 @@ class NeckConfig:
     # tokens differed by 0.03 of their scale within an image, so the Q-Former could not see where anything changed
     # (docs/semantic_cc.md). Pretrained SAM tokens are large and diverse enough that the code form works there.
     intra_residual: bool = False
+    # eps of the units' LayerNorms. The released code's is 0, which divides by zero on a constant token (every value
+    # equal, e.g. a saturated sigmoid in the inter-task layer): NaN in the output and the gradients. The default is
+    # the usual 1e-6 (also what a model directory whose config lacks the field gets). With 0 the neck computes the
+    # code's LayerNorm and gives a constant token the bias instead of NaN (neck.TokenLayerNorm).
+    ln_eps: float = 1e-6
 
     def validate(self, prefix: str = "model.neck") -> None:
         require(self.units >= 1, f"{prefix}.units", f"must be >= 1 (the neck needs a unit), got {self.units}")
+        require(self.ln_eps >= 0, f"{prefix}.ln_eps", f"must be >= 0 (0: the released code's), got {self.ln_eps}")
         require(self.cc_dim > 0 and self.cc_dim % self.cc_heads == 0, f"{prefix}.cc_heads", "must divide cc_dim")
 
 

@@ -147,6 +147,7 @@ def _change_parts(
         cd_heads=config.neck.cd_heads,
         symmetric_inter=config.neck.symmetric_inter,
         intra_residual=config.neck.intra_residual,
+        ln_eps=config.neck.ln_eps,
     )
     cd_decoder = ChangeDetectionDecoder(
         in_dim=enc.cd_width,

@@ -28,7 +28,26 @@ from torch import nn
 
 from changecap.errors import ModelError
 
-LN_EPS = 1e-6  # the released code uses eps 0, which divides by zero on a constant token; spec §3 asks for 1e-6
+#: default eps of the neck's LayerNorms. The released code's is 0 (``NeckConfig.ln_eps``), which divides by zero on
+#: a constant token; :class:`TokenLayerNorm` guards that case.
+LN_EPS = 1e-6
+
+
+class TokenLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis that also accepts ``eps=0`` (the released neck's value).
+
+    With eps 0 a token whose values are all equal (variance 0) is 0/0 = NaN, in the output and in every gradient;
+    here its normalised values are 0 (the limit of any eps > 0), so its output is the bias. Every other token gets
+    LayerNorm with eps 0: eps is passed as the smallest normal float32 (1.2e-38), which leaves any variance above
+    about 1e-30 unchanged when added and keeps a zero variance finite. With eps > 0 this is ``nn.LayerNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.eps > 0:
+            return super().forward(x)
+        out = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, torch.finfo(torch.float32).tiny)
+        constant = x.amax(dim=-1, keepdim=True) == x.amin(dim=-1, keepdim=True)  # [..., 1]
+        return torch.where(constant, self.bias.to(out.dtype), out)
 
 
 def _check_tokens(name: str, x: torch.Tensor, dim: int) -> None:
@@ -42,10 +61,10 @@ class IntraTaskAttention(nn.Module):
     There is no residual from X around the attention (as in the released code); the unit adds X back outside.
     ``residual=True`` (not the paper's or the code's) makes it U = LN(X + W_o·MHSA(...)), which keeps the tokens'
     spatial differences when the attention is near-uniform. ``num_heads`` does not change the parameter count; the
-    code-faithful value is ``dim`` (head width 1).
+    code-faithful value is ``dim`` (head width 1), and ``ln_eps=0`` gives the code's LayerNorm.
     """
 
-    def __init__(self, dim: int, num_heads: int, residual: bool = False) -> None:
+    def __init__(self, dim: int, num_heads: int, residual: bool = False, ln_eps: float = LN_EPS) -> None:
         super().__init__()
         self.residual = residual
         if num_heads < 1 or dim % num_heads != 0:
@@ -56,7 +75,7 @@ class IntraTaskAttention(nn.Module):
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm = TokenLayerNorm(dim, eps=ln_eps)
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,13 +120,13 @@ class InterTaskAttention(nn.Module):
     The similarity decides, per token, which of b's channels agree with a's content; only those pass into a.
     """
 
-    def __init__(self, dim_a: int, dim_b: int) -> None:
+    def __init__(self, dim_a: int, dim_b: int, ln_eps: float = LN_EPS) -> None:
         super().__init__()
         self.dim_a = dim_a
         self.dim_b = dim_b
         self.similarity = nn.Bilinear(dim_a, dim_b, dim_b)  # weight [dim_b, dim_a, dim_b]
         self.proj = nn.Linear(dim_a + dim_b, dim_a)  # the paper's 1×1 conv over the concatenation
-        self.norm = nn.LayerNorm(dim_a, eps=LN_EPS)
+        self.norm = TokenLayerNorm(dim_a, eps=ln_eps)
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
         """X_a [N, L, dim_a], X_b [N, L, dim_b] → X_a' [N, L, dim_a]."""
@@ -135,13 +154,14 @@ class NeckUnit(nn.Module):
         cd_heads: int,
         symmetric_inter: bool,
         intra_residual: bool = False,
+        ln_eps: float = LN_EPS,
     ) -> None:
         super().__init__()
-        self.intra_cc = IntraTaskAttention(cc_dim, cc_heads, intra_residual)
-        self.intra_cd = IntraTaskAttention(cd_dim, cd_heads, intra_residual)
-        self.inter = InterTaskAttention(cc_dim, cd_dim)
+        self.intra_cc = IntraTaskAttention(cc_dim, cc_heads, intra_residual, ln_eps)
+        self.intra_cd = IntraTaskAttention(cd_dim, cd_heads, intra_residual, ln_eps)
+        self.inter = InterTaskAttention(cc_dim, cd_dim, ln_eps)
         # Mirrored layer (bilinear cd×cc → cc: ≈ 507 M parameters at the paper's widths, hence off by default).
-        self.inter_cd = InterTaskAttention(cd_dim, cc_dim) if symmetric_inter else None
+        self.inter_cd = InterTaskAttention(cd_dim, cc_dim, ln_eps) if symmetric_inter else None
 
     def forward(self, x_cc: torch.Tensor, x_cd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """X_cc [N, L, cc_dim], X_cd [N, L, cd_dim] → updated (X_cc, X_cd), same shapes."""
@@ -160,7 +180,8 @@ class SemanticAggregationNeck(nn.Module):
     """``cc_proj`` (encoder width → CC width, spec §2.4) followed by ``units`` :class:`NeckUnit` s.
 
     Paper: 3 units; released code: 2. ``cc_heads`` / ``cd_heads`` default to a conventional 16 / 8; the released code
-    uses one head per channel (``cc_heads=cc_dim``, ``cd_heads=cd_dim``).
+    uses one head per channel (``cc_heads=cc_dim``, ``cd_heads=cd_dim``). ``ln_eps`` is the eps of every LayerNorm
+    of the units (released code: 0).
     """
 
     def __init__(
@@ -173,16 +194,19 @@ class SemanticAggregationNeck(nn.Module):
         cd_heads: int = 8,
         symmetric_inter: bool = False,
         intra_residual: bool = False,
+        ln_eps: float = LN_EPS,
     ) -> None:
         super().__init__()
         if units < 1:
             raise ModelError(f"the aggregation neck needs at least one unit, got {units}")
+        if not ln_eps >= 0:
+            raise ModelError(f"the aggregation neck's LayerNorm eps must be >= 0, got {ln_eps}")
         self.encoder_dim = encoder_dim
         self.cc_dim = cc_dim
         self.cd_dim = cd_dim
         self.cc_proj = nn.Linear(encoder_dim, cc_dim)
         self.units = nn.ModuleList(
-            NeckUnit(cc_dim, cd_dim, cc_heads, cd_heads, symmetric_inter, intra_residual) for _ in range(units)
+            NeckUnit(cc_dim, cd_dim, cc_heads, cd_heads, symmetric_inter, intra_residual, ln_eps) for _ in range(units)
         )
 
     def forward(self, raw_tokens: torch.Tensor, cd_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,128 @@
+"""Commands shown in the Markdown docs, extracted from marked blocks so that tests can run them as written.
+
+A marked block is one or more fenced code blocks between two HTML comments (invisible on GitHub)::
+
+    <!-- tested-commands:begin -->
+    ```
+    # a comment line
+    changecap synth --geotiff data/scene --grid 8     # a trailing comment
+    changecap caption --pairs DIR \\
+        --model demo_out/run/best
+    ```
+    <!-- tested-commands:end -->
+
+Every line of those fences that is not blank or a comment is one command; a trailing backslash continues it on
+the next line. Comments are removed with ``shlex``'s rules (``#`` starting a word), so quoted ``#`` stays.
+:func:`python_argv` turns a command into the argv that runs it with this interpreter.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BEGIN = re.compile(r"^\s*<!--\s*tested-commands:begin\b.*-->\s*$")
+END = re.compile(r"^\s*<!--\s*tested-commands:end\s*-->\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class DocCommand:
+    """One command of a marked block: its words and where the doc shows it."""
+
+    argv: tuple[str, ...]
+    path: Path
+    line: int  # 1-based line of the command's first line
+
+    @property
+    def text(self) -> str:
+        return shlex.join(self.argv)
+
+    @property
+    def subcommand(self) -> str | None:
+        """``caption`` for ``changecap caption …``; None for a command that is not changecap's."""
+        return self.argv[1] if len(self.argv) > 1 and self.argv[0] == "changecap" else None
+
+    def option(self, name: str) -> str | None:
+        """The value of ``--name VALUE`` or ``--name=VALUE`` (the last one given, as argparse reads it)."""
+        value = None
+        for i, word in enumerate(self.argv):
+            if word == name and i + 1 < len(self.argv):
+                value = self.argv[i + 1]
+            elif word.startswith(name + "="):
+                value = word[len(name) + 1 :]
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.path.name}:{self.line}: {self.text}"
+
+
+@dataclass(frozen=True)
+class DocBlock:
+    """The commands between one pair of markers, in order."""
+
+    path: Path
+    line: int  # 1-based line of the begin marker
+    commands: tuple[DocCommand, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.name}:{self.line}"
+
+
+def marked_blocks(path: str | Path) -> list[DocBlock]:
+    """Every marked block of the Markdown file ``path``; a ValueError names the line of a malformed marking
+    (a begin without its end, an end without a begin, nested markers, an unclosed fence, no command)."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks: list[DocBlock] = []
+    begin: int | None = None
+    in_fence = False
+    commands: list[DocCommand] = []
+    pending: list[str] = []  # the lines of a command continued with a backslash
+    pending_line = 0
+    for number, line in enumerate(lines, start=1):
+        if FENCE.match(line):  # fences are tracked everywhere: a marker shown inside a code block is no marker
+            if in_fence and pending:
+                raise ValueError(f"{path}:{pending_line}: a backslash continues the command past its fence")
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            if begin is None:
+                continue
+            if not pending:
+                pending_line = number
+            pending.append(line.rstrip())
+            if line.rstrip().endswith("\\"):
+                pending[-1] = pending[-1][:-1]
+                continue
+            argv = shlex.split(" ".join(pending), comments=True)
+            pending = []
+            if argv:
+                commands.append(DocCommand(tuple(argv), path, pending_line))
+        elif BEGIN.match(line):
+            if begin is not None:
+                raise ValueError(f"{path}:{number}: tested-commands:begin inside the block begun on line {begin}")
+            begin, commands = number, []
+        elif END.match(line):
+            if begin is None:
+                raise ValueError(f"{path}:{number}: tested-commands:end without a begin")
+            if not commands:
+                raise ValueError(f"{path}:{begin}: the marked block holds no command in a fenced code block")
+            blocks.append(DocBlock(path, begin, tuple(commands)))
+            begin = None
+    if begin is not None and in_fence:
+        raise ValueError(f"{path}:{begin}: a fenced code block in the marked block is not closed")
+    if begin is not None:
+        raise ValueError(f"{path}:{begin}: tested-commands:begin without an end")
+    return blocks
+
+
+def python_argv(command: DocCommand) -> list[str]:
+    """The argv that runs ``command`` with this interpreter: ``changecap …`` becomes ``python -m changecap …``."""
+    if command.argv[0] == "changecap":
+        return [sys.executable, "-m", "changecap", *command.argv[1:]]
+    return list(command.argv)
