@@ -80,7 +80,7 @@ class HostCheck:
         shown = "".join(c for c in header if c.isprintable())[:100]
         detail = (f"Host header '{shown}' is not allowed: this server answers localhost and the address it is "
                   f"bound to; start it with --allowed-hosts {host_of(shown) or 'NAME'} to allow that name")  # fmt: skip
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": 400,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})  # fmt: skip
