@@ -1,12 +1,28 @@
-"""The JSON API of ``changecap serve`` through FastAPI's test client: captions equal the predictor's, masks for a
-model with a CD head, 4xx (never 500) for bad input, the upload limit, the OpenAPI schema, concurrent requests."""
+"""The JSON API of ``changecap serve``: through FastAPI's test client, captions equal the predictor's, masks for a
+model with a CD head, 4xx (never 500) with the upload's name for bad input, the upload and pixel limits (a
+decompression bomb included), uploads closed, the OpenAPI schema and /docs served offline, concurrent requests;
+through a real uvicorn server, a client sending its whole body without waiting reads the 413, health answers while
+a pair is being captioned, and a client that disconnects mid-upload is one log line."""
 
 from __future__ import annotations
 
 import base64
+import gc
 import io
+import json
+import logging
+import re
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+import warnings
+import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +33,9 @@ pytest.importorskip("httpx", reason="FastAPI's test client needs httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from changecap.inference import ChangeCaptioner  # noqa: E402
+from changecap.serve import app as app_module  # noqa: E402
 from changecap.serve import create_app, render_samples  # noqa: E402
+from tests.serve.fakes import FakeCaptioner  # noqa: E402
 
 
 def png(seed: int, size: tuple[int, int] = (40, 40)) -> bytes:
@@ -34,7 +52,8 @@ def samples() -> list:
 
 def client_for(model: Path, samples: list, **kw: float) -> tuple[TestClient, ChangeCaptioner]:
     captioner = ChangeCaptioner.from_pretrained(model, device="cpu")
-    return TestClient(create_app(captioner, str(model), samples=samples, **kw)), captioner
+    app = create_app(captioner, str(model), samples=samples, **kw)
+    return TestClient(app, base_url="http://localhost:8000"), captioner
 
 
 def pair(before: bytes, after: bytes) -> dict:
@@ -51,6 +70,7 @@ def test_caption_equals_the_predictor(model_dir: Path, samples: list) -> None:
     assert body["mask_png"] is None
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["predicts_masks"] is False and health["architecture"] == "hisem"
+    assert health["max_image_pixels"] == 4096 * 4096
 
 
 def test_a_model_with_a_cd_head_returns_the_mask_at_the_image_size(scc_dir: Path, samples: list) -> None:
@@ -64,8 +84,8 @@ def test_a_model_with_a_cd_head_returns_the_mask_at_the_image_size(scc_dir: Path
     ("files", "status", "message"),
     [
         ({"before": ("b.png", png(1), "image/png")}, 400, "after: missing"),
-        (pair(b"not an image", png(2)), 400, "before: not a readable image"),
-        (pair(png(1), b""), 400, "after: empty upload"),
+        (pair(b"not an image", png(2)), 400, "before (b.png): not a readable image"),
+        (pair(png(1), b""), 400, "after (a.png): empty upload"),
         (pair(png(1, (40, 40)), png(2, (40, 48))), 422, "same size"),
     ],
 )
@@ -82,7 +102,7 @@ def test_a_grey_image_is_a_400_not_a_500(model_dir: Path, samples: list) -> None
     Image.fromarray(np.zeros((40, 40), np.uint8)).convert("LA").save(buf, format="PNG")
     client, _ = client_for(model_dir, samples)
     r = client.post("/api/caption", files=pair(buf.getvalue(), png(2)))
-    assert r.status_code == 400 and r.json()["detail"].startswith("before:")
+    assert r.status_code == 400 and r.json()["detail"].startswith("before (b.png): 2-band image")
 
 
 def test_uploads_past_the_limit_get_413(model_dir: Path, samples: list) -> None:
@@ -129,3 +149,184 @@ def test_concurrent_requests_are_served_safely(model_dir: Path, samples: list) -
     singles = [captioner(np.asarray(Image.open(io.BytesIO(b))), np.asarray(Image.open(io.BytesIO(a)))).caption
                for b, a in inputs]  # fmt: skip
     assert answers == singles
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG that declares ``width × height`` RGB pixels in a few hundred bytes (its rows are mostly missing): what a
+    decompression bomb looks like to a reader that trusts the header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(600))) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pixels", "status", "message"),
+    [
+        ((30000, 30000), None, 413, "before (bomb.png): image of 900,000,000 pixels exceeds the limit of 16,777,216"),
+        ((5000, 5000), None, 413, "before (bomb.png): 5000×5000 image (25,000,000 pixels) exceeds the limit"),
+        ((30000, 30000), 10**9, 413, "before (bomb.png): image of 900,000,000 pixels exceeds Pillow's"),
+        ((1000, 1000), None, 400, "before (bomb.png): corrupt image"),  # allowed size, rows missing
+    ],
+)
+def test_images_past_the_pixel_limit_are_refused_from_their_header(
+    samples: list, size: tuple[int, int], max_pixels: int | None, status: int, message: str
+) -> None:
+    bomb = header_only_png(*size)
+    assert len(bomb) < 300
+    captioner = FakeCaptioner()
+    kw = {} if max_pixels is None else {"max_image_pixels": max_pixels}
+    client = TestClient(create_app(captioner, "fake", samples=samples, **kw), base_url="http://localhost")
+    r = client.post("/api/caption", files={"before": ("bomb.png", bomb, "image/png"), "after": ("a.png", png(2))})
+    assert r.status_code == status and r.json()["detail"].startswith(message), r.json()
+    assert captioner.calls == 0
+
+
+def test_the_pixel_limit_admits_images_up_to_it(samples: list) -> None:
+    captioner = FakeCaptioner()
+    client = TestClient(create_app(captioner, "fake", samples=samples, max_image_pixels=40 * 48),
+                        base_url="http://localhost")  # fmt: skip
+    assert client.post("/api/caption", files=pair(png(1, (40, 48)), png(2, (40, 48)))).json()["caption"] == "48x40 pair"
+    assert client.post("/api/caption", files=pair(png(1, (40, 49)), png(2, (40, 49)))).status_code == 413
+
+
+def test_uploads_are_closed_on_every_path(model_dir: Path, samples: list) -> None:
+    client, _ = client_for(model_dir, samples)
+    big = png(7, (700, 700))  # past the 1 MB a spooled upload keeps in memory: rolled over to a temporary file
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        codes = [
+            client.post("/api/caption", files=pair(png(1), png(2))).status_code,
+            client.post("/api/caption", files=pair(big, png(2))).status_code,  # 422: sizes differ
+            client.post("/api/caption", files=pair(b"not an image", png(2))).status_code,
+            client.post("/api/caption", files={"before": ("b.png", big, "image/png")}).status_code,
+        ]
+        gc.collect()
+    assert codes == [200, 422, 400, 400]
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+def test_docs_and_every_asset_they_load_are_served_locally(samples: list) -> None:
+    client = TestClient(create_app(FakeCaptioner(), "fake", samples=samples), base_url="http://localhost")
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    refs = re.findall(r'(?:src|href)="([^"]*)"', docs.text) + re.findall(r"url: '([^']*)'", docs.text)
+    assert {"/openapi.json"} < set(refs)
+    for ref in refs:
+        if ref.startswith("data:"):
+            continue
+        assert ref.startswith("/") and not ref.startswith("//"), ref  # this server, not another host
+        asset = client.get(ref)
+        assert asset.status_code == 200, ref
+        if ref.endswith(".css"):
+            urls = [u.strip("'\" ") for u in re.findall(r"url\(([^)]*)\)", asset.text)]
+            assert urls and all(u.startswith("data:") for u in urls)
+    for path in ("/", "/docs", "/docs/oauth2-redirect", "/openapi.json"):
+        assert not re.search(r"https?://", client.get(path).text), path
+    assert client.get("/redoc").status_code == 404  # ReDoc would fetch fonts from another host
+
+
+# ------------------------------------------------------------------------------------------- a real uvicorn server
+def multipart(files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its content type, built by hand (urllib has no form encoder)."""
+    body = b""
+    for field, (name, data) in files.items():
+        body += (f'--zz\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+                 "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"  # fmt: skip
+    return body + b"--zz--\r\n", "multipart/form-data; boundary=zz"
+
+
+def post_pair(base: str, before: bytes, after: bytes) -> dict:
+    body, ctype = multipart({"before": ("b.png", before), "after": ("a.png", after)})
+    req = urllib.request.Request(base + "/api/caption", data=body, headers={"Content-Type": ctype})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def raw_exchange(base: str, head: str, body: bytes = b"") -> bytes:
+    """Send ``head`` (request line and headers) and ``body`` on a plain socket; everything the server answers."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_client_that_sends_its_whole_body_without_waiting_reads_the_413(
+    samples: list, serve_app: Callable[[Any], str]
+) -> None:
+    base = serve_app(create_app(FakeCaptioner(), "fake", samples=samples, max_upload_mb=0.1))
+    body, ctype = multipart({"before": ("b.png", bytes(20_000_000)), "after": ("a.png", png(2))})
+    # urllib sends the body straight after the headers (no Expect: 100-continue)
+    req = urllib.request.Request(base + "/api/caption", data=body, headers={"Content-Type": ctype})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == 413 and err.value.headers["connection"] == "close"
+    assert json.loads(err.value.read())["detail"] == (
+        f"upload of {len(body)} bytes exceeds the limit of 0.1 MB (--max-upload-mb)"
+    )
+    # a chunked body declares no length: counted as it arrives, drained the same way
+    chunk = b"%x\r\n%s\r\n" % (65536, bytes(65536))
+    answer = raw_exchange(base, f"POST /api/caption HTTP/1.1\nHost: 127.0.0.1\nContent-Type: {ctype}\n"
+                          "Transfer-Encoding: chunked\n", chunk * 30 + b"0\r\n\r\n")  # fmt: skip
+    assert answer.startswith(b"HTTP/1.1 413") and b"exceeds the limit of 0.1 MB" in answer
+    # a client that waits for 100-continue, and one that announces more than is worth draining: answered at once
+    for expect in ("Expect: 100-continue\n", ""):
+        head = f"POST /api/caption HTTP/1.1\nHost: 127.0.0.1\nContent-Type: {ctype}\nContent-Length: {10**10}\n"
+        answer = raw_exchange(base, head + expect)
+        assert answer.startswith(b"HTTP/1.1 413") and b"100 Continue" not in answer
+    assert json.loads(urllib.request.urlopen(base + "/api/health", timeout=60).read())["status"] == "ok"
+
+
+@pytest.mark.parametrize("blocked", ["model", "decode"])
+def test_health_answers_while_pairs_are_being_captioned(
+    samples: list, serve_app: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch, blocked: str
+) -> None:
+    captioner = FakeCaptioner(block=blocked == "model")
+    if blocked == "decode":  # the first image decoded waits for the test: a large image being decoded
+        decode = app_module.decode_image
+
+        def slow_decode(img: Any, label: str) -> np.ndarray:
+            captioner.entered.set()
+            assert captioner.release.wait(60), "the test never released the decoder"
+            return decode(img, label)
+
+        monkeypatch.setattr(app_module, "decode_image", slow_decode)
+    base = serve_app(create_app(captioner, "fake", samples=samples))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        pending = [pool.submit(post_pair, base, png(i), png(i + 1)) for i in range(3)]  # one works, two queue
+        assert captioner.entered.wait(60)
+        health = json.loads(urllib.request.urlopen(base + "/api/health", timeout=60).read())
+        page = urllib.request.urlopen(base + "/", timeout=60).status
+        docs = urllib.request.urlopen(base + "/docs", timeout=60).status
+        in_flight = [not p.done() for p in pending]  # nothing can finish before the release below
+        captioner.release.set()
+        answers = [p.result(timeout=60)["caption"] for p in pending]
+    assert health["status"] == "ok" and page == docs == 200 and in_flight == [True] * 3
+    assert answers == ["40x40 pair"] * 3
+
+
+def test_a_client_that_disconnects_mid_upload_is_one_log_line(
+    samples: list, serve_app: Callable[[Any], str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging.getLogger("uvicorn"), "propagate", True)  # whatever configured uvicorn's logging
+    caplog.set_level(logging.INFO)
+    base = serve_app(create_app(FakeCaptioner(), "fake", samples=samples))
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(b"POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
+                  b"Content-Length: 100000\r\n\r\n" + bytes(1000))  # fmt: skip
+    deadline = time.monotonic() + 60  # a bound on the wait, not a timing check
+    while not any("disconnected" in r.getMessage() or r.levelno >= logging.ERROR for r in caplog.records):
+        assert time.monotonic() < deadline, "the server never noticed the disconnect"
+        time.sleep(0.02)
+    assert json.loads(urllib.request.urlopen(base + "/api/health", timeout=60).read())["status"] == "ok"
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.exc_info) for r in loud] == [("changecap.serve", None)]
+    assert re.fullmatch(r"127\.0\.0\.1:\d+ disconnected during an upload to /api/caption after 1000 bytes",
+                        loud[0].getMessage())  # fmt: skip

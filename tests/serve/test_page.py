@@ -1,22 +1,21 @@
 """The web page in a real browser (headless Debian chromium driven by playwright): pick a bundled sample, caption
 it, see the caption and the mask overlay. The test installs chromium with apt-get when it is missing (CI has apt);
-it skips, saying why, only where there is neither chromium nor apt-get."""
+it skips, saying why, only where there is neither chromium nor apt-get. Swagger UI at /docs renders with no
+request to another host."""
 
 from __future__ import annotations
 
 import fcntl
 import shutil
-import socket
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("fastapi", reason="changecap serve needs the 'serve' extra (FastAPI)")
-uvicorn = pytest.importorskip("uvicorn", reason="changecap serve needs the 'serve' extra (uvicorn)")
+pytest.importorskip("uvicorn", reason="changecap serve needs the 'serve' extra (uvicorn)")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (make env)")
 
 from changecap.inference import ChangeCaptioner  # noqa: E402
@@ -45,26 +44,9 @@ def chromium() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def server(scc_dir: Path) -> Iterator[str]:
-    app = create_app(ChangeCaptioner.from_pretrained(scc_dir, device="cpu"), "tiny semantic_cc")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+def server(scc_dir: Path, serve_app: Callable[[Any], str]) -> str:
+    return serve_app(create_app(ChangeCaptioner.from_pretrained(scc_dir, device="cpu"), "tiny semantic_cc"))
 
 
 def test_page_captions_a_sample_and_overlays_the_mask(server: str, tmp_path: Path) -> None:
@@ -91,3 +73,21 @@ def test_page_captions_a_sample_and_overlays_the_mask(server: str, tmp_path: Pat
         assert page.inner_text("#error") == "choose two images or a sample"
         browser.close()
     assert (tmp_path / "page.png").stat().st_size > 1000
+
+
+def test_docs_render_offline(server: str) -> None:
+    """Swagger UI at /docs renders the API with every request to another host refused (as on a machine offline)."""
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        local = (server + "/", "data:", "blob:")
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local) else route.abort())
+        page.goto(server + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=60_000)  # Swagger UI drew the operations
+        paths = [t.replace("\u200b", "") for t in page.locator(".opblock-summary-path").all_inner_texts()]
+        assert "/api/caption" in paths and "/api/health" in paths
+        assert page.title() == "changecap - Swagger UI"
+        assert requests and all(u.startswith(local) for u in requests), [u for u in requests if not u.startswith(local)]
+        browser.close()

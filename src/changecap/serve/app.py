@@ -1,21 +1,38 @@
-"""The local web page and JSON API of ``changecap serve`` (extra ``serve``: FastAPI + uvicorn).
+"""The local web page and JSON API of ``changecap serve`` (extra ``serve``: FastAPI, uvicorn, fastapi-offline).
 
 * ``GET /`` — one static page, no external assets: upload two images or pick a bundled SynthCC sample, see both
   dates side by side, the caption, the change probability and the mask overlay (models with a CD head).
 * ``POST /api/caption`` — multipart fields ``before`` and ``after`` → ``{"caption", "change_probability",
   "mask_png"}`` (``mask_png``: base64 PNG, 255 = changed, at the images' size; null without a CD head).
-* ``GET /api/health`` — the model and whether it is ready; ``GET /api/samples`` and
+* ``GET /api/health`` — the model, whether it is ready and the limits; ``GET /api/samples`` and
   ``GET /api/samples/{index}/{before|after}.png`` — the bundled samples (rendered by ``changecap.synth`` at start).
+* ``GET /docs`` — Swagger UI from the JavaScript and CSS that fastapi-offline ships (served from this server; no
+  CDN, no third-party favicon), over ``GET /openapi.json``.
 
-The model is loaded once; requests run one at a time through it (a lock: the model is not re-entrant and a CPU has
-no spare cores to give a second forward pass). Bad input is a 4xx with a message — 413 past the upload limit
-(``max_upload_mb`` per request, checked on the declared length and again on the bytes read), 400 for a missing field
-or an undecodable image, 422 for dates of different sizes — never a 500.
+The model is loaded once. Decoding, the forward pass and the mask's PNG run in a worker thread, one request at a
+time (a lock: the model is not re-entrant and a CPU has no spare cores for a second forward pass), so the event loop
+keeps answering health, page and docs requests meanwhile. Bad input is a 4xx with a message naming the upload's
+field and file name, never a 500:
+
+* 413 past the upload limit (``max_upload_mb`` per request, checked on the declared length and again on the bytes
+  read). The rest of an oversized body is read and discarded (up to ``DRAIN_BYTES`` more) before the answer, so a
+  client that sends its body without waiting for ``Expect: 100-continue`` reads the 413 instead of a reset
+  connection; the connection is then closed.
+* 413 for an image of more than ``max_image_pixels`` pixels, decided from its header before any pixel is decoded
+  (a PNG declaring 30000×30000 pixels in a few hundred bytes is refused without allocating them). Larger rasters
+  are for ``changecap scene``.
+* 400 for a missing field or an unreadable image, 422 for dates of different sizes.
+
+A client that disconnects mid-upload is logged as one warning line (logger ``changecap.serve``). Requests whose
+``Host`` header names another host are refused (:mod:`changecap.serve.hosts`).
 """
 
 import base64
 import io
+import logging
+import re
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +42,10 @@ from PIL import Image, UnidentifiedImageError
 from changecap.errors import ChangeCapError
 
 SAMPLE_SIZE = 128
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # per image; the models see 224–256 px, so this is ample for a pair
+DRAIN_BYTES = 64 * 1024 * 1024  # how much of an oversized body is read and discarded so the client sees the 413
+
+log = logging.getLogger("changecap.serve")
 
 
 @dataclass
@@ -51,27 +72,71 @@ def render_samples(count: int = 4, seed: int = 2024) -> list[Sample]:
 
 
 class HTTPProblem(Exception):
-    """A client error to answer with ``status`` and ``detail``."""
+    """A client error to answer with ``status`` and ``detail`` (``close``: close the connection afterwards)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, close: bool = False) -> None:
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.close = status, detail, close
 
 
-def decode_image(data: bytes, field: str) -> np.ndarray:
-    """Upload bytes → uint8 RGB [H, W, 3]; a 400 naming the field when they are not a usable image."""
+def upload_label(field: str, filename: str | None) -> str:
+    """``before (scene 1.png)``: how messages name an upload (the file name on one printable line, shortened)."""
+    name = " ".join("".join(c if c.isprintable() else " " for c in filename or "").split())
+    if not name:
+        return field
+    return f"{field} ({name if len(name) <= 80 else name[:77] + '...'})"
+
+
+def _reason(e: BaseException) -> str:
+    """A decoder's message on one line, without the in-memory buffer's repr Pillow puts in some of them."""
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the upload", " ".join(str(e).split()))
+    return text or type(e).__name__
+
+
+def _too_large(label: str, what: str, pixels: int | None, max_pixels: int) -> HTTPProblem:
+    """413 for an image past ``max_pixels`` (or past Pillow's own decompression-bomb bound, when that is lower)."""
+    if pixels is not None and pixels <= max_pixels:
+        bound = f"Pillow's decompression-bomb limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels"
+    else:
+        bound = f"the limit of {max_pixels:,} pixels per image (--max-image-pixels)"
+    return HTTPProblem(413, f"{label}: {what} exceeds {bound}; caption large rasters with 'changecap scene'")
+
+
+def open_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
+    """Open an upload lazily (header only) and refuse it before decoding when it has more than ``max_pixels``."""
+    if not data:
+        raise HTTPProblem(400, f"{label}: empty upload")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:  # Pillow's own bound, past ours unless max_pixels was raised
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(found.group(1)) if found else None
+        what = "image" if pixels is None else f"image of {pixels:,} pixels"
+        raise _too_large(label, what, pixels, max_pixels) from None
+    except UnidentifiedImageError:
+        raise HTTPProblem(400, f"{label}: not a readable image (PNG, JPEG, TIFF, ...)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise HTTPProblem(400, f"{label}: corrupt image ({_reason(e)})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise _too_large(label, f"{w}×{h} image ({w * h:,} pixels)", w * h, max_pixels)
+    return img
+
+
+def decode_image(img: Image.Image, label: str) -> np.ndarray:
+    """An opened upload → uint8 RGB [H, W, 3]; a 400 naming the upload when its pixels are not a usable image."""
     from changecap.data.image_io import pil_to_rgb
 
-    if not data:
-        raise HTTPProblem(400, f"{field}: empty upload")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return pil_to_rgb(img)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise HTTPProblem(400, f"{field}: not a readable image ({' '.join(str(e).split())})") from None
-    except ChangeCapError as e:
-        raise HTTPProblem(400, f"{field}: {e}") from None
+        img.load()
+        return pil_to_rgb(img)
+    except ChangeCapError as e:  # the band rules of changecap.data.image_io; it names no file for an in-memory image
+        raise HTTPProblem(400, f"{label}: {str(e).removeprefix('<input>: ')}") from None
+    except Image.DecompressionBombError as e:
+        raise HTTPProblem(413, f"{label}: {_reason(e)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise HTTPProblem(400, f"{label}: corrupt image ({_reason(e)})") from None
 
 
 def mask_png_base64(mask: np.ndarray | None) -> str | None:
@@ -83,20 +148,35 @@ def mask_png_base64(mask: np.ndarray | None) -> str | None:
 
 
 def create_app(
-    captioner: Any, model_name: str, *, max_upload_mb: float = 32.0, samples: list[Sample] | None = None
+    captioner: Any,
+    model_name: str,
+    *,
+    max_upload_mb: float = 32.0,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    host: str = "127.0.0.1",
+    allowed_hosts: tuple[str, ...] | list[str] = (),
+    samples: list[Sample] | None = None,
 ) -> Any:
     """The FastAPI application serving ``captioner`` (a :class:`~changecap.inference.ChangeCaptioner`).
 
+    ``host`` is the address the server is bound to and ``allowed_hosts`` further names it answers to (``*``: any);
+    requests with another ``Host`` header get 400 (:mod:`changecap.serve.hosts`).
+
     FastAPI reads the endpoints' annotations at definition time, which is why this module does without
     ``from __future__ import annotations`` (the endpoints' types are imported inside this function)."""
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
+    from starlette.requests import ClientDisconnect
 
+    from changecap.serve.hosts import HostCheck
     from changecap.serve.page import PAGE
 
+    if max_image_pixels <= 0:
+        raise ValueError(f"max_image_pixels must be > 0, got {max_image_pixels}")
     limit = int(max_upload_mb * 1024 * 1024)
     lock = threading.Lock()
     bundled = render_samples() if samples is None else samples
@@ -112,40 +192,112 @@ def create_app(
         architecture: str | None
         predicts_masks: bool
         max_upload_mb: float
+        max_image_pixels: int
 
-    app = FastAPI(title="changecap", description="Remote sensing change captioning of image pairs.",
-                  version="1")  # fmt: skip
+    # /docs from local copies of Swagger UI's files; no favicon ("data:," asks the browser for none) and no
+    # validator badge (Swagger UI would send the schema's address to an outside validator)
+    app = FastAPIOffline(title="changecap", description="Remote sensing change captioning of image pairs.",
+                         version="1", redoc_url=None, favicon_url="data:,",
+                         swagger_ui_parameters={"validatorUrl": None})  # fmt: skip
+    app.add_middleware(HostCheck, bound=host, allowed=tuple(allowed_hosts))
 
     @app.exception_handler(HTTPProblem)
     async def _problem(_: Request, exc: HTTPProblem) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        headers = {"Connection": "close"} if exc.close else None
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
+    async def page() -> str:
         return PAGE
 
+    # the cheap endpoints are coroutines: they never wait for a worker thread while captioning keeps those busy
     @app.get("/api/health", response_model=Health)
-    def health() -> Health:
+    async def health() -> Health:
         arch = getattr(getattr(captioner.model, "config", None), "architecture", None)
         return Health(status="ok", model=model_name, architecture=arch, predicts_masks=captioner.predicts_masks,
-                      max_upload_mb=max_upload_mb)  # fmt: skip
+                      max_upload_mb=max_upload_mb, max_image_pixels=max_image_pixels)  # fmt: skip
 
     @app.get("/api/samples")
-    def sample_list() -> list[dict[str, Any]]:
+    async def sample_list() -> list[dict[str, Any]]:
         return [{"index": i, "name": s.name} for i, s in enumerate(bundled)]
 
     @app.get("/api/samples/{index}/{date}.png", responses={200: {"content": {"image/png": {}}}})
-    def sample_image(index: int, date: str) -> Response:
+    async def sample_image(index: int, date: str) -> Response:
         if not 0 <= index < len(bundled) or date not in ("before", "after"):
             raise HTTPProblem(404, f"no sample {index}/{date}")
         return Response(getattr(bundled[index], date), media_type="image/png")
+
+    def over_limit(declared: int | None) -> HTTPProblem:
+        size = f"upload of {declared} bytes" if declared is not None else "upload"
+        return HTTPProblem(413, f"{size} exceeds the limit of {max_upload_mb:g} MB (--max-upload-mb)", close=True)
+
+    async def read_body(request: Request) -> bytes | None:
+        """The request body, at most ``limit`` bytes; None when the client went away before sending it all."""
+        text = request.headers.get("content-length", "")
+        declared = int(text) if text.isdigit() else None
+        too_big = declared is not None and declared > limit
+        if too_big and (request.headers.get("expect", "").lower() == "100-continue" or declared > limit + DRAIN_BYTES):
+            raise over_limit(declared)  # the client waits for our word before sending, or sends more than we drain
+        body, received = bytearray(), 0
+        try:
+            async for chunk in request.stream():  # counted as it arrives: a missing or false length is no way round
+                received += len(chunk)
+                if not too_big and received > limit:
+                    too_big = True
+                    body = bytearray()
+                if too_big:  # discarded, so the client gets to read the 413 (module docstring)
+                    if received > limit + DRAIN_BYTES:
+                        break
+                    continue
+                body += chunk
+        except ClientDisconnect:
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            log.warning("%s disconnected during an upload to %s after %d bytes", client, request.url.path, received)
+            return None
+        if too_big:
+            raise over_limit(declared)
+        return bytes(body)
+
+    async def read_uploads(request: Request, body: bytes) -> list[tuple[str, bytes]]:
+        """``[(label, bytes)]`` of the fields ``before`` and ``after``; the form's spooled files are closed."""
+        try:
+            form = await Request({**request.scope}, _replay(body)).form()
+        except Exception as e:  # malformed multipart: the parser's own message
+            raise HTTPProblem(400, f"not a multipart form ({_reason(e)})") from None
+        try:
+            uploads = []
+            for field in ("before", "after"):
+                upload = form.get(field)
+                if not isinstance(upload, UploadFile):
+                    raise HTTPProblem(400, f"{field}: missing (send multipart fields 'before' and 'after' as files)")
+                uploads.append((upload_label(field, upload.filename), await upload.read()))
+            return uploads
+        finally:
+            await form.close()
+
+    def caption_pair(uploads: list[tuple[str, bytes]]) -> Caption:
+        """Runs in a worker thread: headers checked first, then decode, forward pass and mask, one pair at a time."""
+        with ExitStack() as opened:
+            images = [opened.enter_context(open_upload(data, label, max_image_pixels)) for label, data in uploads]
+            with lock:  # also bounds the decoded pixels in memory to one pair
+                before, after = (decode_image(img, label) for img, (label, _) in zip(images, uploads))
+                if before.shape != after.shape:
+                    raise HTTPProblem(422, f"{uploads[0][0]} is {before.shape[1]}×{before.shape[0]} but "
+                                      f"{uploads[1][0]} is {after.shape[1]}×{after.shape[0]}; both dates must have "
+                                      "the same size")  # fmt: skip
+                try:
+                    res = captioner(before, after)
+                except ChangeCapError as e:
+                    raise HTTPProblem(422, str(e)) from None
+                mask = mask_png_base64(res.mask)
+        return Caption(caption=res.caption, change_probability=res.change_probability, mask_png=mask)
 
     @app.post(
         "/api/caption",
         response_model=Caption,
         responses={
             400: {"description": "a missing field or an unreadable image"},
-            413: {"description": "upload larger than the limit"},
+            413: {"description": "upload larger than the limit, or an image with more pixels than the limit"},
             422: {"description": "the two dates differ in size"},
         },  # fmt: skip
         openapi_extra={
@@ -166,51 +318,33 @@ def create_app(
             }
         },  # fmt: skip
     )
-    async def caption(request: Request) -> Caption:
+    async def caption(request: Request) -> Any:
         """Caption one pair: multipart fields ``before`` and ``after`` (PNG, JPEG, TIFF …, same size)."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPProblem(413, f"upload of {int(declared)} bytes exceeds the limit of {max_upload_mb:g} MB")
-        body = bytearray()
-        async for chunk in request.stream():  # counted as it arrives: a missing or false length is no way round
-            body += chunk
-            if len(body) > limit:
-                raise HTTPProblem(413, f"upload exceeds the limit of {max_upload_mb:g} MB")
-        try:
-            form = await Request({**request.scope}, _replay(bytes(body))).form()
-        except Exception as e:  # malformed multipart: the parser's own message
-            raise HTTPProblem(400, f"not a multipart form ({' '.join(str(e).split())})") from None
-        images = []
-        for field in ("before", "after"):
-            upload = form.get(field)
-            if not isinstance(upload, UploadFile):
-                raise HTTPProblem(400, f"{field}: missing (send multipart fields 'before' and 'after' as files)")
-            images.append(decode_image(await upload.read(), field))
-        before, after = images
-        if before.shape != after.shape:
-            raise HTTPProblem(422, f"before is {before.shape[1]}×{before.shape[0]} but after is "
-                              f"{after.shape[1]}×{after.shape[0]}; both dates must have the same size")  # fmt: skip
-
-        def run() -> Any:
-            with lock:
-                return captioner(before, after)
-
-        res = await run_in_threadpool(run)  # the event loop keeps answering (health, page) meanwhile
-        return Caption(caption=res.caption, change_probability=res.change_probability,
-                       mask_png=mask_png_base64(res.mask))  # fmt: skip
+        body = await read_body(request)
+        if body is None:
+            return Response(status_code=400)  # nobody is left to read it
+        uploads = await read_uploads(request, body)
+        del body
+        return await run_in_threadpool(caption_pair, uploads)  # the event loop keeps answering meanwhile
 
     return app
 
+def _replay(body: bytes, piece: int = 1024 * 1024) -> Any:
+    """An ASGI ``receive`` that hands back an already read body (so the form parser reads it once more), ``piece``
+    bytes at a time with a turn of the event loop before each: parsing a large form never holds up other requests
+    for long."""
+    import anyio
 
-def _replay(body: bytes) -> Any:
-    """An ASGI ``receive`` that hands back an already read body (so the form parser reads it once more)."""
-    sent = False
+    offset, done = 0, False
 
     async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
+        nonlocal offset, done
+        if done:
             return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        await anyio.sleep(0)
+        chunk = body[offset : offset + piece]
+        offset += piece
+        done = offset >= len(body)
+        return {"type": "http.request", "body": chunk, "more_body": not done}
 
     return receive

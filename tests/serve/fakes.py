@@ -1,0 +1,29 @@
+"""A stand-in captioner for the server tests that need no model."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+
+class FakeCaptioner:
+    """Stands in for a ``ChangeCaptioner`` where the model's answer does not matter (hosts, docs, HTTP handling).
+
+    With ``block=True`` each call waits until ``release`` is set (a forward pass that takes as long as the test
+    wants); ``entered`` is set once a call has begun."""
+
+    model = None
+    predicts_masks = False
+
+    def __init__(self, block: bool = False) -> None:
+        self.block = block
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+
+    def __call__(self, before: Any, after: Any) -> SimpleNamespace:
+        self.calls += 1
+        self.entered.set()
+        if self.block:
+            assert self.release.wait(60), "the test never released the model"
+        return SimpleNamespace(caption=f"{before.shape[1]}x{before.shape[0]} pair", change_probability=0.5, mask=None)
