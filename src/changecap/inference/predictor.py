@@ -48,11 +48,12 @@ class CaptionResult:
 
 def _to_uint8_hwc(img: ImageLike, what: str) -> np.ndarray:
     """Any supported single image → uint8 ``[H, W, 3]``, with one-line errors for wrong bands or types."""
-    from changecap.data.image_io import read_rgb
+    from changecap.data.image_io import read_rgb, upright
 
     if isinstance(img, (str, os.PathLike)):
         return read_rgb(img)
     if isinstance(img, Image.Image):
+        img = upright(img)  # EXIF orientation, as for files
         if img.mode not in ("RGB",):
             bands = len(img.getbands())
             if bands != 3:
