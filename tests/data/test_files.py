@@ -25,6 +25,7 @@ from changecap.data.files import (
     is_temp_name,
     make_temp_dir,
     remove_stale_temps,
+    set_normal_modes,
     temp_prefix,
 )
 from changecap.errors import DataError
@@ -208,3 +209,12 @@ def test_formula_cells_get_a_leading_quote(cell: str) -> None:
 @pytest.mark.parametrize("cell", ["p0.png", "", "a=b", "two houses are built"])
 def test_plain_cells_are_unchanged(cell: str) -> None:
     assert csv_safe(cell) == cell
+
+
+def test_set_normal_modes_walks_the_folder(tmp_path: Path, umask_027: None) -> None:
+    folder = make_temp_dir(tmp_path / "model")
+    (folder / "sub").mkdir(mode=0o700)
+    (folder / "sub" / "w.safetensors").write_bytes(b"x")
+    (folder / "sub" / "w.safetensors").chmod(0o600)
+    set_normal_modes(folder)
+    assert [(folder / p).stat().st_mode & 0o777 for p in ("", "sub", "sub/w.safetensors")] == [0o750, 0o750, 0o640]

@@ -11,7 +11,8 @@
   which the CLI turns into the same clean exit); readers see the old content or the new, never a mix.
 * Temporary names are ``.<target name>.<pid>.<random><suffix>``: after a SIGKILL (where nothing can clean up)
   :func:`remove_stale_temps` recognises the leftovers of processes that are no longer running on this machine.
-* :func:`make_temp_dir` is the folder counterpart (a folder built in place and renamed), with ``0777 & ~umask``.
+* :func:`make_temp_dir` is the folder counterpart (a folder built in place and renamed), with ``0777 & ~umask``;
+  :func:`set_normal_modes` gives what was written into it the normal modes before the rename.
 * :func:`csv_safe` neutralises spreadsheet formulas in CSV cells.
 """
 
@@ -236,6 +237,17 @@ def make_temp_dir(target: str | os.PathLike[str]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(t), suffix=".tmp", dir=t.parent))
     os.chmod(tmp, dir_mode())  # mkdtemp creates 0700
     return tmp
+
+
+def set_normal_modes(folder: str | os.PathLike[str]) -> None:
+    """Give a folder built in place, and everything in it, the modes the umask gives new files and folders (some
+    writers, safetensors' ``save_file`` among them, create files 0600)."""
+    root = Path(folder)
+    os.chmod(root, dir_mode())
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, dir_mode() if path.is_dir() else file_mode())
 
 
 # ------------------------------------------------------------------------------------------------- leftovers
