@@ -111,6 +111,13 @@ def prepare_pair_and_size(
     b = _to_uint8_hwc(before, names[0])
     a = _to_uint8_hwc(after, names[1])
     if b.shape != a.shape:
+        if isinstance(after, (str, os.PathLike)):  # files: name them
+            before_name = str(before) if isinstance(before, (str, os.PathLike)) else names[0]
+            raise DataError(
+                after,
+                f"{a.shape[1]}×{a.shape[0]} pixels but the before image {before_name} is {b.shape[1]}×{b.shape[0]}; "
+                "both dates must have the same size",
+            )
         raise DataError(
             None,
             f"{names[0]} is {b.shape[1]}×{b.shape[0]} but {names[1]} is {a.shape[1]}×{a.shape[0]}; "
