@@ -16,6 +16,11 @@ Decisions (documented here because the benchmarks do not fix them):
 * **TIFF**: read with ``tifffile`` when it is installed (exact band count and bit depth; multi-band GeoTIFFs), else
   with Pillow (plain 8-bit RGB TIFFs such as the Dubai-CC tiles). Non-8-bit data is accepted only when the values
   already lie in 0–255 (integers) or 0–1 (floats); anything else needs a user-chosen stretch and is rejected.
+* **Size bound**: an image whose header declares more than :data:`MAX_IMAGE_PIXELS` pixels (8192 × 8192 by
+  default; ``max_pixels=`` per call, ``$CHANGECAP_MAX_IMAGE_PIXELS`` for the process) is refused from its header,
+  before anything is decoded: a PNG can declare 30000 × 30000 pixels in a few hundred bytes.
+* **EXIF orientation** (also the TIFF Orientation tag) is applied to images and masks alike, so pixels are read the
+  way image viewers show them; unparsable EXIF counts as "stored upright".
 """
 
 from __future__ import annotations
@@ -155,8 +160,8 @@ def open_image(
     pixel bound; every failure inside the ``with`` block that comes from the file is a one-line :class:`DataError`
     naming ``name`` (default: the path; for bytes or a file object, name the upload).
 
-    This is the only place the package calls ``PIL.Image.open`` on a user's file. The image is as stored: use
-    :func:`load_image` for decoded, upright pixels (EXIF orientation applied).
+    Every reader of user images opens them here (the web server's uploads go through :func:`read_rgb_bytes`). The
+    image is as stored: use :func:`load_image` for decoded, upright pixels (EXIF orientation applied).
     """
     fp, label, _ = _source(source, name)
     try:
