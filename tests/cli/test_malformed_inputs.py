@@ -192,6 +192,15 @@ ROWS: list[Row] = [
     Row("pairs-batch-size-0", lambda t, c: pairs(t, c, c.pairs(t), "--out", str(t / "o.csv"), "--batch-size", "0",
                                                  model=False),
         ("--batch-size must be >= 1",), absent=("o.csv",)),
+    Row("pairs-out-is-the-input-csv", lambda t, c: pairs(t, c, pair_list(t, c), "--out", str(t / "l.csv"),
+                                                         model=False),
+        ("{tmp}/l.csv [--out]", "is one of the inputs")),
+    Row("pairs-mask-over-an-input", lambda t, c: pairs(t, c, c.pairs(t), "--mask-dir", str(t / "pairs" / "B"),
+                                                       model=False),
+        ("{tmp}/pairs/B/p0.png [--mask-dir]", "would overwrite this input image")),
+    Row("pairs-two-masks-one-file", lambda t, c: pairs(t, c, same_stems(t, c), "--mask-dir", str(t / "m"),
+                                                       model=False),
+        ("{tmp}/m/p0.png [--mask-dir]", "p0.jpg and p0.png would both write this mask"), absent=("m",)),
     # ---- train: the config and the run folder, refused before data or model
     Row("train-config-missing", lambda t, c: train(t, c, t / "none.yaml"), ("{tmp}/none.yaml",)),
     Row("train-config-bad-yaml", lambda t, c: train(t, c, text_file(t / "c.yaml", "data: [\n")),
@@ -224,6 +233,21 @@ ROWS: list[Row] = [
                                          "--no-progress"],
         ("{tmp}/levir/images/train/A/train_000001.png", "30000×30000")),
 ]  # fmt: skip
+
+
+def pair_list(tmp: Path, ctx: Ctx) -> Path:
+    """A CSV of the good pairs."""
+    folder = ctx.pairs(tmp)
+    rows = [f"{folder / 'A' / n},{folder / 'B' / n}" for n in ("p0.png", "p1.png")]
+    return text_file(tmp / "l.csv", "before,after\n" + "\n".join(rows) + "\n")
+
+
+def same_stems(tmp: Path, ctx: Ctx) -> Path:
+    """Good pairs plus p0.jpg beside p0.png: both would get the mask p0.png."""
+    folder = ctx.pairs(tmp)
+    for side in ("A", "B"):
+        png(folder / side / "p0.jpg", np.full((32, 32, 3), 50, np.uint8))
+    return folder
 
 
 def with_bomb(tmp: Path) -> Path:

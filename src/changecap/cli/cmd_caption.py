@@ -87,7 +87,13 @@ def run_pairs(args: argparse.Namespace) -> int:
 
     from changecap.data.files import check_output_dir
     from changecap.errors import ChangeCapError
-    from changecap.inference.pairs import RecordWriter, caption_pairs, check_records_path, find_pairs
+    from changecap.inference.pairs import (
+        RecordWriter,
+        caption_pairs,
+        check_outputs_spare_inputs,
+        check_records_path,
+        find_pairs,
+    )
 
     # every argument and output path before the pairs are listed or the model is loaded: a mistake fails at once
     if args.batch_size < 1:
@@ -97,6 +103,7 @@ def run_pairs(args: argparse.Namespace) -> int:
     if args.mask_dir is not None:
         check_output_dir(args.mask_dir, "--mask-dir")
     pairs, problems = find_pairs(args.pairs)
+    check_outputs_spare_inputs(pairs, args.pairs, args.out, args.mask_dir)
     captioner = _captioner(args)
     if args.mask_dir and not captioner.predicts_masks:
         raise ChangeCapError(f"--mask-dir: the model {args.model} predicts no change mask (it has no CD head)")

@@ -104,6 +104,36 @@ def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairRecord]]:
     return pairs, problems
 
 
+def mask_path_for(mask_dir: str | os.PathLike[str], pair: Pair) -> Path:
+    """Where ``--mask-dir`` puts a pair's mask: ``<mask_dir>/<name stem>.png``."""
+    return Path(mask_dir) / f"{Path(pair.name).stem}.png"
+
+
+def check_outputs_spare_inputs(
+    pairs: Sequence[Pair],
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
+    mask_dir: str | os.PathLike[str] | None,
+) -> None:
+    """Refuse, before any work, outputs that would overwrite an input (``--out`` naming the CSV of pairs or an
+    image, a mask written over an image of ``--mask-dir``'s folder) or each other (two pairs whose names share a
+    stem, ``a.png`` and ``a.jpg``, would get the same mask file)."""
+    inputs = {Path(p).resolve() for pair in pairs for p in (pair.before, pair.after)} | {Path(source).resolve()}
+    if out is not None and Path(out).expanduser().resolve() in inputs:
+        raise DataError(out, "is one of the inputs; choose another output file", field="--out")
+    if mask_dir is None:
+        return
+    seen: dict[Path, str] = {}
+    flag = "--mask-dir"
+    for pair in pairs:
+        target = mask_path_for(Path(mask_dir).expanduser(), pair).resolve()
+        if target in inputs:
+            raise DataError(target, "a mask would overwrite this input image; choose another folder", field=flag)
+        if target in seen:
+            raise DataError(target, f"pairs {seen[target]} and {pair.name} would both write this mask", field=flag)
+        seen[target] = pair.name
+
+
 def _load(pair: Pair, captioner: Any) -> torch.Tensor | PairRecord:
     """A pair → its model input [2, 3, S, S] (and its size), or a problem record naming the file."""
     from changecap.inference.predictor import prepare_pair_and_size
@@ -171,7 +201,7 @@ def _caption_batches(
                 res, size = results[p.name]
                 mask_path = None
                 if mask_dir is not None and res.mask is not None:
-                    mask_path = Path(mask_dir) / f"{Path(p.name).stem}.png"
+                    mask_path = mask_path_for(mask_dir, p)
                     save_mask_png(captioner.mask_at_size(res.mask, size), mask_path)
                 yield PairRecord(p.name, str(p.before), str(p.after), res.caption, res.change_probability,
                                  None if mask_path is None else str(mask_path))  # fmt: skip
