@@ -166,6 +166,9 @@ ROWS: list[Row] = [
     Row("mask-read-only-fs", lambda t, c: caption(t, c, rgb(t), None, "--mask", str(t / "out" / "m.png"),
                                                   model=False),
         ("[--mask]", "read-only file system"), absent=("out",), patch=read_only_fs),
+    Row("mask-is-an-input", lambda t, c: caption(t, c, rgb(t, "a.png"), None, "--mask", str(t / "a.png"),
+                                                 model=False),
+        ("{tmp}/a.png [--mask]", "is one of the input images")),
     # ---- caption --pairs: sources
     Row("pairs-missing", lambda t, c: pairs(t, c, t / "nowhere", model=False), ("{tmp}/nowhere", "no such file")),
     Row("pairs-no-A-B", lambda t, c: pairs(t, c, (t / "p").mkdir() or t / "p", model=False), ("{tmp}/p", "A/")),
