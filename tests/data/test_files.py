@@ -85,8 +85,9 @@ def test_an_exception_inside_the_block_keeps_the_old_file_and_removes_the_tempor
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["captions.csv"]
 
 
-@pytest.mark.parametrize("planted", [".mask.png.tmp", f".mask.png.tmp-{os.getpid()}", f".mask.png.{os.getpid()}.tmp"])
+@pytest.mark.parametrize("planted", [".mask.png.tmp", ".mask.png.tmp-{pid}", ".mask.png.{pid}.tmp"])
 def test_a_symlink_planted_at_a_predictable_name_is_never_followed(tmp_path: Path, planted: str) -> None:
+    planted = planted.format(pid=os.getpid())  # names earlier writers used, guessable by anyone
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     (tmp_path / planted).symlink_to(victim)
