@@ -87,7 +87,7 @@ def test_an_exception_inside_the_block_keeps_the_old_file_and_removes_the_tempor
 
 @pytest.mark.parametrize("planted", [".mask.png.tmp", ".mask.png.tmp-{pid}", ".mask.png.{pid}.tmp"])
 def test_a_symlink_planted_at_a_predictable_name_is_never_followed(tmp_path: Path, planted: str) -> None:
-    planted = planted.format(pid=os.getpid())  # names earlier writers used, guessable by anyone
+    planted = planted.format(pid=os.getpid())  # predictable names beside the target
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     (tmp_path / planted).symlink_to(victim)

@@ -47,7 +47,7 @@ def test_caption_mask_is_written_atomically_with_normal_permissions(scc_dir: Pat
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     mask = tmp_path / "mask.png"
-    (tmp_path / ".mask.png.tmp").symlink_to(victim)  # the name the mask writer once used
+    (tmp_path / ".mask.png.tmp").symlink_to(victim)  # a predictable name beside the target
     old = os.umask(0o022)
     try:
         code = main(["caption", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--model", str(scc_dir),
