@@ -7,6 +7,8 @@ Pairs alternate changed / unchanged (even index changed). Images are small noise
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -194,3 +196,25 @@ def make_levir_cd(root: Path, n: int = 3, size: int = 16, splits: Sequence[str] 
             Image.fromarray(after).save(folder / "B" / name)
             Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(folder / "label" / name)
     return root
+
+
+def bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A decompression bomb: a valid PNG header declaring ``width × height`` RGB pixels in a few hundred bytes (a
+    few zero rows of data follow; a reader must refuse it from the header, before decoding)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    idat = zlib.compress(b"\0" * (1 + 3 * width) * 4, 9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def save_with_orientation(arr: np.ndarray, path: Path, orientation: int, **save_args: object) -> Path:
+    """Save ``arr`` as stored pixels with an EXIF orientation tag (6: a viewer turns it 90° clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, exif=exif.tobytes(), **save_args)
+    return path

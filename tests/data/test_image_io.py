@@ -1,24 +1,34 @@
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from changecap.data.image_io import (
+    MAX_IMAGE_PIXELS,
+    MAX_PIXELS_ENV,
     NORMALIZATION,
     as_rgb_array,
     image_header,
+    image_size,
+    load_image,
+    max_image_pixels,
     read_mask,
     read_rgb,
+    read_rgb_bytes,
     resize_image,
     resize_mask,
     resize_shorter_then_center_crop,
     to_tensor_normalized,
 )
-from changecap.errors import DataError
+from changecap.errors import ConfigError, DataError
+from tests.data.fakes import bomb_png, save_with_orientation
 
 RNG = np.random.default_rng(0)
 
@@ -157,3 +167,104 @@ def test_as_rgb_array_accepts_pil_and_arrays(tmp_path: Path) -> None:
         as_rgb_array(arr[..., 0])
     with pytest.raises(DataError, match="0–1"):
         as_rgb_array(arr.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------- bombs
+@pytest.mark.parametrize("reader", [read_rgb, image_header, image_size, read_mask, load_image])
+def test_a_decompression_bomb_is_a_one_line_data_error_without_pillow_warnings(tmp_path: Path, reader: Any) -> None:
+    bomb = bomb_png(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would be a second, multi-line message
+        with pytest.raises(DataError, match=r"bomb.png: image is 30000×30000 pixels .*above the limit") as e:
+            reader(bomb)
+    assert "\n" not in str(e.value)
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own bound is back for everyone else
+
+
+def test_the_bound_is_settable_per_call_and_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(_rgb(10, 10)).save(tmp_path / "a.png")
+    assert max_image_pixels() == MAX_IMAGE_PIXELS
+    with pytest.raises(DataError, match="above the limit of 99 pixels"):
+        read_rgb(tmp_path / "a.png", max_pixels=99)
+    assert read_rgb(tmp_path / "a.png", max_pixels=100).shape == (10, 10, 3)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "50")
+    with pytest.raises(DataError, match="above the limit of 50 pixels"):
+        image_header(tmp_path / "a.png")
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(ConfigError, match=MAX_PIXELS_ENV):
+        read_rgb(tmp_path / "a.png")
+
+
+def test_a_bound_above_pillows_own_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(_rgb(10, 10)).save(tmp_path / "a.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # Pillow would warn above 20 and refuse above 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_rgb(tmp_path / "a.png").shape == (10, 10, 3)
+    assert Image.MAX_IMAGE_PIXELS == 20
+
+
+def test_tiff_bound_is_checked_on_the_tags(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "t.tif", _rgb(20, 20), photometric="rgb")
+    for reader in (read_rgb, image_header):
+        with pytest.raises(DataError, match="t.tif: image is 20×20 pixels"):
+            reader(tmp_path / "t.tif", max_pixels=399)
+
+
+def test_bytes_are_read_with_their_display_name(tmp_path: Path) -> None:
+    arr = _rgb()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    np.testing.assert_array_equal(read_rgb_bytes(buf.getvalue(), "upload.png"), arr)
+    with pytest.raises(DataError, match=r"^holiday.jpg: not a readable image file$"):
+        read_rgb_bytes(b"not an image", "holiday.jpg")
+    with pytest.raises(DataError, match=r"^big.png: image is 30000×30000"):
+        read_rgb_bytes(bomb_png(tmp_path / "b.png").read_bytes(), "big.png")
+
+
+# ---------------------------------------------------------------------------------------------------------- EXIF
+def _quadrants(h: int, w: int) -> np.ndarray:
+    """Four flat colour blocks (survive JPEG): red top-left, green top-right, blue bottom-left, white bottom-right."""
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[: h // 2, : w // 2] = (255, 0, 0)
+    arr[: h // 2, w // 2 :] = (0, 255, 0)
+    arr[h // 2 :, : w // 2] = (0, 0, 255)
+    arr[h // 2 :, w // 2 :] = 255
+    return arr
+
+
+def test_jpeg_with_exif_orientation_is_read_upright(tmp_path: Path) -> None:
+    stored = _quadrants(32, 48)
+    path = save_with_orientation(stored, tmp_path / "turned.jpg", 6, quality=95)  # viewers turn it 90° clockwise
+    out = read_rgb(path)
+    assert out.shape == (48, 32, 3)
+    corners = {(6, 6): (0, 0, 255), (6, 26): (255, 0, 0), (42, 6): (255, 255, 255), (42, 26): (0, 255, 0)}
+    for (y, x), colour in corners.items():  # turned clockwise: the stored bottom-left (blue) is now top-left
+        assert np.abs(out[y, x].astype(int) - colour).max() < 30  # JPEG: close, not exact
+    assert image_header(path) == (32, 48, 3) and image_size(path) == (32, 48)
+    with Image.open(path) as img:  # a PIL image handed over by a caller is turned the same way
+        np.testing.assert_array_equal(as_rgb_array(img), out)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_matches_pillow_for_png_masks_and_tiff(tmp_path: Path, orientation: int) -> None:
+    stored = _rgb(4, 6)
+    with Image.open(save_with_orientation(stored, tmp_path / "a.png", orientation)) as img:
+        expected = np.asarray(ImageOps.exif_transpose(img))
+    np.testing.assert_array_equal(read_rgb(tmp_path / "a.png"), expected)
+    label = np.where(stored[..., :1] > 128, 255, 0).astype(np.uint8).repeat(3, axis=2)  # [4, 6, 3] of 0 / 255
+    save_with_orientation(label, tmp_path / "m.png", orientation)
+    assert read_mask(tmp_path / "m.png").shape == expected.shape[:2]  # masks turn with their images
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), read_rgb(tmp_path / "m.png")[..., 0] // 255 * 2)
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "a.tif", stored, photometric="rgb", extratags=[(0x0112, "H", 1, orientation, True)])
+    np.testing.assert_array_equal(read_rgb(tmp_path / "a.tif"), expected)
+    assert image_header(tmp_path / "a.tif") == (expected.shape[1], expected.shape[0], 3)
+
+
+def test_unparsable_exif_reads_as_stored(tmp_path: Path) -> None:
+    arr = _rgb()
+    Image.fromarray(arr).save(tmp_path / "a.png", exif=b"Exif\x00\x00garbage")
+    np.testing.assert_array_equal(read_rgb(tmp_path / "a.png"), arr)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import torch
 from changecap.engine import TrainConfig, Trainer, train
 from changecap.engine.checkpoint import load_checkpoint
 from changecap.engine.objectives.hisem import HisemObjective
-from changecap.errors import ModelError
+from changecap.errors import DataError, ModelError
 from tests.engine.toy import ToyDataset, load_toy_weights, toy_builder, toy_saver, toy_vocab
 
 
@@ -222,3 +225,52 @@ def test_compiled_training_follows_the_eager_curve_over_50_updates(tmp_path: Pat
     assert len(eager_losses) == len(compiled_losses) >= 20
     # float re-association in the compiled kernels drifts by < 1e-3 relative over 50 updates at lr 0.01
     assert compiled_losses == pytest.approx(eager_losses, rel=2e-3, abs=1e-5)
+
+
+def test_model_folders_and_run_files_get_the_umask_permissions(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        run(make_config(out, epochs=1))
+    finally:
+        os.umask(old)
+    for folder in ("best", "last"):
+        assert (out / folder).stat().st_mode & 0o777 == 0o755  # not the temporary folder's 0700
+        assert (out / folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    for name in ("config.yaml", "vocab.json"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file or folder left
+
+
+@pytest.mark.parametrize("layout", ["a file", "under a file"])
+def test_an_unusable_output_dir_is_refused_before_anything_is_built(tmp_path: Path, layout: str) -> None:
+    (tmp_path / "taken").write_text("not a folder")
+    out = tmp_path / "taken" if layout == "a file" else tmp_path / "taken" / "run"
+    with pytest.raises(DataError, match=r"\[train.output_dir\]") as e:
+        Trainer(make_config(out), model_builder=lambda *a: pytest.fail("the model was built"))
+    assert "\n" not in str(e.value) and str(tmp_path / "taken") in str(e.value)
+
+
+def test_an_interrupted_model_save_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+
+    def interrupted_saver(*args: Any) -> None:
+        toy_saver(*args)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(out, epochs=1), objective=HisemObjective, model_builder=toy_builder(),
+              model_saver=interrupted_saver, datasets=(ToyDataset(8, toy_vocab(), "train"),
+              ToyDataset(4, toy_vocab(), "val")), vocab=toy_vocab())  # fmt: skip
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_killed_runs_half_written_model_folder_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    stale = out / f".best.{proc.pid}.x1y2.tmp"  # what a SIGKILL during save_model_dir leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+    run(make_config(out, epochs=1))
+    assert not stale.exists() and (out / "best" / "model.safetensors").is_file()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,37 @@ def test_caption_cli_writes_the_mask(scc_dir: Path, tmp_path: Path, capsys: pyte
     assert code == 0 and mask.is_file()
     written = np.asarray(Image.open(mask))
     assert written.shape == (64, 64) and set(np.unique(written)) <= {0, 255}
+
+
+def test_caption_mask_is_written_atomically_with_normal_permissions(scc_dir: Path, tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    mask = tmp_path / "mask.png"
+    (tmp_path / ".mask.png.tmp").symlink_to(victim)  # a predictable name beside the target
+    old = os.umask(0o022)
+    try:
+        code = main(["caption", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--model", str(scc_dir),
+                     "--device", "cpu", "--mask", str(mask)])  # fmt: skip
+    finally:
+        os.umask(old)
+    assert code == 0 and victim.read_text() == "precious" and mask.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mask.png.tmp", "a.png", "mask.png", "victim.txt"]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"), [("a_folder", "is a folder"), ("a_file/m.png", "is a file, not a folder")]
+)
+def test_an_unusable_mask_path_is_refused_before_the_model_is_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, message: str
+) -> None:
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    code = main(["caption", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--model", str(tmp_path / "no-model"),
+                 "--mask", str(tmp_path / target)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "[--mask]" in err and message in err and "\n" not in err
 
 
 def test_mask_flag_on_a_model_without_cd_head_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,10 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from changecap.cli.main import main
 from changecap.data.image_io import read_rgb
 from changecap.errors import ChangeCapError, DataError, ModelError
 from changecap.inference import CaptionResult, ChangeCaptioner, PreprocessConfig, preprocess_pair
 from changecap.models import load_model
+from tests.data.fakes import bomb_png, save_with_orientation
 from tests.inference.conftest import IMAGE_SIZE
 
 
@@ -144,6 +146,30 @@ def test_grayscale_and_4_band_files_are_refused(captioner: ChangeCaptioner, tmp_
         with pytest.raises(DataError) as exc:
             captioner(path, rgb)
         _one_line(exc, str(path))
+
+
+def test_a_decompression_bomb_is_a_data_error(
+    captioner: ChangeCaptioner, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bomb = bomb_png(tmp_path / "bomb.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "rgb.png")
+    with pytest.raises(DataError) as exc:
+        captioner(tmp_path / "rgb.png", bomb)
+    _one_line(exc, str(bomb))
+    code = main(["caption", str(tmp_path / "rgb.png"), str(bomb), "--model", str(model_dir), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {bomb}: image is 30000×30000 pixels") and "\n" not in err
+
+
+def test_exif_orientation_is_applied_to_files_and_pil_images(captioner: ChangeCaptioner, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    turned = save_with_orientation(stored, tmp_path / "turned.png", 6)
+    upright = np.ascontiguousarray(np.rot90(stored, -1))  # [48, 32, 3]: as a viewer shows the file
+    expected = captioner(upright, upright).tokens
+    assert captioner(turned, turned).tokens == expected
+    with Image.open(turned) as img:
+        assert captioner(img, img).tokens == expected
 
 
 def test_batch_length_mismatch_and_index_in_messages(captioner: ChangeCaptioner) -> None:

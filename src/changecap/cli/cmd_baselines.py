@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from changecap.data.files import check_output_dir
+
+    if args.out is not None:
+        check_output_dir(args.out, "--out")  # before the baselines are fitted
     results = run_baselines(
         Path(args.root), args.format, args.split, vocab_path=args.vocab, meteor=args.meteor, out_dir=args.out
     )
@@ -69,9 +73,10 @@ def run_baselines(
         for name, preds in predictions.items():
             results[name] = evaluate_captions(preds, refs, protocol="rsicc", vocab=vocab, meteor=scorer)
     if out_dir is not None:
+        from changecap.data.files import atomic_write_text
+
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         for name, preds in predictions.items():
-            (out / f"baseline_{name}_predictions.json").write_text(json.dumps(preds, indent=1))
-            (out / f"baseline_{name}_metrics.json").write_text(json.dumps(results[name].to_dict(), indent=1))
+            atomic_write_text(out / f"baseline_{name}_predictions.json", json.dumps(preds, indent=1))
+            atomic_write_text(out / f"baseline_{name}_metrics.json", json.dumps(results[name].to_dict(), indent=1))
     return results

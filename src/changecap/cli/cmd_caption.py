@@ -56,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("out", "mask_dir"):
         if getattr(args, flag) is not None:
             raise ChangeCapError(f"--{flag.replace('_', '-')} goes with --pairs (one pair: --json, --mask PNG)")
+    if args.mask:
+        from pathlib import Path
+
+        from changecap.data.files import check_output_file
+        from changecap.errors import DataError
+
+        mask = check_output_file(args.mask, "--mask")  # before the model is loaded
+        if mask.resolve() in {Path(args.before).resolve(), Path(args.after).resolve()}:
+            raise DataError(mask, "is one of the input images; choose another file", field="--mask")
     captioner = _captioner(args)
     if args.mask and not captioner.predicts_masks:
         raise ChangeCapError(f"--mask: the model {args.model} predicts no change mask (it has no CD head)")
@@ -81,18 +90,34 @@ def run(args: argparse.Namespace) -> int:
 def run_pairs(args: argparse.Namespace) -> int:
     import sys
 
+    from changecap.data.files import check_output_dir
     from changecap.errors import ChangeCapError
-    from changecap.inference.pairs import RecordWriter, caption_pairs, find_pairs
+    from changecap.inference.pairs import (
+        RecordWriter,
+        caption_pairs,
+        check_outputs_spare_inputs,
+        check_records_path,
+        find_pairs,
+    )
 
-    pairs, problems = find_pairs(args.pairs)  # before loading the model: a wrong path fails at once
+    # every argument and output path before the pairs are listed or the model is loaded: a mistake fails at once
+    if args.batch_size < 1:
+        raise ChangeCapError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out is not None:
+        check_records_path(args.out)
+    if args.mask_dir is not None:
+        check_output_dir(args.mask_dir, "--mask-dir")
+    pairs, problems = find_pairs(args.pairs)
+    check_outputs_spare_inputs(pairs, args.pairs, args.out, args.mask_dir)
     captioner = _captioner(args)
     if args.mask_dir and not captioner.predicts_masks:
         raise ChangeCapError(f"--mask-dir: the model {args.model} predicts no change mask (it has no CD head)")
+    records = caption_pairs(captioner, pairs, batch_size=args.batch_size, beam_size=args.beam_size,
+                            mask_dir=args.mask_dir, progress=not args.no_progress)  # fmt: skip
     writer = RecordWriter(args.out)
     captioned = 0
     try:
-        for record in caption_pairs(captioner, pairs, batch_size=args.batch_size, beam_size=args.beam_size,
-                                    mask_dir=args.mask_dir, progress=not args.no_progress):  # fmt: skip
+        for record in records:
             if record.error is not None:
                 problems.append(record)
                 continue
@@ -100,12 +125,13 @@ def run_pairs(args: argparse.Namespace) -> int:
             captioned += 1
         for record in problems:  # after the captions, in the output as well as on the terminal
             writer.write(record)
-    except BaseException:
-        partial = writer.abort()
+        writer.close()
+    except BaseException as e:
+        partial = writer.abort()  # the temporary file never survives; records written so far are kept
         if partial is not None:
-            print(f"interrupted: the {captioned} record(s) written so far are in {partial}", file=sys.stderr)
+            how = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped"
+            print(f"{how}: the {writer.count} record(s) written so far are in {partial}", file=sys.stderr)
         raise
-    writer.close()
     where = f" to {args.out}" if args.out else ""
     print(f"{captioned} pair(s) captioned{where}; {len(problems)} problem(s)", file=sys.stderr)
     for record in problems:

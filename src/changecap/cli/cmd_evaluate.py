@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from changecap.data.files import check_output_dir
     from changecap.errors import ChangeCapError
     from changecap.inference import evaluate_model
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.model) / f"eval_{args.split}"
     else:  # a Hub id: never write into the Hugging Face cache
         out = Path(f"eval_{str(args.model).replace('/', '_')}_{args.split}")
+    check_output_dir(out, "--out")  # before the model is loaded
     ev = evaluate_model(
         args.model,
         args.data,

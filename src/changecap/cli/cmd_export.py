@@ -14,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from changecap.data.files import check_output_dir
     from changecap.errors import ChangeCapError
 
+    check_output_dir(args.out, "--out")
     try:
         import onnx  # noqa: F401 - torch.onnx.export writes through it
     except ImportError:

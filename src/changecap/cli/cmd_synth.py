@@ -55,9 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from changecap.data.files import check_output_dir, check_output_file
+
     if args.out is not None:
         from changecap.synth import generate_synthcc
 
+        check_output_dir(args.out, "--out")
         root = generate_synthcc(
             args.out,
             pairs=args.pairs,
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise ChangeCapError("--figure needs --from DIR (the SynthCC folder to draw)")
     from changecap.synth.figure import render_figure
 
+    check_output_file(args.figure, "--figure")
     out = render_figure(args.source, args.figure, samples=args.samples, columns=args.columns, tile=args.tile)
     print(f"wrote {out}", file=sys.stdout)
     return 0

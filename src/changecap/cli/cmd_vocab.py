@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from changecap.data.datasets import CONVENTIONS, build_vocabulary
+    from changecap.data.files import check_output_file
 
+    check_output_file(args.out, "--out")  # before the captions are read
     threshold = CONVENTIONS[args.format].vocab_threshold if args.threshold is None else args.threshold
     vocab = build_vocabulary(
         Path(args.root),

@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from changecap.data.annotations import SPLITS, Layout, PairRecord, check_format, parse_annotations
-from changecap.data.image_io import image_header, read_mask, read_rgb
+from changecap.data.image_io import image_header, image_size, read_mask, read_rgb
 from changecap.data.text import tokenize
 from changecap.data.vocab import Vocabulary
 from changecap.errors import DataError
@@ -142,17 +142,9 @@ def check_pair_files(rec: PairRecord, deep: bool = False) -> tuple[int, int] | N
 
 
 def _mask_header(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
     if not path.is_file():
         raise DataError(path, "label image not found")
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except UnidentifiedImageError:
-        raise DataError(path, "not a readable image file") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(path, f"corrupt image ({' '.join(str(e).split())})") from None
+    return image_size(path)
 
 
 def check_dataset(

@@ -1,11 +1,129 @@
-"""Durable file writes shared by every layer above: readers see the old content or the new, never a mix."""
+"""Output files shared by every layer above: checked before work starts, written atomically, never half there.
+
+* :func:`check_output_file` / :func:`check_output_dir` validate an output path before any model is loaded or any
+  work is done: a folder where a file is wanted (or the reverse), a parent that is a file, a read-only file system or
+  a folder without write permission is a one-line :class:`DataError` naming the path and the option.
+* :class:`AtomicFile` (and :func:`atomic_write`, :func:`atomic_write_text`, :func:`atomic_write_bytes`) write to a
+  temporary file created exclusively (``tempfile.mkstemp``: a random name opened with ``O_EXCL``, so a file or a
+  symbolic link planted at a predictable name is never followed) in the target's folder, fsync it, give it the
+  permissions the user's umask gives any new file (``0666 & ~umask``, not mkstemp's 0600) and rename it over the
+  target. The temporary file is removed on every exit path that runs Python code (an exception, Ctrl-C, and SIGTERM,
+  which the CLI turns into the same clean exit); readers see the old content or the new, never a mix.
+* Temporary names are ``.<target name>.<pid>.<random><suffix>``: after a SIGKILL (where nothing can clean up)
+  :func:`remove_stale_temps` recognises the leftovers of processes that are no longer running on this machine.
+* :func:`make_temp_dir` is the folder counterpart (a folder built in place and renamed), with ``0777 & ~umask``;
+  :func:`set_normal_modes` gives what was written into it the normal modes before the rename.
+* :func:`csv_safe` neutralises spreadsheet formulas in CSV cells.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
+
+from changecap.errors import DataError
+
+TEMP_SUFFIXES = (".tmp", ".part", ".old")
+# .<target>.<pid>.<random from mkstemp/mkdtemp><suffix>
+_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+(?P<suffix>\.tmp|\.part|\.old)$")
 
 
+# ------------------------------------------------------------------------------------------------- permissions
+def _umask() -> int:
+    """The process umask, read without changing it where the platform allows (``os.umask`` only sets, so reading
+    it that way leaves a window in which another thread would create files with the wrong mode)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new regular file gets under the current umask (``0666 & ~umask``)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode a new folder gets under the current umask (``0777 & ~umask``)."""
+    return 0o777 & ~_umask()
+
+
+# ------------------------------------------------------------------------------------------------- path checks
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_creatable(path: Path, what: str, kind: str) -> None:
+    """``path`` does not exist: its nearest existing ancestor must be a writable folder (it is created from there)."""
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise DataError(path, f"cannot create the {kind}: {base} is a file, not a folder", field=what)
+    _check_writable_dir(base, path, what)
+
+
+def _check_writable_dir(folder: Path, path: Path, what: str) -> None:
+    if os.access(folder, os.W_OK | os.X_OK):
+        return
+    if _read_only_fs(folder):
+        raise DataError(path, f"{folder} is on a read-only file system", field=what)
+    raise DataError(path, f"no permission to write in the folder {folder}", field=what)
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        return False
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """Check before any work that ``path`` can be written as a file (created, or replaced atomically); return it.
+
+    ``what`` names the option or field in the message (``--out``). Missing parent folders are fine (the writer
+    creates them) as long as the nearest existing one is a writable folder.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(p, "is a folder; a file name is required", field=what)
+    if p.exists() and not p.is_file():
+        raise DataError(p, "exists and is not a regular file (a device or a pipe); give a file name", field=what)
+    if not p.exists():
+        _check_creatable(p, what, "file")
+        return p
+    _check_writable_dir(p.parent, p, what)  # the file is replaced by a rename inside its folder
+    if not os.access(p, os.W_OK):
+        raise DataError(p, "the file exists and is read-only; remove it or choose another name", field=what)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Check before any work that ``path`` is (or can be created as) a folder the user may write in; return it."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise DataError(p, "is a file; a folder is required", field=what)
+    if not p.exists():
+        _check_creatable(p, what, "folder")
+        return p
+    _check_writable_dir(p, p, what)
+    return p
+
+
+# ------------------------------------------------------------------------------------------------- atomic writes
 def fsync_dir(path: Path) -> None:
     """Flush a directory's entries (a rename inside it) to disk, where the platform allows it."""
     try:
@@ -20,12 +138,174 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+def temp_prefix(target: Path) -> str:
+    """The prefix of every temporary name for ``target`` (see :func:`remove_stale_temps`)."""
+    return f".{target.name}.{os.getpid()}."
+
+
+class AtomicFile:
+    """A file written under a fresh temporary name in ``path``'s folder and renamed over ``path`` by :meth:`commit`.
+
+    ``binary``: the file object takes bytes. ``suffix``: the temporary name's suffix (``.part`` for records written
+    as they come). Missing parent folders are created with the normal folder mode. Call :meth:`commit` or
+    :meth:`discard` (or :meth:`keep_as`); :func:`atomic_write` does it for a ``with`` block.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, binary: bool = False, suffix: str = ".tmp", newline: str | None = None
+    ) -> None:
+        if suffix not in TEMP_SUFFIXES:
+            raise ValueError(f"suffix must be one of {TEMP_SUFFIXES}, got {suffix!r}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=suffix, dir=self.path.parent)
+        self.tmp = Path(tmp)
+        try:
+            if binary:
+                self.file: IO[Any] = os.fdopen(fd, "wb")
+            else:
+                self.file = os.fdopen(fd, "w", encoding="utf-8", newline=newline)
+        except BaseException:
+            os.close(fd)
+            self.tmp.unlink(missing_ok=True)
+            raise
+        self.done = False
+
+    def _finish(self, target: Path) -> Path:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            os.chmod(self.tmp, file_mode())  # mkstemp creates 0600; a finished output gets the normal mode
+            self.file.close()
+            os.replace(self.tmp, target)
+        except BaseException:
+            self.discard()
+            raise
+        self.done = True
+        fsync_dir(target.parent)
+        return target
+
+    def commit(self) -> Path:
+        """Rename the finished temporary file over ``path``; the temporary file is gone either way."""
+        return self._finish(self.path)
+
+    def keep_as(self, target: str | os.PathLike[str]) -> Path:
+        """Rename what was written so far to ``target`` instead (partial records kept under a visible name)."""
+        return self._finish(Path(target))
+
+    def discard(self) -> None:
+        """Drop the temporary file (``path`` is left as it was)."""
+        self.done = True
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(
+    path: str | os.PathLike[str], *, binary: bool = False, newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """``with atomic_write(p) as f: f.write(...)``: ``p`` gets the new content when the block ends normally; on any
+    exception (Ctrl-C and SIGTERM included) the temporary file is removed and ``p`` is untouched."""
+    out = AtomicFile(path, binary=binary, newline=newline)
+    try:
+        yield out.file
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so readers see the old or the new content, never a mix."""
+    with atomic_write(path) as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new content, never a mix."""
+    with atomic_write(path, binary=True) as f:
+        f.write(data)
+
+
+def make_temp_dir(target: str | os.PathLike[str]) -> Path:
+    """A fresh, empty folder beside ``target`` (created exclusively, mode ``0777 & ~umask``) to build ``target`` in
+    and rename into place; remove it on failure (``shutil.rmtree``)."""
+    t = Path(target)
+    t.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(t), suffix=".tmp", dir=t.parent))
+    os.chmod(tmp, dir_mode())  # mkdtemp creates 0700
+    return tmp
+
+
+def set_normal_modes(folder: str | os.PathLike[str]) -> None:
+    """Give a folder built in place, and everything in it, the modes the umask gives new files and folders (some
+    writers, safetensors' ``save_file`` among them, create files 0600)."""
+    root = Path(folder)
+    os.chmod(root, dir_mode())
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, dir_mode() if path.is_dir() else file_mode())
+
+
+# ------------------------------------------------------------------------------------------------- leftovers
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` has the form of a temporary name made here (``.<target>.<pid>.<random><suffix>``)."""
+    return _TEMP_RE.match(name) is not None
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process (or no way to tell): leave its files alone
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], target: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders of processes no longer running on this machine from ``folder``
+    (only those for the file or folder named ``target`` when given) and return what was removed.
+
+    A ``.old`` folder (an output moved aside while its replacement was renamed in) whose target is missing is
+    renamed back instead: the kill came between the two renames, and it is the only copy.
+    """
+    root = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or (target is not None and m["target"] != target) or _running(int(m["pid"])):
+            continue
+        path = Path(entry.path)
+        final = root / m["target"]
+        try:
+            if m["suffix"] == ".old" and not final.exists():
+                os.replace(path, final)
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue  # gone already, or not ours to remove
+        removed.append(path)
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------- CSV
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(cell: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: one beginning with ``=``, ``+``, ``-``, ``@``, a tab or
+    a carriage return gets a leading single quote (the usual neutralisation; strip it to read the value back)."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell

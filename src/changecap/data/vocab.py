@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from changecap.data.files import atomic_write_text
 from changecap.data.text import tokenize
 from changecap.errors import DataError
 
@@ -96,12 +97,8 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``{token: id}`` in id order (the peers' format)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         ordered = {w: i for i, w in enumerate(self.id_to_word)}
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(ordered), encoding="utf-8")
-        os.replace(tmp, p)
+        atomic_write_text(path, json.dumps(ordered))
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from changecap.data.files import atomic_write_text
 from changecap.errors import ConfigError
 from changecap.schema import INTERNAL, from_dict, to_plain, with_path
 
@@ -233,12 +234,9 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the resolved config as YAML (atomically: temp file + ``os.replace``)."""
+        """Write the resolved config as YAML (atomically, :func:`~changecap.data.files.atomic_write_text`)."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
-        os.replace(tmp, p)
+        atomic_write_text(p, self.to_yaml())
         return p
 
     # ------------------------------------------------------------------ semantic checks

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from changecap.data.files import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -53,9 +55,7 @@ class RunLogger:
                 continue  # a line cut by the crash
             if int(rec.get("step", 0)) <= step:
                 kept.append(line)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def log(self, kind: str, step: int, epoch: int, values: dict[str, Any]) -> None:
         record = {"kind": kind, "step": step, "epoch": epoch, **values}

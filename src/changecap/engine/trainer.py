@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from changecap.data.files import check_output_dir, make_temp_dir, remove_stale_temps
 from changecap.data.vocab import Vocabulary
 from changecap.engine.checkpoint import (
     Checkpoint,
@@ -146,7 +146,7 @@ class Trainer:
             # the SynthCC CPU config. Values below 1.2e-38 carry nothing a model can use, so flush them
             # (process-wide setting; bf16 autocast mostly avoids them anyway).
             torch.set_flush_denormal(True)
-        self.output_dir = Path(t.output_dir)
+        self.output_dir = check_output_dir(t.output_dir, "train.output_dir")  # before anything is read or built
         self.callbacks = list(callbacks)
         self.collate_fn = collate_fn or collate_pairs
         self.model_saver = model_saver or default_model_saver
@@ -329,7 +329,6 @@ class Trainer:
         """Write ``<output_dir>/<name>/`` (rank 0) through a temp folder, so a crash never leaves half a model."""
         final = self.output_dir / name
         if self.ctx.is_main:
-            tmp = self.output_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
             card = card_fields(
                 self.config,
                 kind=name,
@@ -341,9 +340,14 @@ class Trainer:
                 world_size=self.ctx.world_size,
                 scores=None if validation is None else validation.scores,
             )
-            self.model_saver(self.model, self.model_config, self.vocab, tmp, card)
-            save_preprocess(tmp, self.train_set, self.config)
-            replace_dir(tmp, final)
+            tmp = make_temp_dir(final)
+            try:
+                self.model_saver(self.model, self.model_config, self.vocab, tmp, card)
+                save_preprocess(tmp, self.train_set, self.config)
+                replace_dir(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # never half a model left behind (Ctrl-C, SIGTERM included)
+                raise
         barrier(self.ctx)
         return final
 
@@ -393,6 +397,7 @@ class Trainer:
         cfg, ctx = self.config, self.ctx
         if ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.output_dir)  # model folders half written by a killed run
             if self.resumed_from is None:
                 # A fresh run in a used folder: drop the old run's checkpoint and best model, so a crash before our
                 # first checkpoint can never resume the old run, and `best/` is always this run's.

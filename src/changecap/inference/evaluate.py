@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from changecap.data.files import atomic_write, atomic_write_text
 from changecap.inference.predictor import ChangeCaptioner
 
 
@@ -112,16 +113,16 @@ def evaluate_model(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         pred_path = out / f"predictions_{split}.json"
-        pred_path.write_text(json.dumps(preds, indent=1))
+        atomic_write_text(pred_path, json.dumps(preds, indent=1))
         metrics_path = out / f"metrics_{split}.json"
         payload: dict[str, Any] = {p: r.to_dict() for p, r in results_by_protocol.items()} | {"model": str(model_dir)}
         sections = [f"== protocol: {p} ==\n{r.format_table()}" for p, r in results_by_protocol.items()]
         if evaluation.change_detection is not None:
             payload["change_detection"] = evaluation.change_detection.to_dict()
             sections.append(format_change_detection(evaluation.change_detection))
-        metrics_path.write_text(json.dumps(payload, indent=1))
+        atomic_write_text(metrics_path, json.dumps(payload, indent=1))
         report_path = out / f"metrics_{split}.txt"
-        report_path.write_text("\n\n".join(sections) + "\n")
+        atomic_write_text(report_path, "\n\n".join(sections) + "\n")
         evaluation.files = {"predictions": str(pred_path), "metrics": str(metrics_path), "report": str(report_path)}
         if masks:
             evaluation.files["masks"] = str(write_masks(masks, out / f"masks_{split}"))
@@ -129,15 +130,13 @@ def evaluate_model(
 
 
 def save_mask_png(mask: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """A change mask as a black-and-white PNG (255 = changed), written to a temporary name and renamed, so ``path``
-    never holds a half-written mask."""
+    """A change mask as a black-and-white PNG (255 = changed), written atomically (:func:`atomic_write`), so
+    ``path`` never holds a half-written mask."""
     from PIL import Image
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
-    tmp.replace(target)
+    with atomic_write(target, binary=True) as f:
+        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(f, format="PNG")
     return target
 
 

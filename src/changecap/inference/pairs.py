@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from changecap.data.files import AtomicFile, check_output_file, csv_safe, remove_stale_temps
 from changecap.errors import ChangeCapError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -104,6 +104,36 @@ def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairRecord]]:
     return pairs, problems
 
 
+def mask_path_for(mask_dir: str | os.PathLike[str], pair: Pair) -> Path:
+    """Where ``--mask-dir`` puts a pair's mask: ``<mask_dir>/<name stem>.png``."""
+    return Path(mask_dir) / f"{Path(pair.name).stem}.png"
+
+
+def check_outputs_spare_inputs(
+    pairs: Sequence[Pair],
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
+    mask_dir: str | os.PathLike[str] | None,
+) -> None:
+    """Refuse, before any work, outputs that would overwrite an input (``--out`` naming the CSV of pairs or an
+    image, a mask written over an image of ``--mask-dir``'s folder) or each other (two pairs whose names share a
+    stem, ``a.png`` and ``a.jpg``, would get the same mask file)."""
+    inputs = {Path(p).resolve() for pair in pairs for p in (pair.before, pair.after)} | {Path(source).resolve()}
+    if out is not None and Path(out).expanduser().resolve() in inputs:
+        raise DataError(out, "is one of the inputs; choose another output file", field="--out")
+    if mask_dir is None:
+        return
+    seen: dict[Path, str] = {}
+    flag = "--mask-dir"
+    for pair in pairs:
+        target = mask_path_for(Path(mask_dir).expanduser(), pair).resolve()
+        if target in inputs:
+            raise DataError(target, "a mask would overwrite this input image; choose another folder", field=flag)
+        if target in seen:
+            raise DataError(target, f"pairs {seen[target]} and {pair.name} would both write this mask", field=flag)
+        seen[target] = pair.name
+
+
 def _load(pair: Pair, captioner: Any) -> torch.Tensor | PairRecord:
     """A pair → its model input [2, 3, S, S] (and its size), or a problem record naming the file."""
     from changecap.inference.predictor import prepare_pair_and_size
@@ -127,11 +157,25 @@ def caption_pairs(
     progress: bool = True,
 ) -> Iterator[PairRecord]:
     """Caption ``pairs`` in batches (reading the next batch while the model runs) → one record per pair, in order.
-    With ``mask_dir`` (models with a CD head) each mask is written there as ``<name stem>.png``."""
-    from changecap.inference.evaluate import save_mask_png
-
+    With ``mask_dir`` (models with a CD head) each mask is written there as ``<name stem>.png``. Arguments are
+    checked at the call, before anything is read or written."""
     if batch_size < 1:
         raise ChangeCapError(f"--batch-size must be >= 1, got {batch_size}")
+    if mask_dir is not None:
+        remove_stale_temps(mask_dir)  # masks half written by a killed run
+    return _caption_batches(captioner, pairs, batch_size, beam_size, mask_dir, progress)
+
+
+def _caption_batches(
+    captioner: Any,
+    pairs: Sequence[Pair],
+    batch_size: int,
+    beam_size: int,
+    mask_dir: str | os.PathLike[str] | None,
+    progress: bool,
+) -> Iterator[PairRecord]:
+    from changecap.inference.evaluate import save_mask_png
+
     batches = [list(pairs[i : i + batch_size]) for i in range(0, len(pairs), batch_size)]
     bar = tqdm(total=len(pairs), desc="captioning", unit="pair", disable=not progress)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -157,7 +201,7 @@ def caption_pairs(
                 res, size = results[p.name]
                 mask_path = None
                 if mask_dir is not None and res.mask is not None:
-                    mask_path = Path(mask_dir) / f"{Path(p.name).stem}.png"
+                    mask_path = mask_path_for(mask_dir, p)
                     save_mask_png(captioner.mask_at_size(res.mask, size), mask_path)
                 yield PairRecord(p.name, str(p.before), str(p.after), res.caption, res.change_probability,
                                  None if mask_path is None else str(mask_path))  # fmt: skip
@@ -165,48 +209,73 @@ def caption_pairs(
     bar.close()
 
 
+def check_records_path(path: str | os.PathLike[str]) -> Path:
+    """Check ``--out`` before any work: a ``.jsonl`` or ``.csv`` file that can be written (see
+    :func:`~changecap.data.files.check_output_file`)."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in (".jsonl", ".csv"):
+        raise DataError(p, "the output must end in .jsonl or .csv", field="--out")
+    return check_output_file(p, "--out")
+
+
+def _csv_cell(value: Any) -> Any:
+    return "" if value is None else csv_safe(value) if isinstance(value, str) else value
+
+
+def partial_path(path: Path) -> Path:
+    """Where an interrupted run keeps the records it wrote: ``captions.csv`` → ``captions.partial.csv``."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 class RecordWriter:
     """Records → ``.jsonl`` (one JSON object per line) or ``.csv`` (columns :data:`FIELDS`), written to a temporary
-    file next to ``path`` as they come and renamed over ``path`` at :meth:`close`, so a finished file is never half
-    written. ``path`` None: JSON lines on stdout."""
+    ``.<name>.<pid>.<random>.part`` file next to ``path`` as they come and renamed over ``path`` at :meth:`close`,
+    so a finished file is never half written. ``path`` None: JSON lines on stdout.
+
+    CSV text cells that a spreadsheet would run as a formula (beginning with ``=``, ``+``, ``-``, ``@``, a tab or a
+    carriage return) get a leading single quote (:func:`~changecap.data.files.csv_safe`); JSON lines are exact.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        self.path = None if path is None else Path(path).expanduser()
+        self.path = None if path is None else check_records_path(path)
+        self.count = 0
         self._csv: Any = None
+        self._out: AtomicFile | None = None
         if self.path is None:
             import sys
 
             self._file: Any = sys.stdout
             return
-        suffix = self.path.suffix.lower()
-        if suffix not in (".jsonl", ".csv"):
-            raise ChangeCapError(f"--out {self.path}: the output must end in .jsonl or .csv")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
-        if suffix == ".csv":
+        self._out = AtomicFile(self.path, suffix=".part", newline="")
+        self._file = self._out.file
+        if self.path.suffix.lower() == ".csv":
             self._csv = csv.DictWriter(self._file, fieldnames=FIELDS)
             self._csv.writeheader()
 
     def write(self, record: PairRecord) -> None:
         row = asdict(record)
         if self._csv is not None:
-            self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
+            self._csv.writerow({k: _csv_cell(v) for k, v in row.items()})
         else:
             self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        self.count += 1
 
     def close(self) -> None:
-        if self.path is None:
+        """Rename the finished records over ``path``; then drop what earlier runs left for it (the ``.part`` files
+        of killed runs, the ``.partial`` file of an interrupted one): this run has every record."""
+        if self.path is None or self._out is None:
             return
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        self._out.commit()
+        remove_stale_temps(self.path.parent, self.path.name)
+        partial_path(self.path).unlink(missing_ok=True)
 
     def abort(self) -> Path | None:
-        """Stop without renaming: the records written so far stay in the temporary file, whose path is returned
-        (``path`` itself is never left half written)."""
-        if self.path is None:
+        """Stop without touching ``path``: the records written so far are kept in :func:`partial_path` (returned);
+        with none written, nothing is kept (None). No temporary file is left either way."""
+        if self._out is None or self._out.done:
             return None
-        self._file.close()
-        return self._tmp
+        if self.count == 0:
+            self._out.discard()
+            return None
+        return self._out.keep_as(partial_path(self._out.path))

@@ -48,11 +48,12 @@ class CaptionResult:
 
 def _to_uint8_hwc(img: ImageLike, what: str) -> np.ndarray:
     """Any supported single image → uint8 ``[H, W, 3]``, with one-line errors for wrong bands or types."""
-    from changecap.data.image_io import read_rgb
+    from changecap.data.image_io import read_rgb, upright
 
     if isinstance(img, (str, os.PathLike)):
         return read_rgb(img)
     if isinstance(img, Image.Image):
+        img = upright(img)  # EXIF orientation, as for files
         if img.mode not in ("RGB",):
             bands = len(img.getbands())
             if bands != 3:
@@ -110,6 +111,13 @@ def prepare_pair_and_size(
     b = _to_uint8_hwc(before, names[0])
     a = _to_uint8_hwc(after, names[1])
     if b.shape != a.shape:
+        if isinstance(after, (str, os.PathLike)):  # files: name them
+            before_name = str(before) if isinstance(before, (str, os.PathLike)) else names[0]
+            raise DataError(
+                after,
+                f"{a.shape[1]}×{a.shape[0]} pixels but the before image {before_name} is {b.shape[1]}×{b.shape[0]}; "
+                "both dates must have the same size",
+            )
         raise DataError(
             None,
             f"{names[0]} is {b.shape[1]}×{b.shape[0]} but {names[1]} is {a.shape[1]}×{a.shape[0]}; "

@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from changecap.data.files import atomic_write
+from changecap.data.image_io import load_image
 from changecap.errors import ConfigError, DataError
 from changecap.synth.generate import ANNOTATION_FILE, META_FILE
 from changecap.synth.scene import RECIPES
@@ -96,12 +98,12 @@ def render_figure(
         y0 = _PAD + header_h + (i // columns) * (tile + text_h + _PAD)
         folder = root / "images" / rec["filepath"]
         for j, sub in enumerate(("A", "B", "label")):
-            im = Image.open(folder / sub / rec["filename"]).convert("RGB")
+            im = load_image(folder / sub / rec["filename"]).convert("RGB")
             resample = Image.Resampling.NEAREST if sub == "label" else Image.Resampling.LANCZOS
             canvas.paste(im.resize((tile, tile), resample), (x0 + j * (tile + _GAP), y0))
         for k, line in enumerate(lines):
             draw.text((x0, y0 + tile + 4 + 16 * k), line, fill=_TEXT, font=font)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out, optimize=True)
+    with atomic_write(out, binary=True) as f:
+        canvas.save(f, format="PNG", optimize=True)
     return out

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from changecap.data.files import atomic_write_text, is_temp_name, remove_stale_temps
 from changecap.errors import DataError
 from changecap.synth.captions import make_captions
 from changecap.synth.nuisance import apply_photometric, draw_nuisance, shadow_angle
@@ -171,9 +172,7 @@ def _iter_pairs(jobs: list[PairJob], root: Path, workers: int) -> Iterator[tuple
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data))
 
 
 def _remove_stale(root: Path, jobs: list[PairJob]) -> None:
@@ -189,7 +188,7 @@ def _remove_stale(root: Path, jobs: list[PairJob]) -> None:
                     f.unlink()
 
 
-_OWN_ENTRIES = frozenset({ANNOTATION_FILE, META_FILE, "images", ANNOTATION_FILE + ".tmp", META_FILE + ".tmp"})
+_OWN_ENTRIES = frozenset({ANNOTATION_FILE, META_FILE, "images"})
 
 
 def _check_output_folder(root: Path) -> None:
@@ -199,8 +198,9 @@ def _check_output_folder(root: Path) -> None:
         return
     if not root.is_dir():
         raise DataError(root, "output path exists and is not a folder")
+    remove_stale_temps(root)  # the JSON files half written by a killed run
     names = {p.name for p in root.iterdir()}
-    foreign = sorted(names - _OWN_ENTRIES)
+    foreign = sorted(n for n in names - _OWN_ENTRIES if not is_temp_name(n))
     if foreign:
         raise DataError(
             root, f"output folder is not empty and not a SynthCC set (contains {foreign[0]!r}); choose a new folder"
