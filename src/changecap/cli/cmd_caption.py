@@ -123,5 +123,7 @@ def _captioner(args: argparse.Namespace) -> Any:
             raise ChangeCapError("--backend onnx decodes greedily: --beam-size must be 1")
         return OnnxCaptioner(args.model)
     from changecap.inference import ChangeCaptioner
+    from changecap.models.device import parse_device
 
-    return ChangeCaptioner.from_pretrained(args.model, device=args.device, **predictor_options(args))
+    device = parse_device(args.device, "--device")
+    return ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))

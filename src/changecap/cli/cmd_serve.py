@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise ChangeCapError("changecap serve needs FastAPI and uvicorn: pip install 'changecap[serve]'") from None
     from changecap.inference import ChangeCaptioner
+    from changecap.models.device import parse_device
     from changecap.serve import create_app
 
     if args.max_upload_mb <= 0:
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ChangeCapError(f"--port must be in 1..65535, got {args.port}")
     # loaded once, before serving
-    captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device, **predictor_options(args))
+    device = parse_device(args.device, "--device")
+    captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
     app = create_app(captioner, str(args.model), max_upload_mb=args.max_upload_mb)
     print(f"changecap serve: http://{args.host}:{args.port}/  (model {args.model}; Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

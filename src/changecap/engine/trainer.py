@@ -138,7 +138,7 @@ class Trainer:
 
         self.config = config
         t = config.train
-        self.ctx: DistContext = init_distributed(t.device)
+        self.ctx: DistContext = init_distributed(t.device, path=config.source)
         set_deterministic(t.deterministic)
         if self.ctx.device.type == "cpu":
             # Adam's second moments of tiny gradients (and activations of a randomly initialised ViT) fall into the

@@ -22,6 +22,7 @@ from PIL import Image
 
 from changecap.errors import DataError, ModelError
 from changecap.models.compiling import compile_with_fallback
+from changecap.models.device import parse_device
 from changecap.models.precision import PRECISIONS, autocast, cast_matmul_weights
 from changecap.models.preprocess import PreprocessConfig
 
@@ -181,10 +182,10 @@ class ChangeCaptioner:
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.model = model.eval().to(device)
+        self.device = parse_device(device)
+        self.model = model.eval().to(self.device)
         self.vocab = vocab
         self.preprocess = preprocess
-        self.device = torch.device(device)
         self.precision = precision
         if getattr(model, "encoder", None) is None:
             raise ModelError("this model has no backbone weights (converted with --no-encoder); it cannot read images")
@@ -203,12 +204,13 @@ class ChangeCaptioner:
     ) -> ChangeCaptioner:
         """Load a saved model directory or a Hugging Face Hub repo id (``owner/name``), any registered architecture.
 
-        ``device`` defaults to CUDA when available. Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from the local
-        cache or fails with a one-line error.
+        ``device`` defaults to CUDA when available; one this machine lacks is a one-line error before anything is
+        loaded (:func:`~changecap.models.device.parse_device`). Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from
+        the local cache or fails with a one-line error.
         """
         from changecap.models.io import load_model_bundle
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = parse_device(device)
         model, config, vocab = load_model_bundle(model_dir)
         encoder = getattr(model, "encoder", None)
         default_size = int(getattr(encoder, "image_size", 224) or 224)
