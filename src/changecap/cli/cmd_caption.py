@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
         save_mask_png(res.mask, args.mask)  # predicts_masks was checked above
     if args.json:
-        print(json.dumps({"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}))
+        record = {"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}
+        print(json.dumps(record, allow_nan=False))  # strict JSON: the predictor never returns NaN
     elif res.caption is None:  # a change detector: the mask is its whole answer
         changed = int(res.mask.sum()) if res.mask is not None else 0
         total = res.mask.size if res.mask is not None else 0
