@@ -97,3 +97,48 @@ def test_bad_device_exits_2_before_anything_is_loaded_or_written(
     assert main([*argv, "--device", device]) == 2
     assert_one_line_error(capsys, f"--device '{device}'", words)
     assert _tree(tmp_path) == files and not loads
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _checkpoint(run_dir: Path) -> Path:
+    """A real checkpoint of the toy captioner in ``run_dir`` (the trainer refuses before building its own model)."""
+    from tests.engine.test_checkpoint import save
+    from tests.engine.toy import ToyCaptioner
+
+    return save(run_dir, ToyCaptioner(5, 6), 3)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+TRAIN_CASES = [  # (id, damage(run folder, checkpoint folder), extra argv, GPUs, words)
+    ("latest-deleted-weights-truncated",
+     lambda r, c: ((r / "checkpoint" / "LATEST").unlink(), _truncate(c / "model.safetensors")), [], 0,
+     ("no readable checkpoint to resume from", "LATEST: missing", "model.safetensors: cannot read", "--restart")),
+    ("state-garbage", lambda r, c: (c / "state.pt").write_bytes(b"garbage"), [], 0,
+     ("no readable checkpoint to resume from", "state.pt: cannot read the training state", "--restart")),
+    ("train-device-cuda-without-cuda", lambda r, c: None, ["--set", "train.device=cuda"], 0,
+     ("cfg.yaml", "'train.device'", "CUDA is not available")),
+    ("train-device-misspelt", lambda r, c: None, ["--set", "train.device=cdua"], 1,
+     ("cfg.yaml", "'train.device'", "'cdua'")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("damage", "extra", "gpus", "words"), [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES]
+)
+def test_train_with_unreadable_checkpoint_or_bad_device_exits_2_and_keeps_everything(
+    damage, extra: list[str], gpus: int, words: tuple[str, ...], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from tests.data.fakes import make_levir
+    from tests.engine.test_train_real import write_config
+
+    data = make_levir(tmp_path / "mci", "levir-mci", {"train": 2, "val": 1, "test": 1}, 32)
+    config = write_config(tmp_path, data)
+    damage(tmp_path / "run", _checkpoint(tmp_path / "run"))
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    fake_gpus(monkeypatch, gpus)
+    assert main(["train", str(config), *extra]) == 2
+    assert_one_line_error(capsys, *words)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files

@@ -118,7 +118,9 @@ class Trainer:
     or a class/factory built from the ``loss`` section; default: the architecture's), ``datasets`` (train, val) or
     ``{"train": ..., "<other>": ..., "val": ...}`` with ``vocab``, ``callbacks`` called after every optimiser update
     with the trainer. ``resume``: ``None`` resumes when ``<output_dir>/checkpoint/`` holds a checkpoint, ``True``
-    requires one, ``False`` starts afresh (and replaces an existing checkpoint).
+    requires one, ``False`` starts afresh (and replaces an existing checkpoint). The checkpoint is the one ``LATEST``
+    names, else the newest readable one (with a warning); checkpoints of which none is readable are refused
+    (``engine.checkpoint.load_checkpoint``), never silently replaced.
     """
 
     def __init__(
