@@ -58,6 +58,7 @@ def test_caption_json_with_damaged_model_exits_2(
 
 COMMANDS = {
     "caption": ["caption", "{d}/before.png", "{d}/after.png", "--model", "{d}/model", "--json"],
+    "caption-onnx": ["caption", "{d}/before.png", "{d}/after.png", "--model", "{d}/model", "--backend", "onnx"],
     "caption-pairs": ["caption", "--pairs", "{d}/pairs", "--model", "{d}/model", "--out", "{d}/out.jsonl"],
     "evaluate": ["evaluate", "--model", "{d}/model", "--data", "{d}", "--out", "{d}/eval"],
     "scene": ["scene", "{d}/before.png", "{d}/after.png", "--model", "{d}/model", "--out", "{d}/scene"],

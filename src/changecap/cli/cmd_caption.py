@@ -116,7 +116,9 @@ def run_pairs(args: argparse.Namespace) -> int:
 
 def _captioner(args: argparse.Namespace) -> Any:
     from changecap.errors import ChangeCapError
+    from changecap.models.device import parse_device
 
+    device = parse_device(args.device, "--device")  # checked for either backend: a typo never passes silently
     if args.backend == "onnx":
         from changecap.inference.onnx_export import OnnxCaptioner
 
@@ -124,7 +126,5 @@ def _captioner(args: argparse.Namespace) -> Any:
             raise ChangeCapError("--backend onnx decodes greedily: --beam-size must be 1")
         return OnnxCaptioner(args.model)
     from changecap.inference import ChangeCaptioner
-    from changecap.models.device import parse_device
 
-    device = parse_device(args.device, "--device")
     return ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
