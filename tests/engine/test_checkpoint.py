@@ -130,6 +130,11 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _edit_state(folder: Path, **fields: object) -> None:
+    state = torch.load(folder / ck.STATE_FILE, weights_only=True)
+    torch.save({**state, **fields}, folder / ck.STATE_FILE)
+
+
 def _garbage(path: Path) -> None:
     path.write_bytes(bytes(range(256)) * 8)
 
@@ -139,7 +144,7 @@ LATEST = Path("checkpoint") / ck.LATEST_FILE
 FALLBACKS = [
     ("latest-deleted", lambda o, a, b: (o / LATEST).unlink(), "newer", ("LATEST: missing",)),
     ("latest-deleted-newest-truncated", lambda o, a, b: ((o / LATEST).unlink(), _truncate(b / ck.WEIGHTS_FILE)),
-     "older", ("LATEST: missing",)),  # fmt: skip
+     "older", ("LATEST: missing; ", "model.safetensors: cannot read safetensors file")),  # fmt: skip
     ("newest-weights-truncated", lambda o, a, b: _truncate(b / ck.WEIGHTS_FILE), "older",
      ("model.safetensors: cannot read safetensors file", "incomplete metadata")),  # fmt: skip
     ("newest-weights-garbage", lambda o, a, b: _garbage(b / ck.WEIGHTS_FILE), "older",
@@ -151,7 +156,11 @@ FALLBACKS = [
     ("newest-state-garbage", lambda o, a, b: _garbage(b / ck.STATE_FILE), "older",
      ("state.pt: cannot read the training state",)),  # fmt: skip
     ("newest-state-foreign", lambda o, a, b: torch.save({"format_version": 1}, b / ck.STATE_FILE), "older",
-     ("state.pt: not a changecap training state", "progress")),  # fmt: skip
+     ("state.pt: not a changecap training state", "'progress' is not a dict")),  # fmt: skip
+    ("newest-state-bad-progress", lambda o, a, b: _edit_state(b, progress={"epoch": "one"}), "older",
+     ("state.pt: not a changecap training state", "progress.epoch is 'one'")),  # fmt: skip
+    ("newest-state-unknown-progress-key", lambda o, a, b: _edit_state(b, progress={"epochs": 1}), "older",
+     ("state.pt: not a changecap training state", "field 'progress'", "epochs")),  # fmt: skip
     ("latest-names-a-missing-folder", lambda o, a, b: (o / LATEST).write_text("step-000000009-0000abcd\n"),
      "newer", ("names checkpoint 'step-000000009-0000abcd', which is missing",)),  # fmt: skip
     ("latest-names-a-path", lambda o, a, b: (o / LATEST).write_text("../elsewhere\n"), "newer",

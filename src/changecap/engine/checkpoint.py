@@ -231,15 +231,19 @@ def read_checkpoint(folder: Path) -> Checkpoint:
         raise ModelError(f"{state_file}: cannot read the training state ({reason})") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{state_file}: not a changecap training state (format {FORMAT_VERSION})")
-    try:
-        fields = {k: state[k] for k in ("progress", "optimizer", "scheduler", "rng", "config", "vocab")}
-        progress = TrainProgress(**fields.pop("progress"))
-    except (KeyError, TypeError) as e:
-        raise ModelError(f"{state_file}: not a changecap training state (field {first_line(e)})") from None
-    kinds = {"optimizer": dict, "scheduler": dict, "rng": list, "config": dict, "vocab": list}
+    kinds = {"progress": dict, "optimizer": dict, "scheduler": dict, "rng": list, "config": dict, "vocab": list}
     for key, kind in kinds.items():
-        if not isinstance(fields[key], kind):
+        if not isinstance(state.get(key), kind):
             raise ModelError(f"{state_file}: not a changecap training state (field '{key}' is not a {kind.__name__})")
+    try:
+        progress = TrainProgress(**state["progress"])
+    except TypeError as e:  # an unknown or missing key
+        raise ModelError(f"{state_file}: not a changecap training state (field 'progress': {first_line(e)})") from None
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        value = getattr(progress, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ModelError(f"{state_file}: not a changecap training state (progress.{key} is {value!r})")
+    fields = {k: state[k] for k in kinds if k != "progress"}
     return Checkpoint(path=folder, progress=progress, **fields)
 
 
@@ -272,15 +276,18 @@ def load_checkpoint(output_dir: str | os.PathLike[str]) -> Checkpoint | None:
         except ModelError as e:
             problems.append(str(e))
             continue
-        ckpt.note = f"{problems[0]}; resuming from the newest readable checkpoint, {folder.name}"
-        if len(problems) > 1:
-            ckpt.note += f" ({len(problems) - 1} other unreadable one(s) skipped)"
+        ckpt.note = f"{_summary(problems)}; resuming from the newest readable checkpoint, {folder.name}"
         return ckpt
-    more = f"; {len(problems) - 2} more" if len(problems) > 2 else ""
     raise ModelError(
-        f"{root}: no readable checkpoint to resume from ({'; '.join(problems[:2])}{more}); restore it, choose another "
+        f"{root}: no readable checkpoint to resume from ({_summary(problems)}); restore it, choose another "
         "train.output_dir, or start afresh with --restart (resume=False), which deletes the checkpoints"
     )
+
+
+def _summary(problems: list[str]) -> str:
+    """The first two problems and how many more, for one line."""
+    more = f"; {len(problems) - 2} more" if len(problems) > 2 else ""
+    return "; ".join(problems[:2]) + more
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str], device: torch.device | str = "cpu") -> None:
