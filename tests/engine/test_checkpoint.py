@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,120 @@ def test_corrupt_state_and_dangling_latest_are_one_line_errors(tmp_path: Path) -
     (tmp_path / "checkpoint" / ck.LATEST_FILE).write_text("step-missing\n")
     with pytest.raises(ModelError, match="missing or incomplete"):
         load_checkpoint(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ damaged folders
+def two_checkpoints(out: Path) -> tuple[Path, Path]:
+    """An older complete checkpoint (update 3) beside the newest one LATEST names (update 5), as a crash between
+    LATEST's update and the deletion of the old folder leaves them."""
+    torch.manual_seed(0)
+    model = ToyCaptioner(5, 6)
+    older = save(out, model, 3)
+    kept = shutil.copytree(older, out / "older")
+    newer = save(out, model, 5)
+    return kept.rename(older), newer
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_state(folder: Path, **fields: object) -> None:
+    state = torch.load(folder / ck.STATE_FILE, weights_only=True)
+    torch.save({**state, **fields}, folder / ck.STATE_FILE)
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+LATEST = Path("checkpoint") / ck.LATEST_FILE
+# (id, damage(out, older, newer), the folder resumed: "older" / "newer", words of the warning note)
+FALLBACKS = [
+    ("latest-deleted", lambda o, a, b: (o / LATEST).unlink(), "newer", ("LATEST: missing",)),
+    ("latest-deleted-newest-truncated", lambda o, a, b: ((o / LATEST).unlink(), _truncate(b / ck.WEIGHTS_FILE)),
+     "older", ("LATEST: missing; ", "model.safetensors: cannot read safetensors file")),  # fmt: skip
+    ("newest-weights-truncated", lambda o, a, b: _truncate(b / ck.WEIGHTS_FILE), "older",
+     ("model.safetensors: cannot read safetensors file", "incomplete metadata")),  # fmt: skip
+    ("newest-weights-garbage", lambda o, a, b: _garbage(b / ck.WEIGHTS_FILE), "older",
+     ("model.safetensors: cannot read safetensors file",)),  # fmt: skip
+    ("newest-weights-missing", lambda o, a, b: (b / ck.WEIGHTS_FILE).unlink(), "older",
+     ("model.safetensors: missing",)),  # fmt: skip
+    ("newest-state-truncated", lambda o, a, b: _truncate(b / ck.STATE_FILE), "older",
+     ("state.pt: cannot read the training state",)),  # fmt: skip
+    ("newest-state-garbage", lambda o, a, b: _garbage(b / ck.STATE_FILE), "older",
+     ("state.pt: cannot read the training state",)),  # fmt: skip
+    ("newest-state-foreign", lambda o, a, b: torch.save({"format_version": 1}, b / ck.STATE_FILE), "older",
+     ("state.pt: not a changecap training state", "'progress' is not a dict")),  # fmt: skip
+    ("newest-state-bad-progress", lambda o, a, b: _edit_state(b, progress={"epoch": "one"}), "older",
+     ("state.pt: not a changecap training state", "progress.epoch is 'one'")),  # fmt: skip
+    ("newest-state-unknown-progress-key", lambda o, a, b: _edit_state(b, progress={"epochs": 1}), "older",
+     ("state.pt: not a changecap training state", "field 'progress'", "epochs")),  # fmt: skip
+    ("latest-names-a-missing-folder", lambda o, a, b: (o / LATEST).write_text("step-000000009-0000abcd\n"),
+     "newer", ("names checkpoint 'step-000000009-0000abcd', which is missing",)),  # fmt: skip
+    ("latest-names-a-path", lambda o, a, b: (o / LATEST).write_text("../elsewhere\n"), "newer",
+     ("LATEST: names '../elsewhere'",)),  # fmt: skip
+    ("latest-not-text", lambda o, a, b: (o / LATEST).write_bytes(b"\xff\xfe\x00"), "newer",
+     ("LATEST: cannot be read",)),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(("damage", "resumed", "words"), [r[1:] for r in FALLBACKS], ids=[r[0] for r in FALLBACKS])
+def test_damaged_or_missing_latest_falls_back_to_the_newest_readable_checkpoint(
+    tmp_path: Path, damage, resumed: str, words: tuple[str, ...]
+) -> None:
+    older, newer = two_checkpoints(tmp_path)
+    damage(tmp_path, older, newer)
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.path == {"older": older, "newer": newer}[resumed]
+    assert ckpt.progress.global_step == {"older": 3, "newer": 5}[resumed]
+    assert ckpt.note is not None and "\n" not in ckpt.note and ckpt.path.name in ckpt.note
+    for w in words:
+        assert w in ckpt.note, (w, ckpt.note)
+
+
+def test_checkpoint_latest_names_has_no_note(tmp_path: Path) -> None:
+    _, newer = two_checkpoints(tmp_path)
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.path == newer and ckpt.note is None
+
+
+# (id, damage(out, only checkpoint folder), words of the error)
+REFUSALS = [
+    ("only-one-weights-truncated", lambda o, f: _truncate(f / ck.WEIGHTS_FILE),
+     ("model.safetensors: cannot read safetensors file",)),  # fmt: skip
+    ("latest-deleted-only-one-state-garbage", lambda o, f: ((o / LATEST).unlink(), _garbage(f / ck.STATE_FILE)),
+     ("LATEST: missing; ", "state.pt: cannot read the training state")),  # fmt: skip
+    ("latest-deleted-only-one-incomplete", lambda o, f: ((o / LATEST).unlink(), (f / ck.STATE_FILE).unlink()),
+     ("LATEST: missing; ", "state.pt: missing (checkpoint step-000000004-")),  # fmt: skip
+    ("latest-names-missing-and-no-other", lambda o, f: shutil.rmtree(f), ("which is missing or incomplete",)),
+]
+
+
+@pytest.mark.parametrize(("damage", "words"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_no_readable_checkpoint_is_a_one_line_refusal(tmp_path: Path, damage, words: tuple[str, ...]) -> None:
+    folder = save(tmp_path, ToyCaptioner(5, 6), 4)
+    damage(tmp_path, folder)
+    with pytest.raises(ModelError) as info:
+        load_checkpoint(tmp_path)
+    msg = str(info.value)
+    assert "\n" not in msg and "checkpoint: no readable checkpoint to resume from (" in msg and "--restart" in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+@pytest.mark.parametrize("layout", ["no folder", "empty folder", "stray temporary file"])
+def test_a_run_without_checkpoints_starts_afresh(tmp_path: Path, layout: str) -> None:
+    if layout != "no folder":
+        (tmp_path / "checkpoint").mkdir()
+    if layout == "stray temporary file":
+        (tmp_path / "checkpoint" / ".LATEST.tmp-123").write_text("step-000000001-00000000")
+    assert load_checkpoint(tmp_path) is None
+
+
+def test_weights_damaged_after_the_check_are_a_one_line_error(tmp_path: Path) -> None:
+    folder = save(tmp_path, ToyCaptioner(5, 6), 2)
+    _garbage(folder / ck.WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="model.safetensors: cannot read safetensors file") as info:
+        ck.load_weights(ToyCaptioner(5, 6), folder / ck.WEIGHTS_FILE)
+    assert "\n" not in str(info.value)

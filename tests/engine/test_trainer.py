@@ -188,6 +188,39 @@ def test_resume_true_without_checkpoint_and_vocab_mismatch_are_errors(tmp_path: 
         )
 
 
+def test_deleted_latest_resumes_from_the_newest_checkpoint_and_says_so(tmp_path: Path, capsys) -> None:
+    """Resuming is exact whichever way the checkpoint is found (the resume tests above): here only which one."""
+    out = tmp_path / "split"
+    run(make_config(out, max_steps=7))  # stops mid epoch 1
+    (out / "checkpoint" / "LATEST").unlink()
+    capsys.readouterr()
+    second = run(make_config(out))
+    assert second.finished and second.global_step == 10
+    err = capsys.readouterr().err
+    assert "warning: " in err and "LATEST: missing; resuming from the newest readable checkpoint, step-000000007" in err
+    assert "(update 7, epoch 1, 2 update(s) into it)" in err  # resumed at update 7, not started over
+
+
+def test_unreadable_checkpoint_is_refused_and_kept_until_restart(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(make_config(out, max_steps=3))
+    (out / "checkpoint" / "LATEST").unlink()
+    weights = load_checkpoint_weights_file(out)
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    kept = {p: p.read_bytes() for p in (out / "checkpoint").rglob("*") if p.is_file()}
+    with pytest.raises(ModelError, match="checkpoint: no readable checkpoint to resume from .*--restart") as info:
+        run(make_config(out))
+    assert "\n" not in str(info.value) and "model.safetensors: cannot read safetensors file" in str(info.value)
+    assert {p: p.read_bytes() for p in (out / "checkpoint").rglob("*") if p.is_file()} == kept  # nothing deleted
+    result = run(make_config(out, epochs=1), resume=False)  # told to start afresh: the checkpoint is replaced
+    assert result.finished and result.global_step == 5 and load_checkpoint(out).progress.global_step == 5
+
+
+def load_checkpoint_weights_file(out: Path) -> Path:
+    (folder,) = [p for p in (out / "checkpoint").iterdir() if p.is_dir()]
+    return folder / "model.safetensors"
+
+
 def test_restart_ignores_the_checkpoint_and_bf16_trains(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     run(make_config(out, max_steps=3))

@@ -20,6 +20,8 @@ from changecap.inference import CaptionResult, ChangeCaptioner, PreprocessConfig
 from changecap.models import load_model
 from tests.data.fakes import bomb_png, save_with_orientation
 from tests.inference.conftest import IMAGE_SIZE
+from tests.inference.malformed_models import CASES as MODEL_CASES
+from tests.inference.malformed_models import Case, make_model_dir
 
 
 def _pair_paths(root: Path, split: str = "test", i: int = 0) -> tuple[Path, Path]:
@@ -270,3 +272,36 @@ def test_compiled_encoder_gives_the_eager_tokens(model_dir: Path, data_root: Pat
     assert [r.tokens for r in got] == [r.tokens for r in expected]
     for g, e in zip(got, expected):
         assert g.change_probability == pytest.approx(e.change_probability, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("malformed") / "model")
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[c.id for c in MODEL_CASES])
+def test_damaged_model_directory_is_one_line_error_naming_file_and_field(
+    case: Case, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    case.damage(copy)
+    with pytest.raises(ChangeCapError) as exc:
+        ChangeCaptioner.from_pretrained(copy, device="cpu")
+    _one_line(exc, str(copy), *case.expect)
+
+
+def test_non_finite_change_probability_is_an_error_not_a_nan(
+    captioner: ChangeCaptioner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NaN that gets past the load-time checks (e.g. an overflow) never reaches a result."""
+    real = captioner.model.caption
+
+    def nan_caption(images: torch.Tensor, **kw: object) -> tuple[list[list[int]], torch.Tensor]:
+        seqs, prob = real(images, **kw)
+        return seqs, torch.full_like(prob, float("nan"))
+
+    monkeypatch.setattr(captioner.model, "caption", nan_caption)
+    ok = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ModelError) as exc:
+        captioner(ok, ok)
+    _one_line(exc, "change probability is not finite", "precision fp32")

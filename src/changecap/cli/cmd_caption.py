@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
         save_mask_png(res.mask, args.mask)  # predicts_masks was checked above
     if args.json:
-        print(json.dumps({"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}))
+        record = {"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}
+        print(json.dumps(record, allow_nan=False))  # strict JSON: the predictor never returns NaN
     elif res.caption is None:  # a change detector: the mask is its whole answer
         changed = int(res.mask.sum()) if res.mask is not None else 0
         total = res.mask.size if res.mask is not None else 0
@@ -141,7 +142,9 @@ def run_pairs(args: argparse.Namespace) -> int:
 
 def _captioner(args: argparse.Namespace) -> Any:
     from changecap.errors import ChangeCapError
+    from changecap.models.device import parse_device
 
+    device = parse_device(args.device, "--device")  # checked for either backend: a typo never passes silently
     if args.backend == "onnx":
         from changecap.inference.onnx_export import OnnxCaptioner
 
@@ -150,4 +153,4 @@ def _captioner(args: argparse.Namespace) -> Any:
         return OnnxCaptioner(args.model)
     from changecap.inference import ChangeCaptioner
 
-    return ChangeCaptioner.from_pretrained(args.model, device=args.device, **predictor_options(args))
+    return ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))

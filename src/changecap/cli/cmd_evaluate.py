@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meteor", default="java", choices=("java", "approx", "off"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_predictor_arguments(p)
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from changecap.data.files import check_output_dir
     from changecap.errors import ChangeCapError
     from changecap.inference import evaluate_model
+    from changecap.models.device import parse_device
 
     if args.batch_size < 1 or args.beam_size < 1:
         raise ChangeCapError("--batch-size and --beam-size must be >= 1")
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         meteor=args.meteor,
         batch_size=args.batch_size,
         beam_size=args.beam_size,
-        device=args.device,
+        device=parse_device(args.device, "--device"),
         **predictor_options(args),
     )
     if args.json:

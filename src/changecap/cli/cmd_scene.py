@@ -80,15 +80,17 @@ def run(args: argparse.Namespace) -> int:
         write_outputs,
     )
     from changecap.inference.scene_report import describe_skips
+    from changecap.models.device import parse_device
 
     out = Path(args.out)
     recorded = False
     # under torchrun each rank takes its own GPU (cuda:LOCAL_RANK) when there is one; alone, --device as given
-    ctx = init_distributed("cpu" if (args.device or "").startswith("cpu") else "auto")
+    given = None if args.device is None else parse_device(args.device, "--device")
+    ctx = init_distributed("cpu" if given is not None and given.type == "cpu" else "auto", field="--device")
     try:
         with sigterm_interrupts():
             prepare_out_dir(out)  # before any work: an unwritable --out costs no model load
-            device = args.device if args.device is not None and not ctx.distributed else ctx.device
+            device = given if given is not None and not ctx.distributed else ctx.device
             captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
             tile = args.tile if args.tile is not None else int(captioner.preprocess.image_size)
             settings = SceneSettings(str(args.before), str(args.after), str(args.model), tile, args.overlap,

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             "changecap serve needs FastAPI, uvicorn and fastapi-offline: pip install 'changecap[serve]'"
         ) from None
     from changecap.inference import ChangeCaptioner
+    from changecap.models.device import parse_device
     from changecap.serve import create_app
     from changecap.serve.hosts import is_loopback
 
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
               "can reach this machine can use it; bind 127.0.0.1 (the default) unless that is intended",
               file=sys.stderr)  # fmt: skip
     # loaded once, before serving
-    captioner = ChangeCaptioner.from_pretrained(args.model, device=args.device, **predictor_options(args))
+    device = parse_device(args.device, "--device")
+    captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
     app = create_app(captioner, str(args.model), max_upload_mb=args.max_upload_mb,
                      max_image_pixels=args.max_image_pixels, host=args.host, allowed_hosts=allowed)  # fmt: skip
     print(f"changecap serve: http://{args.host}:{args.port}/  (model {args.model}; Ctrl-C stops)")

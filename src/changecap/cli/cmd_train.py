@@ -2,7 +2,9 @@
 
 Multi-process: ``torchrun --nproc-per-node N -m changecap train CONFIG.yaml`` (every process runs this command).
 A run whose ``<output_dir>/checkpoint/`` exists resumes from it automatically; ``--resume`` makes a missing
-checkpoint an error, ``--restart`` ignores (and replaces) an existing one.
+checkpoint an error, ``--restart`` ignores (and replaces) an existing one. When ``LATEST`` is missing or names a
+damaged checkpoint, the newest readable one is resumed (one warning line); when none is readable, the run is refused
+with a one-line error (exit status 2) and the checkpoints are left as they are, until ``--restart``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="run folder (overrides train.output_dir)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="resume from <output_dir>/checkpoint/ (required)")
-    group.add_argument("--restart", action="store_true", help="start afresh even when a checkpoint exists")
+    group.add_argument(
+        "--restart", action="store_true", help="start afresh even when a checkpoint exists (it is deleted)"
+    )
     p.set_defaults(func=run)
 
 

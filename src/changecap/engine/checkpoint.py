@@ -13,12 +13,20 @@ Layout under ``<output_dir>/checkpoint/``::
 disk, then ``LATEST`` is replaced atomically (temp file in the same folder + ``os.replace``). Only after that are
 older folders deleted. A crash at any moment therefore leaves ``LATEST`` naming a complete checkpoint — the new one
 or the previous one — never a half-written file.
+
+**Damage.** :func:`load_checkpoint` reads the checkpoint ``LATEST`` names and checks it (the safetensors header
+covers the whole file, ``state.pt`` unpickles with ``weights_only`` into the expected fields). When ``LATEST`` is
+missing, or names a folder that is missing or does not pass, the newest checkpoint folder that passes is used
+instead, with a note the trainer prints as one warning line; when the folder holds checkpoints and none passes, the
+run is refused with a one-line error. A run never starts over on top of existing checkpoints unless told to
+(``resume=False``, ``changecap train --restart``).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -41,6 +49,8 @@ LATEST_FILE = "LATEST"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 FORMAT_VERSION = 1
+#: A checkpoint folder's name: the global step (sorts the folders) and a random tag (two saves never collide).
+FOLDER_NAME = re.compile(r"step-(\d+)-[0-9a-f]+")
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Checkpoint:
     rng: list[dict[str, Any]]  # one entry per process (rank order)
     config: dict[str, Any]
     vocab: list[str]
+    note: str | None = None  # why this checkpoint and not the one LATEST names (None when it is that one)
 
     @property
     def weights(self) -> Path:
@@ -136,17 +147,31 @@ def checkpoint_root(output_dir: str | os.PathLike[str]) -> Path:
     return Path(output_dir) / CHECKPOINT_DIRNAME
 
 
-def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
-    """Folder named by ``LATEST`` (None when there is no complete checkpoint)."""
+def checkpoint_folders(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """The run's checkpoint folders (complete or not), newest first: by global step, then modification time."""
     root = checkpoint_root(output_dir)
-    latest = root / LATEST_FILE
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = FOLDER_NAME.fullmatch(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p.stat().st_mtime_ns, p))
+    return [p for *_, p in sorted(found, key=lambda x: x[:2], reverse=True)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """Folder named by ``LATEST`` (None when there is no ``LATEST``); it may be missing or damaged."""
+    latest = checkpoint_root(output_dir) / LATEST_FILE
     if not latest.is_file():
         return None
-    name = latest.read_text(encoding="utf-8").strip()
-    folder = root / name
-    if not name or not (folder / WEIGHTS_FILE).is_file() or not (folder / STATE_FILE).is_file():
-        raise ModelError(f"{latest}: names checkpoint {name!r}, which is missing or incomplete")
-    return folder
+    try:
+        name = latest.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"{latest}: cannot be read ({first_line(e)})") from None
+    if not name or name in (".", "..") or Path(name).name != name:  # never a path: a folder beside LATEST
+        raise ModelError(f"{latest}: names {name!r}, which is not a checkpoint folder name")
+    return latest.parent / name
 
 
 def save_checkpoint(
@@ -185,32 +210,94 @@ def save_checkpoint(
     return folder
 
 
-def load_checkpoint(output_dir: str | os.PathLike[str]) -> Checkpoint | None:
-    """Read the latest complete checkpoint of a run (None when there is none)."""
-    folder = latest_checkpoint(output_dir)
-    if folder is None:
-        return None
+def read_checkpoint(folder: Path) -> Checkpoint:
+    """Read one checkpoint folder, checking both files; a one-line ModelError naming the file when one is missing,
+    damaged (truncated, not safetensors / not a torch file) or not a changecap training state."""
+    from safetensors import SafetensorError, safe_open
+
+    weights, state_file = folder / WEIGHTS_FILE, folder / STATE_FILE
+    for path in (weights, state_file):
+        if not path.is_file():
+            raise ModelError(f"{path}: missing (checkpoint {folder.name} is incomplete)")
     try:
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        with safe_open(str(weights), "pt") as f:  # the header check covers the file's length: truncation is caught
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise ModelError(f"{weights}: cannot read safetensors file ({first_line(e)[:200]})") from None
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt or foreign file
-        raise ModelError(f"{folder / STATE_FILE}: cannot read the training state ({type(e).__name__})") from None
+        reason = f"{type(e).__name__}: {first_line(e)[:200]}"
+        raise ModelError(f"{state_file}: cannot read the training state ({reason})") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{folder / STATE_FILE}: not a changecap training state (format {FORMAT_VERSION})")
-    return Checkpoint(
-        path=folder,
-        progress=TrainProgress(**state["progress"]),
-        optimizer=state["optimizer"],
-        scheduler=state["scheduler"],
-        rng=state["rng"],
-        config=state["config"],
-        vocab=state["vocab"],
+        raise ModelError(f"{state_file}: not a changecap training state (format {FORMAT_VERSION})")
+    kinds = {"progress": dict, "optimizer": dict, "scheduler": dict, "rng": list, "config": dict, "vocab": list}
+    for key, kind in kinds.items():
+        if not isinstance(state.get(key), kind):
+            raise ModelError(f"{state_file}: not a changecap training state (field '{key}' is not a {kind.__name__})")
+    try:
+        progress = TrainProgress(**state["progress"])
+    except TypeError as e:  # an unknown or missing key
+        raise ModelError(f"{state_file}: not a changecap training state (field 'progress': {first_line(e)})") from None
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        value = getattr(progress, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ModelError(f"{state_file}: not a changecap training state (progress.{key} is {value!r})")
+    fields = {k: state[k] for k in kinds if k != "progress"}
+    return Checkpoint(path=folder, progress=progress, **fields)
+
+
+def load_checkpoint(output_dir: str | os.PathLike[str]) -> Checkpoint | None:
+    """The checkpoint to resume from: the one ``LATEST`` names, else the newest readable one (module docstring);
+    None when the run has no checkpoint. A ModelError when it has checkpoints and none can be read."""
+    root = checkpoint_root(output_dir)
+    folders = checkpoint_folders(output_dir)
+    problems: list[str] = []
+    named: Path | None = None
+    try:
+        named = latest_checkpoint(output_dir)
+    except ModelError as e:
+        problems.append(str(e))
+    if named is not None:
+        try:
+            return read_checkpoint(named)
+        except ModelError as e:
+            gone = f"{root / LATEST_FILE}: names checkpoint {named.name!r}, which is missing or incomplete"
+            problems.append(str(e) if named.is_dir() else gone)
+    elif not problems:
+        if not folders:
+            return None
+        problems.append(f"{root / LATEST_FILE}: missing")
+    for folder in folders:
+        if folder == named:
+            continue
+        try:
+            ckpt = read_checkpoint(folder)
+        except ModelError as e:
+            problems.append(str(e))
+            continue
+        ckpt.note = f"{_summary(problems)}; resuming from the newest readable checkpoint, {folder.name}"
+        return ckpt
+    raise ModelError(
+        f"{root}: no readable checkpoint to resume from ({_summary(problems)}); restore it, choose another "
+        "train.output_dir, or start afresh with --restart (resume=False), which deletes the checkpoints"
     )
+
+
+def _summary(problems: list[str]) -> str:
+    """The first two problems and how many more, for one line."""
+    more = f"; {len(problems) - 2} more" if len(problems) > 2 else ""
+    return "; ".join(problems[:2]) + more
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str], device: torch.device | str = "cpu") -> None:
     """Load safetensors weights into ``model`` (strict), with a one-line error on a mismatch."""
+    from safetensors import SafetensorError
+
     try:
         load_safetensors_model(unwrap(model), str(path), strict=True, device=str(device))
     except RuntimeError as e:
         first = first_line(e)
         raise ModelError(f"{path}: weights do not fit the configured model ({first[:200]})") from None
+    except (SafetensorError, OSError) as e:  # changed or damaged since the checkpoint was chosen
+        raise ModelError(f"{path}: cannot read safetensors file ({first_line(e)[:200]})") from None

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from changecap.errors import ConfigError
+from changecap.models.device import device_problem
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,34 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    """``auto`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device", "cuda requested but torch.cuda.is_available() is False")
+def resolve_device(
+    name: str, local_rank: int, field: str = "train.device", path: str | os.PathLike[str] | None = None
+) -> torch.device:
+    """``auto`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` → ``cuda:<local_rank>``.
+
+    Checked by :func:`~changecap.models.device.parse_device`'s rules: a one-line ConfigError naming ``field`` (and
+    the config file ``path``) when this machine lacks the device or has no GPU number ``local_rank``.
+    """
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    return torch.device("cuda", local_rank)
+    if name not in ("auto", "cuda"):
+        raise ConfigError(field, f"expected auto, cpu or cuda, got {name!r}", path=path)
+    device = torch.device("cuda", local_rank)
+    problem = device_problem(device)
+    if problem is not None:
+        raise ConfigError(field, f"{name} (process {local_rank} of this machine needs {device}): {problem}", path=path)
+    return device
 
 
-def init_distributed(device: str = "auto") -> DistContext:
-    """Join the process group when launched by torchrun (idempotent); otherwise a world of one."""
+def init_distributed(
+    device: str = "auto", field: str = "train.device", path: str | os.PathLike[str] | None = None
+) -> DistContext:
+    """Join the process group when launched by torchrun (idempotent); otherwise a world of one. ``field`` and
+    ``path`` name where ``device`` came from in errors (see :func:`resolve_device`)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, field, path)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from changecap.engine.checkpoint import Checkpoint, TrainProgress, load_weights, restore_rng_state
+from changecap.engine.checkpoint import STATE_FILE, Checkpoint, TrainProgress, load_weights, restore_rng_state
 from changecap.engine.config import TrainConfig
 from changecap.engine.distributed import DistContext
-from changecap.errors import ConfigError, ModelError
+from changecap.errors import ConfigError, ModelError, first_line
 
 # Config fields whose change between an interrupted run and its resumption does not alter the computation.
 RESUME_NEUTRAL = (
@@ -47,15 +47,25 @@ def restore_training(
             f"is {t.batch_size} but the checkpoint {ckpt.path} was written mid-epoch with {old.get('batch_size')}",
             path=source,
         )
+    if ckpt.note and ctx.is_main:
+        print(f"warning: {ckpt.note}", file=sys.stderr)
     load_weights(model, ckpt.weights, ctx.device)
+    state_file = ckpt.path / STATE_FILE
     try:
         optimizer.load_state_dict(ckpt.optimizer)
-    except (ValueError, KeyError) as e:
-        raise ModelError(f"{ckpt.path}: optimiser state does not fit the model ({e})") from None
-    scheduler.load_state_dict(ckpt.scheduler)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ModelError(f"{state_file}: optimiser state does not fit the model ({first_line(e)[:200]})") from None
+    try:
+        scheduler.load_state_dict(ckpt.scheduler)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelError(f"{state_file}: damaged scheduler state ({type(e).__name__}: {first_line(e)[:200]})") from None
     progress = ckpt.progress
     if ctx.rank < len(ckpt.rng) and len(ckpt.rng) == ctx.world_size:
-        restore_rng_state(ckpt.rng[ctx.rank])
+        try:
+            restore_rng_state(ckpt.rng[ctx.rank])
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+            reason = f"{type(e).__name__}: {first_line(e)[:200]}"
+            raise ModelError(f"{state_file}: damaged random-generator state ({reason})") from None
     elif ctx.is_main:
         print(
             f"warning: checkpoint written by {len(ckpt.rng)} process(es), resuming with {ctx.world_size}: "

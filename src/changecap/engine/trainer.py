@@ -118,7 +118,9 @@ class Trainer:
     or a class/factory built from the ``loss`` section; default: the architecture's), ``datasets`` (train, val) or
     ``{"train": ..., "<other>": ..., "val": ...}`` with ``vocab``, ``callbacks`` called after every optimiser update
     with the trainer. ``resume``: ``None`` resumes when ``<output_dir>/checkpoint/`` holds a checkpoint, ``True``
-    requires one, ``False`` starts afresh (and replaces an existing checkpoint).
+    requires one, ``False`` starts afresh (and replaces an existing checkpoint). The checkpoint is the one ``LATEST``
+    names, else the newest readable one (with a warning); checkpoints of which none is readable are refused
+    (``engine.checkpoint.load_checkpoint``), never silently replaced.
     """
 
     def __init__(
@@ -138,7 +140,7 @@ class Trainer:
 
         self.config = config
         t = config.train
-        self.ctx: DistContext = init_distributed(t.device)
+        self.ctx: DistContext = init_distributed(t.device, path=config.source)
         set_deterministic(t.deterministic)
         if self.ctx.device.type == "cpu":
             # Adam's second moments of tiny gradients (and activations of a randomly initialised ViT) fall into the

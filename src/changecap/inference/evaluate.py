@@ -49,7 +49,7 @@ def evaluate_model(
     batch_size: int = 32,
     beam_size: int = 1,
     num_workers: int = 0,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     precision: str = "fp32",
     compile: bool = False,  # noqa: A002 - the CLI's --compile
     progress: bool = True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,9 @@ from PIL import Image
 
 from changecap.errors import DataError, ModelError
 from changecap.models.compiling import compile_with_fallback
+from changecap.models.device import parse_device
 from changecap.models.precision import PRECISIONS, autocast, cast_matmul_weights
-from changecap.models.preprocess import PreprocessConfig
+from changecap.models.preprocess import PREPROCESS_FILE, PreprocessConfig
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -189,10 +191,10 @@ class ChangeCaptioner:
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.model = model.eval().to(device)
+        self.device = parse_device(device)
+        self.model = model.eval().to(self.device)
         self.vocab = vocab
         self.preprocess = preprocess
-        self.device = torch.device(device)
         self.precision = precision
         if getattr(model, "encoder", None) is None:
             raise ModelError("this model has no backbone weights (converted with --no-encoder); it cannot read images")
@@ -211,17 +213,24 @@ class ChangeCaptioner:
     ) -> ChangeCaptioner:
         """Load a saved model directory or a Hugging Face Hub repo id (``owner/name``), any registered architecture.
 
-        ``device`` defaults to CUDA when available. Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from the local
-        cache or fails with a one-line error.
+        ``device`` defaults to CUDA when available; one this machine lacks is a one-line error before anything is
+        loaded (:func:`~changecap.models.device.parse_device`). Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from
+        the local cache or fails with a one-line error.
         """
         from changecap.models.io import load_model_bundle
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = parse_device(device)
         model, config, vocab = load_model_bundle(model_dir)
-        encoder = getattr(model, "encoder", None)
-        default_size = int(getattr(encoder, "image_size", 224) or 224)
+        # the side the model's input must have (its encoder's, or a change detector's own); None when it has none
+        takes = getattr(getattr(model, "encoder", None), "image_size", None) or getattr(model, "image_size", None)
         folder = getattr(model, "model_dir", model_dir)  # the local copy of a Hub model
-        preprocess = PreprocessConfig.load(folder, default_image_size=default_size)
+        preprocess = PreprocessConfig.load(folder, default_image_size=int(takes or 224))
+        if takes is not None and preprocess.image_size != int(takes):
+            raise DataError(
+                Path(folder) / PREPROCESS_FILE,
+                f"is {preprocess.image_size} but the model takes {takes}×{takes} px images",
+                field="image_size",
+            )
         return cls(model, vocab, preprocess, device, precision, compile)
 
     @property
@@ -246,6 +255,13 @@ class ChangeCaptioner:
                 )
         if seqs is None:  # a change detector: masks only
             return [CaptionResult(None, None, [], masks[i].astype(np.uint8)) for i in range(len(images))]
+        if change_prob is not None and not bool(torch.isfinite(change_prob).all()):
+            # NaN in means NaN out: never hand on a NaN probability (and the empty caption decoded beside it)
+            where = getattr(self.model, "model_dir", None) or "the model"
+            raise ModelError(
+                f"{where}: the change probability is not finite (NaN or inf); the weights or preprocess.json hold "
+                f"bad values, or precision {self.precision} overflowed"
+            )
         results = []
         for i, seq in enumerate(seqs):
             prob = None if change_prob is None else float(change_prob[i])

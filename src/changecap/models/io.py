@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -223,12 +223,14 @@ def read_model_config(directory: str | os.PathLike[str]) -> Any:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         raise ModelError(f"{path}: not a changecap model config (field 'format' must be '{FORMAT_TAG}')")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise ModelError(
-            f"{path}: format_version {version!r} is not supported by this changecap (reads up to {FORMAT_VERSION})"
+            f"{path}: format_version {version!r} is not supported by this changecap (reads 1 to {FORMAT_VERSION})"
         )
     section = payload.get("model")
     if not isinstance(section, dict):
@@ -264,9 +266,17 @@ def saved_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return select() if callable(select) else model.state_dict()
 
 
+def first_non_finite(tensors: Iterable[torch.Tensor]) -> int | None:
+    """Index of the first floating-point tensor holding a NaN or an infinity (None when every value is finite)."""
+    for i, t in enumerate(tensors):
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            return i
+    return None
+
+
 def _load_weights(model: torch.nn.Module, path: Path, part_of_file: bool = False) -> None:
-    """Every tensor ``model`` saves, from ``path`` (checked: present, shape); ``part_of_file``: the file may hold
-    more (a branch loaded from its whole model's weights), which are not read."""
+    """Every tensor ``model`` saves, from ``path`` (checked: present, shape, every value finite); ``part_of_file``: the
+    file may hold more (a branch loaded from its whole model's weights), which are not read."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -294,6 +304,12 @@ def _load_weights(model: torch.nn.Module, path: Path, part_of_file: bool = False
             )
     if part_of_file:
         state = {k: state[k] for k in expected}
+    bad = first_non_finite(state[k] for k in expected)
+    if bad is not None:
+        key = list(expected)[bad]
+        raise ModelError(
+            f"{path}: tensor '{key}' holds non-finite values (NaN or inf): the file is damaged or its training diverged"
+        )
     missing, _ = model.load_state_dict(state, strict=False)  # every saved key was checked above
     not_referenced = set(missing) - (set(model.state_dict()) - set(expected))
     if not_referenced:
@@ -318,6 +334,8 @@ def load_model_bundle(
         references = getattr(config, "references_pretrained", None)
         load_pretrained = bool(references()) if callable(references) else False
         model = build_model(config, load_pretrained=load_pretrained, init_weights=False)
+    except ConfigError as e:  # a field only the builder checks: still naming config.json
+        raise with_path(e, directory / CONFIG_FILE) from None
     except ChangeCapError:
         raise
     except Exception as e:  # an architecture transformers or torch rejects: still one line naming the file
@@ -340,6 +358,8 @@ def load_change_prior(model_dir: str | os.PathLike[str]) -> tuple[torch.nn.Modul
         raise ModelError(f"{directory}: a {spec.name} model has no change-detection branch to serve as a prior")
     try:
         branch = spec.change_prior(config, load_pretrained=False, init_weights=False)
+    except ConfigError as e:  # as in load_model_bundle
+        raise with_path(e, directory / CONFIG_FILE) from None
     except ChangeCapError:
         raise
     except Exception as e:  # as in load_model_bundle: one line naming the file

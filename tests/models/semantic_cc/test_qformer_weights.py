@@ -52,3 +52,12 @@ def test_a_q_former_of_another_size_is_a_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
     with pytest.raises(ModelError, match="qformer_pretrained 'nobody/none'"):
         build_model(config_from_dict(tiny(**{"caption.qformer_pretrained": "nobody/none"})))
+
+
+def test_a_damaged_blip2_weights_file_is_a_one_line_error(tmp_path: Path) -> None:
+    folder = tmp_path / "blip2"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    with pytest.raises(ModelError, match="model.safetensors: cannot read safetensors file") as e:
+        build_model(config_from_dict(tiny(**{"caption.qformer_pretrained": str(folder)})))
+    assert "\n" not in str(e.value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -44,13 +45,9 @@ VIT_B16_CONFIG: dict[str, Any] = {
 ARCHITECTURE_FIELDS: tuple[str, ...] = (*VIT_B16_CONFIG, "attention_dropout")
 
 
-def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config") -> Any:
-    from transformers import CLIPVisionConfig
-
-    known = set(CLIPVisionConfig().to_dict())
-    for key in fields:
-        if key not in known:
-            raise ConfigError(f"{field}.{key}", "not a CLIPVisionConfig field")
+def check_vision_fields(fields: Mapping[str, Any], field: str = "model.encoder.config") -> None:
+    """The architecture fields' values (sizes positive and divisible, ``layer_norm_eps`` and ``attention_dropout``
+    finite and in range), without importing transformers: run when a config is read, before anything is built."""
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size"):
         val = fields.get(key, 1)
         if not isinstance(val, int) or isinstance(val, bool) or val < 1:
@@ -61,6 +58,29 @@ def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config
     image, patch = fields.get("image_size", 224), fields.get("patch_size", 32)
     if image % patch:
         raise ConfigError(f"{field}.patch_size", f"image_size {image} is not a multiple of patch_size {patch}")
+    ranges = {"layer_norm_eps": (0.0, False, 1.0), "attention_dropout": (0.0, True, 1.0)}  # (low, inclusive, high)
+    for key, (low, inclusive, high) in ranges.items():
+        val = fields.get(key)
+        if val is None:
+            continue
+        number = isinstance(val, (int, float)) and not isinstance(val, bool) and math.isfinite(val)
+        if not number or not (low <= val if inclusive else low < val) or not val < high:
+            shown = f"[{low:g}, {high:g})" if inclusive else f"({low:g}, {high:g})"
+            raise ConfigError(f"{field}.{key}", f"must be a number in {shown}, got {val!r}")
+
+
+def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config") -> Any:
+    from transformers import CLIPVisionConfig
+    from transformers.activations import ACT2FN
+
+    known = set(CLIPVisionConfig().to_dict())
+    for key in fields:
+        if key not in known:
+            raise ConfigError(f"{field}.{key}", "not a CLIPVisionConfig field")
+    check_vision_fields(fields, field)
+    act = fields.get("hidden_act", "quick_gelu")
+    if not isinstance(act, str) or act not in ACT2FN:
+        raise ConfigError(f"{field}.hidden_act", f"not an activation transformers knows, got {act!r}")
     try:
         cfg = CLIPVisionConfig(**dict(fields))
     except (ValueError, TypeError) as e:  # transformers' own validation (e.g. a bad hidden_act)
@@ -425,6 +445,7 @@ class EncoderConfig:
         if self.config is not None:
             for key in ("hidden_size", "image_size", "patch_size"):
                 require(key in self.config, f"{prefix}.config.{key}", "required CLIPVisionConfig field is missing")
+            check_vision_fields(self.config, f"{prefix}.config")
 
     @property
     def hidden_size(self) -> int | None:

@@ -383,7 +383,7 @@ def load_blip2_qformer(decoder: SemanticCCCaptionDecoder, name_or_dir: str) -> N
     never loaded): ``qformer.*`` → the Q-Former, ``query_tokens``, and ``vision_model.post_layernorm.*`` (LAVIS'
     ``ln_vision`` in transformers' naming). Shapes must match the configured Q-Former.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     local = Path(name_or_dir).expanduser()
     if local.is_dir():
@@ -405,10 +405,13 @@ def load_blip2_qformer(decoder: SemanticCCCaptionDecoder, name_or_dir: str) -> N
     wanted["vision_model.post_layernorm.bias"] = ("ln_vision", "bias")
     found: dict[tuple[str, str], torch.Tensor] = {}
     for file in files:
-        with safe_open(str(file), "pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
-                if key in wanted:
-                    found[wanted[key]] = f.get_tensor(key)
+        try:
+            with safe_open(str(file), "pt") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                    if key in wanted:
+                        found[wanted[key]] = f.get_tensor(key)
+        except (SafetensorError, OSError) as e:  # truncated or not safetensors
+            raise ModelError(f"{file}: cannot read safetensors file ({first_line(e)[:200]})") from None
     missing = [k for k, v in wanted.items() if v not in found]
     if missing:
         raise ModelError(f"model.caption.qformer_pretrained '{name_or_dir}': tensor '{missing[0]}' not found")
