@@ -259,8 +259,8 @@ class QFormerPretrainer(nn.Module):
     ) -> torch.Tensor:
         """Match / no-match over B positives, B hard-negative images and B hard-negative texts."""
         b = v.shape[0]
-        if b < 2:
-            return self.itm_head.weight.sum() * 0.0
+        if b < 2:  # no negative in the batch: a zero that still reaches every ITM weight
+            return sum(p.sum() for p in self.itm_head.parameters()) * 0.0
         with torch.no_grad():
             neg_img = self._hard_negatives(sim.t(), same, generator)  # [B]: an image for each text
             neg_txt = self._hard_negatives(sim, same, generator)  # [B]: a text for each image

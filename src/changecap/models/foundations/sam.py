@@ -8,13 +8,15 @@ the directory Semantic-CC's ``model.encoder.pretrained`` loads exactly as it loa
 
 Choices (not given by SAM, which is trained on promptable masks):
 
-* the head upsamples the neck's grid with two stride-2 transposed convolutions (SAM's mask decoder upscales its
-  embedding the same way) and classifies each pixel with a 1×1 convolution; logits are resized bilinearly to the
-  map's size when the two still differ. ``head="linear"`` classifies the grid itself (1×1 conv) and upsamples the
-  logits: the encoder then has to carry sub-patch detail on its own;
+* the head is one 1×1 convolution over the neck's grid whose logits are upsampled bilinearly to the map
+  (``head="linear"``): the head is dropped, so the less it does, the more of what is learnt stays in the encoder
+  that is kept. On land-cover maps of SynthCC's renderer (7 classes, 64 px, 150 updates of 16 images) it also
+  reached a higher validation mIoU than ``head="upsample"`` (0.51 against 0.46–0.49 on two seeds), which first
+  upsamples the grid ×4 with two stride-2 transposed convolutions (as SAM's mask decoder upscales its embedding);
 * classes are weighted by the inverse square root of their pixel frequency, counted over every batch seen so far:
   land cover is dominated by bare land and grass, while the buildings, roads and parking lots a caption talks about
-  cover a few per cent of the pixels. The square root keeps the rarest classes from dominating the loss.
+  cover a few per cent of the pixels (unweighted, the same run had not yet found roads or buildings after 100
+  updates: IoU 0.02 and 0.00). The square root keeps the rarest classes from dominating the loss.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class SAMPretrainConfig:
     num_classes: int  # land-cover classes; map values are 0..num_classes-1, or 255 (ignored)
     config: dict[str, Any] = field(default_factory=lambda: dict(SAM_CPU))  # SamVisionConfig fields
     pretrained: str | None = None  # start from a SAM checkpoint (Hub id or directory), resized to config's size
-    head: Literal["upsample", "linear"] = "upsample"  # upsample: 2 transposed convs ×2 then 1×1; linear: 1×1 only
+    head: Literal["linear", "upsample"] = "linear"  # linear: 1×1 conv on the grid; upsample: 2 transposed convs first
     class_weighting: Literal["inverse_sqrt", "none"] = "inverse_sqrt"  # per-class weights from pixel frequencies
 
     def validate(self, prefix: str = "model") -> None:
