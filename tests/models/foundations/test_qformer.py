@@ -138,3 +138,18 @@ def test_config_errors_name_the_field() -> None:
         with pytest.raises(ConfigError) as e:
             from_dict(QFormerPretrainConfig, data, "model")
         assert e.value.field == field and "\n" not in str(e.value)
+
+
+def test_the_cpu_sizes_are_those_of_the_semantic_cc_cpu_config() -> None:
+    """The default stand-ins load into ``configs/semantic_cc_synthcc_cpu.yaml`` as they are."""
+    import yaml
+
+    from changecap.models.foundations import QFORMER_CPU, SAM_CPU
+    from tests.conftest import REPO_ROOT
+
+    model = yaml.safe_load((REPO_ROOT / "configs" / "semantic_cc_synthcc_cpu.yaml").read_text())["model"]
+    assert model["encoder"]["config"] == SAM_CPU
+    qformer = dict(model["caption"]["qformer"])
+    assert qformer.pop("encoder_hidden_size") == SAM_CPU["hidden_size"] == model["neck"]["cc_dim"]  # features="tokens"
+    assert qformer == QFORMER_CPU
+    assert model["caption"]["num_query_tokens"] == QFormerPretrainConfig("sam", "tok").num_query_tokens
