@@ -234,7 +234,8 @@ class QFormerPretrainer(nn.Module):
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)  # as BLIP-2: the learnt temperature stays in range
         sim = torch.einsum("iqe,je->ijq", img, txt).amax(dim=-1) / self.temp  # [B_img, B_txt]: best query per pair
-        same = torch.tensor([[a == b for b in texts] for a in texts], device=device)  # [B, B] equal captions
+        keys = [clean_caption(t) for t in texts] if self.config.clean_text else texts  # what the model reads
+        same = torch.tensor([[a == b for b in keys] for a in keys], device=device)  # [B, B] equal captions
         losses = {"itc": self.itc_loss(sim, same), "itm": self.itm_loss(v, ids, mask, sim, same, generator)}
         losses["itg"] = self.itg_loss(v, ids, mask)
         return losses
