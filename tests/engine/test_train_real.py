@@ -172,3 +172,18 @@ def test_frozen_feature_cache_needs_frozen_blocks(tmp_path: Path, data_root: Pat
 
     with pytest.raises(ConfigError, match="train.frozen_feature_cache_gb.*no CLIP encoder with frozen blocks"):
         train(load_config(write_config(tmp_path, data_root, val_every=0, frozen_feature_cache_gb=0.01)))
+
+
+def test_second_cc_trains_with_semantic_maps_in_its_batches(tmp_path: Path) -> None:
+    from changecap.engine.data import build_datasets
+    from tests.data.fakes import make_second_cc
+
+    root = make_second_cc(tmp_path / "second", {"train": 4, "val": 2, "test": 2}, size=32)
+    path = write_config(tmp_path, root, val_every=0, max_steps=2)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"].update(format="second-cc", semantic_maps=True)
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_config(path)
+    train_set, val_set = build_datasets(config, Vocabulary.build([["a"]], threshold=0))
+    assert train_set[0]["semantic"].shape == val_set[0]["semantic"].shape == (2, 32, 32)
+    assert train(config).global_step == 2

@@ -11,14 +11,20 @@ if TYPE_CHECKING:
     from changecap.data.annotations import Layout
 
 # Same as changecap.data.annotations.FORMATS (tested); literal so that building the parser does not import torch.
-FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens", "levir-cd")
+FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens", "levir-cd", "second-cc")
 
 
 def add_layout_arguments(p: argparse.ArgumentParser) -> None:
     """Options overriding where a dataset's files are (shared by the data commands)."""
     g = p.add_argument_group("layout overrides (default: discovered under --root)")
-    g.add_argument("--annotation", help="captions JSON of levir-cc / levir-mci / whu-cdc (LevirCCcaptions.json)")
-    g.add_argument("--image-root", help="folder holding {split}/{A,B,label}/ (default ROOT/images)")
+    g.add_argument(
+        "--annotation",
+        help="captions JSON of levir-cc / levir-mci / whu-cdc (LevirCCcaptions.json), second-cc (SECOND-CC-AUG.json)",
+    )
+    g.add_argument(
+        "--image-root",
+        help="folder holding {split}/{A,B,label}/ (default ROOT/images; second-cc: {split}/rgb/, sem/, default ROOT)",
+    )
     g.add_argument("--captions-dir", help="dubai-cc: folder of Train_*/Validation_*/Test_* JSON files")
     g.add_argument("--before-dir", help="dubai-cc: before images (default: the 500_2000 folder under ROOT)")
     g.add_argument("--after-dir", help="dubai-cc: after images (default: the 500_2010 folder under ROOT)")
