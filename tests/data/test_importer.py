@@ -329,3 +329,21 @@ def test_geotiff_pair_is_cut_into_tiles_with_their_bounds(tmp_path: Path) -> Non
     assert t["bounds"] == pytest.approx([x0, y0, x0 + 32 * PIXEL, y0 + 32 * PIXEL])
     whole = read_rgb(before)
     assert np.array_equal(read_rgb(tmp_path / "out/images/test/A/r1_c1.png"), whole[32:64, 32:64])
+
+
+def test_tiling_refuses_rasters_on_different_grids(tmp_path: Path) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    from changecap.synth.geotiff import CRS, ORIGIN, PIXEL, write_geotiff_pair
+
+    before, after, _ = write_geotiff_pair(tmp_path / "scene", grid=1, size=64)
+    pixels = read_rgb(after).transpose(2, 0, 1)  # [3, H, W]
+    shifted = from_origin(ORIGIN[0] + 10, ORIGIN[1], PIXEL, PIXEL)
+    with rasterio.open(after, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs=CRS,
+                       transform=shifted) as ds:  # fmt: skip
+        ds.write(pixels)
+    pairs_csv = write_csv(tmp_path / "pairs.csv", ["before", "after"], [[str(before), str(after)]])
+    sheet = write_csv(tmp_path / "c.csv", ["name", "caption"], [["r0_c0", "a road is built"]])
+    problems = _rejected(tmp_path, pairs_csv, sheet, tile=32)
+    assert len(problems) == 1 and problems[0].startswith(f"{after}: its grid (CRS, origin or pixel size) differs")

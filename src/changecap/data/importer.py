@@ -682,6 +682,122 @@ def _write_dataset(
 
 
 # ---------------------------------------------------------------------------------------------------------- import
+def _read_sources(pairs: Path, problems: _Problems) -> list[_Source]:
+    if pairs.is_dir():
+        return _sources_from_folder(pairs, problems)
+    if pairs.is_file() and pairs.suffix.lower() == ".csv":
+        return _sources_from_csv(pairs, problems)
+    if pairs.exists():
+        raise DataError(pairs, "--pairs must be a folder with A/ and B/, or a .csv of before,after paths")
+    raise DataError(pairs, "no such file or folder")
+
+
+def _output_pairs(
+    sources: list[_Source], tile: int | None, problems: _Problems
+) -> tuple[dict[str, _Pair], dict[str, list[str]]]:
+    """The pairs to write: the sources, or their tiles (named from the raster headers, before any caption is read);
+    and the tile names of each source."""
+    if tile is None:
+        return {src.name: _Pair(src.name, src) for src in sources}, {}
+    out: dict[str, _Pair] = {}
+    tiles_of: dict[str, list[str]] = {}
+    bad = problems.bad_pairs()
+    for src in sources:
+        if src.name in bad:
+            continue
+        try:
+            w, h, _ = image_header(src.before)
+        except DataError as e:
+            problems.add_error(e, [src.name])
+            continue
+        geo_a, geo_b = _georef(src.before), _georef(src.after)
+        if geo_a.crs and geo_b.crs and (geo_a.crs, geo_a.transform) != (geo_b.crs, geo_b.transform):
+            message = ("its grid (CRS, origin or pixel size) differs from the before raster's; tiles would not "
+                       "cover the same ground (resample it onto the before grid first)")  # fmt: skip
+            problems.add(src.after, message, pairs=[src.name])
+        prefix = "" if len(sources) == 1 else f"{src.name}_"
+        windows = tile_windows(h, w, tile)
+        if not windows:
+            problems.add(src.before, f"{w}×{h} is smaller than one {tile}×{tile} tile", pairs=[src.name])
+        for r, c, window in windows:
+            name = f"{prefix}r{r}_c{c}"
+            out[name] = _Pair(name, src, window, (r, c))
+            tiles_of.setdefault(src.name, []).append(name)
+    for p in problems.items:  # a problem of a scene rules out all its tiles
+        p.pairs = tuple(t for name in p.pairs for t in tiles_of.get(name, [name]))
+    return out, tiles_of
+
+
+def _check_pairs(out_pairs: dict[str, _Pair], sheet: _Sheet, captions: Path, tiled: bool, problems: _Problems) -> int:
+    """Every pair needs a caption, one split (with a split column) and one flag; returns the uncaptioned tiles."""
+    uncaptioned = 0
+    for name, p in out_pairs.items():
+        if not p.captions:
+            if tiled:
+                uncaptioned += 1  # tiles the sheet does not caption are not imported
+                continue
+            problems.add(captions, f"pair {name!r} has no caption (listed in {p.source.where})", pairs=[name])
+        if len(p.splits) > 1:
+            problems.add(captions, f"pair {name!r} has rows in several splits ({', '.join(sorted(p.splits))})",
+                         field="split", pairs=[name])  # fmt: skip
+        elif sheet.has_split and not p.splits and p.captions:
+            problems.add(captions, f"pair {name!r} has no split value", field="split", pairs=[name])
+        if len(p.flags) > 1:
+            problems.add(captions, f"pair {name!r} has rows with different changed values", field="changed",
+                         pairs=[name])  # fmt: skip
+    return uncaptioned
+
+
+def _check_pixels(
+    wanted: list[_Pair], tiles_of: dict[str, list[str]], problems: _Problems, progress: bool
+) -> None:
+    """Decode every source still in use once (both dates, the mask)."""
+    from tqdm import tqdm
+
+    bad = problems.bad_pairs()
+    used: dict[str, _Source] = {}
+    for p in wanted:
+        if p.name not in bad:
+            used.setdefault(p.source.name, p.source)
+    for src in tqdm(list(used.values()), desc="checking", unit="pair", disable=not progress):
+        try:
+            _validate_source(src)
+        except DataError as e:
+            problems.add_error(e, tiles_of.get(src.name, [src.name]), note=f" (pair {src.name!r})")
+
+
+def _build(
+    out: Path, kept: list[_Pair], report: ImportReport, record: dict[str, Any], tile: int | None, link: bool,
+    progress: bool,
+) -> None:  # fmt: skip
+    """Write everything into a temporary folder beside ``out`` and rename it to ``out``; remove it on any failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the dataset gets the usual permissions
+        writer = _Writer(link)
+        index = _write_dataset(tmp, kept, writer, report.format == "levir-mci", tile is not None, progress)
+        report.linked, report.copied, report.converted = writer.linked, writer.copied, writer.converted
+        entries, sentid = [], 0
+        for imgid, p in enumerate(kept):
+            entries.append(_entry(p, imgid, sentid))
+            sentid += len(p.captions)
+        (tmp / LEVIR_ANNOTATION).write_text(json.dumps({"images": entries}), encoding="utf-8")
+        if tile is not None:
+            (tmp / TILES_INDEX).write_text(json.dumps({"tile": tile, "tiles": index}, indent=1), encoding="utf-8")
+        (tmp / IMPORT_RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        _check_out(out)  # nobody wrote there meanwhile
+        if out.exists():
+            out.rmdir()  # an empty folder: rename cannot replace it everywhere
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(out.parent)
+
+
 def import_dataset(
     pairs: str | os.PathLike[str],
     captions: str | os.PathLike[str],
@@ -710,81 +826,19 @@ def import_dataset(
         raise ChangeCapError(f"--seed must be >= 0, got {seed}")
     _check_out(out_p)
     problems = _Problems()
-    if pairs_p.is_dir():
-        sources = _sources_from_folder(pairs_p, problems)
-    elif pairs_p.is_file() and pairs_p.suffix.lower() == ".csv":
-        sources = _sources_from_csv(pairs_p, problems)
-    elif pairs_p.exists():
-        raise DataError(pairs_p, "--pairs must be a folder with A/ and B/, or a .csv of before,after paths")
-    else:
-        raise DataError(pairs_p, "no such file or folder")
-
-    # Output pairs: the sources, or their tiles (names known from the raster headers, before reading any caption).
-    out_pairs: dict[str, _Pair] = {}
-    tiles_of: dict[str, list[str]] = {}
-    bad = problems.bad_pairs()
-    for src in sources:
-        if tile is None:
-            out_pairs[src.name] = _Pair(src.name, src)
-            continue
-        if src.name in bad:
-            continue
-        try:
-            w, h, _ = image_header(src.before)
-        except DataError as e:
-            problems.add_error(e, [src.name])
-            continue
-        prefix = "" if len(sources) == 1 else f"{src.name}_"
-        windows = tile_windows(h, w, tile)
-        if not windows:
-            problems.add(src.before, f"{w}×{h} is smaller than one {tile}×{tile} tile", pairs=[src.name])
-        for r, c, window in windows:
-            name = f"{prefix}r{r}_c{c}"
-            out_pairs[name] = _Pair(name, src, window, (r, c))
-            tiles_of.setdefault(src.name, []).append(name)
-    if tile is not None:  # a problem of a scene rules out all its tiles
-        for p in problems.items:
-            p.pairs = tuple(t for name in p.pairs for t in tiles_of.get(name, [name]))
+    sources = _read_sources(pairs_p, problems)
+    out_pairs, tiles_of = _output_pairs(sources, tile, problems)
     if masks is not None:
         _attach_masks(Path(masks).expanduser(), sources, problems, tiles_of)
     sheet = _read_captions(captions_p, out_pairs, problems, lower)
     if sheet.has_split and ratios is not None:
         raise ChangeCapError(f"--split-ratios conflicts with the split column of {captions_p}; give one of the two")
-
-    # Per pair: captions, one split, one flag.
-    untitled = 0
-    for name, p in out_pairs.items():
-        if not p.captions:
-            if tile is not None:
-                untitled += 1  # tiles the sheet does not caption are not imported
-                continue
-            problems.add(captions_p, f"pair {name!r} has no caption (listed in {p.source.where})", pairs=[name])
-        if len(p.splits) > 1:
-            problems.add(captions_p, f"pair {name!r} has rows in several splits ({', '.join(sorted(p.splits))})",
-                         field="split", pairs=[name])  # fmt: skip
-        elif sheet.has_split and not p.splits and p.captions:
-            problems.add(captions_p, f"pair {name!r} has no split value", field="split", pairs=[name])
-        if len(p.flags) > 1:
-            problems.add(captions_p, f"pair {name!r} has rows with different changed values", field="changed",
-                         pairs=[name])  # fmt: skip
+    uncaptioned = _check_pairs(out_pairs, sheet, captions_p, tile is not None, problems)
     wanted = [p for p in out_pairs.values() if p.captions]
-
-    # Pixels: every used source decoded once.
-    bad = problems.bad_pairs()
-    used: dict[str, _Source] = {}
-    for p in wanted:
-        if p.name not in bad:
-            used.setdefault(p.source.name, p.source)
-    from tqdm import tqdm
-
-    for src in tqdm(list(used.values()), desc="checking", unit="pair", disable=not progress):
-        try:
-            _validate_source(src)
-        except DataError as e:
-            problems.add_error(e, tiles_of.get(src.name, [src.name]), note=f" (pair {src.name!r})")
-
+    _check_pixels(wanted, tiles_of, problems, progress)
     if problems.items and not skip_bad:
         raise ImportRejected(problems.lines())
+
     bad = problems.bad_pairs()
     kept = sorted((p for p in wanted if p.name not in bad), key=lambda p: p.name)
     if not kept:
@@ -792,19 +846,17 @@ def import_dataset(
     for p in kept:
         p.split = next(iter(p.splits)) if sheet.has_split else ""
         p.changed = next(iter(p.flags)) if p.flags else changed_from_captions(p.captions)
-    if not sheet.has_split:
+    if sheet.has_split:
+        split_rule = f"split column of {captions_p.name}"
+    else:
         chosen = ratios or DEFAULT_SPLIT_RATIOS
         for name, split in assign_splits([p.name for p in kept], chosen, seed).items():
             out_pairs[name].split = split
         split_rule = f"ratios {','.join(f'{r:g}' for r in chosen)} with seed {seed}"
-    else:
-        split_rule = f"split column of {captions_p.name}"
     kept.sort(key=lambda p: (SPLITS.index(p.split), p.name))
-
-    has_masks = masks is not None
     report = ImportReport(
         out=str(out_p),
-        format="levir-mci" if has_masks else "levir-cc",
+        format="levir-cc" if masks is None else "levir-mci",
         splits={s: n for s in SPLITS if (n := sum(p.split == s for p in kept))},
         changed={s: n for s in SPLITS if (n := sum(p.split == s and p.changed for p in kept))},
         flags_from_sheet=sum(bool(p.flags) for p in kept),
@@ -813,43 +865,19 @@ def import_dataset(
         converted=0,
         split_rule=split_rule,
         skipped=problems.lines(),
-        tiles_without_captions=untitled,
+        tiles_without_captions=uncaptioned,
     )
-    out_p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_p.name}.import-", dir=out_p.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the dataset gets the usual permissions
-        writer = _Writer(link)
-        index = _write_dataset(tmp, kept, writer, has_masks, tile is not None, progress)
-        report.linked, report.copied, report.converted = writer.linked, writer.copied, writer.converted
-        entries, sentid = [], 0
-        for imgid, p in enumerate(kept):
-            entries.append(_entry(p, imgid, sentid))
-            sentid += len(p.captions)
-        (tmp / LEVIR_ANNOTATION).write_text(json.dumps({"images": entries}), encoding="utf-8")
-        if tile is not None:
-            (tmp / TILES_INDEX).write_text(json.dumps({"tile": tile, "tiles": index}, indent=1), encoding="utf-8")
-        record = {
-            "pairs": str(pairs_p),
-            "captions": str(captions_p),
-            "masks": None if masks is None else str(masks),
-            "tile": tile,
-            "seed": seed,
-            "split_rule": split_rule,
-            "lower": lower,
-            "splits": report.splits,
-            "changed": report.changed,
-            "skipped": report.skipped,
-        }
-        (tmp / IMPORT_RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
-        _check_out(out_p)  # nobody wrote there meanwhile
-        if out_p.exists():
-            out_p.rmdir()  # an empty folder: rename cannot replace it everywhere
-        os.rename(tmp, out_p)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(out_p.parent)
+    record = {
+        "pairs": str(pairs_p),
+        "captions": str(captions_p),
+        "masks": None if masks is None else str(masks),
+        "tile": tile,
+        "seed": seed,
+        "split_rule": split_rule,
+        "lower": lower,
+        "splits": report.splits,
+        "changed": report.changed,
+        "skipped": report.skipped,
+    }
+    _build(out_p, kept, report, record, tile, link, progress)
     return report
