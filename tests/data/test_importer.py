@@ -199,6 +199,7 @@ def test_every_bad_row_is_one_line_naming_file_row_and_field(tmp_path: Path, pai
     rows = caption_rows(10)
     rows[4] = ["p01", " . "]  # empty after tokenisation
     rows.append(["p99", "a caption of no pair"])
+    rows.append(["sub/p03.png", "a name with a folder"])
     rows.append(["p02", "x", "extra"])
     sheet = write_csv(tmp_path / "caps.csv", ["name", "caption"], rows)
     (pairs / "B" / "p05.png").unlink()  # missing after image
@@ -206,9 +207,10 @@ def test_every_bad_row_is_one_line_naming_file_row_and_field(tmp_path: Path, pai
     problems = _rejected(tmp_path, pairs, sheet)
     assert any(p.startswith(f"{sheet} [row 6, caption]: caption is empty") for p in problems), problems
     assert any(p.startswith(f"{sheet} [row 32, name]: caption for an unknown pair 'p99'") for p in problems)
+    assert any(p.startswith(f"{sheet} [row 33, name]: caption for an unknown pair 'sub/p03'") for p in problems)
     assert any(str(pairs / "A" / "p05.png") in p and "no after image B/p05.png" in p for p in problems)
     assert any(str(pairs / "B" / "p06.png") in p and "size 16×8 differs" in p for p in problems)
-    assert len(problems) == 4
+    assert len(problems) == 5
 
 
 def test_duplicate_names_and_missing_files_in_a_pairs_csv(tmp_path: Path, pairs: Path, sheet: Path) -> None:
@@ -257,6 +259,7 @@ def test_skip_bad_imports_the_rest_and_lists_what_it_left_out(tmp_path: Path, pa
     rows.append(["p99", "unknown"])
     sheet = write_csv(tmp_path / "caps.csv", ["name", "caption"], rows)
     (pairs / "A" / "p04.png").write_text("not an image")
+    (pairs / "A" / "._p05.png").write_text("a file system's metadata, not a pair")
     report = import_dataset(pairs, sheet, tmp_path / "out", skip_bad=True)
     assert report.pairs == 9 and len(report.skipped) == 2
     assert "p04.png" not in {r.name for r in parse_annotations(tmp_path / "out", "levir-cc")}

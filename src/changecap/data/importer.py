@@ -172,8 +172,8 @@ class _Pair:
 
 def _stem(name: str) -> str:
     """``x.png`` → ``x``; names without an image suffix stay as they are."""
-    p = Path(name)
-    return p.stem if p.suffix.lower() in IMAGE_SUFFIXES else name
+    suffix = Path(name).suffix
+    return name[: -len(suffix)] if suffix and suffix.lower() in IMAGE_SUFFIXES else name
 
 
 def _bad_name(name: str) -> str | None:
@@ -220,7 +220,11 @@ def _sources_from_folder(folder: Path, problems: _Problems) -> list[_Source]:
         raise DataError(folder, "a folder of pairs needs the sub-folders A/ (before) and B/ (after)")
 
     def images(d: Path) -> dict[str, Path]:
-        return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+        return {
+            p.name: p
+            for p in sorted(d.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")  # no ._x.png
+        }
 
     before, after = images(a_dir), images(b_dir)
     if not before and not after:
