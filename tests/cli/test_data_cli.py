@@ -136,3 +136,44 @@ def test_vocab_command_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["vocab", "--root", str(tmp_path / "nope"), "--format", "levir-cc", "--out", "v.json"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and "not found" in err
+
+
+def test_data_import_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.data.test_importer import caption_rows, make_pairs, write_csv
+
+    pairs = make_pairs(tmp_path / "pairs", 6)
+    sheet = write_csv(tmp_path / "caps.csv", ["name", "caption"], caption_rows(6))
+    out = tmp_path / "out"
+    argv = ["data", "import", "--pairs", str(pairs), "--captions", str(sheet), "--split-ratios", "0.5,0.25,0.25",
+            "--seed", "7", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "imported 6 pairs" in text and f"changecap data check --root {out} --format levir-cc" in text
+    assert main(["data", "check", "--root", str(out), "--format", "levir-cc", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 6
+    assert main(argv) == 2  # the output exists now: refused, untouched
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "is not empty" in err and "\n" not in err
+
+
+def test_data_import_lists_every_problem_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.data.test_importer import caption_rows, make_pairs, write_csv
+
+    pairs = make_pairs(tmp_path / "pairs", 6)
+    rows = caption_rows(6) + [["ghost", "a caption"], ["p01", ""]]
+    sheet = write_csv(tmp_path / "caps.csv", ["name", "caption"], rows)
+    base = ["data", "import", "--pairs", str(pairs), "--captions", str(sheet), "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == f"error: {sheet} [row 20, name]: caption for an unknown pair 'ghost' (no such pair in --pairs)"
+    assert lines[1] == f"error: {sheet} [row 21, caption]: caption is empty"
+    assert lines[2].startswith("error: 2 problem(s); nothing written") and len(lines) == 3
+    assert not (tmp_path / "out").exists()
+    assert main([*base, "--out", str(tmp_path / "out"), "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("skipped: ") == 2 and "imported 6 pairs" in captured.out
+    assert main([*base, "--out", str(tmp_path / "other"), "--split-ratios", "0.8,0.8,0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --split-ratios: ratios must sum to 1, got 1.7"

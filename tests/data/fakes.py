@@ -218,3 +218,54 @@ def save_with_orientation(arr: np.ndarray, path: Path, orientation: int, **save_
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, exif=exif.tobytes(), **save_args)
     return path
+
+
+def make_second_cc(
+    root: Path,
+    pairs: Mapping[str, int] = DEFAULT_PAIRS,
+    size: int = 16,
+    changeflag: bool = True,
+    grey_maps: bool = False,
+    seed: int = 0,
+) -> Path:
+    """SECOND-CC layout: ``SECOND-CC-AUG.json`` + ``{split}/rgb/{A,B}/`` + ``{split}/sem/{A,B}/`` SECOND-coloured maps.
+
+    Changed pairs (even index) turn the top-left quarter from low vegetation (class 3) into building (class 5) and
+    the bottom-right quarter from ground (2) into water (1); the rest of both maps is white (0, unchanged).
+    ``grey_maps`` writes the maps as single-band class ids instead of colours.
+    """
+    from changecap.data.semantic_maps import SECOND_PALETTE
+
+    palette = np.array(SECOND_PALETTE, dtype=np.uint8)  # [7, 3]
+    rng = np.random.default_rng(seed)
+    images = []
+    imgid = 0
+    for split, n in pairs.items():
+        for i in range(n):
+            name = f"{imgid:05d}.png"
+            changed = i % 2 == 0
+            raws = list(CHANGE_CAPTIONS) if changed else [f" {s} ." for s in NO_CHANGE_SENTENCES]
+            entry: dict[str, object] = {
+                "filename": name,
+                "imgid": imgid,
+                "split": split,
+                "sentences": [{"tokens": r.split(), "raw": r, "imgid": imgid} for r in raws],
+            }
+            if changeflag:
+                entry["changeflag"] = int(changed)
+            images.append(entry)
+            imgid += 1
+            before, after, _ = _pair_images(rng, size, changed)
+            sem = np.zeros((2, size, size), dtype=np.uint8)  # [2, H, W] class ids
+            if changed:
+                h = max(1, size // 4)
+                sem[0, :h, :h], sem[1, :h, :h] = 3, 5
+                sem[0, -h:, -h:], sem[1, -h:, -h:] = 2, 1
+            for k, side in enumerate(("A", "B")):
+                for sub, arr in (("rgb", (before, after)[k]), ("sem", sem[k] if grey_maps else palette[sem[k]])):
+                    d = root / split / sub / side
+                    d.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(arr).save(d / name)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "SECOND-CC-AUG.json").write_text(json.dumps({"images": images}))
+    return root

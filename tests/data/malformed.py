@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.data.fakes import make_dubai, make_levir, make_tokens
+from tests.data.fakes import make_dubai, make_levir, make_second_cc, make_tokens
 
 SMALL = {"train": 2, "val": 1, "test": 1}
 
@@ -221,6 +221,39 @@ def dubai_missing_after_tile(tmp: Path) -> Path:
     return root
 
 
+def _second_cc(tmp: Path) -> Path:
+    return make_second_cc(tmp / "ds", pairs=SMALL, size=8)
+
+
+def second_cc_missing_sem_dir(tmp: Path) -> Path:
+    root = _second_cc(tmp)
+    sem_b = root / "val" / "sem" / "B"
+    for p in sem_b.iterdir():
+        p.unlink()
+    sem_b.rmdir()
+    return root
+
+
+def second_cc_missing_map(tmp: Path) -> Path:
+    root = _second_cc(tmp)
+    (root / "train" / "sem" / "A" / "00001.png").unlink()
+    return root
+
+
+def second_cc_unknown_colour(tmp: Path) -> Path:
+    root = _second_cc(tmp)
+    sem = np.full((8, 8, 3), 255, np.uint8)
+    sem[2, 3] = (10, 20, 30)
+    Image.fromarray(sem).save(root / "test" / "sem" / "B" / "00003.png")
+    return root
+
+
+def second_cc_map_size_mismatch(tmp: Path) -> Path:
+    root = _second_cc(tmp)
+    Image.fromarray(np.full((6, 8, 3), 255, np.uint8)).save(root / "train" / "sem" / "B" / "00000.png")
+    return root
+
+
 CASES: tuple[Case, ...] = (
     Case("missing-image", "levir-cc", missing_image, ("A/train_000001.png", "before image (A) not found")),
     Case("ab-size-mismatch", "levir-cc", size_mismatch, ("B/train_000001.png", "A/train_000001.png", "10×8")),
@@ -248,4 +281,14 @@ CASES: tuple[Case, ...] = (
     Case("dubai-no-split-prefix", "dubai-cc", dubai_bad_prefix, ("captions_2010.json", "[file name]", "Train_")),
     Case("dubai-four-band-tile", "dubai-cc", dubai_four_band_tile, ("500_2010/2.tif", "4 bands")),
     Case("dubai-missing-after", "dubai-cc", dubai_missing_after_tile, ("500_2010/3.tif", "after image (B)")),
+    Case("second-cc-missing-sem-dir", "second-cc", second_cc_missing_sem_dir, ("val/sem/B", "folder not found")),
+    Case("second-cc-missing-map", "second-cc", second_cc_missing_map, ("sem/A/00001.png", "before semantic map")),
+    Case(
+        "second-cc-unknown-colour",
+        "second-cc",
+        second_cc_unknown_colour,
+        ("sem/B/00003.png", "(10, 20, 30)", "not SECOND classes"),
+        deep=True,
+    ),
+    Case("second-cc-map-size", "second-cc", second_cc_map_size_mismatch, ("sem/B/00000.png", "8×6")),
 )

@@ -10,7 +10,7 @@ import pytest
 from changecap.data.annotations import Layout, parse_annotations, parse_list_file, split_counts
 from changecap.data.text import dubai_changed_from_captions
 from changecap.errors import DataError
-from tests.data.fakes import make_dubai, make_levir, make_tokens
+from tests.data.fakes import make_dubai, make_levir, make_second_cc, make_tokens
 
 PAIRS = {"train": 2, "val": 1, "test": 1}
 
@@ -140,3 +140,30 @@ def test_root_and_annotation_discovery_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="several caption JSON files"):
         parse_annotations(root, "levir-cc")
     assert len(parse_annotations(root, "levir-cc", layout=Layout(annotation=root / "captions_v2.json"))) == 4
+
+
+def test_second_cc_records(tmp_path: Path) -> None:
+    root = make_second_cc(tmp_path / "ds", pairs=PAIRS, size=8)
+    recs = parse_annotations(root, "second-cc")
+    assert split_counts(recs) == {"train": 2, "val": 1, "test": 1}
+    r = recs[0]
+    assert (r.name, r.split, r.changed, r.changed_from) == ("00000.png", "train", True, "json")
+    assert r.before_path == root / "train/rgb/A/00000.png" and r.after_path == root / "train/rgb/B/00000.png"
+    assert r.semantic_paths == (root / "train/sem/A/00000.png", root / "train/sem/B/00000.png")
+    assert r.mask_path is None and r.has_mask and r.has_images
+    assert [x.name for x in parse_annotations(root, "second-cc", "test")] == ["00003.png"]
+
+
+def test_second_cc_flag_from_captions_and_layout_overrides(tmp_path: Path) -> None:
+    root = make_second_cc(tmp_path / "ds", pairs=PAIRS, size=8, changeflag=False)
+    recs = parse_annotations(root, "second-cc")
+    assert [(r.changed, r.changed_from) for r in recs[:2]] == [(True, "captions"), (False, "captions")]
+    (root / "SECOND-CC-AUG.json").rename(tmp_path / "captions.json")
+    with pytest.raises(DataError, match="SECOND-CC-AUG.json"):
+        parse_annotations(root, "second-cc")
+    moved = tmp_path / "imgs"
+    moved.mkdir()
+    for split in PAIRS:
+        shutil.move(root / split, moved / split)
+    lay = Layout(annotation=tmp_path / "captions.json", image_root=moved)
+    assert parse_annotations(root, "second-cc", layout=lay)[0].semantic_paths[0] == moved / "train/sem/A/00000.png"  # type: ignore[index]

@@ -6,7 +6,7 @@ import pytest
 
 from changecap.data.check import check_dataset
 from changecap.errors import DataError
-from tests.data.fakes import make_dubai, make_levir, make_tokens
+from tests.data.fakes import make_dubai, make_levir, make_second_cc, make_tokens
 from tests.data.malformed import CASES, Case
 
 
@@ -74,3 +74,14 @@ def test_dubai_report(tmp_path: Path) -> None:
     report = check_dataset(root, "dubai-cc", deep=True, progress=False)
     assert {k: s.pairs for k, s in report.splits.items()} == {"train": 2, "val": 1, "test": 1}
     assert report.image_sizes == {"8x8": 4}
+
+
+def test_second_cc_report(tmp_path: Path) -> None:
+    root = make_second_cc(tmp_path / "ds", pairs={"train": 2, "val": 1, "test": 1}, size=8)
+    report = check_dataset(root, "second-cc", deep=True, progress=False)
+    assert {k: (s.pairs, s.with_masks) for k, s in report.splits.items()} == {
+        "train": (2, 2),
+        "val": (1, 1),
+        "test": (1, 1),
+    }
+    assert report.image_sizes == {"8x8": 4} and report.splits["train"].changed == 1

@@ -16,7 +16,7 @@ from changecap.data.image_io import NORMALIZATION
 from changecap.data.text import CANONICAL_NO_CHANGE, DUBAI_CANONICAL_NO_CHANGE
 from changecap.data.vocab import END_ID, NULL_ID, START_ID
 from changecap.errors import ConfigError, DataError
-from tests.data.fakes import make_dubai, make_levir, make_tokens
+from tests.data.fakes import make_dubai, make_levir, make_second_cc, make_tokens
 
 PAIRS = {"train": 4, "val": 2, "test": 2}
 
@@ -29,6 +29,7 @@ MAKERS: dict[str, tuple[str, Callable[[Path], Path], int | None, bool]] = {
     "dubai-cc": ("dubai-cc", lambda r: make_dubai(r, PAIRS, tile=50), 256, False),
     "tokens-images": ("tokens", lambda r: make_tokens(r, PAIRS, with_images=True, size=8), 8, False),
     "tokens-only": ("tokens", lambda r: make_tokens(r, PAIRS), None, False),
+    "second-cc": ("second-cc", lambda r: make_second_cc(r, PAIRS, size=8), 8, True),
 }
 
 
@@ -39,7 +40,7 @@ def test_sample_contract(key: str, tmp_path: Path) -> None:
     vocab = build_vocabulary(root, fmt, "all", threshold=0)
     ds = open_dataset(root, fmt, "train", vocab=vocab)
     assert len(ds) == len(ds.records) == 4
-    t = 27 if fmt == "dubai-cc" else 41
+    t = {"dubai-cc": 27, "second-cc": 52}.get(fmt, 41)
     for i in range(len(ds)):
         s = ds[i]
         if side is None:
@@ -238,3 +239,48 @@ def test_dataloader_batches(tmp_path: Path) -> None:
     assert batch["image"].shape == (6, 2, 3, 8, 8)
     assert batch["tokens"].shape == (6, 5, 41) and batch["mask"].shape == (6, 8, 8)
     assert (batch["target"].eq(END_ID).sum(dim=1) == 1).all()
+
+
+def test_second_cc_mask_and_semantic_maps(tmp_path: Path) -> None:
+    root = make_second_cc(tmp_path / "ds", PAIRS, size=8)
+    plain = open_dataset(root, "second-cc", "train", normalize="none")
+    assert "semantic" not in plain[0]
+    ds = open_dataset(root, "second-cc", "train", normalize="none", semantic_maps=True)
+    s = ds[0]  # changed: top-left 3 -> 5, bottom-right 2 -> 1
+    assert s["semantic"].shape == (2, 8, 8) and s["semantic"].dtype == torch.long
+    assert s["semantic"][:, 0, 0].tolist() == [3, 5] and s["semantic"][:, -1, -1].tolist() == [2, 1]
+    assert s["semantic"][:, 4, 4].tolist() == [0, 0]
+    assert torch.equal(s["mask"], (s["semantic"][0] != s["semantic"][1]).long())  # change = the maps differ
+    assert ds[1]["mask"].sum() == 0 and ds[1]["semantic"].sum() == 0
+    big = open_dataset(root, "second-cc", "train", image_size=16, semantic_maps=True)[0]
+    assert big["semantic"].shape == (2, 16, 16) and set(big["semantic"].unique().tolist()) == {0, 1, 2, 3, 5}
+    batch = collate_pairs([ds[0], ds[1]])
+    assert batch["semantic"].shape == (2, 2, 8, 8) and batch["mask"].shape == (2, 8, 8)
+
+
+def _flip(x: torch.Tensor, h: bool, v: bool) -> torch.Tensor:
+    dims = [d for d, on in ((-1, h), (-2, v)) if on]
+    return x.flip(dims) if dims else x
+
+
+def test_semantic_maps_flip_with_the_images(tmp_path: Path) -> None:
+    root = make_second_cc(tmp_path / "ds", PAIRS, size=8)
+    plain = open_dataset(root, "second-cc", "train", normalize="none", semantic_maps=True)
+    aug = open_dataset(root, "second-cc", "train", normalize="none", semantic_maps=True, augment=True)
+    flipped = 0
+    for epoch in range(6):
+        aug.set_epoch(epoch)
+        a, p = aug[0], plain[0]
+        flips = [(h, v) for h in (False, True) for v in (False, True)]
+        h, v = next(f for f in flips if torch.equal(a["image"], _flip(p["image"], *f)))  # the flips drawn
+        expected = torch.from_numpy(np.stack([flip_array(m.numpy(), h, v) for m in p["semantic"]]))
+        assert torch.equal(a["semantic"], expected)
+        assert torch.equal(a["mask"], (a["semantic"][0] != a["semantic"][1]).long())
+        flipped += h or v
+    assert flipped  # some epoch flipped
+
+
+def test_semantic_maps_need_a_format_that_has_them(tmp_path: Path) -> None:
+    root = make_levir(tmp_path / "ds", "levir-mci", PAIRS, size=8)
+    with pytest.raises(ConfigError, match="semantic_maps"):
+        open_dataset(root, "levir-mci", "train", semantic_maps=True)

@@ -172,3 +172,22 @@ def test_frozen_feature_cache_needs_frozen_blocks(tmp_path: Path, data_root: Pat
 
     with pytest.raises(ConfigError, match="train.frozen_feature_cache_gb.*no CLIP encoder with frozen blocks"):
         train(load_config(write_config(tmp_path, data_root, val_every=0, frozen_feature_cache_gb=0.01)))
+
+
+def test_second_cc_trains_with_semantic_maps_in_its_batches(tmp_path: Path) -> None:
+    from changecap.engine.data import build_datasets
+    from changecap.engine.objectives.hisem import HisemObjective
+    from tests.data.fakes import make_second_cc
+    from tests.engine.toy import toy_builder, toy_saver
+
+    root = make_second_cc(tmp_path / "second", {"train": 4, "val": 2, "test": 2}, size=32)
+    path = write_config(tmp_path, root, val_every=0, max_steps=2)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"].update(format="second-cc", semantic_maps=True)
+    cfg["model"] = {"dim": 16}  # the toy captioner: this test is about the data reaching the trainer
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_config(path, check_model=False)
+    train_set, val_set = build_datasets(config, Vocabulary.build([["a"]], threshold=0))
+    assert train_set[0]["semantic"].shape == val_set[0]["semantic"].shape == (2, 32, 32)
+    result = train(config, objective=HisemObjective, model_builder=toy_builder(), model_saver=toy_saver)
+    assert result.global_step == 2

@@ -3,6 +3,7 @@
 Three forms (exactly one of ``--out``, ``--stats``, ``--figure``)::
 
     changecap synth --out DIR [--preset tiny|small|full] [--pairs N] [--size S] [--seed K] [--workers W]
+                    [--layout levir-mci|second-cc]
     changecap synth --stats DIR [--json]
     changecap synth --figure PNG --from DIR [--samples N] [--columns C] [--tile T]
     changecap synth --geotiff DIR [--grid G] [--size S] [--seed K]   (a georeferenced scene pair for `scene`)
@@ -23,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="generate the SynthCC benchmark (LEVIR-MCI layout), its statistics or sample figure",
         description=(
             "Generate SynthCC, a procedural bi-temporal change-captioning benchmark, in the LEVIR-MCI layout "
-            "(LevirCCcaptions.json + images/{train,val,test}/{A,B,label}/). Same seed, same bytes. "
+            "(LevirCCcaptions.json + images/{train,val,test}/{A,B,label}/), or with --layout second-cc in the "
+            "SECOND-CC layout (SECOND-CC-AUG.json + {split}/rgb/{A,B}/ + {split}/sem/{A,B}/ semantic maps). "
+            "Same seed, same bytes. "
             "Presets: tiny (60 pairs, 64 px), small (2,400 pairs, 128 px), full (10,077 pairs, 256 px)."
         ),
     )
@@ -44,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--size", type=int, default=None, help="tile size in pixels (overrides the preset)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--workers", type=int, default=1, help="worker processes (default 1; output is identical)")
+    g.add_argument(
+        "--layout",
+        choices=("levir-mci", "second-cc"),
+        default="levir-mci",
+        help="--out: LEVIR-MCI layout with change masks (default), or SECOND-CC's with per-date semantic maps",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     f = p.add_argument_group("statistics / figure")
     f.add_argument("--json", action="store_true", help="--stats: print JSON")
@@ -57,11 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from changecap.data.files import check_output_dir, check_output_file
 
+    if args.layout != "levir-mci" and args.out is None:
+        raise ChangeCapError("--layout applies to --out (generating a set)")
     if args.out is not None:
         from changecap.synth import generate_synthcc
+        from changecap.synth.second_cc import generate_second_cc
 
         check_output_dir(args.out, "--out")
-        root = generate_synthcc(
+        generate = generate_second_cc if args.layout == "second-cc" else generate_synthcc
+        root = generate(
             args.out,
             pairs=args.pairs,
             size=args.size,
@@ -70,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
         )
-        print(f"wrote SynthCC ({args.preset} preset) to {root}")
+        print(f"wrote SynthCC ({args.preset} preset, {args.layout} layout) to {root}")
         return 0
     if args.geotiff is not None:
         from changecap.synth.geotiff import write_geotiff_pair

@@ -22,6 +22,11 @@ Supported formats (``FORMATS``):
     root (the official LEVIR-CD layout), or ``A/``, ``B/``, ``label/`` directly in the root, whose pairs then form
     the ``train`` split. Every pair needs its label; the change flag is read from it (any non-zero pixel). Used to
     train and evaluate change detection, alone or mixed with caption datasets (``data.extra``).
+``second-cc``
+    SECOND-CC: ``SECOND-CC-AUG.json`` (Karpathy style like ``LevirCCcaptions.json``; ``filepath`` and
+    ``changeflag`` are read when present) and ``{split}/rgb/{A,B}/<filename>`` images with per-date SECOND
+    semantic maps in ``{split}/sem/{A,B}/<filename>`` (required). The change mask is where the two maps differ
+    (:mod:`changecap.data.semantic_maps`); records carry both map paths in ``semantic_paths``.
 ``tokens``
     The peers' preprocessed layout: ``{train,val,test}.txt`` (names, or ``name.png-k`` lines, deduplicated),
     ``tokens/<stem>.txt`` (JSON list of token lists with ``<START>``/``<END>``), optional ``images/{split}/{A,B}/``.
@@ -49,10 +54,11 @@ from changecap.data.text import changed_from_captions, dubai_changed_from_captio
 from changecap.data.vocab import END, START
 from changecap.errors import ConfigError, DataError
 
-FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens", "levir-cd")
+FORMATS: tuple[str, ...] = ("levir-cc", "levir-mci", "whu-cdc", "dubai-cc", "tokens", "levir-cd", "second-cc")
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 LEVIR_ANNOTATION = "LevirCCcaptions.json"
+SECOND_CC_ANNOTATION = "SECOND-CC-AUG.json"
 DUBAI_CAPTIONS_DIR = "description_jsontr_te_val"
 DUBAI_BEFORE_DIR, DUBAI_AFTER_DIR = "500_2000", "500_2010"
 # Dubai-CC file-name prefix → split (compared case-insensitively).
@@ -71,11 +77,14 @@ class PairRecord:
         name: file name of the pair (e.g. ``train_000001.png``), unique within a split.
         split: ``train`` / ``val`` / ``test``.
         before_path / after_path: image files (None for caption-only datasets).
-        mask_path: change mask (LEVIR-MCI, WHU-CDC with labels), else None.
+        mask_path: change mask file (LEVIR-MCI, WHU-CDC with labels), else None.
         captions: reference captions, normalised (RSICC-tokenised and joined with single spaces).
         changed: change flag.
         changed_from: ``"json"`` when read from ``changeflag``, ``"captions"`` when derived from the text.
         source: where the captions were read (file and field), for messages.
+        caption_changed: the flag derived from the captions (for consistency checks), None without captions.
+        semantic_paths: before and after semantic maps (``second-cc``), else None; the change mask is derived from
+            them (:func:`changecap.data.semantic_maps.read_change_mask`).
     """
 
     name: str
@@ -88,10 +97,16 @@ class PairRecord:
     changed_from: Literal["json", "captions"]
     source: str = ""
     caption_changed: bool | None = field(default=None, repr=False)  # flag derived from text (for consistency checks)
+    semantic_paths: tuple[Path, Path] | None = field(default=None, repr=False)
 
     @property
     def has_images(self) -> bool:
         return self.before_path is not None and self.after_path is not None
+
+    @property
+    def has_mask(self) -> bool:
+        """A change mask is available: a mask file, or two semantic maps to derive it from."""
+        return self.mask_path is not None or self.semantic_paths is not None
 
 
 @dataclass
@@ -155,6 +170,8 @@ def parse_annotations(
         return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional")
     if fmt == "levir-cd":
         return _parse_cd_folders(root_p, wanted)
+    if fmt == "second-cc":
+        return _parse_second_cc(root_p, wanted, lay, lower, check_files)
     annotation = _find_annotation(root_p, lay, allow_missing=fmt == "whu-cdc")
     if annotation is None:  # whu-cdc without a captions JSON: MaskApproxNet list files
         return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional")
@@ -174,10 +191,12 @@ def _load_json(path: Path) -> Any:
         raise DataError(path, "not valid JSON (not UTF-8 text)") from None
 
 
-def _find_annotation(root: Path, lay: Layout, allow_missing: bool) -> Path | None:
+def _find_annotation(
+    root: Path, lay: Layout, allow_missing: bool, default_name: str = LEVIR_ANNOTATION
+) -> Path | None:
     if lay.annotation is not None:
         return Path(lay.annotation)
-    default = root / LEVIR_ANNOTATION
+    default = root / default_name
     if default.exists():
         return default
     candidates = sorted(p for p in root.glob("*.json") if p.name != "vocab.json")
@@ -188,7 +207,7 @@ def _find_annotation(root: Path, lay: Layout, allow_missing: bool) -> Path | Non
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates[:4])
         raise DataError(root, f"several caption JSON files ({names}); choose one with --annotation")
-    raise DataError(default, "annotation file not found (expected LevirCCcaptions.json in the dataset root)")
+    raise DataError(default, f"annotation file not found (expected {default_name} in the dataset root)")
 
 
 @dataclass
@@ -366,6 +385,48 @@ def _check_record_files(rec: PairRecord) -> None:
         _require_file(rec.after_path, "after image (B)", rec.source)
     if rec.mask_path is not None:
         _require_file(rec.mask_path, "label image", rec.source)
+    if rec.semantic_paths is not None:
+        _require_file(rec.semantic_paths[0], "before semantic map (sem/A)", rec.source)
+        _require_file(rec.semantic_paths[1], "after semantic map (sem/B)", rec.source)
+
+
+# ---------------------------------------------------------------------------------------------------------- SECOND-CC
+def _parse_second_cc(
+    root: Path, wanted: tuple[str, ...], lay: Layout, lower: bool, check_files: bool
+) -> list[PairRecord]:
+    """``SECOND-CC-AUG.json`` + ``{split}/rgb/{A,B}/`` + ``{split}/sem/{A,B}/`` (the split folders in the root)."""
+    annotation = _find_annotation(root, lay, allow_missing=False, default_name=SECOND_CC_ANNOTATION)
+    assert annotation is not None  # allow_missing=False: raises instead
+    entries = _parse_entries(annotation, _images_list(annotation, _load_json(annotation)), lower)
+    image_root = Path(lay.image_root) if lay.image_root is not None else root
+    records: list[PairRecord] = []
+    checked_dirs: set[str] = set()
+    for e in entries:
+        if e.split not in wanted:
+            continue
+        folder = image_root / e.folder
+        if check_files and e.folder not in checked_dirs:
+            checked_dirs.add(e.folder)
+            for sub in ("rgb/A", "rgb/B", "sem/A", "sem/B"):
+                if not (folder / sub).is_dir():
+                    what = "semantic map" if sub.startswith("sem") else "image"
+                    raise DataError(folder / sub, f"{what} folder not found (second-cc needs {{split}}/{sub}/)")
+        rec = _make_record(
+            e.filename,
+            e.split,
+            folder / "rgb" / "A" / e.filename,
+            folder / "rgb" / "B" / e.filename,
+            None,
+            e.captions,
+            e.changeflag,
+            f"{annotation.name} [images[{e.index}]]",
+            changed_from_captions,
+        )
+        rec.semantic_paths = (folder / "sem" / "A" / e.filename, folder / "sem" / "B" / e.filename)
+        if check_files:
+            _check_record_files(rec)
+        records.append(rec)
+    return records
 
 
 # ---------------------------------------------------------------------------------------------------------- LEVIR-CD

@@ -1,9 +1,10 @@
 """Dataset validation and statistics behind ``changecap data check``.
 
 Default mode reads only image *headers* (``PIL.Image.open`` is lazy): every file exists, is an image with RGB bands,
-and both dates (and the mask) have the same size — seconds for LEVIR-CC's 20k images. ``deep=True`` decodes every
-pixel (truncated / corrupt files, RGBA transparency) and checks every mask value. The first problem raises a one-line
-:class:`~changecap.errors.DataError` naming the file and field; a clean dataset yields a :class:`DatasetReport`.
+and both dates (and the mask, or second-cc's semantic maps) have the same size — seconds for LEVIR-CC's 20k images.
+``deep=True`` decodes every pixel (truncated / corrupt files, RGBA transparency) and checks every mask value and
+semantic-map colour. The first problem raises a one-line :class:`~changecap.errors.DataError` naming the file and
+field; a clean dataset yields a :class:`DatasetReport`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from changecap.data.annotations import SPLITS, Layout, PairRecord, check_format, parse_annotations
 from changecap.data.image_io import image_header, image_size, read_mask, read_rgb
+from changecap.data.semantic_maps import read_semantic_map, semantic_map_size
 from changecap.data.text import tokenize
 from changecap.data.vocab import Vocabulary
 from changecap.errors import DataError
@@ -107,7 +109,7 @@ def split_stats(records: Sequence[PairRecord]) -> SplitStats:
         mean_caption_words=sum(words) / len(words) if words else 0.0,
         max_caption_tokens=max(words, default=0) + 2,
         with_images=sum(r.has_images for r in records),
-        with_masks=sum(r.mask_path is not None for r in records),
+        with_masks=sum(r.has_mask for r in records),
         flag_disagreements=sum(
             r.changed_from == "json" and r.caption_changed is not None and r.caption_changed != r.changed
             for r in records
@@ -138,6 +140,15 @@ def check_pair_files(rec: PairRecord, deep: bool = False) -> tuple[int, int] | N
             size_m = _mask_header(rec.mask_path)
         if size_m != size_a:
             raise _size_mismatch(rec.mask_path, rec.before_path, size_m, size_a, "mask")
+    if rec.semantic_paths is not None:
+        for path in rec.semantic_paths:
+            if deep:  # decodes the colours: every pixel must be a SECOND class
+                m = read_semantic_map(path)
+                size_s = (m.shape[1], m.shape[0])
+            else:
+                size_s = semantic_map_size(path)
+            if size_s != size_a:
+                raise _size_mismatch(path, rec.before_path, size_s, size_a, "semantic map")
     return size_a
 
 

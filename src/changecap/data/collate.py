@@ -15,7 +15,8 @@ def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     Returns ``image [B, 2, C, H, W]`` (when the samples have images), ``tokens [B, R_max, T]`` padded with
     ``<NULL>`` rows, ``num_refs [B]`` (real reference rows per sample, so padding rows can be told apart),
-    ``target [B, T]``, ``changed [B]`` bool, ``mask [B, H, W]`` (only when every sample has one) and ``captions``,
+    ``target [B, T]``, ``changed [B]`` bool, ``mask [B, H, W]`` and ``semantic [B, 2, H, W]`` (each only when every
+    sample has one) and ``captions``,
     ``caption`` (the training reference as text), ``name``, ``split`` as lists.
     """
     if not samples:
@@ -45,4 +46,6 @@ def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise ValueError("some samples have images and others do not; cannot batch them together")
     if all("mask" in s for s in samples):
         batch["mask"] = torch.stack([s["mask"] for s in samples])  # [B, H, W]
+    if all("semantic" in s for s in samples):
+        batch["semantic"] = torch.stack([s["semantic"] for s in samples])  # [B, 2, H, W]
     return batch

@@ -10,7 +10,8 @@ Conventions (see ``data-and-metrics.md``):
 * ``vocab=None`` builds the vocabulary from the **train split** of the same dataset (count > 5; Dubai-CC keeps every
   word) — the leak-free choice. Published checkpoints used all splits; pass
   ``build_vocabulary(root, fmt, splits="all")`` or the shipped ``vocab.json`` to reproduce them.
-* ``max_length=None`` takes the format's convention: 41 (LEVIR-CC / LEVIR-MCI / WHU-CDC / tokens), 27 (Dubai-CC).
+* ``max_length=None`` takes the format's convention: 41 (LEVIR-CC / LEVIR-MCI / WHU-CDC / tokens), 27 (Dubai-CC),
+  52 (SECOND-CC).
 * ``image_size=None`` keeps the native size, except Dubai-CC whose 50×50 tiles are upsampled to 256 (Chg2Cap).
   Resizing uses bicubic (CLIP's rule), Dubai-CC bilinear (Chg2Cap upsamples bilinearly; it does so on the GPU with
   ``align_corners=True``, which Pillow cannot express — the difference is below one grey level on most pixels).
@@ -37,7 +38,7 @@ from changecap.data.annotations import (
     check_format,
     parse_annotations,
 )
-from changecap.data.augment import flip_caption, flip_pair
+from changecap.data.augment import flip_array, flip_caption, flip_pair
 from changecap.data.image_io import (
     NORMALIZATION,
     read_mask,
@@ -46,6 +47,7 @@ from changecap.data.image_io import (
     resize_shorter_then_center_crop,
     to_tensor_normalized,
 )
+from changecap.data.semantic_maps import change_from_semantic, read_semantic_pair
 from changecap.data.text import CANONICAL_NO_CHANGE, DUBAI_CANONICAL_NO_CHANGE, tokenize
 from changecap.data.vocab import ThresholdRule, Vocabulary
 from changecap.errors import ConfigError, DataError
@@ -77,6 +79,9 @@ CONVENTIONS: dict[str, FormatConventions] = {
     "tokens": FormatConventions(41, 5, "levir-cc", CANONICAL_NO_CHANGE, None, "bicubic"),
     # Change-detection folders (no captions): LEVIR-CD imagery, hence LEVIR-CC statistics.
     "levir-cd": FormatConventions(41, 5, "levir-cc", CANONICAL_NO_CHANGE, None, "bicubic"),
+    # SECOND-CC publishes no statistics of its own: ImageNet's. Its preprocessing keeps words seen more than 10 times
+    # (``--min_word_freq 10``); 52 tokens = a 50-word caption + <START>/<END>, our assumption of the release's limit.
+    "second-cc": FormatConventions(52, 10, "imagenet", CANONICAL_NO_CHANGE, None, "bicubic"),
 }
 
 
@@ -150,6 +155,8 @@ class ChangeCaptionDataset(Dataset):
         check_sizes: raise when the two dates (or the mask) differ in size.
         layout: overrides of file locations (``Layout``).
         binary_mask: masks as 0/1 (change / no change) instead of 0/1/2 classes.
+        semantic_maps: add ``semantic`` (long ``[2, H, W]``, SECOND class ids of the before and after date) to every
+            sample; only for formats with per-date maps (``second-cc``), a ConfigError otherwise.
     """
 
     def __init__(
@@ -171,6 +178,7 @@ class ChangeCaptionDataset(Dataset):
         check_sizes: bool = True,
         layout: Layout | None = None,
         binary_mask: bool = False,
+        semantic_maps: bool = False,
     ) -> None:
         self.format = check_format(format)
         if split not in SPLITS:
@@ -206,6 +214,11 @@ class ChangeCaptionDataset(Dataset):
         self.check_sizes = check_sizes
         self.binary_mask = binary_mask
         self.records: list[PairRecord] = parse_annotations(root, self.format, split, layout=layout, lower=lower)
+        self.semantic_maps = bool(semantic_maps)
+        if self.semantic_maps and any(r.semantic_paths is None for r in self.records):
+            raise ConfigError(
+                "semantic_maps", f"format {self.format!r} has no per-date semantic maps (second-cc has them)"
+            )
         if vocab is None:
             vocab = build_vocabulary(root, self.format, "train", lower=lower, layout=layout)
         self.vocab = vocab
@@ -291,6 +304,19 @@ class ChangeCaptionDataset(Dataset):
             )
         return mask
 
+    def _load_semantic(self, rec: PairRecord, shape: tuple[int, ...]) -> np.ndarray | None:
+        """Both dates' class maps ``uint8 [2, H, W]`` (``second-cc``), else None."""
+        if rec.semantic_paths is None:
+            return None
+        maps = read_semantic_pair(*rec.semantic_paths)
+        if self.check_sizes and maps.shape[1:] != shape[:2]:
+            raise DataError(
+                rec.semantic_paths[0],
+                f"semantic map size {maps.shape[2]}×{maps.shape[1]} differs from the image {rec.before_path} "
+                f"({shape[1]}×{shape[0]})",
+            )
+        return maps
+
     # ------------------------------------------------------------------ samples
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
@@ -307,7 +333,9 @@ class ChangeCaptionDataset(Dataset):
         sample: dict[str, Any] = {"name": rec.name, "split": rec.split, "changed": bool(rec.changed)}
         if rec.has_images:
             before, after = self.load_pair(pair)
-            mask = self._load_mask(rec, before.shape)
+            semantic = self._load_semantic(rec, before.shape)
+            # second-cc: the mask is derived from the maps already read (same pixels as read_change_mask)
+            mask = change_from_semantic(semantic) if semantic is not None else self._load_mask(rec, before.shape)
             before, after = self._geometry(before, self.resample), self._geometry(after, self.resample)
             if mask is not None:
                 mask = self._geometry(mask, "nearest")
@@ -317,6 +345,9 @@ class ChangeCaptionDataset(Dataset):
             )  # [2, C, H, W]
             if mask is not None:
                 sample["mask"] = torch.from_numpy(mask.astype(np.int64))  # [H, W]
+            if semantic is not None and self.semantic_maps:
+                dates = [flip_array(self._geometry(m, "nearest"), hflip, vflip) for m in semantic]
+                sample["semantic"] = torch.from_numpy(np.stack(dates).astype(np.int64))  # [2, H, W]
         elif hflip or vflip:  # caption-only dataset: the flip still teaches the spatial-word symmetry
             captions = [flip_caption(c, hflip, vflip) for c in captions]
         if captions:

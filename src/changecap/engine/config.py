@@ -73,7 +73,9 @@ class DataConfig:
     ``max_length: auto`` is the longest caption of the dataset (all splits) + ``<START>``/``<END>``.
     ``normalize`` is a statistics name (``dataset``, ``clip``, ``imagenet``, ``none``, ``levir-cc``, …) or
     ``[[mean r, g, b], [std r, g, b]]`` on the 0–1 scale. The train split uses ``canonicalize_no_change`` and
-    ``augment``; the validation split never does (its references keep their paraphrases).
+    ``augment``; the validation split never does (its references keep their paraphrases). ``semantic_maps: true``
+    adds each date's class map to the train and validation samples (``semantic``, long ``[2, H, W]``; formats with
+    per-date maps only: ``second-cc``) for models that read them.
     """
 
     root: str = ""
@@ -87,6 +89,7 @@ class DataConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     max_length: int | Literal["auto"] | None = None
     num_workers: int = 0
+    semantic_maps: bool = False
     # further training sets mixed into the train split: e.g. LEVIR-CD pairs (masks, no captions) beside LEVIR-CC
     extra: list[ExtraDataConfig] = field(default_factory=list)
 

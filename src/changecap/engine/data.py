@@ -63,6 +63,7 @@ def build_datasets(config: TrainConfig, vocab: Vocabulary) -> tuple[Dataset, Dat
         "resize_mode": d.resize_mode,
         "seed": t.seed,
     }
+    semantic = {"semantic_maps": True} if d.semantic_maps else {}  # the main dataset only: extras may lack maps
     train_set = open_dataset(
         d.root,
         d.format,
@@ -71,8 +72,9 @@ def build_datasets(config: TrainConfig, vocab: Vocabulary) -> tuple[Dataset, Dat
         canonicalize_no_change=d.canonicalize_no_change,
         augment=d.augment,
         **common,
+        **semantic,
     )
-    val_set = open_dataset(d.root, d.format, t.val_split, sampling="random", **common)
+    val_set = open_dataset(d.root, d.format, t.val_split, sampling="random", **common, **semantic)
     if d.extra:
         from changecap.data.datasets import MixedDataset
 

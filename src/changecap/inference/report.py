@@ -119,10 +119,10 @@ def write_html_report(
         rec = ds.records[i]
         before, after = ds.load_pair(i)
         imgs = [("before", before), ("after", after)]
-        if getattr(rec, "mask_path", None):
-            from changecap.data.image_io import read_mask
+        from changecap.data.semantic_maps import read_change_mask
 
-            mask = read_mask(rec.mask_path)
+        mask = read_change_mask(rec)  # a mask file, or second-cc's semantic maps; None without either
+        if mask is not None:
             palette = np.array([[0, 0, 0], [255, 200, 0], [255, 255, 255]], dtype=np.uint8)
             imgs.append(("change mask", palette[np.clip(mask, 0, 2)]))
         predicted = getattr(evaluation, "masks", {}).get(rec.name)

@@ -88,6 +88,11 @@ def plan_jobs(settings: SynthSettings) -> list[PairJob]:
     return jobs
 
 
+def caption_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of pair ``index``'s captions: the same sentences in every layout SynthCC writes."""
+    return np.random.default_rng([seed, index, _CAPTION_STREAM])
+
+
 def render_pair(seed: int, index: int, changed: bool, size: int) -> RenderedPair:
     """Lay out and render one pair (no file I/O)."""
     scene = plan_pair(seed, index, changed)

@@ -156,10 +156,16 @@ def _octave(rng: np.random.Generator, cells_per_unit: float, frame: Frame) -> np
     return np.asarray(Image.fromarray(small, mode="F").resize((n, n), resample))
 
 
+def ground_classes(scene: Scene, frame: Frame) -> np.ndarray:
+    """The canvas's ground classes ``[N, N]`` uint8 (no random draw): GRASS where the land-cover field is above the
+    scene's grass level, BARE elsewhere."""
+    landcover = landcover_field(scene.landcover, frame.canvas, offset=-frame.margin / frame.size, scale=1 / frame.size)
+    return np.where(landcover > scene.grass_level, C.GRASS, C.BARE).astype(np.uint8)
+
+
 def make_fields(scene: Scene, rng: np.random.Generator, frame: Frame) -> Fields:
     """The pair's shared fields on the canvas: ground classes, colour drift, grain and haze density."""
-    landcover = landcover_field(scene.landcover, frame.canvas, offset=-frame.margin / frame.size, scale=1 / frame.size)
-    ground = np.where(landcover > scene.grass_level, C.GRASS, C.BARE).astype(np.uint8)
+    ground = ground_classes(scene, frame)
     drift = 0.5 * _octave(rng, 5, frame) + 0.5 * _octave(rng, 18, frame)
     grain = 0.55 * _octave(rng, 40, frame) + 0.45 * _octave(rng, 110, frame)
     haze = _octave(rng, 2, frame)

@@ -15,12 +15,14 @@ from changecap.engine.objectives.filters import (
     pairs_with_mask_and_captions,
     unchanged_pairs,
 )
-from tests.data.fakes import make_levir
+from tests.data.fakes import make_levir, make_second_cc
 
 
-@pytest.mark.parametrize(("fmt", "masks"), [("levir-mci", True), ("levir-cc", False)])
+@pytest.mark.parametrize(("fmt", "masks"), [("levir-mci", True), ("levir-cc", False), ("second-cc", True)])
 def test_filters_select_by_record(tmp_path: Path, fmt: str, masks: bool) -> None:
-    root = make_levir(tmp_path / fmt, fmt, {"train": 6, "val": 2, "test": 2}, 16)
+    pairs = {"train": 6, "val": 2, "test": 2}
+    make = make_second_cc if fmt == "second-cc" else lambda r, p, s: make_levir(r, fmt, p, s)
+    root = make(tmp_path / fmt, pairs, 16)
     vocab = Vocabulary.build([["a"]], threshold=0)
     ds = open_dataset(root, fmt, "train", vocab=vocab, max_length=20)
     for path in root.rglob("*.png"):

@@ -28,8 +28,9 @@ def unchanged_pairs(dataset: Any, index: int) -> bool:
 
 
 def pairs_with_mask(dataset: Any, index: int) -> bool:
-    """Pairs with a change mask (change-detection supervision)."""
-    return _record(dataset, index).mask_path is not None
+    """Pairs with a change mask (change-detection supervision): a mask file, or semantic maps to derive it from."""
+    record = _record(dataset, index)
+    return record.mask_path is not None or getattr(record, "semantic_paths", None) is not None
 
 
 def pairs_with_captions(dataset: Any, index: int) -> bool:
