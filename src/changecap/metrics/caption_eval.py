@@ -381,26 +381,50 @@ def _prepare(
     notes: list[str],
 ) -> tuple[list[str], list[list[str]], str]:
     """Turn raw captions into the strings the scorers see, per protocol; returns the tokenizer's name too."""
+    (hyps,), ref_strs, tokenizer = prepare_captions([raw_hyps], raw_refs, protocol, vocab, ptb, notes)
+    return hyps, ref_strs, tokenizer
+
+
+def prepare_captions(
+    hyp_lists: Sequence[Sequence[str]],
+    raw_refs: Sequence[Sequence[str]],
+    protocol: CaptionProtocol,
+    vocab: Vocabulary | None = None,
+    ptb: PtbMode = "auto",
+    notes: list[str] | None = None,
+) -> tuple[list[list[str]], list[list[str]], str]:
+    """The strings the scorers see under ``protocol``, for several hypothesis lists against the same references
+    (one list per system or run): ``(hypothesis lists, reference lists, tokenizer name)``.
+
+    Each caption is prepared on its own, so the strings equal those :func:`evaluate_captions` scores; the
+    references are prepared once. Notes (PTB fallback, vocabulary built from the references) go to ``notes``.
+    """
+    notes = [] if notes is None else notes
+    raw_lists = [list(h) for h in hyp_lists]
+    refs_l = [list(rs) for rs in raw_refs]
     if protocol == "none":
-        return raw_hyps, raw_refs, "none (strings as given)"
+        return raw_lists, refs_l, "none (strings as given)"
     if protocol == "coco":
-        flat = raw_hyps + [r for rs in raw_refs for r in rs]
+        flat = [h for hyps in raw_lists for h in hyps] + [r for rs in refs_l for r in rs]
         toks, impl = ptb_tokenize(flat, ptb)
         if impl == "ptb-python":
             notes.append("PTB tokenisation by the Python rules (Java or the CoreNLP jar unavailable)")
-        hyps = toks[: len(raw_hyps)]
-        pos = len(raw_hyps)
+        pos = 0
+        hyp_out: list[list[str]] = []
+        for hyps in raw_lists:
+            hyp_out.append(toks[pos : pos + len(hyps)])
+            pos += len(hyps)
         ref_strs: list[list[str]] = []
-        for rs in raw_refs:
+        for rs in refs_l:
             ref_strs.append(toks[pos : pos + len(rs)])
             pos += len(rs)
-        return hyps, ref_strs, impl
+        return hyp_out, ref_strs, impl
     if vocab is None:
-        vocab = Vocabulary.from_captions((r for rs in raw_refs for r in rs), threshold=0, rule="gt")
+        vocab = Vocabulary.from_captions((r for rs in refs_l for r in rs), threshold=0, rule="gt")
         notes.append(BUILT_VOCAB_NOTE)
     return (
-        [vocab.id_string(h) for h in raw_hyps],
-        [[vocab.id_string(r) for r in rs] for rs in raw_refs],
+        [[vocab.id_string(h) for h in hyps] for hyps in raw_lists],
+        [[vocab.id_string(r) for r in rs] for rs in refs_l],
         f"rsicc vocabulary ids ({len(vocab)} entries)",
     )
 
