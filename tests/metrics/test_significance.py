@@ -21,13 +21,13 @@ from changecap.metrics.meteor import MeteorScorer
 from changecap.metrics.ngrams import NgramCache
 from changecap.metrics.rouge import rouge_l
 from changecap.metrics.significance import (
+    StatisticColumns,
     SystemPredictions,
-    _Columns,
-    _pair_statistics,
     bootstrap_counts,
     check_systems,
     compare_systems,
     load_system,
+    pair_statistics,
     system_label,
 )
 
@@ -122,8 +122,8 @@ def test_resampled_sums_equal_rescoring_the_drawn_corpus(data) -> None:
     preds = noisy(names, refs, 5, 0.5)
     hyps = [preds[n] for n in names]
     ref_l = [refs[n] for n in names]
-    cols = _Columns(None, None, embed=False)
-    stats = _pair_statistics(hyps, ref_l, hyps, ref_l, cols, NgramCache(4), None, None)
+    cols = StatisticColumns(None, None, embed=False)
+    stats = pair_statistics(hyps, ref_l, hyps, ref_l, cols, NgramCache(4), None, None)
     counts = bootstrap_counts(len(names), 4, np.random.default_rng(0))  # [4, N]
     assert counts.sum(axis=1).tolist() == [len(names)] * 4
     full_cider = cider_d(hyps, ref_l)[1]

@@ -151,7 +151,7 @@ def check_systems(
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-class _Columns:
+class StatisticColumns:
     """Column layout of the per-pair statistics and the metrics computed from their sums."""
 
     def __init__(self, meteor: str | None, meteor_sums: Callable[[np.ndarray], np.ndarray] | None, embed: bool):
@@ -193,12 +193,12 @@ class _Columns:
         return out
 
 
-def _pair_statistics(
+def pair_statistics(
     hyps: list[str],
     ref_strs: list[list[str]],
     raw_hyps: list[str],
     raw_refs: list[list[str]],
-    cols: _Columns,
+    cols: StatisticColumns,
     cache: NgramCache,
     scorer: MeteorScorer | None,
     embed: Embedder | None,
@@ -428,10 +428,10 @@ def compare_systems(
     notes.append(CIDER_IDF_NOTE)
     notes.append(RANDOMISATION_NOTE)
     try:
-        cols = _Columns(meteor_kind, scorer.evaluate_sums if scorer is not None else None, embed is not None)
+        cols = StatisticColumns(meteor_kind, scorer.evaluate_sums if scorer is not None else None, embed is not None)
         cache = NgramCache(4)
         stats = [
-            _pair_statistics(hyp_strs[j], ref_strs, raw_hyps[j], raw_refs, cols, cache, scorer, embed)
+            pair_statistics(hyp_strs[j], ref_strs, raw_hyps[j], raw_refs, cols, cache, scorer, embed)
             for j in range(len(flat_runs))
         ]
         return _resample(systems, flat_runs, stats, cols, names, resamples, permutations, seed, labels, notes,
@@ -445,7 +445,7 @@ def _resample(
     systems: Sequence[SystemPredictions],
     flat_runs: list[tuple[int, int]],
     stats: list[np.ndarray],
-    cols: _Columns,
+    cols: StatisticColumns,
     names: list[str],
     resamples: int,
     permutations: int,
@@ -519,7 +519,7 @@ def _randomisation(
     tot_a: list[np.ndarray],
     tot_b: list[np.ndarray],
     swaps: np.ndarray,
-    cols: _Columns,
+    cols: StatisticColumns,
     n: int,
 ) -> dict[str, float]:
     """Two-sided approximate-randomisation p-value of ``mean over runs(b) - mean over runs(a)`` per metric.
