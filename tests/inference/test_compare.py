@@ -121,3 +121,18 @@ def test_an_unknown_model_is_a_one_line_error(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(ModelError, match=r"^--embedding-model 'no-such-owner/no-such-sentence-model': cannot") as e:
         embed(["a"])
     assert "\n" not in str(e.value)
+
+
+def test_real_levir_cc_references_in_the_tokens_layout(tmp_path: Path) -> None:
+    from tests.conftest import require_shared
+
+    root = require_shared("levir-cc-tokens")
+    refs = split_references(root, "tokens", "test")
+    assert len(refs) == 1929 and all(len(r) == 5 for r in refs.values())
+    names = sorted(refs)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({n: refs[n][0] for n in names}))
+    b.write_text(json.dumps({n: refs[names[(i + 1) % len(names)]][0] for i, n in enumerate(names)}))
+    c = compare_files(root, [(None, b), (None, a)], fmt="tokens", split="test", resamples=50, permutations=50)
+    v = c.pairs[0].metrics["CIDEr"]
+    assert c.n == 1929 and v["ci95"][0] > 0 and v["p_value"] == pytest.approx(1 / 51)
