@@ -6,7 +6,9 @@ preset by default, generated once with ``--data-seed``), selects its checkpoint 
 and scores that checkpoint on the test split with the rsicc protocol (vocabulary-id strings, METEOR through the
 reference jar when Java is there). Runs go to separate processes (``--jobs`` at a time, ``--threads`` torch threads
 each), so they neither share RNG state nor a thread pool; a finished run leaves ``result.json`` in its folder and is
-not repeated when the benchmark is started again.
+not repeated when the benchmark is started again. Each run's test captions are kept in
+``<variant>_seed<k>/eval_test/predictions_test.json``, the input of ``changecap compare --runs`` (paired bootstrap
+intervals and randomisation p-values of the differences between variants, docs/evaluation.md).
 
 Variants (the budget — epochs, batch, schedule, data — is the config's; only the fusion differs):
 
@@ -84,8 +86,9 @@ def run_one(variant: str, seed: int, data: Path, run_dir: Path, overrides: list[
     result = train(config, resume=False)
     train_s = time.time() - t0
     ev = evaluate_model(
-        result.best_dir, data, "levir-mci", "test", protocols=("rsicc",), meteor=meteor, progress=False, device="cpu"
-    )
+        result.best_dir, data, "levir-mci", "test", out_dir=run_dir / "eval_test", protocols=("rsicc",),
+        meteor=meteor, progress=False, device="cpu",
+    )  # fmt: skip
     res = ev.result
     figures = {k: res.scores.get(k) for k in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "S_m")}
     figures |= {"nochange_acc": res.nochange_acc, "change_acc": res.change_acc}

@@ -1,6 +1,7 @@
 """``make bench``: run the benchmarks one after another and print their figures.
 
 Default: the quick ones (minutes on 2 cores) — the matmul peak, caption metrics, METEOR on a LEVIR-CC-size split,
+`changecap compare`'s bootstrap and randomisation on that split,
 SynthCC generation, KV-cached vs naive decoding, model speed (paper config with random weights and the CPU config,
 against the official algorithm, as % of the peak), CPU training throughput. ``--quality`` adds
 benchmark (a), HiSem vs the plain baseline vs the two ablations on SynthCC (3 seeds × 4 variants, about an hour on
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak": ["bench_peak.py"],
         "caption_metrics": ["bench_caption_metrics.py", "--meteor"],
         "meteor": ["bench_meteor.py"],
+        "compare": ["bench_compare.py", "--meteor"],
         "synth": ["bench_synth.py"],
         "decoding": ["bench_decoding.py"],
         "model_speed": ["bench_model_speed.py", "--official", "--bf16-cast", "--json", str(out / "model_speed.json")],

@@ -109,3 +109,18 @@ def test_java_meteor_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert d["METEOR_impl"] == JAVA_LABEL and 0 < d["scores"]["METEOR"] < 1 and d["tokenizer"] == "ptb-java"
     s = d["scores"]
     assert s["S_m"] == pytest.approx((s["Bleu_4"] + s["METEOR"] + s["ROUGE_L"] + s["CIDEr"]) / 4)
+
+
+def test_embedding_model_adds_a_labelled_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, refs = _write(tmp_path, "pred.json", PREDS), _write(tmp_path, "refs.json", REFS)
+    argv = ["eval-captions", "--pred", pred, "--refs", refs, "--meteor", "off",
+            "--embedding-model", "builtin:bag-of-words-8", "--embedding-cache", str(tmp_path / "emb")]  # fmt: skip
+    rc, out, _ = _run([*argv, "--per-item"], capsys)
+    assert rc == 0 and "EmbedSim+" in out and "encoder: builtin:bag-of-words-8" in out and "Bleu_4" in out
+    assert "CIDEr EmbedSim" in out  # the per-item header
+    rc, out, _ = _run([*argv, "--json"], capsys)
+    d = json.loads(out)
+    assert rc == 0 and d["embedding_similarity"]["model"] == "builtin:bag-of-words-8"
+    assert "EmbedSim" not in d["scores"]
+    rc, _, err = _run([*argv[:-4], "--embedding-model", "builtin:bag-of-words-x", *argv[-2:]], capsys)
+    assert rc == 2 and err.startswith("error: --embedding-model 'builtin:bag-of-words-x'") and err.count("\n") == 1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from changecap.metrics.bleu import bleu
+from changecap.metrics.bleu import bleu, bleu_from_sums, bleu_statistics, bleu_statistics_array
 from changecap.metrics.ngrams import NgramCache, cook
 from tests.metrics.conftest import coco_bleu
 from tests.metrics.corpora import PARITY_CASES
@@ -67,3 +67,16 @@ def test_cook_counts_ngrams_by_order() -> None:
 def test_malformed_inputs_raise(bad: tuple[list[str], list[list[str]]]) -> None:
     with pytest.raises(ValueError):
         bleu(*bad)
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_bleu_from_summed_statistics_equals_bleu(case: str) -> None:
+    """The per-pair statistics summed over the corpus (or over any pair's own row) give bleu's corpus and item
+    scores: what a bootstrap resample rescored from counts relies on."""
+    hyps, refs = PARITY_CASES[case]
+    corpus, items = bleu(hyps, refs)
+    stats = bleu_statistics_array(bleu_statistics(hyps, refs))  # [N, 10]
+    assert bleu_from_sums(stats.sum(axis=0)).tolist() == pytest.approx(corpus, abs=1e-15, rel=0)
+    per_item = bleu_from_sums(stats)  # [N, 4]
+    for k in range(4):
+        assert per_item[:, k].tolist() == pytest.approx(items[k], abs=1e-15, rel=0)

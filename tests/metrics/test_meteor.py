@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from changecap.metrics.meteor import (
@@ -12,9 +13,13 @@ from changecap.metrics.meteor import (
     ApproxStats,
     MeteorScorer,
     approx_align,
+    approx_from_sums,
     approx_score,
     meteor_approx,
+    meteor_approx_statistics,
+    meteor_approx_stats_array,
     meteor_availability,
+    meteor_stats_array,
 )
 from tests.metrics.conftest import as_coco
 from tests.metrics.corpora import PARITY_CASES
@@ -109,6 +114,23 @@ def test_jvm_is_reused_and_subsets_aggregate_from_statistics(meteor_scorer: Mete
 
 
 @pytest.mark.java
+def test_summed_statistics_scored_by_the_jar_equal_its_corpus_score(meteor_scorer: MeteorScorer) -> None:
+    """Rows of meteor_stats_array summed over any subset (a perfect one-chunk pair adds no chunk, as in the jar)
+    and scored with one EVAL line each give the jar's corpus METEOR of that subset."""
+    hyps, refs = PARITY_CASES["levir_like"]
+    hyps = [refs[0][0], *hyps]  # a perfect match, scored in one chunk
+    refs = [refs[0], *refs]
+    stats = meteor_scorer.statistics(hyps, refs)
+    arr = meteor_stats_array(stats)  # [N, 23]
+    assert arr[0, 20] == 0.0  # its chunk is not counted
+    subsets = [list(range(len(hyps))), list(range(0, len(hyps), 2)), [0], [1, 1, 2]]
+    sums = np.stack([arr[idx].sum(axis=0) for idx in subsets])
+    got = meteor_scorer.evaluate_sums(sums)
+    for value, idx in zip(got, subsets, strict=True):
+        assert value == pytest.approx(meteor_scorer.evaluate([stats[i] for i in idx])[0], abs=1e-12)
+
+
+@pytest.mark.java
 def test_invalid_unicode_fails_before_sending(meteor_scorer: MeteorScorer) -> None:
     with pytest.raises(ValueError, match="not valid Unicode"):
         meteor_scorer.score(["a \ud800 b"], [["a b"]])
@@ -173,3 +195,13 @@ def test_approx_corpus_uses_summed_statistics() -> None:
     assert corpus != pytest.approx(sum(items) / 2)
     # lower-cased and punctuation split off like -norm
     assert meteor_approx(["A road."], [["a road ."]])[1][0] == 1.0
+
+
+def test_approx_scores_from_summed_arrays_equal_the_python_formula() -> None:
+    hyps, refs = PARITY_CASES["levir_like"]
+    stats = meteor_approx_statistics(hyps, refs)
+    arr = meteor_approx_stats_array(stats)  # [N, 4]
+    assert approx_from_sums(arr).tolist() == pytest.approx([approx_score(st) for st in stats], abs=1e-15)
+    corpus, _ = meteor_approx(hyps, refs)
+    assert float(approx_from_sums(arr.sum(axis=0))) == pytest.approx(corpus, abs=1e-15)
+    assert approx_from_sums(np.array([3.0, 4.0, 0.0, 0.0])) == 0.0  # no match: 0, no division warning

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from changecap.cli.embedding_args import add_embedding_arguments, embedder_from_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-breakdown", action="store_true", help="skip the changed / unchanged subsets")
     p.add_argument("--per-item", action="store_true", help="also report every pair's scores")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_embedding_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -40,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from changecap.data.vocab import Vocabulary
     from changecap.errors import ConfigError
     from changecap.metrics.caption_eval import METRIC_KEYS, evaluate_captions, load_caption_json
+    from changecap.metrics.embedding import EMBEDDING_KEY
 
     if args.vocab and args.protocol != "rsicc":
         raise ConfigError("--vocab", f"only used with --protocol rsicc (got --protocol {args.protocol})")
     preds = load_caption_json(args.pred, kind="pred")
     refs = load_caption_json(args.refs, kind="refs")
     vocab = Vocabulary.load(args.vocab) if args.vocab else None
+    embed = embedder_from_args(args)
     result = evaluate_captions(
         preds,
         refs,
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         ptb=args.ptb,
         pred_path=args.pred,
         refs_path=args.refs,
+        **({} if embed is None else {"embed": embed[0], "embed_label": embed[1]}),
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -64,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     print(result.format_table())
     if result.per_item is not None:
         print()
-        print("per item (x100): id " + " ".join(METRIC_KEYS))
+        keys = [*METRIC_KEYS, *([EMBEDDING_KEY] if result.embedding is not None else [])]
+        print("per item (x100): id " + " ".join(keys))
         for key, scores in result.per_item.items():
-            cells = " ".join("n/a" if v is None else f"{100 * v:.2f}" for v in (scores[k] for k in METRIC_KEYS))
+            cells = " ".join("n/a" if v is None else f"{100 * v:.2f}" for v in (scores[k] for k in keys))
             print(f"{key} {cells}")
     return 0

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from changecap.cli.cmd_data import FORMATS
+from changecap.cli.embedding_args import add_embedding_arguments
 from changecap.cli.predictor_args import add_predictor_arguments, predictor_options
 
 
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_predictor_arguments(p)
+    add_embedding_arguments(p)
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
 
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         beam_size=args.beam_size,
         device=parse_device(args.device, "--device"),
+        embedding_model=args.embedding_model,
+        embedding_cache=args.embedding_cache,
         **predictor_options(args),
     )
     if args.json:

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "baselines",
     "train",
     "evaluate",
+    "compare",
     "caption",
     "scene",
     "serve",

@@ -53,11 +53,16 @@ def evaluate_model(
     precision: str = "fp32",
     compile: bool = False,  # noqa: A002 - the CLI's --compile
     progress: bool = True,
+    embedding_model: str | None = None,
+    embedding_cache: str | os.PathLike[str] | None = None,
 ) -> ModelEvaluation:
     """Caption every pair of ``split`` with batched decoding and score the captions.
 
     The ``rsicc`` protocol uses the model's own vocabulary (the one it was trained with), as the published numbers
-    do; ``coco`` scores PTB-tokenised words. Predictions are keyed by the pair's file name.
+    do; ``coco`` scores PTB-tokenised words. Predictions are keyed by the pair's file name and written to
+    ``<out_dir>/predictions_<split>.json`` (``{pair name: caption}``, the input of ``changecap compare``).
+    ``embedding_model`` (a sentence-transformers folder or Hub id) adds the labelled embedding similarity
+    (:mod:`changecap.metrics.embedding`) beside the standard scores.
     """
     from changecap.data.collate import collate_pairs
     from changecap.data.datasets import open_dataset
@@ -65,6 +70,11 @@ def evaluate_model(
     from changecap.metrics.change_detection import ConfusionMatrix
     from changecap.models.parts.change_masks import IGNORE, binary_change_labels
 
+    embed = None
+    if embedding_model is not None:
+        from changecap.inference.embedding import sentence_embedder
+
+        embed = sentence_embedder(embedding_model, embedding_cache)
     captioner = ChangeCaptioner.from_pretrained(model_dir, device=device, precision=precision, compile=compile)
     pp = captioner.preprocess
     ds = open_dataset(
@@ -103,7 +113,10 @@ def evaluate_model(
                 predicted = torch.from_numpy(np.stack([r.mask for r in results])).long()  # [B, S, S]
                 confusion.update(predicted, binary_change_labels(batch["mask"]))
         results_by_protocol = {
-            proto: evaluate_captions(preds, refs, protocol=proto, vocab=captioner.vocab, meteor=scorer)
+            proto: evaluate_captions(
+                preds, refs, protocol=proto, vocab=captioner.vocab, meteor=scorer,
+                **({} if embed is None else {"embed": embed[0], "embed_label": embed[1]}),
+            )  # fmt: skip
             for proto in (protocols if preds else ())  # a mask-only model is scored on its masks alone
         }
     evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks)

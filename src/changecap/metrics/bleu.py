@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from changecap.metrics.ngrams import CookedCaption, NgramCache, check_pairs, ngram_order
 
 _SMALL = 1e-9
@@ -55,21 +57,47 @@ def bleu(
         ``(corpus, per_item)`` with ``corpus[k-1]`` = BLEU-k and ``per_item[k-1][i]`` = BLEU-k of pair ``i``
         (the layout of pycocoevalcap's return value).
     """
-    check_pairs(hyps, refs)
-    cooked = cache if cache is not None and cache.n == n else NgramCache(n)
-    ref_memo: dict[tuple[str, ...], tuple[list[int], dict[str, int]]] = {}
-    item_memo: dict[tuple[str, tuple[str, ...]], tuple[_Comps, list[float]]] = {}
     total_correct = [0] * n
     total_guess = [0] * n
     total_test = 0
     total_ref = 0
     per_item: list[list[float]] = [[] for _ in range(n)]
+    score_memo: dict[_Comps, list[float]] = {}
+    for comps in bleu_statistics(hyps, refs, n, cache=cache):
+        testlen, reflen, guess, correct = comps
+        item_scores = score_memo.get(comps)
+        if item_scores is None:
+            item_scores = _geometric_scores(correct, guess, testlen, reflen)
+            score_memo[comps] = item_scores
+        total_test += testlen
+        total_ref += reflen
+        for k in range(n):
+            total_guess[k] += guess[k]
+            total_correct[k] += correct[k]
+            per_item[k].append(item_scores[k])
 
+    corpus = _geometric_scores(total_correct, total_guess, total_test, total_ref)
+    return corpus, per_item
+
+
+def bleu_statistics(
+    hyps: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4, *, cache: NgramCache | None = None
+) -> list[_Comps]:
+    """Per pair ``(hypothesis length, closest reference length, guesses per order, clipped matches per order)``.
+
+    Corpus BLEU is a function of these statistics summed over the pairs (:func:`bleu_from_sums`), so any subset or
+    resample of the pairs is scored from them without counting n-grams again.
+    """
+    check_pairs(hyps, refs)
+    cooked = cache if cache is not None and cache.n == n else NgramCache(n)
+    ref_memo: dict[tuple[str, ...], tuple[list[int], dict[str, int]]] = {}
+    item_memo: dict[tuple[str, tuple[str, ...]], _Comps] = {}
+    out: list[_Comps] = []
     for hyp, rs in zip(hyps, refs):
         rkey = tuple(rs)
         key = (hyp, rkey)
-        hit = item_memo.get(key)
-        if hit is None:
+        comps = item_memo.get(key)
+        if comps is None:
             ref_stats = ref_memo.get(rkey)
             if ref_stats is None:
                 ref_stats = _max_ref_counts([cooked(r) for r in rkey])
@@ -84,19 +112,30 @@ def bleu(
                 m = maxcounts.get(g)
                 if m:
                     correct[ngram_order(g)] += c if c < m else m  # clipped count
-            comps: _Comps = (testlen, reflen, guess, tuple(correct))
-            hit = (comps, _geometric_scores(correct, guess, testlen, reflen))
-            item_memo[key] = hit
-        (testlen, reflen, guess, correct_t), item_scores = hit
-        total_test += testlen
-        total_ref += reflen
-        for k in range(n):
-            total_guess[k] += guess[k]
-            total_correct[k] += correct_t[k]
-            per_item[k].append(item_scores[k])
+            comps = (testlen, reflen, guess, tuple(correct))
+            item_memo[key] = comps
+        out.append(comps)
+    return out
 
-    corpus = _geometric_scores(total_correct, total_guess, total_test, total_ref)
-    return corpus, per_item
+
+def bleu_statistics_array(comps: Sequence[_Comps]) -> np.ndarray:
+    """:func:`bleu_statistics` as a float array ``[N, 2 + 2n]``: test length, reference length, n guesses,
+    n clipped matches (the column layout :func:`bleu_from_sums` reads)."""
+    return np.array([(t, r, *g, *c) for t, r, g, c in comps], dtype=np.float64).reshape(len(comps), -1)
+
+
+def bleu_from_sums(sums: np.ndarray, n: int = 4) -> np.ndarray:
+    """Corpus BLEU-1..n ``[..., n]`` from summed statistics ``[..., 2 + 2n]`` (any leading shape, e.g. one row per
+    bootstrap resample), with the same guards, brevity penalty and order of operations as :func:`bleu`."""
+    testlen, reflen = sums[..., 0], sums[..., 1]
+    guess, correct = sums[..., 2 : 2 + n], sums[..., 2 + n : 2 + 2 * n]
+    # the running product of the precisions, multiplied in order as ``_geometric_scores`` does
+    cumulative = np.cumprod((correct + _TINY) / (guess + _SMALL), axis=-1)  # [..., n]
+    scores = cumulative ** (1.0 / np.arange(1, n + 1))
+    ratio = (testlen + _TINY) / (reflen + _SMALL)
+    with np.errstate(divide="ignore", over="ignore"):
+        penalty = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    return scores * penalty[..., None]
 
 
 def _max_ref_counts(refs: Sequence[CookedCaption]) -> tuple[list[int], dict[str, int]]:

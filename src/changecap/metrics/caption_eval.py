@@ -32,6 +32,7 @@ from changecap.data.vocab import Vocabulary
 from changecap.errors import DataError
 from changecap.metrics.bleu import bleu
 from changecap.metrics.cider import cider_d
+from changecap.metrics.embedding import EMBEDDING_KEY, Embedder, embedding_similarity
 from changecap.metrics.meteor import (
     APPROX_LABEL,
     JAVA_LABEL,
@@ -58,6 +59,10 @@ SUBSET_CIDER_CAVEAT = (
     "and the unchanged subset (all pairs share the same references, idf ~ 0) scores ~0 whatever the captions"
 )
 S_M_NOTE = "S_m = (Bleu_4 + METEOR + ROUGE_L + CIDEr) / 4 from the unrounded scores"
+EMBEDDING_NOTE = (
+    f"{EMBEDDING_KEY}: best cosine similarity of the hypothesis to a reference under a sentence encoder, averaged "
+    "over pairs; depends on the encoder, not a published RSICC metric"
+)
 BUILT_VOCAB_NOTE = (
     "rsicc protocol without --vocab: the vocabulary was built from the references (threshold 0); published "
     "LEVIR-CC numbers need the legacy vocabulary the model was trained with"
@@ -88,6 +93,8 @@ class CaptionEvalResult:
     change_acc: float | None = None
     caveats: list[str] = field(default_factory=list)
     per_item: dict[str, dict[str, float | None]] | None = None
+    # the optional embedding similarity, beside the standard scores: {"model", "all", "changed", "unchanged"}
+    embedding: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (``METEOR_impl`` names the METEOR implementation, as in the scores' labels)."""
@@ -105,6 +112,8 @@ class CaptionEvalResult:
             out["nochange_acc"] = self.nochange_acc
             out["change_acc"] = self.change_acc
         out["caveats"] = list(self.caveats)
+        if self.embedding is not None:
+            out["embedding_similarity"] = dict(self.embedding) | {"note": EMBEDDING_NOTE}
         if self.per_item is not None:
             out["per_item"] = {k: dict(v) for k, v in self.per_item.items()}
         return out
@@ -124,6 +133,9 @@ class CaptionEvalResult:
                     cell += "*"
                 row += f"{cell:>{colw}}"
             lines.append(row)
+        if self.embedding is not None:
+            cells = [self.embedding.get(c) for c in cols]
+            lines.append(f"{EMBEDDING_KEY + '+':<10}" + "".join(f"{_pct(v):>{colw}}" for v in cells))
         lines.append(f"{'pairs':<10}" + "".join(f"{self._n_of(c):>{colw}}" for c in cols))
         if self.subsets:
             lines.append(f"nochange_acc {_pct(self.nochange_acc)}   change_acc {_pct(self.change_acc)}")
@@ -133,6 +145,8 @@ class CaptionEvalResult:
             lines.append(f"{metric} unavailable: {reason}")
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"* {c}" for c in self.caveats]
+        if self.embedding is not None:
+            lines.append(f"+ {EMBEDDING_NOTE}; encoder: {self.embedding['model']}")
         return "\n".join(lines)
 
     def _n_of(self, col: str) -> int:
@@ -276,6 +290,8 @@ def evaluate_captions(
     ptb: PtbMode = "auto",
     pred_path: str | os.PathLike[str] | None = None,
     refs_path: str | os.PathLike[str] | None = None,
+    embed: Embedder | None = None,
+    embed_label: str = "embedding model",
 ) -> CaptionEvalResult:
     """Score predictions against references with BLEU-1..4, METEOR, ROUGE-L, CIDEr-D and S_m.
 
@@ -290,6 +306,9 @@ def evaluate_captions(
         breakdown: also score the changed / unchanged subsets and the no-change accuracies.
         ptb: PTB implementation for ``coco`` (``auto`` = the jar when Java is available).
         pred_path, refs_path: file names used in error messages (set by the CLI / ``load_caption_json`` users).
+        embed: a sentence encoder ``texts -> [len(texts), d]``: adds the embedding similarity
+            (:mod:`changecap.metrics.embedding`, on the captions as written), labelled ``embed_label``, beside the
+            standard scores (``result.embedding``).
     """
     if protocol not in ("rsicc", "coco", "none"):
         raise ValueError(f"protocol must be 'rsicc', 'coco' or 'none', got {protocol!r}")
@@ -364,8 +383,19 @@ def evaluate_captions(
             result.caveats.append(SUBSET_CIDER_CAVEAT)
         if result.n == 1 or any(sub.n == 1 for sub in result.subsets.values()):
             result.notes.append(SINGLE_PAIR_CIDER_NOTE)
+        emb_items: list[float] | None = None
+        if embed is not None:
+            emb_all, emb_items = embedding_similarity(raw_hyps, raw_refs, embed)
+            result.embedding = {"model": embed_label, "all": emb_all}
+            if breakdown:
+                for name, flag in (("changed", False), ("unchanged", True)):
+                    vals = [v for v, u in zip(emb_items, unchanged) if u == flag]
+                    result.embedding[name] = sum(vals) / len(vals) if vals else None
         if per_item:
             result.per_item = {str(ids[i]): {k: items[k][i] for k in METRIC_KEYS} for i in all_idx}
+            if emb_items is not None:
+                for i in all_idx:
+                    result.per_item[str(ids[i])][EMBEDDING_KEY] = emb_items[i]
         return result
     finally:
         if own_scorer and scorer is not None:
@@ -381,26 +411,50 @@ def _prepare(
     notes: list[str],
 ) -> tuple[list[str], list[list[str]], str]:
     """Turn raw captions into the strings the scorers see, per protocol; returns the tokenizer's name too."""
+    (hyps,), ref_strs, tokenizer = prepare_captions([raw_hyps], raw_refs, protocol, vocab, ptb, notes)
+    return hyps, ref_strs, tokenizer
+
+
+def prepare_captions(
+    hyp_lists: Sequence[Sequence[str]],
+    raw_refs: Sequence[Sequence[str]],
+    protocol: CaptionProtocol,
+    vocab: Vocabulary | None = None,
+    ptb: PtbMode = "auto",
+    notes: list[str] | None = None,
+) -> tuple[list[list[str]], list[list[str]], str]:
+    """The strings the scorers see under ``protocol``, for several hypothesis lists against the same references
+    (one list per system or run): ``(hypothesis lists, reference lists, tokenizer name)``.
+
+    Each caption is prepared on its own, so the strings equal those :func:`evaluate_captions` scores; the
+    references are prepared once. Notes (PTB fallback, vocabulary built from the references) go to ``notes``.
+    """
+    notes = [] if notes is None else notes
+    raw_lists = [list(h) for h in hyp_lists]
+    refs_l = [list(rs) for rs in raw_refs]
     if protocol == "none":
-        return raw_hyps, raw_refs, "none (strings as given)"
+        return raw_lists, refs_l, "none (strings as given)"
     if protocol == "coco":
-        flat = raw_hyps + [r for rs in raw_refs for r in rs]
+        flat = [h for hyps in raw_lists for h in hyps] + [r for rs in refs_l for r in rs]
         toks, impl = ptb_tokenize(flat, ptb)
         if impl == "ptb-python":
             notes.append("PTB tokenisation by the Python rules (Java or the CoreNLP jar unavailable)")
-        hyps = toks[: len(raw_hyps)]
-        pos = len(raw_hyps)
+        pos = 0
+        hyp_out: list[list[str]] = []
+        for hyps in raw_lists:
+            hyp_out.append(toks[pos : pos + len(hyps)])
+            pos += len(hyps)
         ref_strs: list[list[str]] = []
-        for rs in raw_refs:
+        for rs in refs_l:
             ref_strs.append(toks[pos : pos + len(rs)])
             pos += len(rs)
-        return hyps, ref_strs, impl
+        return hyp_out, ref_strs, impl
     if vocab is None:
-        vocab = Vocabulary.from_captions((r for rs in raw_refs for r in rs), threshold=0, rule="gt")
+        vocab = Vocabulary.from_captions((r for rs in refs_l for r in rs), threshold=0, rule="gt")
         notes.append(BUILT_VOCAB_NOTE)
     return (
-        [vocab.id_string(h) for h in raw_hyps],
-        [[vocab.id_string(r) for r in rs] for rs in raw_refs],
+        [[vocab.id_string(h) for h in hyps] for hyps in raw_lists],
+        [[vocab.id_string(r) for r in rs] for rs in refs_l],
         f"rsicc vocabulary ids ({len(vocab)} entries)",
     )
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, NamedTuple
 
+import numpy as np
+
 from changecap.metrics.java import find_java, java_env, pycocoevalcap_dir
 from changecap.metrics.ngrams import check_pairs
 
@@ -34,6 +36,8 @@ METEOR_JAR_NAME = "meteor-1.5.jar"
 PARAPHRASE_REL = Path("data") / "paraphrase-en.gz"  # METEOR 1.5 looks for it next to the jar
 APPROX_LABEL = "approx (not comparable with published numbers)"
 JAVA_LABEL = "java meteor-1.5"
+_JAR_STATS_LENGTH = 23  # numbers per statistics line of the 1.5 jar
+_JAR_CHUNKS = 20  # column of the chunk count
 
 
 # ----------------------------------------------------------------------------------------------- availability
@@ -262,9 +266,59 @@ class MeteorScorer:
             raise RuntimeError(f"unexpected answer from the METEOR jar: {e}") from None
         return values[-1], values[:-1]
 
+    def evaluate_sums(self, sums: np.ndarray) -> np.ndarray:
+        """Corpus METEOR of each row of already summed statistics ``[R, 23]`` (:func:`meteor_stats_array` rows
+        summed over a corpus, e.g. one row per bootstrap resample): one ``EVAL`` line of one statistics entry per
+        row, all sent in one exchange."""
+        rows = np.atleast_2d(np.asarray(sums, dtype=np.float64))  # [R, 23]
+        if rows.shape[0] == 0:
+            return np.zeros(0)
+        lines = ["EVAL ||| " + " ".join(np.format_float_positional(x, trim="-") for x in row) for row in rows]
+        with self._lock:
+            out = self._exchange(lines, 2 * len(lines))  # per line: the item score, then the corpus score
+        try:
+            return np.array([float(x) for x in out[1::2]])
+        except ValueError as e:
+            raise RuntimeError(f"unexpected answer from the METEOR jar: {e}") from None
+
     def score(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
         """Corpus and per-item METEOR, equal to ``pycocoevalcap.meteor.Meteor().compute_score``."""
         return self.evaluate(self.statistics(hyps, refs))
+
+
+def meteor_stats_array(stats: Sequence[str]) -> np.ndarray:
+    """The jar's per-pair statistics lines as a float array ``[N, 23]`` whose column sums are the jar's corpus
+    aggregate: the jar adds every field, except that a pair matched completely in one chunk adds no chunk (its
+    ``MeteorStats.addStats``), so that pair's chunk count is zeroed here. Summing rows of this array over any subset
+    or resample of the pairs and scoring the sums with :meth:`MeteorScorer.evaluate_sums` gives the jar's corpus
+    METEOR of that subset."""
+    arr = np.array([[float(x) for x in line.split()] for line in stats], dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != _JAR_STATS_LENGTH:
+        raise RuntimeError(f"unexpected METEOR statistics: expected {_JAR_STATS_LENGTH} numbers per line")
+    # tstLen refLen tstFunc refFunc, then (tst, ref) × (content, function) matches of 4 stages, chunks, word matches
+    test_matches = arr[:, 4:20:2].sum(axis=1)
+    ref_matches = arr[:, 5:20:2].sum(axis=1)
+    perfect = (test_matches == arr[:, 0]) & (ref_matches == arr[:, 1]) & (arr[:, _JAR_CHUNKS] == 1.0)
+    arr[perfect, _JAR_CHUNKS] = 0.0
+    return arr
+
+
+def meteor_approx_stats_array(stats: Sequence[ApproxStats]) -> np.ndarray:
+    """Approximate-METEOR statistics as a float array ``[N, 4]`` (summable, scored by :func:`approx_from_sums`)."""
+    return np.array([tuple(st) for st in stats], dtype=np.float64).reshape(len(stats), 4)
+
+
+def approx_from_sums(sums: np.ndarray) -> np.ndarray:
+    """:func:`approx_score` of each row of summed approximate statistics ``[..., 4]``, vectorised."""
+    hyp_len, ref_len, matches, chunks = (sums[..., i] for i in range(4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = matches / hyp_len
+        r = matches / ref_len
+        fmean = p * r / (APPROX_ALPHA * p + (1 - APPROX_ALPHA) * r)
+        perfect = (matches == hyp_len) & (hyp_len == ref_len) & (chunks == 1)
+        frag = np.where(perfect, 0.0, chunks / matches)
+        score = fmean * (1 - APPROX_GAMMA * frag**APPROX_BETA)
+    return np.where(matches == 0, 0.0, score)
 
 
 # ------------------------------------------------------------------------------------------ approximation

@@ -59,13 +59,14 @@ class BagOfWordsEncoder:
         return torch.stack(rows)  # [N, dim]
 
 
-def builtin_encoder(name: str) -> BagOfWordsEncoder | None:
-    """``builtin:bag-of-words`` (256-d) or ``builtin:bag-of-words-DIM`` → the encoder; anything else → None."""
+def builtin_encoder(name: str, option: str = "loss.sentence_model") -> BagOfWordsEncoder | None:
+    """``builtin:bag-of-words`` (256-d) or ``builtin:bag-of-words-DIM`` → the encoder; anything else → None.
+    ``option`` names the setting in error messages."""
     if not name.startswith(BUILTIN_PREFIX):
         return None
     rest = name[len(BUILTIN_PREFIX) :]
     if rest and not (rest.startswith("-") and rest[1:].isdigit() and int(rest[1:]) > 0):
-        raise ModelError(f"loss.sentence_model '{name}': expected {BUILTIN_PREFIX} or {BUILTIN_PREFIX}-DIM")
+        raise ModelError(f"{option} '{name}': expected {BUILTIN_PREFIX} or {BUILTIN_PREFIX}-DIM")
     return BagOfWordsEncoder(int(rest[1:]) if rest else 256)
 
 
@@ -89,11 +90,17 @@ class CaptionEmbeddings:
         cache_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 64,
         encoder: Any = None,
+        option: str = "loss.sentence_model",
+        cache_key: str | None = None,
     ) -> None:
-        """``encoder`` (anything with sentence-transformers' ``encode``) replaces loading ``model`` (tests)."""
+        """``encoder`` (anything with sentence-transformers' ``encode``) replaces loading ``model`` (tests);
+        ``option`` names the setting that chose ``model`` in error messages; ``cache_key`` (default: ``model``)
+        names the cache file and must change whenever the encoder's weights do."""
+        self.option = option
         self.model = str(model)
+        self.cache_key = self.model if cache_key is None else cache_key
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        self.path = cache_file(self.cache_dir, self.model)
+        self.path = cache_file(self.cache_dir, self.cache_key)
         self.batch_size = batch_size
         self._encoder = encoder
         self.encoder_calls = 0
@@ -116,7 +123,7 @@ class CaptionEmbeddings:
             texts = json.loads(meta["texts"])
         except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
             raise ModelError(f"{self.path}: unreadable caption-embedding cache ({first_line(e)}); delete it") from None
-        if meta.get("model") != self.model or len(texts) != vectors.shape[0]:
+        if meta.get("model") != self.cache_key or len(texts) != vectors.shape[0]:
             raise ModelError(f"{self.path}: the cache does not belong to sentence model '{self.model}'; delete it")
         self.texts, self.vectors = texts, vectors
         self.index = {t: i for i, t in enumerate(texts)}
@@ -127,14 +134,14 @@ class CaptionEmbeddings:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         save_file({"embeddings": self.vectors.contiguous()}, str(tmp),
-                  metadata={"model": self.model, "texts": json.dumps(self.texts)})  # fmt: skip
+                  metadata={"model": self.cache_key, "texts": json.dumps(self.texts)})  # fmt: skip
         os.replace(tmp, self.path)  # atomic: a reader never sees half a file
 
     # ------------------------------------------------------------------ encoding
     @property
     def encoder(self) -> Any:
         if self._encoder is None:
-            self._encoder = builtin_encoder(self.model)
+            self._encoder = builtin_encoder(self.model, self.option)
         if self._encoder is None:
             try:
                 from sentence_transformers import SentenceTransformer
@@ -142,7 +149,7 @@ class CaptionEmbeddings:
                 self._encoder = SentenceTransformer(self.model, device="cpu")
             except Exception as e:  # noqa: BLE001 - offline / unknown id / not a sentence-transformers folder
                 raise ModelError(
-                    f"loss.sentence_model '{self.model}': cannot load the sentence encoder (not a local "
+                    f"{self.option} '{self.model}': cannot load the sentence encoder (not a local "
                     f"sentence-transformers folder, not cached offline, or not such a model): {first_line(e)}"
                 ) from None
         return self._encoder
