@@ -44,7 +44,8 @@ VIT_B16_CONFIG: dict[str, Any] = {
 ARCHITECTURE_FIELDS: tuple[str, ...] = (*VIT_B16_CONFIG, "attention_dropout")
 
 
-def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config") -> Any:
+def clip_vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config") -> Any:
+    """A ``CLIPVisionConfig`` from config fields; unknown fields and bad values are ConfigErrors naming ``field``."""
     from transformers import CLIPVisionConfig
 
     known = set(CLIPVisionConfig().to_dict())
@@ -169,7 +170,7 @@ class CLIPPatchEncoder(nn.Module):
         """
         from transformers import CLIPVisionModel
 
-        cfg = _vision_config(fields)
+        cfg = clip_vision_config(fields)
         cfg._attn_implementation = "sdpa"  # fixed so the same model computes the same way on every machine
         if init_weights:
             return cls(CLIPVisionModel(cfg), trainable_layers, patch_ln_post)
