@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval_captions",
     "baselines",
     "train",
+    "pretrain",
     "evaluate",
     "caption",
     "scene",
