@@ -55,7 +55,6 @@ from changecap.engine.distributed import (
     DistContext,
     all_reduce_sum,
     barrier,
-    broadcast_object,
     cleanup_distributed,
     init_distributed,
 )
@@ -349,7 +348,6 @@ class Pretrainer:
             tmp = self.output_dir.parent / f".{self.output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
             tmp.mkdir(parents=True)
             logger = RunLogger(tmp, tensorboard=lg.tensorboard)
-        tmp = broadcast_object(tmp, ctx)
         try:
             result = self._fit(logger)
             if ctx.is_main:

@@ -42,7 +42,8 @@ class PretrainDataConfig:
     ``normalize`` should be what the systems that load the foundation use (the card records them).
     ``pair_captions``: text targets also read the change captions of the root's ``LevirCCcaptions.json`` (train
     pairs). ``holdout``: the fraction of training images (pairs, for SynthCC) kept out of pretraining to evaluate
-    it. ``cache_images``: keep the resized images in memory after their first read.
+    it. ``cache_images``: keep the resized images in memory after their first read (in the main process: with
+    ``num_workers`` > 0 each epoch's workers start empty).
     """
 
     root: str = ""
