@@ -149,7 +149,7 @@ def build_pretrain_data(target: PretrainTarget, config: PretrainConfig) -> Pretr
         held_set = images(held_records, False) if held_records else None
         texts = [c for r in train_records for c in r.captions]
         summary.update(
-            image_size=d.image_size, resize_mode=d.resize_mode, mean=list(mean), std=list(std),
+            captions=len(texts), image_size=d.image_size, resize_mode=d.resize_mode, mean=list(mean), std=list(std),
             landcover_classes=corpus.landcover_classes,
         )  # fmt: skip
     if len(train_set) == 0:  # type: ignore[arg-type]
