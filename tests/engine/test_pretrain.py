@@ -85,7 +85,7 @@ def test_pretraining_opens_no_validation_or_test_file(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(Image, "open", recording_open)
     pretrain("clip", config(root, tmp_path / "clip", TINY_CLIP, epochs=2))
-    assert len(opened) == 24  # 12 train images (10 trained on, 2 held out) and their maps, each read once
+    assert len(opened) == 12  # 12 train images (10 trained on, 2 held out), each read once; clip reads no map
     assert not [p for p in opened if "/val/" in p or "/test/" in p]
 
 

@@ -25,6 +25,7 @@ checkpoint: an interrupted run is started again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -118,8 +119,11 @@ def build_pretrain_data(target: PretrainTarget, config: PretrainConfig) -> Pretr
                 f"{len(corpus.records)} have none",
             )
     held = held_out_groups((r.group for r in corpus.records), d.holdout, seed)
-    train_records = [r for r in corpus.records if r.group not in held]
-    held_records = [r for r in corpus.records if r.group in held]
+    records = corpus.records
+    if "landcover" not in target.needs:  # maps a target does not train on are never read
+        records = [dataclasses.replace(r, landcover_path=None) for r in records]
+    train_records = [r for r in records if r.group not in held]
+    held_records = [r for r in records if r.group in held]
     mean, std = resolve_mean_std(d.normalize)
     summary: dict[str, Any] = {
         "description": corpus.description,

@@ -16,7 +16,7 @@ function. ``build(config, inputs)`` returns a **pretraining module**, an ``nn.Mo
 
 Batches hold tensors already on the module's device. Image targets (``inputs="images"``) get ``image``
 ``float [B, 3, S, S]`` (normalised), ``caption`` (one caption per image, drawn per epoch), ``captions`` (all of
-them), ``name`` and, when every image has a map, ``landcover`` ``long [B, S, S]`` (255: unlabelled); text targets
+them), ``name`` and, for targets that need maps, ``landcover`` ``long [B, S, S]`` (255: unlabelled); text targets
 (``inputs="text"``) get ``text`` (one caption per item) and ``name``.
 
 Registry entries are ``"module:attribute"`` strings imported on first use, as the architecture registry's, so a
