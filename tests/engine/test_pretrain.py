@@ -235,3 +235,12 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     two = json.loads((tmp_path / "two" / CARD_FILE).read_text())
     assert two["training"]["processes"] == 2
     assert two["final_losses"]["contrastive"] == pytest.approx(one.final_losses["contrastive"], rel=1e-4)
+
+
+def test_bf16_autocast_and_max_steps(tmp_path: Path) -> None:
+    root = make_synthcc_single_dates(tmp_path / "synthcc")
+    result = pretrain("clip", config(root, tmp_path / "clip", TINY_CLIP, precision="bf16", max_steps=3))
+    assert result.updates == 3 and result.epochs_completed == 2  # stopped inside the second epoch
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.final_losses.values())
+    card = json.loads((tmp_path / "clip" / CARD_FILE).read_text())
+    assert card["training"]["precision"] == "bf16" and card["held_out"] is not None
