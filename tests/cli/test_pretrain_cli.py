@@ -12,7 +12,7 @@ import yaml
 from changecap.cli.main import main
 from changecap.models.foundations import target as registry
 from tests.data.single_date_fakes import make_synthcc_single_dates
-from tests.models.foundations.conftest import TINY_LM
+from tests.models.foundations.tiny_targets import TINY_LM
 
 
 @pytest.fixture

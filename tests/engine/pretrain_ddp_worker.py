@@ -9,7 +9,7 @@ import torch
 
 from changecap.engine.pretrain import pretrain
 from tests.engine.test_pretrain import config
-from tests.models.foundations.conftest import TINY_CLIP
+from tests.models.foundations.tiny_targets import TINY_CLIP
 
 
 def main() -> None:

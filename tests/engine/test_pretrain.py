@@ -25,7 +25,7 @@ from changecap.models.foundations.target import PretrainInputs, PretrainTarget
 from changecap.models.parts.clip_encoder import EncoderConfig, build_clip_encoder
 from tests.data.single_date_fakes import make_segmentation_folder, make_synthcc_single_dates
 from tests.engine.test_ddp import free_port
-from tests.models.foundations.conftest import TINY_CLIP, TINY_LM
+from tests.models.foundations.tiny_targets import TINY_CLIP, TINY_LM
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.yaml"))

@@ -12,7 +12,7 @@ from changecap.models import build_model
 from changecap.models.foundations.clip import TARGET, CLIPPretrainer
 from changecap.models.hisem import tiny_config
 from changecap.models.parts.clip_encoder import CLIPPatchEncoder, EncoderConfig, build_clip_encoder
-from tests.models.foundations.conftest import CAPTIONS, TINY_CLIP, inputs
+from tests.models.foundations.tiny_targets import CAPTIONS, TINY_CLIP, inputs
 
 
 def _module(seed: int = 0, **changes: object) -> CLIPPretrainer:

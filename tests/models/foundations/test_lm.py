@@ -11,7 +11,7 @@ from changecap.errors import ConfigError
 from changecap.models import build_model, config_from_dict
 from changecap.models.foundations.lm import TARGET, CausalLMPretrainer, caption_text
 from changecap.models.semantic_cc.caption import HFTokenizer
-from tests.models.foundations.conftest import CAPTIONS, TINY_LM, inputs
+from tests.models.foundations.tiny_targets import CAPTIONS, TINY_LM, inputs
 from tests.models.semantic_cc.conftest import tiny
 
 

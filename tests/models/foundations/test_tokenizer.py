@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from changecap.models.foundations.tokenizer import TokenizerConfig, train_tokenizer
-from tests.models.foundations.conftest import CAPTIONS
+from tests.models.foundations.tiny_targets import CAPTIONS
 
 
 def test_special_tokens_and_template() -> None:
