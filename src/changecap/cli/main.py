@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval_captions",
     "baselines",
     "train",
+    "pretrain",
     "evaluate",
     "compare",
     "caption",

@@ -15,6 +15,9 @@ objective (``engine.objectives``), never from the engine itself. A run folder (`
 >>> from changecap.engine import load_config, train
 >>> result = train(load_config("configs/plain_synthcc_cpu.yaml", overrides=["data.root=synthcc"]))  # doctest: +SKIP
 >>> result.best_dir, result.best_metric                                                            # doctest: +SKIP
+
+Foundations are pretrained by the same engine: ``changecap.engine.pretrain.pretrain(target, config)`` with a config
+from ``changecap.engine.pretrain_config.load_pretrain_config`` (``docs/pretraining.md``).
 """
 
 from changecap.engine.config import TrainConfig, apply_overrides, load_config
