@@ -101,7 +101,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     b = generate_synthcc(tmp_path / "b", seed=4, workers=2, **kw)
     c = generate_synthcc(tmp_path / "c", seed=5, **kw)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 2 + 3 * 6
+    assert len(files) == 3 + 5 * 6  # three JSON files; A, B, label and two land-cover maps per pair
     assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
@@ -113,7 +113,8 @@ def test_regenerating_smaller_set_removes_stale_files(tmp_path: Path) -> None:
     generate_synthcc(tmp_path, pairs=8, size=32, progress=False)
     generate_synthcc(tmp_path, pairs=4, size=32, progress=False)
     pngs = list((tmp_path / "images").rglob("*.png"))
-    assert len(pngs) == 3 * 4
+    assert len(pngs) == 5 * 4
+    assert len(json.loads((tmp_path / "scene_captions.json").read_text())["images"]) == 2 * 4
     assert len(json.loads((tmp_path / "LevirCCcaptions.json").read_text())["images"]) == 4
 
 
