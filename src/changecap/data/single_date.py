@@ -175,9 +175,7 @@ def read_synthcc_single_dates(
     return out
 
 
-def read_landcover(
-    path: str | os.PathLike[str], num_classes: int, size: tuple[int, int] | None = None
-) -> np.ndarray:
+def read_landcover(path: str | os.PathLike[str], num_classes: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """A land-cover map as ``uint8 [H, W]`` class ids, checked: single-channel 8-bit, values < ``num_classes``, and
     ``(H, W) == size`` when given (the size of its image)."""
     p = Path(path)
