@@ -443,47 +443,64 @@ def _road_phrase(w: PhraseWriter, roads: RoadNetwork, p_where: float) -> tuple[s
     return " ".join(p for p in (noun, direction) if p), plural
 
 
-def _phrases(w: PhraseWriter, f: SceneFacts, compact: bool) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
-    """Noun phrases (text, plural) that every caption carries, and the optional ones."""
+_Item = tuple[str, bool, str]  # (text, plural, role): role "road" names the roads, "ref" says "the road(s)"
+
+
+def _phrases(w: PhraseWriter, f: SceneFacts, compact: bool) -> tuple[list[_Item], list[_Item]]:
+    """Noun phrases that every caption carries, and the optional ones."""
     p_where = 0.5 if compact else 0.9
-    must: list[tuple[str, bool]] = []
+    must: list[_Item] = []
     road_named = False
     for g in f.houses:
         np_, plural = _count_phrase(w, g.count, BUILDING_NOUNS["house"])
-        along = ""
+        along, role = "", ""
         if g.along_road and f.roads is not None:
             prep = w.pick(("along", "beside", "by"))
-            if f.roads.count == 1 and not road_named:
-                along = f"{prep} {_road_phrase(w, f.roads, p_where)[0]}"
+            if f.roads.count == 1 and not road_named:  # "six houses along a curved road"
+                along, role = f"{prep} {_road_phrase(w, f.roads, p_where)[0]}", "road"
                 road_named = True
             else:
-                along = f"{prep} the road" if f.roads.count == 1 or f.roads.shape == "t-shaped" else f"{prep} the roads"
-        must.append((" ".join(p for p in (np_, along, _where(w, g.location, p_where)) if p), plural))
+                the_road = "the road" if f.roads.count == 1 or f.roads.shape == "t-shaped" else "the roads"
+                along, role = f"{prep} {the_road}", "ref"
+        # two groups of houses are told apart by where they stand
+        where = _where(w, g.location, 1.0 if len(f.houses) > 1 else p_where)
+        must.append((" ".join(p for p in (np_, along, where) if p), plural, role))
     if f.large is not None:
         np_, plural = _count_phrase(w, f.large.count, BUILDING_NOUNS["large"])
         lot = f" with {w.pick(PARKING_NOUNS)}" if f.large_with_parking else ""
-        must.append((f"{np_}{lot} {_where(w, f.large.location, p_where)}".strip(), plural))
+        must.append((f"{np_}{lot} {_where(w, f.large.location, p_where)}".strip(), plural, ""))
     if f.roads is not None and not road_named:
         text, plural = _road_phrase(w, f.roads, p_where)
-        must.append((f"{text} {_where(w, f.roads.location, p_where, road=True)}".strip(), plural))
+        must.append((f"{text} {_where(w, f.roads.location, p_where, road=True)}".strip(), plural, "road"))
     for a in f.woods:
         noun, plural = w.pick(WOODS_NOUNS)
-        must.append((f"{noun} {_where(w, a.location, p_where)}".strip(), plural))
+        must.append((f"{noun} {_where(w, a.location, p_where)}".strip(), plural, ""))
     for a in f.water:
-        must.append((f"{w.pick(WATER_NOUNS[a.kind])} {_where(w, a.location, p_where)}".strip(), False))
+        must.append((f"{w.pick(WATER_NOUNS[a.kind])} {_where(w, a.location, p_where)}".strip(), False, ""))
     for a in f.parking:
         cars = " with cars" if a.cars and w.maybe(0.4) else ""
-        must.append((f"{w.pick(PARKING_NOUNS)}{cars} {_where(w, a.location, p_where)}".strip(), False))
-    extra: list[tuple[str, bool]] = []
+        must.append((f"{w.pick(PARKING_NOUNS)}{cars} {_where(w, a.location, p_where)}".strip(), False, ""))
+    extra: list[_Item] = []
     if f.soil is not None:
-        extra.append((f"{w.pick(SOIL_NOUNS)} {_where(w, f.soil.location, p_where)}".strip(), False))
+        extra.append((f"{w.pick(SOIL_NOUNS)} {_where(w, f.soil.location, p_where)}".strip(), False, ""))
     if f.trees >= MIN_SCATTERED_TREES:
-        extra.append((w.pick(TREE_NOUNS["few" if f.trees <= 5 else "many"]), True))
+        extra.append((w.pick(TREE_NOUNS["few" if f.trees <= 5 else "many"]), True, ""))
     return must, extra
 
 
-def _listing(items: list[tuple[str, bool]]) -> str:
-    texts = [t for t, _ in items]
+def _roads_first(items: list[_Item]) -> list[_Item]:
+    """Move the phrase that names the roads before the first phrase that refers to "the road(s)"."""
+    roles = [role for _, _, role in items]
+    if "ref" in roles and "road" in roles and roles.index("road") > roles.index("ref"):
+        road = items[roles.index("road")]
+        rest = [it for it in items if it is not road]
+        at = [role for _, _, role in rest].index("ref")
+        return [*rest[:at], road, *rest[at:]]
+    return items
+
+
+def _listing(items: list[_Item]) -> str:
+    texts = [t for t, _, _ in items]
     if len(texts) == 1:
         return texts[0]
     return ", ".join(texts[:-1]) + " and " + texts[-1]
@@ -497,6 +514,7 @@ def _scene_sentence(w: PhraseWriter, f: SceneFacts, compact: bool) -> str:
         items = must + ([] if compact else [e for e in extra if w.maybe(0.5)])
     if len(items) > 1 and w.maybe(0.5):  # otherwise buildings, roads, woods, water, parking in this order
         items = [items[int(i)] for i in w.rng.permutation(len(items))]
+    items = _roads_first(items)
     ground = w.pick(GROUND_NOUNS[f.ground]) if f.ground else ""
     if not items:
         return ground or w.pick(("an open area", "an empty area"))
