@@ -226,5 +226,7 @@ def test_captions_are_lower_case_short_distinct_and_tokenisable(described: list[
             assert c == c.lower() and c == c.strip() and "  " not in c and not c.endswith(".")
             tokens = tokenize(c)
             assert 1 <= len(tokens) <= MAX_SCENE_WORDS and "." not in c and "?" not in c
+            if "the road" in c:  # a road is named before a phrase refers to it
+                assert re.search(r"\b(?:a|two) (?:[\w-]+ )?(?:road|roads|crossroad)\b", c.split("the road")[0]), c
             words.update(tokens)
     assert 40 <= len(words) <= 200
