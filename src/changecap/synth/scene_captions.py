@@ -446,9 +446,9 @@ def _road_phrase(w: PhraseWriter, roads: RoadNetwork, p_where: float) -> tuple[s
 _Item = tuple[str, bool, str]  # (text, plural, role): role "road" names the roads, "ref" says "the road(s)"
 
 
-def _phrases(w: PhraseWriter, f: SceneFacts, compact: bool) -> tuple[list[_Item], list[_Item]]:
-    """Noun phrases that every caption carries, and the optional ones."""
-    p_where = 0.5 if compact else 0.9
+def _phrases(w: PhraseWriter, f: SceneFacts, level: int) -> tuple[list[_Item], list[_Item]]:
+    """Noun phrases that every caption carries, and the optional ones; ``level`` 1 and 2 name fewer locations."""
+    p_where = (0.9, 0.5, 0.0)[level]
     must: list[_Item] = []
     road_named = False
     for g in f.houses:
@@ -506,8 +506,10 @@ def _listing(items: list[_Item]) -> str:
     return ", ".join(texts[:-1]) + " and " + texts[-1]
 
 
-def _scene_sentence(w: PhraseWriter, f: SceneFacts, compact: bool) -> str:
-    must, extra = _phrases(w, f, compact)
+def _scene_sentence(w: PhraseWriter, f: SceneFacts, level: int) -> str:
+    """One caption; from ``level`` 1 on in a compact form (no optional extras, no opener, fewer locations)."""
+    must, extra = _phrases(w, f, level)
+    compact = level > 0
     if not must:  # nothing built, no woods or water: the extras carry the caption
         items, compact = extra, False
     else:
@@ -539,14 +541,15 @@ def _n_words(caption: str) -> int:
 def make_scene_captions(facts: SceneFacts, rng: np.random.Generator, n: int = N_SCENE_CAPTIONS) -> list[str]:
     """``n`` paraphrased scene captions (lower case, no final period) of one image's facts.
 
-    Captions are made distinct where the templates allow it (up to 30 draws); long ones are redrawn in a compact
-    form (no optional extras, fewer locations) to stay within :data:`MAX_SCENE_WORDS` tokens.
+    Captions are made distinct where the templates allow it (up to 40 draws); when long ones do not leave five, later
+    draws are compact (no optional extras, then only the locations that tell two groups of houses apart) to stay
+    within :data:`MAX_SCENE_WORDS` tokens.
     """
     w = PhraseWriter(rng)
     out: list[str] = []
     drawn: list[str] = []
-    for attempt in range(30):
-        c = " ".join(_scene_sentence(w, facts, compact=attempt >= 15).split())
+    for attempt in range(40):
+        c = " ".join(_scene_sentence(w, facts, level=0 if attempt < 15 else 1 if attempt < 25 else 2).split())
         drawn.append(c)
         if _n_words(c) <= MAX_SCENE_WORDS and c not in out:
             out.append(c)
