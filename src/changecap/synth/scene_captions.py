@@ -137,6 +137,7 @@ class SceneFacts:
     soil: Area | None
     trees: int  # scattered trees (outside woods) with their centre in the image
     ground: str | None  # "bareland" / "grass" / "mixed", or None when open ground covers little of the image
+    pixels: tuple[int, ...] = ()  # pixels of each land-cover class in the image
 
     def object_counts(self) -> dict[str, int]:
         """Counts written beside the captions (``scene_captions.json``)."""
@@ -413,6 +414,7 @@ def scene_facts(scene: Scene, when: str, landcover: np.ndarray, shift: tuple[int
         soil=soil,
         trees=len(tree_pts),
         ground=ground,
+        pixels=tuple(counts),
     )
 
 
@@ -569,5 +571,5 @@ def scene_record(
     return {
         "sentences": make_scene_captions(facts, rng),
         "objects": facts.object_counts(),
-        "landcover_pixels": L.class_pixels(landcover),
+        "landcover_pixels": list(facts.pixels),
     }
