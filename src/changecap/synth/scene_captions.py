@@ -57,7 +57,7 @@ MIN_SCATTERED_TREES = 3
 MIN_GROUND_SHARE = 0.25  # bare land + grass share of the image needed to describe the open ground
 DOMINANT_GROUND = 0.65  # grass (or bare land) share of the open ground that makes it "grassland" ("bare land")
 GROUP_GAP = 0.22  # houses closer than this (centre to centre, tile widths) belong to one group
-ALONG_ROAD_REACH = 0.05  # house centre to curb distance still "along the road": setback + half width + slack
+ALONG_ROAD_REACH = 0.05  # widest gap between a house and the curb still "along the road" (driveways: 0.02-0.035)
 LAKE_AREA = 0.03  # water polygon area (tile = 1) from which a water body is a lake (about 490 m²)
 SMALL_POND_AREA = 0.01
 RESIDENTIAL_HOUSES = 3  # houses from which the scene is "a residential area"
