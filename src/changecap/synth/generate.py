@@ -152,7 +152,7 @@ def _make_pair(job_root: tuple[PairJob, str]) -> tuple[dict[str, Any], dict[str,
     folder = Path(root) / "images" / job.split
     write_png(folder / "A" / job.filename, pair.before)
     write_png(folder / "B" / job.filename, pair.after)
-    write_png(folder / "label" / job.filename, np.repeat(pair.mask[..., None], 3, axis=2))  # [S, S, 3] grey
+    write_png(folder / "label" / job.filename, np.stack([pair.mask] * 3, axis=2))  # [S, S, 3] grey
     singles = []
     for k, date in enumerate(DATES):
         write_png(folder / LANDCOVER_FOLDER / date / job.filename, pair.landcover[k])
