@@ -13,22 +13,22 @@ architecture registry (``changecap.models.registry``); nothing here knows a part
 (changecap 0.1) had no top-level ``architecture``; it is read from ``model.architecture`` then, so 0.1 model
 directories still load. Other files in the directory (e.g. ``preprocess.json``) are left alone. ``load_model`` also
 accepts a Hugging Face Hub repo id (``changecap.models.hub``).
-Writes are atomic: a new directory is assembled under a temporary name and renamed into place; into an existing
-directory each file is written to a temporary name and renamed, weights first and ``config.json`` last.
+Writes are atomic (:func:`changecap.data.files.write_folder`): a new directory is assembled under a temporary name
+and renamed into place; into an existing directory each file is written under a temporary name and renamed, weights
+first and ``config.json`` last. Files and folders get the modes the umask gives any new file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from changecap.data.files import write_folder
 from changecap.data.vocab import Vocabulary
 from changecap.errors import ChangeCapError, ConfigError, ModelError
 from changecap.models.hub import resolve_model_dir
@@ -144,7 +144,7 @@ def _write_files(directory: Path, model: torch.nn.Module, config: Any, vocab: Vo
     weights = directory / WEIGHTS_FILE
     save_file(_state_dict_for_safetensors(model), str(weights), metadata={"format": FORMAT_TAG})
     vocab.save(directory / VOCAB_FILE)
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    (directory / CARD_FILE).write_text(card, encoding="utf-8")  # a fresh temporary folder: plain writes
     payload = {
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
@@ -180,26 +180,7 @@ def save_model(
     config.validate()
     config = _with_encoder_architecture(model, config)
     text = model_card(model, config, vocab, card)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"{out}: exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
-            _write_files(tmp, model, config, vocab, text)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
-    tmp = Path(tempfile.mkdtemp(prefix=".save.", suffix=".tmp", dir=out))
-    try:
-        for path in _write_files(tmp, model, config, vocab, text):
-            os.replace(path, out / path.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return write_folder(out_dir, lambda tmp: _write_files(tmp, model, config, vocab, text))
 
 
 def _with_encoder_architecture(model: torch.nn.Module, config: Any) -> Any:
