@@ -165,9 +165,10 @@ def header_only_png(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     ("size", "max_pixels", "status", "message"),
     [
-        ((30000, 30000), None, 413, "before (bomb.png): image of 900,000,000 pixels exceeds the limit of 16,777,216"),
+        ((30000, 30000), None, 413,
+         "before (bomb.png): 30000×30000 image (900,000,000 pixels) exceeds the limit of 16,777,216 pixels per image"),
         ((5000, 5000), None, 413, "before (bomb.png): 5000×5000 image (25,000,000 pixels) exceeds the limit"),
-        ((30000, 30000), 10**9, 413, "before (bomb.png): image of 900,000,000 pixels exceeds Pillow's"),
+        ((30000, 30000), 10**9, 413, "before (bomb.png): 30000×30000 image (900,000,000 pixels) exceeds Pillow's"),
         ((1000, 1000), None, 400, "before (bomb.png): corrupt image"),  # allowed size, rows missing
     ],
 )
@@ -182,6 +183,19 @@ def test_images_past_the_pixel_limit_are_refused_from_their_header(
     r = client.post("/api/caption", files={"before": ("bomb.png", bomb, "image/png"), "after": ("a.png", png(2))})
     assert r.status_code == status and r.json()["detail"].startswith(message), r.json()
     assert captioner.calls == 0
+
+
+def test_uploads_are_read_upright_as_every_command_reads_images(samples: list) -> None:
+    """A JPEG stored 48 wide and 40 high with EXIF orientation 6 (turn clockwise) is a 40 × 48 image, as viewers
+    show it: it pairs with a 40 × 48 PNG and is captioned at that size."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(buf, format="JPEG", exif=exif.tobytes())
+    client = TestClient(create_app(FakeCaptioner(), "fake", samples=samples), base_url="http://localhost")
+    r = client.post("/api/caption", files={"before": ("turned.jpg", buf.getvalue(), "image/jpeg"),
+                                           "after": ("a.png", png(2, (48, 40)), "image/png")})  # fmt: skip
+    assert r.status_code == 200 and r.json()["caption"] == "40x48 pair", r.json()
 
 
 def test_the_pixel_limit_admits_images_up_to_it(samples: list) -> None:
@@ -289,14 +303,14 @@ def test_health_answers_while_pairs_are_being_captioned(
 ) -> None:
     captioner = FakeCaptioner(block=blocked == "model")
     if blocked == "decode":  # the first image decoded waits for the test: a large image being decoded
-        decode = app_module.decode_image
+        decode = app_module.read_upload
 
-        def slow_decode(img: Any, label: str) -> np.ndarray:
+        def slow_decode(*args: Any) -> np.ndarray:
             captioner.entered.set()
             assert captioner.release.wait(60), "the test never released the decoder"
-            return decode(img, label)
+            return decode(*args)
 
-        monkeypatch.setattr(app_module, "decode_image", slow_decode)
+        monkeypatch.setattr(app_module, "read_upload", slow_decode)
     base = serve_app(create_app(captioner, "fake", samples=samples))
     with ThreadPoolExecutor(max_workers=3) as pool:
         pending = [pool.submit(post_pair, base, png(i), png(i + 1)) for i in range(3)]  # one works, two queue
