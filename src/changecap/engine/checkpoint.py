@@ -50,6 +50,7 @@ from changecap.data.files import (
     set_normal_modes,
 )
 from changecap.errors import ModelError, first_line
+from changecap.models.io import torch_load_weights_only
 
 CHECKPOINT_DIRNAME = "checkpoint"
 LATEST_FILE = "LATEST"
@@ -252,11 +253,7 @@ def read_checkpoint(folder: Path) -> Checkpoint:
             f.keys()
     except (SafetensorError, OSError) as e:
         raise ModelError(f"{weights}: cannot read safetensors file ({first_line(e)[:200]})") from None
-    try:
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt or foreign file
-        reason = f"{type(e).__name__}: {first_line(e)[:200]}"
-        raise ModelError(f"{state_file}: cannot read the training state ({reason})") from None
+    state = torch_load_weights_only(state_file, "the training state")
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{state_file}: not a changecap training state (format {FORMAT_VERSION})")
     kinds = {"progress": dict, "optimizer": dict, "scheduler": dict, "rng": list, "config": dict, "vocab": list}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -355,3 +356,41 @@ def load_model(model_dir: str | os.PathLike[str], device: str | torch.device = "
     """Load a saved model directory (or Hub repo id) → model in eval mode with ``.config`` and ``.vocab``."""
     model, _, _ = load_model_bundle(model_dir, device)
     return model
+
+
+# ---------------------------------------------------------------------------------------------------- torch files
+def torch_load_weights_only(path: str | os.PathLike[str], what: str, *, mmap: bool = False) -> Any:
+    """Read a ``torch.save`` file with ``torch.load(..., weights_only=True)`` onto the CPU: tensors, numbers,
+    strings, lists and dicts only. A pickled Python object (a class to build, a function to call) is refused, never
+    run. ``mmap``: map the tensors from the file instead of reading them (zip-format files; older ones are read).
+
+    Any failure is one :class:`ModelError` line, ``<path>: cannot read <what> (<why>)``; the one place the project
+    loads a pickle, so every reader reports a damaged or hostile file alike.
+    """
+    p = Path(path)
+    try:
+        if mmap:
+            try:
+                return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+        return torch.load(p, map_location="cpu", weights_only=True)  # legacy (non-zip) serialisation
+    except Exception as e:  # noqa: BLE001 - a pickle error, an unsupported global, a truncated file, ...
+        raise ModelError(f"{p}: cannot read {what} ({torch_load_failure(e)})") from None
+
+
+def torch_load_failure(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, on one line (torch's own messages span many lines and advise
+    loading without ``weights_only``, which would run the file's code)."""
+    text = str(e)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it pickles a Python object ({found.group(1)}), which is never run here: only tensors, numbers, "
+                "strings, lists and dicts are read")  # fmt: skip
+    if "WeightsUnpickler error:" in text:
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+        detail = detail.split(" Check the documentation", 1)[0].split(". Please use", 1)[0]
+    else:
+        detail = " ".join(text.split(". ", 1)[0].split())[:200]
+    return f"damaged, or not a torch file: {type(e).__name__}" + (f": {detail}" if detail else "")
