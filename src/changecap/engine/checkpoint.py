@@ -47,7 +47,7 @@ from changecap.data.files import (
     fsync_dir,
     make_temp_dir,
     remove_stale_temps,
-    set_normal_modes,
+    replace_folder,
 )
 from changecap.errors import ModelError, first_line
 from changecap.models.io import torch_load_weights_only
@@ -200,12 +200,10 @@ def save_checkpoint(
     tmp = make_temp_dir(folder)  # a checkpoint name is only ever given to a complete checkpoint
     try:
         _write_checkpoint(tmp, model, optimizer, scheduler, progress, rng, config, vocab)
-        set_normal_modes(tmp)  # safetensors writes its file 0600
-        os.replace(tmp, folder)
+        replace_folder(tmp, folder)  # normal modes (safetensors writes its file 0600), then the rename
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(root)
     atomic_write_text(root / LATEST_FILE, folder.name + "\n")  # the commit point
     for old in root.iterdir():
         if old.is_dir() and old.name != folder.name:
