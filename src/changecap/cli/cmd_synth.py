@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.geotiff is not None:
         from changecap.synth.geotiff import write_geotiff_pair
 
+        check_output_dir(args.geotiff, "--geotiff")
         paths = write_geotiff_pair(args.geotiff, grid=args.grid, size=args.size or 128, seed=args.seed)
         print("wrote " + ", ".join(str(p) for p in paths))
         return 0

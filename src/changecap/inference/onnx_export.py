@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from changecap.data.files import write_folder
 from changecap.errors import ChangeCapError, ModelError
 
 ENCODER_FILE, STEP_FILE, META_FILE = "encoder.onnx", "decoder_step.onnx", "onnx_config.json"
@@ -134,8 +135,6 @@ def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     dec = step_graph.decoder
     cfg = dec.config
     layers, heads, dh = len(dec.layers), cfg.heads, cfg.dim // cfg.heads
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     images = torch.randn(batch, 2, 3, pre.image_size, pre.image_size)
     with torch.no_grad():
         _, cross_k, cross_v = encoder_graph(images)
@@ -149,30 +148,33 @@ def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
         cross_v,
     )
     cache_axes = {1: "batch", 3: "length"}
-    with torch.no_grad(), _without_mha_fastpath():
-        torch.onnx.export(encoder_graph, (images,), str(folder / ENCODER_FILE), input_names=["images"],
-                          output_names=["change_probability", "cross_keys", "cross_values"],
-                          dynamic_axes={"images": {0: "batch"}, "change_probability": {0: "batch"},
-                                        "cross_keys": {1: "batch", 3: "memory"},
-                                        "cross_values": {1: "batch", 3: "memory"}},
-                          opset_version=OPSET, dynamo=False)  # fmt: skip
-        torch.onnx.export(step_graph, step_inputs, str(folder / STEP_FILE),
-                          input_names=["tokens", "position", "self_keys", "self_values", "key_valid", "cross_keys",
-                                       "cross_values"],
-                          output_names=["logits", "new_self_keys", "new_self_values", "new_key_valid"],
-                          dynamic_axes={"tokens": {0: "batch"}, "self_keys": cache_axes, "self_values": cache_axes,
-                                        "key_valid": {0: "batch", 1: "length"},
-                                        "cross_keys": {1: "batch", 3: "memory"},
-                                        "cross_values": {1: "batch", 3: "memory"}, "logits": {0: "batch"},
-                                        "new_self_keys": cache_axes, "new_self_values": cache_axes,
-                                        "new_key_valid": {0: "batch", 1: "length"}},
-                          opset_version=OPSET, dynamo=False)  # fmt: skip
     meta = {"architecture": model.config.architecture, "max_length": int(dec.max_length), "layers": layers,
             "heads": heads, "head_dim": dh, "source": str(model_dir)}  # fmt: skip
-    (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    model.vocab.save(folder / "vocab.json")
-    pre.save(folder)
-    return folder
+
+    def write(folder: Path) -> None:  # a fresh temporary folder, put in place whole (write_folder)
+        with torch.no_grad(), _without_mha_fastpath():
+            torch.onnx.export(encoder_graph, (images,), str(folder / ENCODER_FILE), input_names=["images"],
+                              output_names=["change_probability", "cross_keys", "cross_values"],
+                              dynamic_axes={"images": {0: "batch"}, "change_probability": {0: "batch"},
+                                            "cross_keys": {1: "batch", 3: "memory"},
+                                            "cross_values": {1: "batch", 3: "memory"}},
+                              opset_version=OPSET, dynamo=False)  # fmt: skip
+            torch.onnx.export(step_graph, step_inputs, str(folder / STEP_FILE),
+                              input_names=["tokens", "position", "self_keys", "self_values", "key_valid", "cross_keys",
+                                           "cross_values"],
+                              output_names=["logits", "new_self_keys", "new_self_values", "new_key_valid"],
+                              dynamic_axes={"tokens": {0: "batch"}, "self_keys": cache_axes, "self_values": cache_axes,
+                                            "key_valid": {0: "batch", 1: "length"},
+                                            "cross_keys": {1: "batch", 3: "memory"},
+                                            "cross_values": {1: "batch", 3: "memory"}, "logits": {0: "batch"},
+                                            "new_self_keys": cache_axes, "new_self_values": cache_axes,
+                                            "new_key_valid": {0: "batch", 1: "length"}},
+                              opset_version=OPSET, dynamo=False)  # fmt: skip
+        (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        model.vocab.save(folder / "vocab.json")
+        pre.save(folder)
+
+    return write_folder(out, write)
 
 
 class OnnxCaptioner:

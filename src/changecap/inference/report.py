@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from changecap.data.files import atomic_write_text
+
 METRIC_KEYS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "S_m")
 
 
@@ -176,6 +178,5 @@ figcaption {{ font-size: 0.8em; color: #666; }} .pred {{ font-size: 1.1em; }} .p
 </body></html>
 """
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc, encoding="utf-8")
+    atomic_write_text(out, doc)
     return out

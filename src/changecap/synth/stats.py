@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from changecap.data.annotations import Layout, parse_annotations
 from changecap.data.single_date import SCENE_CAPTIONS_FILE, load_scene_captions, read_landcover
 from changecap.data.text import tokenize
 from changecap.errors import DataError
@@ -42,30 +43,31 @@ def synthcc_statistics(root: str | os.PathLike[str]) -> dict[str, Any]:
     train captions is > 5 plus the 4 special tokens; ``distinct_words`` = every word type over all splits.
     """
     root = Path(root)
-    images = _load_json(root / ANNOTATION_FILE).get("images")
-    if not isinstance(images, list) or not images:
-        raise DataError(root / ANNOTATION_FILE, "no pairs", field="images")
+    annotation = root / ANNOTATION_FILE
+    if not annotation.is_file():
+        raise DataError(annotation, "not found (is this a SynthCC folder?)")
+    # every field checked as the dataset readers check it (one line naming the file and the entry)
+    records = parse_annotations(root, "levir-cc", layout=Layout(annotation=annotation), check_files=False)
+    if not records:
+        raise DataError(annotation, "no pairs", field="images")
     splits: dict[str, dict[str, Any]] = {s: {"pairs": 0, "changed": 0} for s in SPLITS}
     lengths: list[int] = []
     train_counts: Counter[str] = Counter()
     all_words: set[str] = set()
     captions: list[str] = []
-    for i, rec in enumerate(images):
-        split = rec.get("split")
-        if split not in splits:
-            raise DataError(root / ANNOTATION_FILE, f"unknown split {split!r}", field=f"images[{i}].split")
-        splits[split]["pairs"] += 1
-        splits[split]["changed"] += int(rec.get("changeflag", 0))
-        for sent in rec.get("sentences", []):
-            words = tokenize(sent["raw"])
+    for rec in records:
+        splits[rec.split]["pairs"] += 1
+        splits[rec.split]["changed"] += int(rec.changed)
+        for caption in rec.captions:  # RSICC-tokenised, joined with single spaces
+            words = caption.split()
             lengths.append(len(words))
             all_words.update(words)
-            captions.append(" ".join(words))
-            if split == "train":
+            captions.append(caption)
+            if rec.split == "train":
                 train_counts.update(words)
     for s in splits.values():
         s["changed_share"] = round(s["changed"] / s["pairs"], 4) if s["pairs"] else 0.0
-    n_pairs = len(images)
+    n_pairs = len(records)
     n_changed = sum(s["changed"] for s in splits.values())
     stats: dict[str, Any] = {
         "root": str(root),
@@ -82,7 +84,10 @@ def synthcc_statistics(root: str | os.PathLike[str]) -> dict[str, Any]:
     }
     meta_path = root / META_FILE
     if meta_path.exists():
-        stats.update(_meta_statistics(_load_json(meta_path)))
+        try:
+            stats.update(_meta_statistics(_load_json(meta_path)))
+        except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError) as e:
+            raise DataError(meta_path, f"not a SynthCC meta file ({type(e).__name__}: {e})") from None
     if (root / SCENE_CAPTIONS_FILE).exists():
         stats["single_date"] = single_date_statistics(root)
     return stats
