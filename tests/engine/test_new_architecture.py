@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from changecap.data.vocab import END_ID, START_ID
-from changecap.engine import Objective, ObjectiveOutput, Phase, StepInfo, Trainer, load_config, train
+from changecap.engine import LossTerm, Objective, ObjectiveOutput, Phase, StepInfo, Trainer, load_config, train
 from changecap.engine.objectives import caption_ce_sum, count_target_tokens
 from changecap.engine.objectives.filters import changed_pairs
 from changecap.models import Architecture, ArchitectureConfig, load_model, register_architecture
@@ -148,17 +148,15 @@ class TwoPhaseObjective(Objective):
         SEEN.append((step.phase.name, list(batch["name"])))
         with step.autocast():
             logits, change_logit = model(batch["image"], batch["target"])
-        c = step.counts
         ce_sum, n_tok = caption_ce_sum(logits, batch["target"])
-        loss = ce_sum * c.mean_scale("tokens")
-        stats = {"caption_ce": (ce_sum.detach(), n_tok.detach())}
+        terms = {"caption_ce": LossTerm.mean(ce_sum, n_tok, over="tokens")}
         if step.phase.name == "fusion":
             bce = nn.functional.binary_cross_entropy_with_logits(
                 change_logit.float(), batch["changed"].float(), reduction="sum"
             )
-            loss = loss + self.config.change_weight * bce * c.mean_scale("samples")
-            stats["change_bce"] = (bce.detach(), torch.tensor(float(len(batch["target"]))))
-        return ObjectiveOutput(loss, stats)
+            samples = torch.tensor(float(len(batch["target"])))
+            terms["change_bce"] = LossTerm.mean(bce, samples, over="samples", weight=self.config.change_weight)
+        return ObjectiveOutput(terms)
 
 
 SPEC = Architecture(name=ARCH, config_class=TwoPhaseConfig, build=build, objective=TwoPhaseObjective)

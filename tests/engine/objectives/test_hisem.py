@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from changecap.data.vocab import END_ID, NULL_ID, START_ID
-from changecap.engine.objectives import GlobalCounts, ObjectiveOutput, Phase, StepInfo, TrainingStep, caption_ce_sum
+from changecap.engine.objectives import (
+    GlobalCounts,
+    Phase,
+    StepInfo,
+    StepLoss,
+    TrainingStep,
+    caption_ce_sum,
+    combine_terms,
+)
 from changecap.engine.objectives.hisem import EpochPlan, HisemLossConfig, HisemObjective, plan_epoch, router_ramp
 from changecap.schema import from_dict
 from tests.engine.toy import ToyCaptioner, ToyDataset, toy_vocab
@@ -39,7 +47,7 @@ class Step:
     def __init__(self, model: torch.nn.Module) -> None:
         self.module = TrainingStep(model, HisemObjective(epochs=50))
 
-    def __call__(self, image, target, changed, plan: EpochPlan, c: GlobalCounts) -> ObjectiveOutput:
+    def __call__(self, image, target, changed, plan: EpochPlan, c: GlobalCounts) -> StepLoss:
         info = StepInfo(plan.epoch, Phase(options={"plan": plan}), c, torch.device("cpu"))
         return self.module({"image": image, "target": target, "changed": changed}, info)
 
@@ -167,8 +175,7 @@ def test_model_without_router_has_no_router_terms() -> None:
     changed = torch.tensor([s["changed"] for s in items])
     model = ToyCaptioner(len(vocab), 10, router=False, dropout=0.0).eval()
     c2 = counts(float((target[:, 1:] != NULL_ID).sum()), 2.0, 1, 1)
-    info = StepInfo(20, Phase(), c2, torch.device("cpu"))
-    terms = HisemObjective(epochs=50).loss(model(image, target, route=None), target, changed, cfg()(20), info)
+    terms = combine_terms(HisemObjective(epochs=50).terms(model(image, target), target, changed, cfg()(20)), c2)
     ce = caption_ce_sum(model(image, target).logits, target)[0] / c2["tokens"]
     assert float(terms.stats["router_ce"][0]) == 0.0 and int(terms.stats["router_acc"][0]) == 0
     assert torch.allclose(terms.loss, ce)

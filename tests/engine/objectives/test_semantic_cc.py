@@ -201,7 +201,7 @@ class _FixedLogits(torch.nn.Module):
 def test_cd_denominator_divides_by_labelled_or_all_pixels(denominator: str) -> None:
     """Two 2×2 masks, 3 of 8 pixels ignored: L_cd is the summed BCE of the 5 labelled pixels over 5 (labelled) or
     over 8 (all: the released code's mmseg loss with avg_non_ignore=False)."""
-    from changecap.engine.objectives.base import GlobalCounts, StepInfo
+    from changecap.engine.objectives.base import GlobalCounts, StepInfo, combine_terms
 
     mask = torch.tensor([[[0, 1], [255, 1]], [[255, 255], [0, 2]]])  # [B = 2, 2, 2]
     logits = torch.tensor([[[[0.5, -1.0], [7.0, 2.0]]], [[[3.0, -4.0], [1.5, 0.2]]]])  # [2, 1, 2, 2]: BCE form
@@ -211,7 +211,7 @@ def test_cd_denominator_divides_by_labelled_or_all_pixels(denominator: str) -> N
     counts = objective.normalizers(batch, phase)
     assert counts["pixels"] == (5.0 if denominator == "labelled" else 8.0)
     step = StepInfo(0, phase, GlobalCounts(counts, world_size=1, grad_accum=1), torch.device("cpu"))
-    out = objective(_FixedLogits(logits), batch, step)
+    out = combine_terms(objective(_FixedLogits(logits), batch, step), step.counts)
     labelled = mask != 255
     bce = torch.nn.functional.binary_cross_entropy_with_logits(
         logits[:, 0][labelled], (mask[labelled] > 0).float(), reduction="sum"
