@@ -21,10 +21,11 @@ from ``changecap.engine.pretrain_config.load_pretrain_config`` (``docs/pretraini
 """
 
 from changecap.engine.config import TrainConfig, apply_overrides, load_config
-from changecap.engine.objectives import Objective, ObjectiveOutput, Phase, StepInfo, build_objective
+from changecap.engine.objectives import LossTerm, Objective, ObjectiveOutput, Phase, StepInfo, build_objective
 from changecap.engine.trainer import Trainer, TrainResult, train
 
 __all__ = [
+    "LossTerm",
     "Objective",
     "ObjectiveOutput",
     "Phase",

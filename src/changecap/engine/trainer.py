@@ -292,7 +292,7 @@ class Trainer:
         elapsed = max(time.perf_counter() - self._window_time, 1e-9)
         counts = dict(self.window.counts)
         info = StepInfo(epoch, phase, None, self.ctx.device, self.autocast_dtype)  # type: ignore[arg-type]
-        values: dict[str, Any] = self.objective.log_values(means, info)
+        values: dict[str, Any] = self.objective.log_line(means, self.window.weights, info)
         if len(self._phases_of_epoch) > 1:
             values["phase"] = phase.name
         for name, total in counts.items():

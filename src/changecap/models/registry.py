@@ -114,8 +114,9 @@ class Architecture:
             (the config it was built from, with everything needed to rebuild it offline). ``load_pretrained=False``
             must not touch the network or the disk; ``init_weights=False`` may leave weights uninitialised (they are
             loaded right after).
-        objective: how the engine trains it: the name of an objective the engine knows (``"hisem"``) or a factory
-            ``(loss_section, train_config) -> Objective`` (see ``changecap.engine.objectives``).
+        objective: how the engine trains it (required): the name of an objective the engine knows (``"hisem"``),
+            ``"module:attribute"`` or a factory ``(loss_section, train_config) -> Objective`` (see
+            ``changecap.engine.objectives``).
         card_rows: the architecture table of the model card (``None``: one row per top-level child module).
         summary_parts: ``model -> {dotted name: [parameters]}`` for ``changecap summary`` (``None``: the model's
             children and their children).
@@ -130,11 +131,15 @@ class Architecture:
     name: str
     config_class: type
     build: Callable[..., nn.Module]
-    objective: str | Callable[..., Any] = "hisem"
+    objective: str | Callable[..., Any] | None = None
     card_rows: CardRows | None = None
     summary_parts: Callable[[nn.Module], Mapping[str, list[nn.Parameter]]] | None = None
     description: str = ""
     change_prior: Callable[..., nn.Module] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.objective:  # no default: a system that forgot it would train silently with another's loss
+            raise TypeError(f"architecture {self.name!r} names no objective: give Architecture(objective=...)")
 
 
 _REGISTERED: dict[str, Architecture] = {}
