@@ -12,7 +12,8 @@
 * Temporary names are ``.<target name>.<pid>.<random><suffix>``: after a SIGKILL (where nothing can clean up)
   :func:`remove_stale_temps` recognises the leftovers of processes that are no longer running on this machine.
 * :func:`make_temp_dir` is the folder counterpart (a folder built in place and renamed), with ``0777 & ~umask``;
-  :func:`set_normal_modes` gives what was written into it the normal modes before the rename.
+  :func:`set_normal_modes` gives what was written into it the normal modes, and :func:`replace_dir` renames it
+  over the target.
 * :func:`csv_safe` neutralises spreadsheet formulas in CSV cells.
 """
 
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -248,6 +250,23 @@ def set_normal_modes(folder: str | os.PathLike[str]) -> None:
         if path.is_symlink():
             continue
         os.chmod(path, dir_mode() if path.is_dir() else file_mode())
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written folder into place (rename is atomic; the old one is removed afterwards).
+
+    The folder and its files get the normal modes (``0777`` / ``0666 & ~umask``; temporary folders are created
+    0700, and safetensors writes its files 0600). The old folder is
+    first renamed to ``.<name>.<pid>.<random>.old``: a kill between the two renames leaves it there, and
+    :func:`remove_stale_temps` (run when training starts) renames it back.
+    """
+    set_normal_modes(tmp)
+    old = final.with_name(f"{temp_prefix(final)}{uuid.uuid4().hex[:8]}.old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
 
 
 # ------------------------------------------------------------------------------------------------- leftovers

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from changecap.data.files import check_output_dir, make_temp_dir, remove_stale_temps
+from changecap.data.files import check_output_dir, make_temp_dir, remove_stale_temps, replace_dir
 from changecap.data.vocab import Vocabulary
 from changecap.engine.checkpoint import (
     Checkpoint,
@@ -59,7 +59,7 @@ from changecap.engine.distributed import (
     init_distributed,
 )
 from changecap.engine.lr_schedule import build_scheduler
-from changecap.engine.model_dirs import card_fields, replace_dir, save_preprocess
+from changecap.engine.model_dirs import card_fields, save_preprocess
 from changecap.engine.model_setup import (
     ModelBuilder,
     ModelSaver,
