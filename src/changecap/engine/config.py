@@ -74,6 +74,8 @@ class DataConfig:
     ``normalize`` is a statistics name (``dataset``, ``clip``, ``imagenet``, ``none``, ``levir-cc``, …) or
     ``[[mean r, g, b], [std r, g, b]]`` on the 0–1 scale. The train split uses ``canonicalize_no_change`` and
     ``augment``; the validation split never does (its references keep their paraphrases).
+    ``packed`` names a pack of the dataset (``changecap data pack``): the train and validation splits read their
+    pixels from it instead of the image files (same samples; the captions still come from ``root``).
     """
 
     root: str = ""
@@ -87,6 +89,7 @@ class DataConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     max_length: int | Literal["auto"] | None = None
     num_workers: int = 0
+    packed: str | None = None
     # further training sets mixed into the train split: e.g. LEVIR-CD pairs (masks, no captions) beside LEVIR-CC
     extra: list[ExtraDataConfig] = field(default_factory=list)
 
@@ -258,6 +261,7 @@ class TrainConfig:
             f"must be >= 2, 'auto' or null, got {d.max_length}",
         )
         need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+        need(d.packed is None or bool(str(d.packed).strip()), "data.packed", "must name a pack folder or be null")
         need(d.vocab.threshold is None or d.vocab.threshold >= 0, "data.vocab.threshold", "must be >= 0")
         for i, extra in enumerate(d.extra):
             need(bool(str(extra.root).strip()), f"data.extra[{i}].root", "is required (the dataset root folder)")
