@@ -15,7 +15,8 @@ of it):
   reproduces and of captions equal, or of mask pixels equal for models with a change mask;
 * **peak memory** of the device per system (``torch.cuda.max_memory_allocated``, training and prediction apart).
 
-DFM's frozen change-detection prior is the change detector this check has just trained. Semantic-CC's Q-Former and
+DFM's frozen change-detection prior is the change detector this check has just trained (``--systems dfm`` trains
+it too). Semantic-CC's Q-Former and
 LLM are randomly initialised, as in its CPU config. Besides the systems:
 
 * **throughput**: the paper HiSem (``bench_model_speed.py``'s ``paper`` model, random weights; ``--tiny``: the CPU
@@ -492,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --device {args.device}: {problem}", file=sys.stderr)
         return 2
     known = architecture_names()
-    systems = args.systems or known
+    systems = list(args.systems or known)
+    if "dfm" in systems and "change_detection" not in systems:
+        systems.append("change_detection")  # DFM's prior is the detector this check trains
     unknown = [s for s in systems if s not in known]
     missing = [s for s in systems if not (REPO / "configs" / f"{s}_synthcc_cpu.yaml").is_file()]
     if unknown or missing:
