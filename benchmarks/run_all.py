@@ -3,7 +3,8 @@
 Default: the quick ones (minutes on 2 cores) — the matmul peak, caption metrics, METEOR on a LEVIR-CC-size split,
 `changecap compare`'s bootstrap and randomisation on that split,
 SynthCC generation, KV-cached vs naive decoding, model speed (paper config with random weights and the CPU config,
-against the official algorithm, as % of the peak), CPU training throughput. ``--quality`` adds
+against the official algorithm, as % of the peak), CPU training throughput, the data loader against one GPU's demand
+(it generates 2,000 SynthCC pairs of 256 px once and packs them). ``--quality`` adds
 benchmark (a), HiSem vs the plain baseline vs the two ablations on SynthCC (3 seeds × 4 variants, about an hour on
 2 cores). Each benchmark is a script of its own in this folder; run one directly for its options (``--help``).
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             "--set",
             f"data.root={data}",
         ],
+        "loader": ["bench_loader.py", "--out", str(out / "loader"), "--json", str(out / "loader.json")],
     }
     if args.quality:
         benches["quality"] = ["bench_quality.py", "--out", str(out / "quality")]

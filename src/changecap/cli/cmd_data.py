@@ -1,5 +1,6 @@
-"""``changecap data check`` (validate a dataset on disk and print its statistics) and ``changecap data import``
-(the user's own pairs and captions → a dataset in the LEVIR-CC layout)."""
+"""``changecap data check`` (validate a dataset on disk and print its statistics), ``changecap data import``
+(the user's own pairs and captions → a dataset in the LEVIR-CC layout) and ``changecap data pack`` (decode its images
+once into memory-mapped arrays that training reads instead of the image files, ``data.packed``)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def layout_from_args(args: argparse.Namespace) -> Layout:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="dataset tools (check, import)", description="Dataset tools.")
+    p = sub.add_parser("data", help="dataset tools (check, import, pack)", description="Dataset tools.")
     p.set_defaults(func=lambda args: _help(p))
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     c = data_sub.add_parser(
@@ -98,6 +99,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     i.set_defaults(func=run_import)
 
+    k = data_sub.add_parser(
+        "pack",
+        help="decode a dataset's images once into memory-mapped arrays for fast training",
+        description=(
+            "Decode every image (and mask) of a dataset once into uint8 arrays, one memory-mapped .npy file per "
+            "split, with the pairs' records in pack.json. A training config reads it with data.packed: OUT (the "
+            "captions still come from data.root): the samples are the same as from the image files, without the "
+            "decoding (and, with --size, the resizing) in the data loader. The pack is written to a temporary folder "
+            "and renamed into place; an existing pack at OUT is replaced."
+        ),
+    )
+    k.add_argument("--root", required=True, help="dataset root folder")
+    k.add_argument("--format", required=True, choices=FORMATS)
+    k.add_argument("--out", required=True, help="the pack's folder (new, empty, or an earlier pack)")
+    k.add_argument(
+        "--size",
+        type=int,
+        help="store the images fitted to N px, as training reads them with data.image_size N (default: native size)",
+    )
+    k.add_argument(
+        "--resize-mode",
+        default="resize",
+        choices=["resize", "clip"],
+        help="with --size: the data.resize_mode the pack is read with (default resize)",
+    )
+    k.add_argument("--splits", nargs="+", help="splits to pack (default: every split with pairs)")
+    k.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    add_layout_arguments(k)
+    k.set_defaults(func=run_pack)
+
 
 def _help(p: argparse.ArgumentParser) -> int:
     p.print_help()
@@ -143,4 +174,21 @@ def run_import(args: argparse.Namespace) -> int:
     for line in report.skipped:
         print(f"skipped: {line}", file=sys.stderr)
     print(report.format_text())
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from changecap.data.packing import write_pack
+
+    summary = write_pack(
+        Path(args.root),
+        args.format,
+        Path(args.out),
+        size=args.size,
+        resize_mode=args.resize_mode,
+        splits=args.splits,
+        layout=layout_from_args(args),
+        progress=False if args.no_progress else None,
+    )
+    print(summary.format_text())
     return 0
