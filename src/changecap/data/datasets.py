@@ -217,16 +217,15 @@ class ChangeCaptionDataset(Dataset):
         self.epoch = 0
         self.check_sizes = check_sizes
         self.binary_mask = binary_mask
-        self.records: list[PairRecord] = parse_annotations(root, self.format, split, layout=layout, lower=lower)
+        # with a pack the image files need not exist: only the annotations are read from the root
+        self.records: list[PairRecord] = parse_annotations(
+            root, self.format, split, layout=layout, lower=lower, check_files=packed is None
+        )
         self.semantic_maps = bool(semantic_maps)
         if self.semantic_maps and any(r.semantic_paths is None for r in self.records):
             raise ConfigError(
                 "semantic_maps", f"format {self.format!r} has no per-date semantic maps (second-cc has them)"
             )
-        # with a pack the image files need not exist: only the annotations are read from the root
-        self.records: list[PairRecord] = parse_annotations(
-            root, self.format, split, layout=layout, lower=lower, check_files=packed is None
-        )
         self.pack: PackedSplit | None = None
         self._pack_rows: list[int] = []
         if packed is not None:
