@@ -38,7 +38,7 @@ from changecap.errors import DataError
 THUMB = 64  # side of the thumbnails the hashes and the first difference pass are computed on
 FINE = 128  # largest side the difference scores are computed at
 GRID = 8  # the difference score's blocks: an 8×8 grid over the thumbnail
-REFINE_FACTOR = 4.0  # a 64 px score this many times above the threshold is final (no 128 px pass)
+REFINE_FACTOR = 6.0  # a 64 px score this many times above the threshold is final (no 128 px pass)
 HASH_GRID = 32
 HASH_LOW = 8  # 8×8 lowest DCT frequencies → 64 bits
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
