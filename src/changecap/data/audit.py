@@ -391,20 +391,15 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 def _scan_all(
     jobs: list[tuple[str | None, str | None, str | None, float | None]], workers: int, progress: bool | None
 ) -> list[PairScan]:
-    bar = tqdm(total=len(jobs), desc="reading pairs", unit="pair", disable=(None if progress is None else not progress))
+    disable = None if progress is None else not progress
+    if workers <= 1 or len(jobs) < 2 * workers:
+        return [_scan_job(job) for job in tqdm(jobs, desc="reading pairs", unit="pair", disable=disable)]
     out: list[PairScan] = []
-    try:
-        if workers <= 1 or len(jobs) < 2 * workers:
-            for job in jobs:
-                out.append(_scan_job(job))
-                bar.update(1)
-        else:
-            with _pool_context().Pool(workers) as pool:
-                for scan in pool.imap(_scan_job, jobs, chunksize=16):
-                    out.append(scan)
-                    bar.update(1)
-    finally:
-        bar.close()
+    # The pool forks before the progress bar starts its monitor thread.
+    with _pool_context().Pool(workers) as pool:
+        scans = pool.imap(_scan_job, jobs, chunksize=16)
+        for scan in tqdm(scans, total=len(jobs), desc="reading pairs", unit="pair", disable=disable):
+            out.append(scan)
     return out
 
 
@@ -478,7 +473,7 @@ def _spatial_checks(rec: PairRecord, scan: PairScan, object_words: frozenset[str
             rec.split,
             "; ".join(problems),
             {
-                "caption_index": indices,
+                "caption_indices": indices,
                 "changed_extent": [round(v, 3) for v in (ext.y0, ext.y1, ext.x0, ext.x1)],
             },
         )
@@ -617,7 +612,7 @@ def audit_dataset(
             continue
         if scan.mask_pixels is not None:
             findings.extend(_mask_checks(rec, scan, opts, object_words, notes))
-            if has_captions:
+            if has_captions and scan.mask_pixels >= opts.min_changed_pixels:
                 findings.extend(_spatial_checks(rec, scan, object_words))
         if scan.difference is not None and scan.difference < opts.identical_below:
             findings.append(
