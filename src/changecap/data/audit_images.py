@@ -216,7 +216,7 @@ def near_duplicates(
     hash_a: np.ndarray,
     hash_b: np.ndarray,
     max_bits: int,
-    chunk: int = 1024,
+    chunk: int = 256,
 ) -> list[tuple[int, int]]:
     """Index pairs ``(i, j)``, ``i < j``, whose before hashes and after hashes both differ in at most ``max_bits``."""
     n = len(hash_a)
