@@ -73,7 +73,12 @@ def _figures(thumbs: list[tuple[str, str]], size: int) -> str:
 
 
 def _finding_row(
-    f: Finding, thumbs: list[tuple[str, str]], other: list[tuple[str, str]], size: int, captions: list[str]
+    f: Finding,
+    thumbs: list[tuple[str, str]],
+    other: list[tuple[str, str]],
+    size: int,
+    captions: list[str],
+    show_images: bool,
 ) -> str:
     figs = _figures(thumbs, size)
     if other:
@@ -81,8 +86,9 @@ def _finding_row(
         figs += f'<div class="other">{html.escape(where)}</div>{_figures(other, size)}'
     caps = "".join(f"<li>{html.escape(c) if c else '<i>(empty)</i>'}</li>" for c in captions)
     caps_html = f'<ol class="caps" start="0">{caps}</ol>' if caps else ""
+    cell = f'<td class="imgs">{figs}</td>' if show_images else ""
     return (
-        f'<tr><td>{html.escape(f.split)}/{html.escape(f.name)}</td><td class="imgs">{figs}</td>'
+        f"<tr><td>{html.escape(f.split)}/{html.escape(f.name)}</td>{cell}"
         f"<td>{html.escape(f.detail)}{caps_html}</td></tr>"
     )
 
@@ -112,6 +118,8 @@ def render_html(report: AuditReport, thumb_size: int = 96, progress: bool | None
             f'<tr><td>{link}</td><td>{c.group}</td><td class="{c.severity}">{c.severity}</td>'
             f'<td class="n">{status}</td><td>{html.escape(c.description)}</td></tr>'
         )
+    shown = ["before", "after"] * (report.pairs_with_images > 0) + ["mask"] * (report.pairs_with_masks > 0)
+    image_head = f"<th>{' · '.join(shown)}</th>" if images else ""
     sections = []
     for c in CHECKS:
         found = by_check.get(c.name)
@@ -128,13 +136,13 @@ def render_html(report: AuditReport, thumb_size: int = 96, progress: bool | None
                     classes.get(other, []),  # type: ignore[arg-type]
                     thumb_size,
                     rec.captions if rec else [],
+                    images,
                 )
             )
         sections.append(
             f'<h2 id="{c.name}" class="{c.severity}">{c.name} ({len(found)})</h2>'
             f'<p class="note">{html.escape(c.description)}</p>'
-            f"<table><tr><th>pair</th><th>before · after{' · mask' if report.pairs_with_masks else ''}</th>"
-            f"<th>detail and captions</th></tr>{''.join(body)}</table>"
+            f"<table><tr><th>pair</th>{image_head}<th>detail and captions</th></tr>{''.join(body)}</table>"
         )
     notes = "".join(
         f"<p class='note'>Not reported under {html.escape(k)}: {v['count']} pair(s), {html.escape(v['reason'])}.</p>"
