@@ -40,6 +40,7 @@ def main() -> None:
     print(f"  wall {wall:7.2f} s -> {n / wall:7.1f} pairs/s")
     print(f"  cpu  {cpu:7.2f} s -> {n / cpu:7.1f} pairs/s per core")
     print("  phases (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()))
+    print(f"  duplicate search: {report.duplicate_search}")
     print(f"  findings: {len(report.findings)} on {report.flagged_pairs} pairs")
 
 

@@ -29,7 +29,15 @@ import numpy as np
 from tqdm import tqdm
 
 from changecap.data.annotations import SPLITS, Layout, PairRecord, check_format, parse_annotations
-from changecap.data.audit_images import PairScan, near_duplicates, read_pair, same_scene_difference, scan_pair
+from changecap.data.audit_images import (
+    PRESCREEN_FACTOR,
+    PairScan,
+    near_duplicates,
+    read_pair,
+    same_scene_difference,
+    scan_pair,
+    tiny_residual,
+)
 from changecap.data.audit_text import (
     BUILDING_WORDS,
     OTHER_CHANGE_WORDS,
@@ -167,6 +175,7 @@ class AuditReport:
     notes: dict[str, dict[str, Any]]  # check → {"count", "reason", "names"}: cases deliberately not reported
     vocabulary: dict[str, dict[str, int]]  # per split
     seconds: dict[str, float]  # time per phase
+    duplicate_search: dict[str, int] = field(default_factory=dict)  # hash candidates and how they were settled
     pairs_with_images: int = 0
     pairs_with_masks: int = 0
     records: dict[tuple[str, str], PairRecord] = field(default_factory=dict, repr=False)  # for the HTML report
@@ -205,6 +214,7 @@ class AuditReport:
             "skipped": self.skipped,
             "notes": self.notes,
             "vocabulary": self.vocabulary,
+            "duplicate_search": self.duplicate_search,
             "seconds": self.seconds,
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -480,24 +490,39 @@ def _spatial_checks(rec: PairRecord, scan: PairScan, object_words: frozenset[str
 
 
 def _duplicates(
-    records: Sequence[PairRecord], scans: Sequence[PairScan], opts: AuditOptions, progress: bool | None
+    records: Sequence[PairRecord],
+    scans: Sequence[PairScan],
+    opts: AuditOptions,
+    progress: bool | None,
+    stats: dict[str, int],
 ) -> Iterator[Finding]:
+    """Duplicate pairs; ``stats`` receives the number of hash candidates, of those ruled out at 16 px, and of
+    those compared at full size."""
     idx = [i for i, s in enumerate(scans) if s.digest and s.error is None]
+    stats.update(candidates=0, ruled_out_16px=0, compared=0)
     if len(idx) < 2:
         return
     ha = np.array([scans[i].hash_a for i in idx], dtype=np.uint64)
     hb = np.array([scans[i].hash_b for i in idx], dtype=np.uint64)
     candidates = near_duplicates(ha, hb, opts.hash_bits)
+    stats["candidates"] = len(candidates)
     order = {s: k for k, s in enumerate(SPLITS)}
     for ci, cj in tqdm(
         candidates, desc="comparing look-alikes", unit="pair", disable=(None if progress is None else not progress)
     ):
         i, j = idx[ci], idx[cj]
         ri, rj = records[i], records[j]
-        exact = scans[i].digest == scans[j].digest
+        si, sj = scans[i], scans[j]
+        exact = si.digest == sj.digest
         if exact:
             residual = 0.0
         else:
+            assert si.tiny_a is not None and si.tiny_b is not None and sj.tiny_a is not None and sj.tiny_b is not None
+            rough = max(tiny_residual(si.tiny_a, sj.tiny_a), tiny_residual(si.tiny_b, sj.tiny_b))
+            if rough > PRESCREEN_FACTOR * opts.duplicate_below:
+                stats["ruled_out_16px"] += 1
+                continue
+            stats["compared"] += 1
             try:
                 ai, bi = read_pair(ri.before_path, ri.after_path)  # type: ignore[arg-type]
                 aj, bj = read_pair(rj.before_path, rj.after_path)  # type: ignore[arg-type]
@@ -506,7 +531,7 @@ def _duplicates(
             residual = max(same_scene_difference(ai, aj), same_scene_difference(bi, bj))
             if residual > opts.duplicate_below:
                 continue
-        # Report on the later pair (test before val before train), naming the earlier one.
+        # Report on the later pair (in train, val, test order), naming the earlier one.
         first, second = (ri, rj) if (order[ri.split], i) <= (order[rj.split], j) else (rj, ri)
         check = "duplicate_across_splits" if first.split != second.split else "duplicate_within_split"
         kind = "exact copy" if exact else f"near-duplicate (residual {residual:.1f} grey levels)"
@@ -625,8 +650,9 @@ def audit_dataset(
                     {"difference": round(scan.difference, 2)},
                 )
             )
+    duplicate_search: dict[str, int] = {}
     if has_images:
-        findings.extend(_duplicates(records, scans, opts, progress))
+        findings.extend(_duplicates(records, scans, opts, progress, duplicate_search))
     seconds["pixel_checks"] = time.perf_counter() - t0
 
     order = {c.name: k for k, c in enumerate(CHECKS)}
@@ -645,6 +671,7 @@ def audit_dataset(
         notes=notes,
         vocabulary=vocab_stats,
         seconds={k: round(v, 3) for k, v in seconds.items()},
+        duplicate_search=duplicate_search,
         pairs_with_images=sum(1 for s in scans if s.digest),
         pairs_with_masks=sum(1 for s in scans if s.mask_pixels is not None),
         records={(r.split, r.name): r for r in records},

@@ -1,8 +1,8 @@
 """Pixel-side measures of ``changecap data audit``: thumbnails, a perceptual hash, a nuisance-robust difference.
 
 One pass reads each pair once (:func:`scan_pair`, picklable so that a process pool can run it) and keeps only a few
-numbers per pair: two 64-bit hashes, a digest of the pixels, a difference score and the mask's statistics. Masks
-are read at full resolution (a pixel count must not depend on a thumbnail).
+numbers per pair: two 64-bit hashes, a digest of the pixels, 16 px copies of both dates (1.5 KB), a difference
+score and the mask's statistics. Masks are read at full resolution (a pixel count must not depend on a thumbnail).
 
 **Difference score** (:func:`aligned_difference`). Two dates of the same ground differ by illumination, colour
 balance, contrast and a few pixels of misregistration even when nothing changed; a change is *local*. So both
@@ -17,8 +17,10 @@ smallest change: a few houses at 128 px) scores 7 or more, a real LEVIR-CC pair 
 **Perceptual hash** (:func:`phash`). The classic DCT hash: the 64 px thumbnail in grey at 32×32, its 2-D DCT-II,
 the 8×8 lowest frequencies, one bit per coefficient above their median (DC excluded from the median). Re-encoding,
 brightness and small shifts move a few bits (up to about 14 of 64 for a copy with colour changes, noise and a
-3 px shift); it is used to *find candidates* (both dates within ``max_bits``), which :func:`same_scene_difference`
-then confirms on the pixels, so hash collisions between look-alike scenes are not reported.
+3 px shift); it is used to *find candidates* (both dates within ``max_bits``). A candidate whose 16 px copies
+differ by more than ``PRESCREEN_FACTOR`` times the duplicate threshold (:func:`tiny_residual`) is ruled out; the
+others are read again and confirmed by :func:`same_scene_difference`, so hash collisions between look-alike scenes
+are not reported.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ THUMB = 64  # side of the thumbnails the hashes and the first difference pass ar
 FINE = 128  # largest side the difference scores are computed at
 GRID = 8  # the difference score's blocks: an 8×8 grid over the thumbnail
 REFINE_FACTOR = 6.0  # a 64 px score this many times above the threshold is final (no 128 px pass)
+TINY = 16  # side of the copies kept per pair to pre-screen duplicate candidates
+PRESCREEN_FACTOR = 3.0  # a 16 px residual this many times above the duplicate threshold rules a candidate out
 HASH_GRID = 32
 HASH_LOW = 8  # 8×8 lowest DCT frequencies → 64 bits
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -139,6 +143,18 @@ def difference_score(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
     return aligned_difference(thumbnail(a, size), thumbnail(b, size), shift, block)[1]
 
 
+def tiny_residual(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute residual of ``b`` mapped onto ``a`` by a per-channel gain and offset, without a shift search.
+
+    On the 16 px copies a misregistration of a few pixels is a fraction of a pixel, so this is a cheap first test
+    of a duplicate candidate.
+    """
+    x, y = a.astype(np.float32), b.astype(np.float32)
+    xc, yc = x - x.mean((0, 1)), y - y.mean((0, 1))
+    gain = np.clip((xc * yc).mean((0, 1)) / np.maximum((xc * xc).mean((0, 1)), 1e-6), 0.0, None)  # [3]
+    return float(np.abs(xc * gain - yc).mean())
+
+
 def same_scene_difference(a: np.ndarray, b: np.ndarray) -> float:
     """Mean residual (grey levels) of two images of possibly different sizes, aligned as in the difference score."""
     size = min(_fine_size(a), _fine_size(b))
@@ -148,13 +164,15 @@ def same_scene_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class PairScan:
-    """What one read of a pair leaves for the checks (no pixels)."""
+    """What one read of a pair leaves for the checks (no full-size pixels)."""
 
     width: int = 0
     height: int = 0
     digest: str = ""  # both dates' decoded pixels (exact duplicates)
     hash_a: int = 0
     hash_b: int = 0
+    tiny_a: np.ndarray | None = None  # uint8 [TINY, TINY, 3]
+    tiny_b: np.ndarray | None = None
     difference: float | None = None  # largest block residual (grey levels); only when asked for
     mask_pixels: int | None = None  # changed pixels (any class)
     mask_classes: dict[int, int] | None = None  # class id → pixels (1 road, 2 building)
@@ -196,7 +214,9 @@ def scan_pair(
             a, b = read_pair(before, after)
             out.height, out.width = a.shape[:2]
             out.digest = hashlib.blake2b(a.tobytes() + b.tobytes(), digest_size=16).hexdigest()
-            out.hash_a, out.hash_b = phash(thumbnail(a, THUMB)), phash(thumbnail(b, THUMB))
+            ta, tb = thumbnail(a, THUMB), thumbnail(b, THUMB)
+            out.hash_a, out.hash_b = phash(ta), phash(tb)
+            out.tiny_a, out.tiny_b = thumbnail(ta, TINY), thumbnail(tb, TINY)
             if difference_threshold is not None:
                 out.difference = difference_score(a, b, difference_threshold)
         if mask is not None:
