@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from changecap.data.audit_images import (
+    PRESCREEN_FACTOR,
     THUMB,
     aligned_difference,
     difference_score,
@@ -19,6 +20,7 @@ from changecap.data.audit_images import (
     same_scene_difference,
     scan_pair,
     thumbnail,
+    tiny_residual,
 )
 
 
@@ -61,6 +63,9 @@ def test_aligned_difference_ignores_light_and_shift_but_not_a_new_object() -> No
     assert difference_score(full, _relit(full, (2, 2)), threshold=4.0) < 4.0
     assert same_scene_difference(full, thumbnail(_relit(full), 100)) < 4.0  # different sizes are compared too
     assert same_scene_difference(full, _scene(4)) > 10
+    bound = PRESCREEN_FACTOR * 4.0  # the pre-screen at the default duplicate threshold
+    assert tiny_residual(thumbnail(full, 16), thumbnail(_relit(full, (2, 1)), 16)) < bound
+    assert tiny_residual(thumbnail(full, 16), thumbnail(_scene(4), 16)) > bound
 
 
 def test_near_duplicates_need_both_dates() -> None:
