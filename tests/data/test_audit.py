@@ -276,6 +276,9 @@ def test_other_formats(tmp_path: Path) -> None:
     report = audit_dataset(dubai, "dubai-cc", progress=False)
     assert report.pairs_with_images == 8 and "identical_changed_pair" not in report.skipped
     assert "spatial_mismatch" in report.skipped  # Dubai-CC has no masks
+    shutil.rmtree(next(dubai.rglob("imgs_tiles")))  # the captions alone
+    report = audit_dataset(dubai, "dubai-cc", progress=False)
+    assert report.skipped["identical_changed_pair"] == "no images: caption files only"
     cd = make_levir_cd(tmp_path / "cd", n=4, size=16)
     report = audit_dataset(cd, "levir-cd", progress=False)
     assert "no captions" in report.skipped["mixed_captions"] and "mask_in_unchanged_pair" not in report.skipped
