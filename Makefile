@@ -11,13 +11,13 @@ MODEL ?= hisem
 DEMO_OUT ?= $(if $(filter hisem,$(MODEL)),demo_out,demo_out_$(MODEL))
 DEMO_CONFIG ?= configs/$(if $(filter cd,$(MODEL)),change_detection,$(MODEL))_synthcc_cpu.yaml
 
-.PHONY: demo test lint bench env clean
+.PHONY: demo test lint bench docs env clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,geo,serve,onnx]"
+	$(PIP) install -q -e ".[dev,geo,serve,onnx,docs]"
 	touch $@
 
 env: $(VENV)/.installed
@@ -32,8 +32,12 @@ lint: env
 demo: env
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) scripts/demo.py --out $(DEMO_OUT) --config $(DEMO_CONFIG)
 
+# the documentation site, strictly (a broken link or reference fails), into site/; open site/index.html
+docs: env
+	HF_HUB_OFFLINE=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: env
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) demo_out demo_out_* .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_out demo_out_* site .pytest_cache .ruff_cache
