@@ -38,3 +38,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder laid out as ``make demo`` leaves the repository, with a tiny SynthCC set and an untrained tiny HiSem
+    (made once per test process; the documentation's command blocks run in copies of it)."""
+    from tests.doc_workspace import make_demo_template
+
+    return make_demo_template(tmp_path_factory.mktemp("demo_template"))

@@ -14,6 +14,21 @@ A marked block is one or more fenced code blocks between two HTML comments (invi
 Every line of those fences that is not blank or a comment is one command; a trailing backslash continues it on
 the next line. Comments are removed with ``shlex``'s rules (``#`` starting a word), so quoted ``#`` stays.
 :func:`python_argv` turns a command into the argv that runs it with this interpreter.
+
+The begin marker may carry options as ``key=value`` words: ``exit=2`` (every command of the block must exit with
+that status: an example of an error) and ``prepare=NAME[,NAME]`` (files the test lays out first, e.g. the pairs a
+page tells the reader to have).
+
+A fenced block of commands that is not marked is allowed only right after a comment that says why the tests do
+not run it (it needs real data, a GPU, …)::
+
+    <!-- untested-commands: needs the LEVIR-CC dataset and a GPU -->
+    ```bash
+    changecap train configs/hisem_levircc.yaml --set data.root=data/LEVIR-CC
+    ```
+
+:func:`unmarked_command_fences` finds those that lack it. Fences tagged ``text``, ``python``, ``yaml``, … hold output,
+code or configuration, not commands, and are not checked.
 """
 
 from __future__ import annotations
@@ -24,9 +39,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-BEGIN = re.compile(r"^\s*<!--\s*tested-commands:begin\b.*-->\s*$")
+BEGIN = re.compile(r"^\s*<!--\s*tested-commands:begin\b(?P<options>.*?)-->\s*$")
 END = re.compile(r"^\s*<!--\s*tested-commands:end\s*-->\s*$")
-FENCE = re.compile(r"^\s*(```|~~~)")
+UNTESTED = re.compile(r"^\s*<!--\s*untested-commands:\s*(?P<reason>\S.*?)\s*-->\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)\s*(?P<info>[\w+-]*)")
+OPTION = re.compile(r"\b(exit|prepare)=(\S+)")
+#: the first word of a line that makes a fence a block of commands (shell fences only: see COMMAND_FENCES)
+COMMAND_WORDS: frozenset[str] = frozenset({"changecap", "make", "torchrun", "python", "pip", "hf"})
+#: fence info strings that hold shell commands ("" = no tag)
+COMMAND_FENCES: frozenset[str] = frozenset({"", "bash", "sh", "shell", "console"})
 
 
 @dataclass(frozen=True)
@@ -62,11 +83,13 @@ class DocCommand:
 
 @dataclass(frozen=True)
 class DocBlock:
-    """The commands between one pair of markers, in order."""
+    """The commands between one pair of markers, in order, and the options of its begin marker."""
 
     path: Path
     line: int  # 1-based line of the begin marker
     commands: tuple[DocCommand, ...]
+    exit_status: int = 0  # what every command must exit with (``exit=N``)
+    prepare: tuple[str, ...] = ()  # files the test lays out before the block (``prepare=NAME[,NAME]``)
 
     @property
     def id(self) -> str:
@@ -80,6 +103,7 @@ def marked_blocks(path: str | Path) -> list[DocBlock]:
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[DocBlock] = []
     begin: int | None = None
+    options: dict[str, str] = {}
     in_fence = False
     commands: list[DocCommand] = []
     pending: list[str] = []  # the lines of a command continued with a backslash
@@ -103,22 +127,72 @@ def marked_blocks(path: str | Path) -> list[DocBlock]:
             pending = []
             if argv:
                 commands.append(DocCommand(tuple(argv), path, pending_line))
-        elif BEGIN.match(line):
+        elif marker := BEGIN.match(line):
             if begin is not None:
                 raise ValueError(f"{path}:{number}: tested-commands:begin inside the block begun on line {begin}")
-            begin, commands = number, []
+            begin, commands, options = number, [], dict(OPTION.findall(marker["options"]))
+            if not options.get("exit", "0").isdigit():
+                raise ValueError(f"{path}:{number}: exit={options['exit']} is not an exit status")
         elif END.match(line):
             if begin is None:
                 raise ValueError(f"{path}:{number}: tested-commands:end without a begin")
             if not commands:
                 raise ValueError(f"{path}:{begin}: the marked block holds no command in a fenced code block")
-            blocks.append(DocBlock(path, begin, tuple(commands)))
+            prepare = tuple(p for p in options.get("prepare", "").split(",") if p)
+            blocks.append(DocBlock(path, begin, tuple(commands), int(options.get("exit", "0")), prepare))
             begin = None
     if begin is not None and in_fence:
         raise ValueError(f"{path}:{begin}: a fenced code block in the marked block is not closed")
     if begin is not None:
         raise ValueError(f"{path}:{begin}: tested-commands:begin without an end")
     return blocks
+
+
+@dataclass(frozen=True)
+class CommandFence:
+    """A fenced block of commands outside the marked blocks, and why the tests do not run it (``None``: not said)."""
+
+    path: Path
+    line: int  # 1-based line of the opening fence
+    first_command: str
+    reason: str | None
+
+    def __str__(self) -> str:
+        return f"{self.path.name}:{self.line}: {self.first_command}"
+
+
+def unmarked_command_fences(path: str | Path) -> list[CommandFence]:
+    """Every shell fence of ``path`` outside the marked blocks whose lines include a command (a line starting with
+    one of :data:`COMMAND_WORDS`), with the reason given by an ``untested-commands`` comment right before it."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[CommandFence] = []
+    in_block = in_fence = False
+    fence_line, fence_info, reason = 0, "", None
+    body: list[str] = []
+    previous = ""  # the last non-blank line outside fences
+    for number, line in enumerate(lines, start=1):
+        fence = FENCE.match(line)
+        if fence and not in_fence:
+            in_fence, fence_line, fence_info, body = True, number, fence["info"], []
+            reason = m["reason"] if (m := UNTESTED.match(previous)) else None
+            continue
+        if fence and in_fence:
+            in_fence = False
+            commands = [b.strip() for b in body if b.split() and b.split()[0] in COMMAND_WORDS]
+            if not in_block and fence_info in COMMAND_FENCES and commands:
+                found.append(CommandFence(path, fence_line, commands[0], reason))
+            previous = line
+            continue
+        if in_fence:
+            body.append(line)
+        elif BEGIN.match(line):
+            in_block = True
+        elif END.match(line):
+            in_block = False
+        if not in_fence and line.strip():
+            previous = line
+    return found
 
 
 def python_argv(command: DocCommand) -> list[str]:
