@@ -342,3 +342,16 @@ def test_set_normal_modes_walks_the_folder(tmp_path: Path, umask_027: None) -> N
     (folder / "sub" / "w.safetensors").chmod(0o600)
     set_normal_modes(folder)
     assert [(folder / p).stat().st_mode & 0o777 for p in ("", "sub", "sub/w.safetensors")] == [0o750, 0o750, 0o640]
+
+
+def test_set_normal_modes_leaves_hard_linked_files_alone(tmp_path: Path, umask_027: None) -> None:
+    """A file hard-linked into the folder (an input, as ``data import`` links PNGs) is also the user's file."""
+    source = tmp_path / "mine.png"
+    source.write_bytes(b"png")
+    source.chmod(0o444)
+    folder = make_temp_dir(tmp_path / "set")
+    os.link(source, folder / "a.png")
+    (folder / "own.json").write_bytes(b"{}")
+    (folder / "own.json").chmod(0o600)
+    set_normal_modes(folder)
+    assert source.stat().st_mode & 0o777 == 0o444 and (folder / "own.json").stat().st_mode & 0o777 == 0o640

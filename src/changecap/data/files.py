@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -332,13 +333,20 @@ def make_temp_dir(target: str | os.PathLike[str]) -> Path:
 
 def set_normal_modes(folder: str | os.PathLike[str]) -> None:
     """Give a folder built in place, and everything in it, the modes the umask gives new files and folders (some
-    writers, safetensors' ``save_file`` among them, create files 0600)."""
+    writers, safetensors' ``save_file`` among them, create files 0600).
+
+    Symbolic links, and files with another hard link (an input linked into the folder, as ``data import`` does),
+    keep their modes: the mode belongs to the file, which is someone else's too."""
     root = Path(folder)
     os.chmod(root, dir_mode())
     for path in root.rglob("*"):
-        if path.is_symlink():
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
             continue
-        os.chmod(path, dir_mode() if path.is_dir() else file_mode())
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(path, dir_mode())
+        elif st.st_nlink == 1:
+            os.chmod(path, file_mode())
 
 
 def replace_folder(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:

@@ -34,7 +34,9 @@ Rules (documented choices):
   row and the field. All problems are collected; with any, nothing is written (:class:`ImportRejected` lists them)
   unless ``skip_bad`` is set, which leaves out the bad rows and pairs and lists them in the report and ``import.json``.
 * **Atomic output**: the dataset is built in a hidden temporary folder beside ``OUT`` and renamed to ``OUT`` at the
-  end; any failure removes the temporary folder. An existing ``OUT`` must be an empty folder.
+  end (:func:`~changecap.data.files.write_folder`); any failure removes the temporary folder, and a run killed
+  outright leaves one that the next import into ``OUT`` removes. An existing ``OUT`` must be an empty folder; an
+  ``OUT`` that cannot be written (a file, a read-only file system) is refused before any input is read.
 * **Tiling** (``tile=N``): every input pair is a large (Geo)TIFF or image pair cut into non-overlapping ``N × N``
   tiles from the top-left corner, named ``r{row}_c{col}`` (``{pair}_r{row}_c{col}`` when there are several input
   pairs); partial tiles at the right and bottom edges are left out (a training pair must be real pixels; ``changecap
@@ -51,7 +53,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from changecap.data.annotations import IMAGE_SUFFIXES, LEVIR_ANNOTATION, SPLITS
-from changecap.data.files import fsync_dir
+from changecap.data.files import check_output_dir, remove_stale_temps, write_folder
 from changecap.data.image_io import image_header, read_rgb
 from changecap.data.text import changed_from_captions, normalize_caption, tokenize
 from changecap.errors import ChangeCapError, DataError
@@ -589,9 +590,11 @@ def assign_splits(names: Sequence[str], ratios: Sequence[float], seed: int) -> d
 
 # ---------------------------------------------------------------------------------------------------------- output
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = "is not a folder" if not out.is_dir() else "is not empty"
-        raise DataError(out, f"output {what}; choose a new folder (an import never writes into existing data)")
+    """``out`` can be written (:func:`~changecap.data.files.check_output_dir`) and is new or an empty folder."""
+    check_output_dir(out, "--out")
+    if out.exists() and any(out.iterdir()):
+        raise DataError(out, "is not empty; choose a new folder (an import never writes into existing data)",
+                        field="--out")  # fmt: skip
 
 
 class _Writer:
@@ -774,13 +777,11 @@ def _build(
     out: Path, kept: list[_Pair], report: ImportReport, record: dict[str, Any], tile: int | None, link: bool,
     progress: bool,
 ) -> None:  # fmt: skip
-    """Write everything into a temporary folder beside ``out`` and rename it to ``out``; remove it on any failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the dataset gets the usual permissions
+    """Write everything into a temporary folder beside ``out`` and put it in place
+    (:func:`~changecap.data.files.write_folder`): a new ``out`` appears whole by one rename, an empty one gets the
+    captions file last; the temporary folder is removed on any failure."""
+
+    def write(tmp: Path) -> list[Path]:
         writer = _Writer(link)
         index = _write_dataset(tmp, kept, writer, report.format == "levir-mci", tile is not None, progress)
         report.linked, report.copied, report.converted = writer.linked, writer.copied, writer.converted
@@ -789,17 +790,15 @@ def _build(
             entries.append(_entry(p, imgid, sentid))
             sentid += len(p.captions)
         (tmp / LEVIR_ANNOTATION).write_text(json.dumps({"images": entries}), encoding="utf-8")
+        written = [tmp / "images"]
         if tile is not None:
             (tmp / TILES_INDEX).write_text(json.dumps({"tile": tile, "tiles": index}, indent=1), encoding="utf-8")
+            written.append(tmp / TILES_INDEX)
         (tmp / IMPORT_RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
         _check_out(out)  # nobody wrote there meanwhile
-        if out.exists():
-            out.rmdir()  # an empty folder: rename cannot replace it everywhere
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(out.parent)
+        return [*written, tmp / IMPORT_RECORD, tmp / LEVIR_ANNOTATION]  # the readers' entry point last
+
+    write_folder(out, write)
 
 
 def import_dataset(
@@ -828,6 +827,7 @@ def import_dataset(
         raise ChangeCapError(f"--tile must be >= 8 pixels, got {tile}")
     if seed < 0:
         raise ChangeCapError(f"--seed must be >= 0, got {seed}")
+    remove_stale_temps(out_p.parent, out_p.name)  # a killed import's temporary folder
     _check_out(out_p)
     problems = _Problems()
     sources = _read_sources(pairs_p, problems)
