@@ -26,6 +26,7 @@ from changecap.data.importer import (
     tile_windows,
 )
 from changecap.errors import ChangeCapError, DataError
+from tests.data.fakes import bomb_png, class_map_png
 from tests.data.test_files import dead_pid
 
 CHANGED = ("A house is built on the left.", "a new building appears", "a house has been constructed")
@@ -145,6 +146,21 @@ def test_masks_are_kept_or_made_levir_mci_values(tmp_path: Path, pairs: Path, sh
         rec = next(r for r in parse_annotations(root, "levir-mci") if r.name == "p00.png")
         assert rec.mask_path is not None
         assert read_mask(rec.mask_path)[0, 0] == 2 and read_mask(rec.mask_path)[-1, -1] == 0  # 255 (or 1): class 2
+
+
+def test_masks_turn_with_exif_and_respect_the_pixel_bound(tmp_path: Path, pairs: Path, sheet: Path) -> None:
+    masks = write_masks(tmp_path / "masks", 10, values=(0, 1))
+    stored = np.zeros((16, 16), np.uint8)
+    stored[:4, :] = 1  # a band along the stored top edge
+    class_map_png(masks / "p00.png", stored, orientation=6)
+    good = (masks / "p01.png").read_bytes()
+    bomb_png(masks / "p01.png")
+    problems = _rejected(tmp_path, pairs, sheet, masks=masks)
+    assert any(str(masks / "p01.png") in p and "30000×30000" in p for p in problems), problems
+    (masks / "p01.png").write_bytes(good)
+    import_dataset(pairs, sheet, tmp_path / "out", masks=masks, split_ratios="1,0,0")
+    label = read_mask(tmp_path / "out" / "images" / "train" / "label" / "p00.png")
+    np.testing.assert_array_equal(label, np.rot90(stored, -1) * 2)  # 0 / 1 stored as 0 / 255, upright
 
 
 def test_split_is_deterministic_and_independent_of_row_order(tmp_path: Path, pairs: Path) -> None:

@@ -59,11 +59,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from changecap.data.annotations import IMAGE_SUFFIXES, LEVIR_ANNOTATION, SPLITS
 from changecap.data.files import check_output_dir, remove_stale_temps, write_folder
-from changecap.data.image_io import image_header, read_rgb
+from changecap.data.image_io import image_header, load_image, read_rgb
 from changecap.data.text import changed_from_captions, normalize_caption, tokenize
 from changecap.errors import ChangeCapError, DataError
 
@@ -451,20 +451,14 @@ def _read_captions(path: Path, pairs: dict[str, _Pair], problems: _Problems, low
 # ---------------------------------------------------------------------------------------------------------- pixels
 def _read_mask_values(path: Path) -> np.ndarray:
     """A mask file as ``uint8 [H, W]`` raw values (channel 0 of a colour file, as the mask reader does)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "P":
-                img = img.convert("RGB")
-            elif img.mode == "1":
-                img = img.convert("L")
-            arr = np.asarray(img)
-    except FileNotFoundError:
-        raise DataError(path, "mask file not found") from None
-    except UnidentifiedImageError:
-        raise DataError(path, "not a readable image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(path, f"corrupt image ({' '.join(str(e).split())})") from None
+    if not path.exists():
+        raise DataError(path, "mask file not found")
+    with load_image(path) as img:  # pixel bound, EXIF orientation as for the images (values kept exactly)
+        if img.mode == "P":
+            img = img.convert("RGB")
+        elif img.mode == "1":
+            img = img.convert("L")
+        arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., 0]  # [H, W, C] → [H, W]
     if arr.dtype != np.uint8:
