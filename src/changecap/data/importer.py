@@ -732,6 +732,7 @@ def _output_pairs(
 def _check_pairs(out_pairs: dict[str, _Pair], sheet: _Sheet, captions: Path, tiled: bool, problems: _Problems) -> int:
     """Every pair needs a caption, one split (with a split column) and one flag; returns the uncaptioned tiles."""
     uncaptioned = 0
+    bad = problems.bad_pairs()  # e.g. an unknown split value: reported once, not again as a missing split
     for name, p in out_pairs.items():
         if not p.captions:
             if tiled:
@@ -741,7 +742,7 @@ def _check_pairs(out_pairs: dict[str, _Pair], sheet: _Sheet, captions: Path, til
         if len(p.splits) > 1:
             problems.add(captions, f"pair {name!r} has rows in several splits ({', '.join(sorted(p.splits))})",
                          field="split", pairs=[name])  # fmt: skip
-        elif sheet.has_split and not p.splits and p.captions:
+        elif sheet.has_split and not p.splits and p.captions and name not in bad:
             problems.add(captions, f"pair {name!r} has no split value", field="split", pairs=[name])
         if len(p.flags) > 1:
             problems.add(captions, f"pair {name!r} has rows with different changed values", field="changed",
