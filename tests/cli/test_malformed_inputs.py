@@ -9,7 +9,8 @@ Damaged model folders and checkpoints have their own catalogue (``tests/inferenc
 
 To add a row: append a :class:`Row` to ``ROWS`` (or build a list of your own and parametrize over it with
 :func:`check_row`). ``make(tmp, ctx)`` writes the bad input under ``tmp`` and returns the command's arguments;
-``ctx`` hands out shared good inputs (a tiny saved model, a folder of good pairs, a shipped config) built once.
+``ctx`` hands out shared good inputs (a tiny saved model, a folder of good pairs, a shipped config, single-date
+pretraining data, the references of ``compare``) built once.
 """
 
 from __future__ import annotations
