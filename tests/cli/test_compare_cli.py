@@ -115,7 +115,7 @@ def test_bad_inputs_are_one_line_errors(synth: Path, preds: dict[str, Path], tmp
                                                     capsys)  # fmt: skip
     assert "at least two systems" in _error([*base, str(preds["good"])], capsys)
     assert "--runs" in _error([*base, str(preds["good"]), "--runs", "x="], capsys)
-    assert "--json would overwrite an input" in _error(
+    assert f"{preds['bad']} [--json]: is one of the inputs" in _error(
         [*base, str(preds["good"]), str(preds["bad"]), "--json", str(preds["bad"])], capsys
     )
     assert "two systems are labelled 'x'" in _error([*base, f"x={preds['good']}", f"x={preds['bad']}"], capsys)
