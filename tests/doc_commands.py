@@ -17,7 +17,8 @@ the next line. Comments are removed with ``shlex``'s rules (``#`` starting a wor
 
 The begin marker may carry options as ``key=value`` words: ``exit=2`` (every command of the block must exit with
 that status: an example of an error) and ``prepare=NAME[,NAME]`` (files the test lays out first, e.g. the pairs a
-page tells the reader to have).
+page tells the reader to have). Its other words are a note (``DocBlock.note``); a note that names a test file
+(``(tests/cli/test_x.py runs these, in order)``) says that test runs the block (:attr:`DocBlock.runner`).
 
 A fenced block of commands that is not marked is allowed only right after a comment that says why the tests do
 not run it (it needs real data, a GPU, …)::
@@ -44,6 +45,7 @@ END = re.compile(r"^\s*<!--\s*tested-commands:end\s*-->\s*$")
 UNTESTED = re.compile(r"^\s*<!--\s*untested-commands:\s*(?P<reason>\S.*?)\s*-->\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)\s*(?P<info>[\w+-]*)")
 OPTION = re.compile(r"\b(exit|prepare)=(\S+)")
+RUNNER = re.compile(r"\btests/\S+\.py\b")
 #: the first word of a line that makes a fence a block of commands (shell fences only: see COMMAND_FENCES)
 COMMAND_WORDS: frozenset[str] = frozenset({"changecap", "make", "torchrun", "python", "pip", "hf"})
 #: fence info strings that hold shell commands ("" = no tag)
@@ -90,6 +92,13 @@ class DocBlock:
     commands: tuple[DocCommand, ...]
     exit_status: int = 0  # what every command must exit with (``exit=N``)
     prepare: tuple[str, ...] = ()  # files the test lays out before the block (``prepare=NAME[,NAME]``)
+    note: str = ""  # the begin marker's other words
+
+    @property
+    def runner(self) -> str | None:
+        """The test file the note names as the one that runs this block (``None``: the generic runner does)."""
+        found = RUNNER.search(self.note)
+        return found.group(0) if found else None
 
     @property
     def id(self) -> str:
@@ -104,6 +113,7 @@ def marked_blocks(path: str | Path) -> list[DocBlock]:
     blocks: list[DocBlock] = []
     begin: int | None = None
     options: dict[str, str] = {}
+    note = ""
     in_fence = False
     commands: list[DocCommand] = []
     pending: list[str] = []  # the lines of a command continued with a backslash
@@ -131,6 +141,7 @@ def marked_blocks(path: str | Path) -> list[DocBlock]:
             if begin is not None:
                 raise ValueError(f"{path}:{number}: tested-commands:begin inside the block begun on line {begin}")
             begin, commands, options = number, [], dict(OPTION.findall(marker["options"]))
+            note = OPTION.sub("", marker["options"]).strip()
             if not options.get("exit", "0").isdigit():
                 raise ValueError(f"{path}:{number}: exit={options['exit']} is not an exit status")
         elif END.match(line):
@@ -139,7 +150,7 @@ def marked_blocks(path: str | Path) -> list[DocBlock]:
             if not commands:
                 raise ValueError(f"{path}:{begin}: the marked block holds no command in a fenced code block")
             prepare = tuple(p for p in options.get("prepare", "").split(",") if p)
-            blocks.append(DocBlock(path, begin, tuple(commands), int(options.get("exit", "0")), prepare))
+            blocks.append(DocBlock(path, begin, tuple(commands), int(options.get("exit", "0")), prepare, note))
             begin = None
     if begin is not None and in_fence:
         raise ValueError(f"{path}:{begin}: a fenced code block in the marked block is not closed")

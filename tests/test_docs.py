@@ -27,7 +27,8 @@ from tests.doc_workspace import needs, run_block
 
 DOCS = REPO_ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
-BLOCKS = [block for page in PAGES for block in marked_blocks(page)]
+#: the marked blocks the generic runner runs (a block whose marker names its own test is run there)
+BLOCKS = [block for page in PAGES for block in marked_blocks(page) if block.runner is None]
 #: attributes of tags that make a browser fetch something (an <a href> is a link the reader may follow)
 FETCHING = re.compile(
     r"<(?:script|img|iframe|source|audio|video)\b[^>]*\bsrc=\"(https?:)?//[^\"]*\""
@@ -46,6 +47,12 @@ def _hooks() -> ModuleType:
 
 
 # ------------------------------------------------------------------------------------------------ commands
+def test_blocks_run_by_their_own_test_name_an_existing_test() -> None:
+    runners = {b.id: b.runner for page in PAGES for b in marked_blocks(page) if b.runner is not None}
+    missing = {block: runner for block, runner in runners.items() if not (REPO_ROOT / str(runner)).is_file()}
+    assert not missing, f"these blocks name a test that does not exist: {missing}"
+
+
 def test_every_command_block_is_run_or_says_why_not() -> None:
     silent = [str(f) for page in [REPO_ROOT / "README.md", *PAGES] for f in unmarked_command_fences(page)
               if f.reason is None]  # fmt: skip

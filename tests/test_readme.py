@@ -107,3 +107,13 @@ def test_unmarked_command_fences_and_their_reasons(tmp_path: Path) -> None:
         (2, "changecap train x.yaml", "needs LEVIR-CC"),
         (6, "make demo", None),
     ]
+
+
+def test_a_note_naming_a_test_names_the_runner(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "<!-- tested-commands:begin (tests/cli/test_x.py runs these, in order) -->\n```\nchangecap info\n```\n"
+        "<!-- tested-commands:end -->\n"
+    )
+    (block,) = marked_blocks(doc)
+    assert block.note == "(tests/cli/test_x.py runs these, in order)" and block.runner == "tests/cli/test_x.py"

@@ -18,7 +18,7 @@ from changecap.data.text import NO_CHANGE_SENTENCES
 from changecap.errors import ConfigError, DataError
 from changecap.synth import generate_synthcc
 from tests.conftest import require_shared
-from tests.data.fakes import make_dubai, make_levir, make_levir_cd, make_tokens
+from tests.data.fakes import make_dubai, make_levir, make_levir_cd, make_second_cc, make_tokens
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +282,69 @@ def test_other_formats(tmp_path: Path) -> None:
     cd = make_levir_cd(tmp_path / "cd", n=4, size=16)
     report = audit_dataset(cd, "levir-cd", progress=False)
     assert "no captions" in report.skipped["mixed_captions"] and "mask_in_unchanged_pair" not in report.skipped
+
+
+def _plant_second_cc(root: Path) -> dict[tuple[str, str], str]:
+    """Edit the semantic maps of a ``make_second_cc`` set (16 px; even pairs changed, top-left 3 → 5 and bottom-right
+    2 → 1); return the check each edited pair must be flagged by."""
+    from changecap.data.semantic_maps import SECOND_PALETTE
+
+    def sem(split: str, side: str, name: str) -> Path:
+        return root / split / "sem" / side / name
+
+    def read(path: Path) -> np.ndarray:
+        return np.asarray(Image.open(path).convert("RGB")).copy()
+
+    # A changed pair whose two maps are the same: its change mask is empty.
+    shutil.copyfile(sem("train", "A", "00000.png"), sem("train", "B", "00000.png"))
+    # An unchanged pair whose maps differ on a 4 × 4 block (ground is now building).
+    after = read(sem("train", "B", "00001.png"))
+    after[8:12, 4:8] = SECOND_PALETTE[5]
+    Image.fromarray(after).save(sem("train", "B", "00001.png"))
+    # A changed pair whose maps now differ in the bottom-right corner only, captioned "on the left side".
+    after = read(sem("val", "B", "00004.png"))
+    after[:4, :4] = SECOND_PALETTE[3]
+    Image.fromarray(after).save(sem("val", "B", "00004.png"))
+    # A map with a colour that is no SECOND class.
+    after = read(sem("test", "B", "00007.png"))
+    after[0, 0] = (1, 2, 3)
+    Image.fromarray(after).save(sem("test", "B", "00007.png"))
+    return {
+        ("train", "00000.png"): "empty_mask_changed_pair",
+        ("train", "00001.png"): "mask_in_unchanged_pair",
+        ("val", "00004.png"): "spatial_mismatch",
+        ("test", "00007.png"): "unreadable_pair",
+    }
+
+
+def test_second_cc_masks_are_where_the_semantic_maps_differ(tmp_path: Path) -> None:
+    root = make_second_cc(tmp_path / "second", pairs={"train": 4, "val": 2, "test": 2}, size=16)
+    clean = audit_dataset(root, "second-cc", progress=False)
+    assert clean.findings == [] and clean.skipped == {} and clean.pairs_with_masks == 8
+    planted = _plant_second_cc(root)
+    report = audit_dataset(root, "second-cc", workers=2, progress=False)  # the mask sources travel to 2 processes
+    assert {(f.split, f.name): f.check for f in report.findings} == planted  # each planted error, nothing else
+    by_check = {f.check: f for f in report.findings}
+    empty, unchanged = by_check["empty_mask_changed_pair"], by_check["mask_in_unchanged_pair"]
+    assert "the masks of this format show every change" in empty.detail
+    assert "the two semantic maps differ at 0 pixels" in empty.detail
+    assert "the two semantic maps differ at 16 pixels" in unchanged.detail and unchanged.extra["mask_pixels"] == 16
+    assert not any(word in f.detail for f in report.findings for word in ("road", "building"))  # no class names
+    assert "every changed pixel lies in" in by_check["spatial_mismatch"].detail
+    unreadable = by_check["unreadable_pair"].detail
+    assert "sem/B/00007.png" in unreadable and "not SECOND classes" in unreadable
+    assert [f.to_dict() for f in audit_dataset(root, "second-cc", progress=False).findings] == [
+        f.to_dict() for f in report.findings
+    ]
+    shutil.rmtree(root / "train" / "sem")  # the maps of one split gone: read errors, the others still checked
+    report = audit_dataset(root, "second-cc", progress=False)
+    assert {f.name for f in report.findings if f.check == "unreadable_pair"} >= {"00000.png", "00003.png"}
+    for split in ("val", "test"):
+        shutil.rmtree(root / split / "sem")
+    report = audit_dataset(root, "second-cc", progress=False)
+    assert report.skipped["mask_in_unchanged_pair"] == (
+        "no change masks: none of the semantic maps (sem/A, sem/B) exists"
+    )
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 from changecap.data.audit_images import (
     PRESCREEN_FACTOR,
     THUMB,
+    MaskSource,
     aligned_difference,
     difference_score,
     near_duplicates,
@@ -96,3 +97,35 @@ def test_scan_pair_reads_once_and_reports_problems_as_text(tmp_path: Path) -> No
     before, after, mask = pair_thumbnails(tmp_path / "a.png", tmp_path / "nope.png", tmp_path / "m.png", 24)
     assert before is not None and before.shape == (24, 24, 3) and after is None
     assert mask is not None and set(np.unique(mask).tolist()) == {0, 127, 254}
+
+
+def test_a_mask_derived_from_two_semantic_maps(tmp_path: Path) -> None:
+    """SECOND-CC: the mask is where the maps differ (1 = changed, no class), read by the scan and the thumbnails."""
+    from changecap.data.annotations import parse_annotations
+    from changecap.data.semantic_maps import SECOND_PALETTE
+    from tests.data.fakes import make_second_cc
+
+    root = make_second_cc(tmp_path / "second", pairs={"train": 2}, size=16)
+    changed, unchanged = parse_annotations(root, "second-cc", "train")
+    source = MaskSource.of(changed)
+    assert source is not None and source.derived and source.mask_path is None
+    assert source.semantic_paths == tuple(str(p) for p in changed.semantic_paths or ())
+    assert source.files == source.semantic_paths and source.where.endswith("sem/A/00000.png")
+    scan = scan_pair(changed.before_path, changed.after_path, source)
+    assert scan.error is None and scan.mask_classes is None and scan.mask_pixels == 2 * 4 * 4
+    assert scan.mask_extent is not None and (scan.mask_extent.y0, scan.mask_extent.y1) == (0.0, 1.0)
+    assert scan_pair(None, None, MaskSource.of(unchanged)).mask_pixels == 0
+    *_, thumb = pair_thumbnails(changed.before_path, changed.after_path, source, 8)
+    assert thumb is not None and set(np.unique(thumb).tolist()) == {0, 255}  # white = changed
+    # a mask file is still read as classes, from a path or a source
+    label = np.zeros((16, 16), np.uint8)
+    label[:4, :4] = 128
+    Image.fromarray(label).save(tmp_path / "label.png")
+    assert scan_pair(None, None, tmp_path / "label.png").mask_classes == {1: 16}
+    assert scan_pair(None, None, MaskSource(mask_path=str(tmp_path / "label.png"))).mask_classes == {1: 16}
+    # maps of another size than the images: the message names the map
+    Image.fromarray(np.full((8, 8, 3), SECOND_PALETTE[0], np.uint8)).save(changed.semantic_paths[0])  # type: ignore[index]
+    bad = scan_pair(changed.before_path, changed.after_path, source)
+    assert bad.error is not None and "sem/A/00000.png" in bad.error and "differs from" in bad.error
+    with pytest.raises(ValueError, match="exactly one"):
+        MaskSource()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from changecap.data.audit import CHECKS, audit_dataset
 from changecap.data.audit_report import render_html, write_html
-from tests.data.fakes import make_levir, make_tokens
+from tests.data.fakes import make_levir, make_second_cc, make_tokens
 
 
 def _edit(root: Path) -> None:
@@ -44,3 +49,20 @@ def test_caption_only_page_says_image_checks_were_skipped(tmp_path: Path) -> Non
     assert "image checks were skipped" in page
     assert page.count("skipped: no images: caption files only") == sum(c.needs == "images" for c in CHECKS)
     assert "base64" not in page
+
+
+def test_second_cc_pages_show_the_mask_of_the_semantic_maps(tmp_path: Path) -> None:
+    root = make_second_cc(tmp_path / "second", pairs={"train": 2, "val": 1, "test": 1}, size=16)
+    doc = json.loads((root / "SECOND-CC-AUG.json").read_text())
+    doc["images"][0]["changeflag"] = 0  # a changed pair flagged unchanged: its maps differ
+    (root / "SECOND-CC-AUG.json").write_text(json.dumps(doc))
+    report = audit_dataset(root, "second-cc", progress=False)
+    assert {(f.check, f.name) for f in report.findings if f.severity == "error"} >= {
+        ("mask_in_unchanged_pair", "00000.png")
+    }
+    page = render_html(report, thumb_size=16)
+    assert not re.search(r"(src|href)=\"(https?:)?//", page) and "<script" not in page
+    masks = re.findall(r"\.p\d+m \{ background-image: url\(data:image/png;base64,([^)]+)\)", page)
+    assert len(masks) == len({(f.split, f.name) for f in report.findings})
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(masks[0]))))
+    assert set(np.unique(shown).tolist()) == {0, 255} and shown[:4, :4].all() and not shown[6:10, 6:10].any()

@@ -170,6 +170,9 @@ def run_import(args: argparse.Namespace) -> int:
             progress=not args.no_progress and sys.stderr.isatty(),
         )
     except ImportRejected as e:
+        if len(e.problems) == 1:  # one problem, one line
+            print(f"error: {e.problems[0]} (nothing written; --skip-bad imports the rest)", file=sys.stderr)
+            return 2
         for line in e.problems:
             print(f"error: {line}", file=sys.stderr)
         print(f"error: {len(e.problems)} problem(s); nothing written (--skip-bad imports the rest)", file=sys.stderr)

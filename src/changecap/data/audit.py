@@ -6,6 +6,8 @@ with ``keep_empty=True``, so that empty captions are reported rather than fatal)
 (a) change flag vs captions, (b) change flag vs mask, (c) dates nearly identical while captioned as changed,
 (d) exact and near-duplicate pairs (across splits: leakage), (e) spatial words vs the mask, (f) caption text
 (empty, garbled, outlier length, out-of-vocabulary and rare words against the train split), and unreadable files.
+A pair's mask is its mask file or, for ``second-cc``, where its two semantic maps differ; both are read through
+:class:`~changecap.data.audit_images.MaskSource`.
 
 Each finding is a :class:`Finding` (``check``, ``name``, ``split``, ``detail``, ``severity`` and check-specific
 fields); :class:`AuditReport` holds them with counts per check and the checks that were skipped with the reason
@@ -22,7 +24,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from changecap.data.annotations import SPLITS, Layout, PairRecord, check_format, parse_annotations
 from changecap.data.audit_images import (
     PRESCREEN_FACTOR,
+    MaskSource,
     PairScan,
     near_duplicates,
     read_pair,
@@ -388,7 +390,10 @@ def _vocabulary_checks(records: Sequence[PairRecord], opts: AuditOptions) -> tup
 
 
 # ---------------------------------------------------------------------------------------------------------- pixels
-def _scan_job(job: tuple[str | None, str | None, str | None, float | None]) -> PairScan:
+ScanJob = tuple[str | None, str | None, MaskSource | None, float | None]  # before, after, mask, difference threshold
+
+
+def _scan_job(job: ScanJob) -> PairScan:
     return scan_pair(*job)
 
 
@@ -398,9 +403,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _scan_all(
-    jobs: list[tuple[str | None, str | None, str | None, float | None]], workers: int, progress: bool | None
-) -> list[PairScan]:
+def _scan_all(jobs: list[ScanJob], workers: int, progress: bool | None) -> list[PairScan]:
     disable = None if progress is None else not progress
     if workers <= 1 or len(jobs) < 2 * workers:
         return [_scan_job(job) for job in tqdm(jobs, desc="reading pairs", unit="pair", disable=disable)]
@@ -413,22 +416,30 @@ def _scan_all(
     return out
 
 
-def _any_exists(paths: Iterable[Path | None]) -> bool:
-    return any(p is not None and p.is_file() for p in paths)
+def _any_exists(paths: Iterable[str | os.PathLike[str] | None]) -> bool:
+    return any(p is not None and os.path.isfile(p) for p in paths)
+
+
+def _mask_text(scan: PairScan) -> str:
+    """What the mask shows, for a finding's detail: class counts of a mask file, or where two semantic maps differ."""
+    px = scan.mask_pixels
+    if scan.mask_classes is None:  # derived from two semantic maps: 1 = changed, no class
+        return f"the two semantic maps differ at {px} pixels"
+    classes = ", ".join(f"{n} {'road' if c == 1 else 'building'}" for c, n in sorted(scan.mask_classes.items()))
+    return f"the mask has {px} changed pixels" + (f" ({classes})" if classes else "")
 
 
 def _mask_checks(
     rec: PairRecord, scan: PairScan, opts: AuditOptions, object_words: frozenset[str] | None, notes: dict[str, Any]
 ) -> Iterator[Finding]:
     assert scan.mask_pixels is not None
-    px, classes = scan.mask_pixels, scan.mask_classes or {}
-    class_text = ", ".join(f"{n} {'road' if c == 1 else 'building'}" for c, n in sorted(classes.items()))
+    px = scan.mask_pixels
     if not rec.changed and px >= opts.min_changed_pixels:
         yield Finding(
             "mask_in_unchanged_pair",
             rec.name,
             rec.split,
-            f"change flag 0 ({_flag_source(rec)}) but the mask has {px} changed pixels ({class_text})",
+            f"change flag 0 ({_flag_source(rec)}) but {_mask_text(scan)}",
             {"mask_pixels": px},
         )
     if rec.changed and px < opts.min_changed_pixels:
@@ -452,7 +463,7 @@ def _mask_checks(
             "empty_mask_changed_pair",
             rec.name,
             rec.split,
-            f"change flag 1 ({_flag_source(rec)}) and {what}, but the mask has {px} changed pixels "
+            f"change flag 1 ({_flag_source(rec)}) and {what}, but {_mask_text(scan)} "
             f"(fewer than {opts.min_changed_pixels})",
             {"mask_pixels": px},
         )
@@ -588,7 +599,8 @@ def audit_dataset(
 
     # Images / masks: caption-only data (no image file at all) skips the pixel checks, saying so.
     has_images = _any_exists(p for r in records for p in (r.before_path, r.after_path))
-    has_masks = _any_exists(r.mask_path for r in records)
+    masks = [MaskSource.of(r) for r in records]  # a mask file, or second-cc's two semantic maps
+    has_masks = _any_exists(f for m in masks if m is not None for f in m.files)
     if not has_images:
         why = (
             "no images: caption files only"
@@ -599,11 +611,12 @@ def audit_dataset(
             if c.needs == "images":
                 skipped[c.name] = why
     if not has_masks:
-        why = (
-            f"no change masks ({fmt} without label/ folders)"
-            if all(r.mask_path is None for r in records)
-            else "no change masks: none of the listed mask files exists"
-        )
+        if all(m is None for m in masks):
+            why = f"no change masks ({fmt} without label/ folders)"
+        elif any(m is not None and m.derived for m in masks):
+            why = "no change masks: none of the semantic maps (sem/A, sem/B) exists"
+        else:
+            why = "no change masks: none of the listed mask files exists"
         for c in CHECKS:
             if c.needs == "masks":
                 skipped[c.name] = why
@@ -615,14 +628,14 @@ def audit_dataset(
     scans: list[PairScan] = []
     t0 = time.perf_counter()
     if has_images or has_masks:
-        jobs = []
-        for r in records:
+        jobs: list[ScanJob] = []
+        for r, mask in zip(records, masks):
             captioned_changed = r.changed or bool(_caption_kinds(r)[2])
             jobs.append(
                 (
                     str(r.before_path) if has_images and r.has_images else None,
                     str(r.after_path) if has_images and r.has_images else None,
-                    str(r.mask_path) if has_masks and r.mask_path is not None else None,
+                    mask if has_masks else None,
                     opts.identical_below if has_images and captioned_changed else None,
                 )
             )

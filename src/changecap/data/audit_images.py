@@ -21,6 +21,11 @@ brightness and small shifts move a few bits (up to about 14 of 64 for a copy wit
 differ by more than ``PRESCREEN_FACTOR`` times the duplicate threshold (:func:`tiny_residual`) is ruled out; the
 others are read again and confirmed by :func:`same_scene_difference`, so hash collisions between look-alike scenes
 are not reported.
+
+**Masks** come through one path, :class:`MaskSource` and :func:`~changecap.data.semantic_maps.read_change_mask`: a
+mask file (class ids 0 / 1 road / 2 building; LEVIR-CD and WHU-CD labels read as building) or, for ``second-cc``, the
+pair's two semantic maps, whose difference is the mask (1 = changed, no class). The scan and the report's
+thumbnails read both alike.
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from changecap.data.audit_text import ChangeExtent
-from changecap.data.image_io import read_mask, read_rgb
+from changecap.data.image_io import read_rgb
+from changecap.data.semantic_maps import read_change_mask
 from changecap.errors import DataError
+
+if TYPE_CHECKING:
+    from changecap.data.annotations import PairRecord
 
 THUMB = 64  # side of the thumbnails the hashes and the first difference pass are computed on
 FINE = 128  # largest side the difference scores are computed at
@@ -162,6 +172,58 @@ def same_scene_difference(a: np.ndarray, b: np.ndarray) -> float:
     return aligned_difference(thumbnail(a, size), thumbnail(b, size), shift, block)[0]
 
 
+@dataclass(frozen=True)
+class MaskSource:
+    """Where a pair's change mask is read from, as plain strings (cheap to send to a worker process).
+
+    Either a mask file (``mask_path``: class ids, 1 road and 2 building) or two semantic maps (``semantic_paths``,
+    ``second-cc``): the mask is where they differ, 1 = changed, with no class. The field names are
+    :class:`~changecap.data.annotations.PairRecord`'s, so that :func:`~changecap.data.semantic_maps.read_change_mask`
+    reads a source as it reads a record.
+    """
+
+    mask_path: str | None = None
+    semantic_paths: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mask_path is None) == (self.semantic_paths is None):
+            raise ValueError("a MaskSource is a mask file or two semantic maps, exactly one of them")
+
+    @classmethod
+    def of(cls, rec: PairRecord) -> MaskSource | None:
+        """The record's mask file, else its semantic maps, else None."""
+        if rec.mask_path is not None:
+            return cls(mask_path=str(rec.mask_path))
+        if rec.semantic_paths is not None:
+            return cls(semantic_paths=(str(rec.semantic_paths[0]), str(rec.semantic_paths[1])))
+        return None
+
+    @property
+    def derived(self) -> bool:
+        """True for a mask derived from semantic maps (values 0 / 1, no class)."""
+        return self.mask_path is None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.mask_path,) if self.mask_path is not None else tuple(self.semantic_paths or ())
+
+    @property
+    def where(self) -> str:
+        """The file a message about the mask names: the mask file, or the before date's semantic map."""
+        return self.files[0]
+
+    def read(self) -> np.ndarray:
+        """``uint8 [H, W]``: class ids of a mask file, 0 / 1 of a derived mask; a DataError names the bad file."""
+        mask = read_change_mask(self)
+        assert mask is not None  # __post_init__: a file or two maps is set
+        return mask
+
+
+def as_mask_source(mask: MaskSource | str | os.PathLike[str] | None) -> MaskSource | None:
+    """A path means a mask file."""
+    return mask if isinstance(mask, MaskSource) or mask is None else MaskSource(mask_path=os.fspath(mask))
+
+
 @dataclass
 class PairScan:
     """What one read of a pair leaves for the checks (no full-size pixels)."""
@@ -175,7 +237,7 @@ class PairScan:
     tiny_b: np.ndarray | None = None
     difference: float | None = None  # largest block residual (grey levels); only when asked for
     mask_pixels: int | None = None  # changed pixels (any class)
-    mask_classes: dict[int, int] | None = None  # class id → pixels (1 road, 2 building)
+    mask_classes: dict[int, int] | None = None  # class id → pixels (1 road, 2 building); None for a derived mask
     mask_extent: ChangeExtent | None = None
     error: str | None = None  # the pair could not be read (a one-line DataError message)
 
@@ -201,12 +263,13 @@ def read_pair(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> 
 def scan_pair(
     before: str | os.PathLike[str] | None,
     after: str | os.PathLike[str] | None,
-    mask: str | os.PathLike[str] | None,
+    mask: MaskSource | str | os.PathLike[str] | None,
     difference_threshold: float | None = None,
 ) -> PairScan:
     """Read one pair (images when given, mask when given) and compute its measures; never raises a DataError.
 
-    ``difference_threshold`` set: also compute :func:`difference_score` (only pairs captioned as changed need it).
+    ``mask`` is a :class:`MaskSource` or a mask file's path. ``difference_threshold`` set: also compute
+    :func:`difference_score` (only pairs captioned as changed need it).
     """
     out = PairScan()
     try:
@@ -219,12 +282,14 @@ def scan_pair(
             out.tiny_a, out.tiny_b = thumbnail(ta, TINY), thumbnail(tb, TINY)
             if difference_threshold is not None:
                 out.difference = difference_score(a, b, difference_threshold)
-        if mask is not None:
-            m = read_mask(mask)
+        source = as_mask_source(mask)
+        if source is not None:
+            m = source.read()
             if out.height and m.shape != (out.height, out.width):
-                raise DataError(mask, f"mask size {m.shape[1]}×{m.shape[0]} differs from the images")
+                what = "semantic map size" if source.derived else "mask size"
+                raise DataError(source.where, f"{what} {m.shape[1]}×{m.shape[0]} differs from the images")
             counts = np.bincount(m.ravel(), minlength=3)
-            out.mask_classes = {c: int(counts[c]) for c in (1, 2) if counts[c]}
+            out.mask_classes = None if source.derived else {c: int(counts[c]) for c in (1, 2) if counts[c]}
             out.mask_pixels = int(counts[1:].sum())
             out.mask_extent = _extent(m > 0)
     except DataError as e:
@@ -253,9 +318,12 @@ def near_duplicates(
 
 
 def pair_thumbnails(
-    before: Path | None, after: Path | None, mask: Path | None, size: int
+    before: Path | None, after: Path | None, mask: MaskSource | str | os.PathLike[str] | None, size: int
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Display thumbnails of a flagged pair for the HTML report (None for what is missing or unreadable)."""
+    """Display thumbnails of a flagged pair for the HTML report (None for what is missing or unreadable).
+
+    The mask is grey for road and white for building (class ids × 127), white where a derived mask is changed.
+    """
 
     def rgb(p: Path | None) -> np.ndarray | None:
         try:
@@ -264,10 +332,11 @@ def pair_thumbnails(
             return None
 
     m: np.ndarray | None = None
-    if mask is not None:
+    source = as_mask_source(mask)
+    if source is not None:
         try:
-            classes = read_mask(mask)
-            m = np.asarray(Image.fromarray(classes * 127).resize((size, size), Image.Resampling.NEAREST))
+            shade = 255 if source.derived else 127  # derived: 0 / 1; classes: 0 / 1 / 2
+            m = np.asarray(Image.fromarray(source.read() * shade).resize((size, size), Image.Resampling.NEAREST))
         except DataError:
             m = None
     return rgb(before), rgb(after), m

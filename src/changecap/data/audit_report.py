@@ -1,8 +1,9 @@
 """The self-contained HTML page of ``changecap data audit``: counts per check and every flagged pair.
 
-Each flagged pair's thumbnails (before, after and, where there is one, the mask: grey = road, white = building)
-are embedded once as base64 PNG in a CSS class and shown beside every finding of that pair, so a pair flagged by
-several checks does not repeat its pixels. The page loads nothing from anywhere (no script, no font, no link).
+Each flagged pair's thumbnails (before, after and, where there is one, the mask: grey = road, white = building; for
+``second-cc``, white where the two semantic maps differ) are embedded once as base64 PNG in a CSS class and shown
+beside every finding of that pair, so a pair flagged by several checks does not repeat its pixels. The page loads
+nothing from anywhere (no script, no font, no link).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from changecap.data.audit import CHECKS, AuditReport, Finding
-from changecap.data.audit_images import pair_thumbnails
+from changecap.data.audit_images import MaskSource, pair_thumbnails
 from changecap.data.files import atomic_write_text
 from changecap.errors import DataError
 
@@ -54,7 +55,7 @@ def _thumb_styles(
         rec = report.records.get(key)
         if rec is None:
             continue
-        imgs = pair_thumbnails(rec.before_path, rec.after_path, rec.mask_path, size)
+        imgs = pair_thumbnails(rec.before_path, rec.after_path, MaskSource.of(rec), size)
         names: list[tuple[str, str]] = []
         for label, img in zip(("before", "after", "mask"), imgs):
             if img is None:
