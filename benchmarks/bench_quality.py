@@ -19,7 +19,7 @@ Variants (the budget — epochs, batch, schedule, data — is the config's; only
 * ``no_hasd``  HiSem with HASD replaced by the unchanged-path block for every pair and no router
   (``model.fusion.use_hasd=false``; the paper's "+BDAM").
 
-DFM variants (issue 9; not run by default): ``dfm`` (``configs/dfm_synthcc_cpu.yaml``), ``dfm_no_tgcl``
+DFM variants (not run by default): ``dfm`` (``configs/dfm_synthcc_cpu.yaml``), ``dfm_no_tgcl``
 (``loss.tgcl_weight=0``), ``dfm_no_gate`` (``loss.gate=false``), ``dfm_no_prior`` (``model.prior.enabled=false``),
 ``dfm_mpnet`` / ``dfm_minilm`` (TGCL's captions embedded by the real all-mpnet-base-v2 / all-MiniLM-L6-v2, fetched
 from PyPI by ``benchmarks/sentence_models.py``; the config's default is a built-in bag-of-words encoder); the
@@ -49,7 +49,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "plain": ("plain_synthcc_cpu.yaml", []),
     "no_bdam": ("hisem_synthcc_cpu.yaml", ["model.fusion.use_bdam=false"]),
     "no_hasd": ("hisem_synthcc_cpu.yaml", ["model.fusion.use_hasd=false"]),
-    # DFM (issue 9) at the same data and budget (20 epochs, batch 32); its prior is trained once (seed 0) first
+    # DFM at the same data and budget (20 epochs, batch 32); its prior is trained once (seed 0) first
     "dfm": ("dfm_synthcc_cpu.yaml", []),
     "dfm_no_tgcl": ("dfm_synthcc_cpu.yaml", ["loss.tgcl_weight=0"]),
     "dfm_no_gate": ("dfm_synthcc_cpu.yaml", ["loss.gate=false"]),

@@ -3,7 +3,7 @@ fp32 by transformers) with its own tokenizer, LoRA-fine-tuned on SynthCC through
 
 The model is the CPU configuration (``configs/semantic_cc_synthcc_cpu.yaml``: tiny random SAM trunk, neck, tiny
 Q-Former) with ``caption.llm`` set to the GGUF file instead of the random tiny LLaMA: the LLM is frozen with LoRA on
-q/k/v (spec §5.3; r ``--lora-r``), everything on the visual side trains from scratch. The schedule is
+q/k/v (the paper's; r ``--lora-r``), everything on the visual side trains from scratch. The schedule is
 ``caption-only`` (everything on L_cc) so that the few hundred updates all go to the caption path. Printed: captions
 of the same test pairs before training (LoRA's B matrices start at zero, so this is the untouched Gemma reading
 random visual tokens) and after, the training loss, seconds per update, and the test-split caption metrics of the

@@ -1,4 +1,4 @@
-"""``changecap eval-captions``: score a predictions file against a references file (spec §8)."""
+"""``changecap eval-captions``: score a predictions file against a references file (``docs/evaluation.md``)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def fusion_key(official: str) -> str:
     """Official ``encoder_trans_dict`` key → :class:`~changecap.models.HiSemFusion` state-dict key."""
     k = official
     fixed = {
-        "h_embedding.weight": "position.col_embedding.weight",  # h_embedding is indexed by the column (§3)
+        "h_embedding.weight": "position.col_embedding.weight",  # h_embedding is indexed by the column (official naming)
         "w_embedding.weight": "position.row_embedding.weight",
         "layer_norm.weight": "final_norm.weight",
         "layer_norm.bias": "final_norm.bias",

@@ -1,4 +1,4 @@
-"""The official HiSem checkpoint layout (spec ``hisem.md`` §12): key names, shapes, dimension inference, validation.
+"""The official HiSem checkpoint layout (``docs/hisem.md``): key names, shapes, dimension inference, validation.
 
 The official ``train.py`` saves ``torch.save({'encoder_dict', 'encoder_trans_dict', 'decoder_dict'})``:
 

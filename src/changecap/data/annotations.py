@@ -1,4 +1,4 @@
-"""Parsers of the on-disk RSICC dataset formats → ``list[PairRecord]`` (spec ``data-and-metrics.md`` §1–5).
+"""Parsers of the on-disk RSICC dataset formats → ``list[PairRecord]`` (``docs/datasets.md``).
 
 Supported formats (``FORMATS``):
 

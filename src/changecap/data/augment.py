@@ -1,4 +1,4 @@
-"""Caption-aware geometric augmentation (off by default: no official RSICC repository augments, spec §6.7).
+"""Caption-aware geometric augmentation (off by default: no official RSICC repository augments).
 
 Flipping a pair changes where things are, so the spatial words of every caption are remapped with the images (and
 the mask):

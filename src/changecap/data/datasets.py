@@ -5,7 +5,7 @@
 >>> ds[0]["image"].shape                                                                         # doctest: +SKIP
 torch.Size([2, 3, 224, 224])
 
-Conventions (see ``data-and-metrics.md``):
+Conventions (``docs/datasets.md``):
 
 * ``vocab=None`` builds the vocabulary from the **train split** of the same dataset (count > 5; Dubai-CC keeps every
   word) — the leak-free choice. Published checkpoints used all splits; pass
@@ -59,7 +59,7 @@ Sampling = Literal["random", "all"]
 
 @dataclass(frozen=True)
 class FormatConventions:
-    """Per-format defaults taken from the peers' code (spec §3–5)."""
+    """Per-format defaults taken from the peers' code."""
 
     max_length: int
     vocab_threshold: int

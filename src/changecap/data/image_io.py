@@ -46,8 +46,8 @@ Size = int | tuple[int, int]
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 
-# Mean / std per RGB channel on the 0–1 scale (spec §7). Peers that work on the 0–255 scale are divided by 255
-# here so every setting composes with ``to_tensor_normalized`` the same way.
+# Mean / std per RGB channel on the 0–1 scale, as the peers publish them (those on the 0–255 scale divided by
+# 255 here), so every setting composes with ``to_tensor_normalized`` the same way.
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     # LEVIR-CC README "ALL" statistics (RSCaMa / HiSem / Change-Agent); labelled "var" there but used as std.
     "levir-cc": ((0.39073, 0.38623, 0.32989), (0.15329, 0.14628, 0.13648)),
@@ -70,7 +70,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
 # LEVIR-MCI shares LEVIR-CC's imagery.
 NORMALIZATION["levir-mci"] = NORMALIZATION["levir-cc"]
 
-# LEVIR-MCI label values → class ids (0 no change, 1 road change, 2 building change), spec §2.
+# LEVIR-MCI label values → class ids (0 no change, 1 road change, 2 building change), as LEVIR-MCI stores them.
 MASK_VALUE_TO_CLASS: dict[int, int] = {0: 0, 128: 1, 255: 2}
 
 _PIL_RESAMPLE = {

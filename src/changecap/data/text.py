@@ -1,7 +1,7 @@
 """Caption text processing: the RSICC tokenisation rule and the no-change sentences.
 
 The rule is the one of the peers' ``preprocess_data.py`` (RSCaMa / HiSem / Chg2Cap / Change-Agent), see
-``data-and-metrics.md`` §6.1: a space is inserted before every ``;`` and ``,`` (kept as tokens), every ``?`` and
+The peers' rule: a space is inserted before every ``;`` and ``,`` (kept as tokens), every ``?`` and
 ``.`` is deleted, the string is split on single spaces and empty tokens are dropped. No stemming; hyphenated
 words stay whole. Lower-casing is optional (off by default: the peers do not lower-case, and Dubai-CC ids are
 case-sensitive).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-# The five LEVIR-CC no-change sentences (also used by WHU-CDC). Order as listed in the spec §6.4.
+# The five LEVIR-CC no-change sentences (also used by WHU-CDC). Order as the peers list them.
 NO_CHANGE_SENTENCES: tuple[str, ...] = (
     "the scene is the same as before",
     "there is no difference",
@@ -19,14 +19,14 @@ NO_CHANGE_SENTENCES: tuple[str, ...] = (
     "no change has occurred",
     "almost nothing has changed",
 )
-# Training-time canonical caption for every unchanged pair (spec §6.5); also the sentence whose presence marks a
+# Training-time canonical caption for every unchanged pair; also the sentence whose presence marks a
 # pair as unchanged when no ``changeflag`` is given.
 CANONICAL_NO_CHANGE = "the scene is the same as before"
 
 _NO_CHANGE_TOKENS = frozenset(tuple(s.split()) for s in NO_CHANGE_SENTENCES)
 
 # Dubai-CC no-change sentences (capitalised in the data), as listed by the Chg2Cap evaluation script with its missing
-# commas restored (spec §4: the original list concatenates adjacent strings). Compared case-insensitively.
+# commas restored (Chg2Cap's list concatenates adjacent strings). Compared case-insensitively.
 DUBAI_NO_CHANGE_SENTENCES: tuple[str, ...] = (
     "Nothing has changed",
     "There is no difference",
@@ -78,7 +78,7 @@ def is_no_change(caption: str | Sequence[str]) -> bool:
 
 
 def changed_from_captions(captions: Iterable[str | Sequence[str]]) -> bool:
-    """Derive the change flag from a pair's captions (spec §6.5).
+    """Derive the change flag from a pair's captions, as RSCaMa and HiSem do.
 
     A pair is unchanged iff the canonical sentence ``the scene is the same as before`` is among its captions. For
     robustness with datasets that only carry other paraphrases, a pair whose captions are *all* no-change sentences

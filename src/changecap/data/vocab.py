@@ -1,4 +1,4 @@
-"""Word vocabulary in the peers' ``vocab.json`` convention (spec §6.2–6.3).
+"""Word vocabulary in the peers' ``vocab.json`` convention (``docs/datasets.md``).
 
 ``<NULL>`` = 0 (padding), ``<UNK>`` = 1, ``<START>`` = 2, ``<END>`` = 3; every other kept word is numbered from 4 in
 Python string order (so ``,`` sorts before letters). The file format is a flat JSON object ``{token: id}``, read

@@ -1,4 +1,4 @@
-"""Validation during training: batched greedy captions of the validation split, scored like the paper (§8.9), and
+"""Validation during training: batched greedy captions of the validation split, scored like the papers score theirs, and
 change masks scored with the change-detection metrics.
 
 Each process decodes its shard of the split; predictions are gathered and scored on rank 0 with

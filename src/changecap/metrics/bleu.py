@@ -1,6 +1,6 @@
 """BLEU-1..n with the semantics of the coco-caption ``BleuScorer`` (pycocoevalcap 1.2, ``option='closest'``).
 
-What "coco semantics" means, and why each detail is kept (spec data-and-metrics.md §8.2):
+What "coco semantics" means, and why each detail is kept :
 
 * clipped n-gram counts: a hypothesis n-gram counts at most as often as in the reference where it is most frequent;
 * effective reference length per pair = the reference length closest to the hypothesis length, ties going to the

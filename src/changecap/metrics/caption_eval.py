@@ -1,4 +1,4 @@
-"""``evaluate_captions``: the full caption evaluation (spec §8) with protocols, breakdown and readable output.
+"""``evaluate_captions``: the full caption evaluation with protocols, breakdown and readable output.
 
 Protocols (how strings are prepared before the coco scorers):
 
@@ -9,7 +9,7 @@ Protocols (how strings are prepared before the coco scorers):
 * ``coco``: pycocoevalcap's PTB tokenisation and punctuation removal, then word strings.
 * ``none``: strings as given (the scorers split on spaces).
 
-Changed / unchanged breakdown (spec §8.7): a pair is *unchanged* when **all** its references are no-change
+Changed / unchanged breakdown: a pair is *unchanged* when **all** its references are no-change
 sentences (``changecap.data.text.is_no_change`` on the raw reference text). The peers test one reference (RSICC the
 2nd, Chg2Cap the 1st); on LEVIR-CC no pair mixes change and no-change references, so the rules agree there, and
 "all" never calls a pair unchanged because of one stray reference. Each subset is scored as its own corpus (its

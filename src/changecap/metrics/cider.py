@@ -1,7 +1,7 @@
 """CIDEr-D with the semantics of coco-caption's ``Cider`` (pycocoevalcap 1.2), reported as "CIDEr" by RSICC papers.
 
 For n = 1..4, each caption becomes a tf-idf vector with idf(g) = log(N) − log(max(1, df(g))), where N is the number
-of pairs scored and df(g) the number of pairs whose *references* contain g (spec §8.4: df comes from the set being
+of pairs scored and df(g) the number of pairs whose *references* contain g (coco-caption's rule: df counts the set being
 scored, so a subset gets different idf values than the full test set). The similarity of a hypothesis h to a
 reference r for order n is ``Σ_g min(h_g, r_g)·r_g / (‖h‖·‖r‖)`` (the "D" clipping), times the Gaussian length
 penalty ``exp(−δ²/(2σ²))`` with σ = 6 and δ the difference of the numbers of *bigrams* (coco counts the length

@@ -1,7 +1,7 @@
 """METEOR 1.5: the reference jar kept alive in one JVM, and a labelled pure-Python approximation.
 
 Published RSICC and COCO numbers come from ``java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm`` driven the
-way coco-caption drives it (spec §8.5): for each pair one ``SCORE ||| ref1 ||| … ||| refN ||| hyp`` line returns the
+way coco-caption drives it: for each pair one ``SCORE ||| ref1 ||| … ||| refN ||| hyp`` line returns the
 pair's sufficient statistics, then one ``EVAL ||| stats1 ||| … ||| statsN`` line returns the N item scores followed
 by the corpus score computed from the *summed* statistics (not the mean of the item scores). The JVM start and the
 paraphrase-table load take several seconds, so :class:`MeteorScorer` starts the JVM once and serves any number of

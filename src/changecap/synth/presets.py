@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from changecap.errors import ConfigError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-# LEVIR-CC pairs per split (spec §3): the generator keeps these proportions for any number of pairs.
+# LEVIR-CC pairs per split: the generator keeps these proportions for any number of pairs.
 LEVIR_SPLIT_PAIRS: dict[str, int] = {"train": 6815, "val": 1333, "test": 1929}
 LEVIR_TOTAL_PAIRS = sum(LEVIR_SPLIT_PAIRS.values())  # 10,077
 

@@ -1,4 +1,4 @@
-"""The DFM objective (``dfm.md`` §6–§7): L = λ_1 · L_cap + λ_2 · L_TGCL.
+"""The DFM objective (``docs/dfm.md``): L = λ_1 · L_cap + λ_2 · L_TGCL.
 
 * ``L_cap``: the caption decoder's token cross-entropy under teacher forcing, an exact mean over the target tokens of
   the global batch (``base.py``).
@@ -44,7 +44,7 @@ from changecap.schema import require
 
 @dataclass
 class DFMLossConfig:
-    """The ``loss`` section of a DFM run (spec §6–§7; the weights are reconstructed: λ_1 = 1, λ_2 = 0.5)."""
+    """The ``loss`` section of a DFM run (the weights are reconstructed: λ_1 = 1, λ_2 = 0.5)."""
 
     caption_weight: float = 1.0  # λ_1
     tgcl_weight: float = 0.5  # λ_2 (0: no TGCL, the "without TGCL" ablation; no sentence encoder is loaded)

@@ -1,4 +1,4 @@
-"""The HiSem training objective (hisem.md §6.2, §6.5, §7, §9): the only place the engine knows about HiSem.
+"""The HiSem training objective (``docs/hisem.md``): the only place the engine knows about HiSem.
 
 Per optimiser update the loss is
 
@@ -82,7 +82,7 @@ class HisemLossConfig:
 
 # ---------------------------------------------------------------------------------------------------------- schedules
 def router_ramp(epoch: int, warmup_epochs: int, total_epochs: int) -> float:
-    """Cosine ramp α(e) = ½(1 − cos(π(e − w)/(E − w))) for e > w, 0 for e ≤ w (hisem.md §9).
+    """Cosine ramp α(e) = ½(1 − cos(π(e − w)/(E − w))) for e > w, 0 for e ≤ w (the official training loop's).
 
     For E = 50, w = 3: α(4) = 0.0011, α(26) = 0.483, α(49) = 0.9989.
     """

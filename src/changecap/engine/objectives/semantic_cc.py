@@ -1,4 +1,4 @@
-"""The Semantic-CC objective (``semantic_cc.md`` §6–§7): caption CE + λ · change-detection loss, in stages.
+"""The Semantic-CC objective (``docs/semantic_cc.md``): caption CE + λ · change-detection loss, in stages.
 
 L = L_cc + λ · L_cd with λ = 0.5 (paper; the code sums, λ = 1). L_cc is the LLM's token cross-entropy over the
 caption and end-symbol tokens, L_cd the pixel loss of the change mask (BCE on one logit, paper; 2-class CE, code),
@@ -17,7 +17,7 @@ Schedules (``loss.schedule``), phases of every epoch in order:
   (the CD decoder gets no gradient);
 * ``cd-only``: the first stage alone, pairs with masks → L_cd (a change detector; the caption side never trains).
 
-Masks are binarised (class > 0 = change, spec §8: LEVIR-MCI roads and buildings both count). In training each
+Masks are binarised (class > 0 = change: LEVIR-MCI roads and buildings both count, as the released code has it). Each
 sample gets one of the configured instructions at random (torch's generator: restored exactly on resume).
 """
 

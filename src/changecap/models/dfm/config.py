@@ -1,22 +1,22 @@
-"""DFM's configuration (``dfm.md``). The paper's equations and settings are lost; every choice the spec marks
-**(reconstructed)** is a named option here, its default the spec's reading, so a run can try the alternatives.
+"""DFM's configuration (``docs/dfm.md``). The paper's equations and settings are lost; every reconstructed choice
+is a named option here, its default changecap's reading, so a run can try the alternatives.
 
 =============================  ===============================  ==================================================
-option                         default (spec)                   alternatives
+option                         default                          alternatives
 =============================  ===============================  ==================================================
 ``temporal.layers``            3 (RSCaMa's encoder depth)       any ≥ 0 (0: only the fusion of the two dates)
 ``temporal`` operator          Transformer substitute for       — (a Mamba SSM is not a dependency we take; this is
-                               RSCaMa's SSMs, a deviation       a documented deviation, spec §2)
+                               RSCaMa's SSMs, a deviation       a documented deviation)
 ``prior.level``                −1: the CD encoder's last,       any fused level of the prior, finest = 0
-                               coarsest fused stage (§3)
+                               coarsest fused stage
 ``prior.enabled``              true                             false: no prior, JFM's cross-attentions are skipped
 ``jfm.difference``             ``after_minus_before`` (eq. 8)   ``absolute``
 ``jfm.bsa``                    ``joint``: one encoder layer     ``cross``: two cross-attentions dd→st and st→dd
-                               over both streams (§4)
+                               over both streams
 ``jfm.weights``                ``softmax`` (convex, init 0)     ``free``: unconstrained scalars (init ½, ½)
 =============================  ===============================  ==================================================
 
-TGCL's visual side is the [CLS] difference of the encoder (§6) and its text side a frozen sentence encoder whose
+TGCL's visual side is the [CLS] difference of the encoder and its text side a frozen sentence encoder whose
 embeddings (``text_dim`` wide) this model projects (``text_proj``) into the visual width; the learnable logit scale
 starts at ln(1/0.07). Loss weights, the gate and the false-negative option are the ``loss`` section's (objective
 ``dfm``).

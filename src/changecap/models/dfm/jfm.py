@@ -1,4 +1,4 @@
-"""Joint feature modelling (``dfm.md`` §4, eqs. 8 and 10; the operators are the spec's reconstruction).
+"""Joint feature modelling (``docs/dfm.md``, eqs. 8 and 10; the operators are changecap's reconstruction).
 
     F_dd  = E_2 − E_1                                    direct difference of the raw ViT tokens (or |E_2 − E_1|)
     F̂_dd = CA_dd(F_dd, P),  F̂_st = CA_st(F_st, P)        the prior injected by cross-attention (post-norm + FFN)

@@ -1,4 +1,4 @@
-"""DFM's change-detection prior (``dfm.md`` §3, eq. 9): a frozen change detector's fused encoder features, projected
+"""DFM's change-detection prior (``docs/dfm.md``, eq. 9): a frozen change detector's fused encoder features, projected
 to the ViT width, resized to the ViT grid, with a learned position per cell → P [B, N, D].
 
 The detector is any registered architecture's change branch (``Architecture.change_prior``): changecap's Siamese

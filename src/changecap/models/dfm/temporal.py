@@ -1,8 +1,8 @@
-"""The spatio-temporal feature extractor of DFM (``dfm.md`` §2, eq. 7) — **a documented deviation**.
+"""The spatio-temporal feature extractor of DFM (``docs/dfm.md``, eq. 7) — **a documented deviation**.
 
-The spec reconstructs it as RSCaMa's encoder (state-space models conditioned on the spatial difference, a temporal
+The paper's baseline suggests RSCaMa's encoder (state-space models conditioned on the spatial difference, a temporal
 SSM over interleaved tokens, then a convolutional fusion of the two dates). changecap takes no Mamba dependency, so
-this is the spec's accepted Transformer substitute:
+this is a Transformer substitute:
 
 * a learned position per grid cell added to both dates' tokens;
 * per layer: each date's tokens attend to themselves with queries and keys conditioned on the projected difference

@@ -1,5 +1,5 @@
-"""DFM's text-guided gated contrastive loss (TGCL, ``dfm.md`` §6; the paper's eqs. 1–5 are lost, this is the spec's
-reconstruction).
+"""DFM's text-guided gated contrastive loss (TGCL, ``docs/dfm.md``; the paper's eqs. 1–5 are lost, this is
+changecap's reconstruction).
 
 For a batch of B pairs with [CLS] differences v_i (visual) and projected caption embeddings u_i (text)::
 
@@ -14,12 +14,12 @@ columns, so their embeddings stay negatives of the changed ones. With no changed
 multiplied by 0 and L is exactly 0, with a gradient path and no NaN (a zero [CLS] difference normalises to zero, not
 to NaN). With g ≡ 1 it is CLIP's symmetric InfoNCE (the ablation "without masking").
 
-Our addition (not in the spec): vectors are divided by max(‖x‖, ``norm_floor`` = 1e-4) rather than ‖x‖. For every
+Our addition (not in the equations): vectors are divided by max(‖x‖, ``norm_floor`` = 1e-4) rather than ‖x‖. For every
 real embedding this is the exact normalisation; it only changes the [CLS] difference of two (nearly) identical
 images, whose float-noise direction would otherwise enter the softmax as a random unit vector with an exploding
 gradient (measured: encoder gradients of ~1e5 on identical test pairs).
 
-False negatives (``false_negative``, an option borrowed from RSICRC, spec §6): identical change captions are common in
+False negatives (``false_negative``, an option borrowed from RSICRC): identical change captions are common in
 a batch (LEVIR-CC), so caption j ≠ i may describe pair i's change as well. ``caption_similarity`` [B, B] (cosine of
 the frozen sentence embeddings) marks such pairs at ``threshold`` and above:
 

@@ -1,4 +1,4 @@
-"""BDAM — Bidirectional Differential Attention Modulation (spec ``hisem.md`` §4).
+"""BDAM — Bidirectional Differential Attention Modulation (``docs/hisem.md``).
 
 BDAM makes the two dates' token features change-aware before they are fused. Each layer
 

@@ -99,7 +99,7 @@ class PlainConfig(_EncoderFusionDecoderConfig):
 def paper_config(vocab_size: int = 501, pretrained: str | None = PAPER_CLIP_ID) -> HiSemConfig:
     """The paper model: CLIP ViT-B/16 (last 4 blocks trained), HiSem fusion (3 BDAM layers, 8 experts), 1-layer decoder.
 
-    ``vocab_size`` 501 is the RSCaMa ``vocab.json`` the official run used (hisem.md §10). ``pretrained=None`` gives the
+    ``vocab_size`` 501 is the RSCaMa ``vocab.json`` the official run used. ``pretrained=None`` gives the
     same architecture randomly initialised (e.g. to load converted weights into).
     """
     return HiSemConfig(

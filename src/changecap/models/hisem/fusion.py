@@ -1,4 +1,4 @@
-"""HiSem's fusion: 2-D position embedding → BDAM → HASD → LN(F̃1 + F̃2 + Y) (spec ``hisem.md`` §1, §3–§6).
+"""HiSem's fusion: 2-D position embedding → BDAM → HASD → LN(F̃1 + F̃2 + Y) (``docs/hisem.md``).
 
 This is the official ``AttentiveEncoder`` (checkpoint entry ``encoder_trans_dict``). It turns the two dates' CLIP
 patch tokens into the decoder memory and, when HASD is on, also returns the image-level router logits that the

@@ -1,4 +1,4 @@
-"""HASD — Hierarchical Adaptive Semantic Disentanglement (spec ``hisem.md`` §6; official ``Implement_MoE``).
+"""HASD — Hierarchical Adaptive Semantic Disentanglement (``docs/hisem.md``; official ``Implement_MoE``).
 
 Two levels of routing separate "nothing changed" from "what changed":
 

@@ -1,4 +1,4 @@
-"""DeepSeek-style sparse mixture of experts of HiSem's changed path (spec ``hisem.md`` §6.5; official ``SparseMoE``).
+"""DeepSeek-style sparse mixture of experts of HiSem's changed path (``docs/hisem.md``; official ``SparseMoE``).
 
 Changed scenes are diverse (new roads, demolished buildings, vegetation loss, ...), so the changed path routes every
 token to a few specialised SwiGLU experts while one always-on shared expert learns what all changes have in common:
@@ -135,7 +135,7 @@ class SparseMoE(nn.Module):
         return out
 
     def balance_loss(self, scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Sequence-level balance loss α · mean_b Σ_e f[b, e] · P[b, e] (spec §6.5).
+        """Sequence-level balance loss α · mean_b Σ_e f[b, e] · P[b, e], as the official ``SparseMoE`` computes it.
 
         scores: [N, L, E] raw sigmoid scores (with gradient); ids: [N, L, K] chosen experts.
         f[b, e] = #{(t, k): ids[b, t, k] = e} / (L·K/E) (no gradient), P[b, e] = mean_t scores[b, t, e].

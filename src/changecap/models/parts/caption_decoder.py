@@ -1,4 +1,4 @@
-"""Transformer caption decoder of HiSem / RSCaMa (spec ``hisem.md`` §7), with a key/value cache for generation.
+"""Transformer caption decoder of HiSem / RSCaMa (``docs/hisem.md``), with a key/value cache for generation.
 
 The function is the official ``DecoderTransformer('transformer_decoder')``: word embedding + fixed sinusoidal
 positions (no √D scaling) → N post-norm decoder layers, each with an extra outer residual ``out = h3 + x`` from the

@@ -1,8 +1,8 @@
-"""CLIP vision tower as a patch-token encoder (spec ``hisem.md`` §2).
+"""CLIP vision tower as a patch-token encoder (``docs/hisem.md``).
 
 Wraps ``transformers.CLIPVisionModel`` (the module is held as ``self.vision``, so this encoder's state dict is the
 ``CLIPVisionModel`` state dict under ``vision.``). The output is the last layer's patch tokens, CLS dropped,
-``post_layernorm`` applied (``patch_ln_post=True``, the spec's choice since the authors' patch is not recoverable),
+``post_layernorm`` applied (``patch_ln_post=True``: our choice, since the authors' patch of CLIP is not recoverable),
 no projection: [B, G·G, hidden] in CLIP's row-major order (token ``t = row · G + col``).
 
 Images must already be CLIP-preprocessed (shorter-side bicubic resize, centre crop, CLIP mean/std:
@@ -28,7 +28,7 @@ from changecap.errors import ConfigError, ModelError, first_line
 from changecap.schema import from_dict, require, to_dict
 
 #: CLIPVisionConfig fields of OpenAI CLIP ViT-B/16's visual tower. ``CLIPVisionModel`` holds 85,799,424 parameters:
-#: the spec's 86,192,640 also counts OpenAI's 768→512 ``proj`` (393,216), which patch tokens never use.
+#: the official count, 86,192,640, also holds OpenAI's 768→512 ``proj`` (393,216), which patch tokens never use.
 VIT_B16_CONFIG: dict[str, Any] = {
     "hidden_size": 768,
     "intermediate_size": 3072,
@@ -428,7 +428,7 @@ class EncoderConfig:
     pretrained: str | None = None  # HF CLIP id or local dir to load real weights from (provenance once saved)
     config: dict[str, Any] | None = None  # CLIPVisionConfig fields; random init when ``pretrained`` is None
     trainable_layers: int = 4  # last k transformer blocks (+ post_layernorm) are fine-tuned; 0 frozen, -1 all
-    patch_ln_post: bool = True  # apply post_layernorm to the patch tokens (hisem.md §2)
+    patch_ln_post: bool = True  # apply post_layernorm to the patch tokens (docs/hisem.md)
     # Recompute the trainable blocks' activations during backward instead of keeping them from the forward pass:
     # less activation memory for large configs and batches, at the cost of one more forward of those blocks per
     # update; same losses and gradients. Training only (inference keeps nothing for backward anyway).

@@ -1,4 +1,4 @@
-"""Batched greedy and beam-search caption generation (spec ``hisem.md`` §8).
+"""Batched greedy and beam-search caption generation (``docs/hisem.md``).
 
 Both searches are written once against a small *stepper* interface (feed one token per hypothesis → logits;
 reorder hypotheses; drop finished items) with two implementations:

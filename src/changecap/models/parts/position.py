@@ -1,4 +1,4 @@
-"""Learned 2-D position embedding of HiSem's fusion (spec ``hisem.md`` §3).
+"""Learned 2-D position embedding of HiSem's fusion (``docs/hisem.md``).
 
 CLIP's own absolute position embedding is lost in the patch tokens' deep features as far as the fusion is concerned,
 and BDAM's depth-wise convolutions plus the per-token attention biases need to know where a token lies, so HiSem adds

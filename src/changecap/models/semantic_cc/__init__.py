@@ -35,7 +35,7 @@ def card_rows(model: nn.Module, config: Any) -> list[tuple[str, str]]:
 
 
 def summary_parts(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """The parts spec §11 counts: frozen backbones apart from their LoRA, the new modules one by one."""
+    """The parts ``changecap summary`` counts: frozen backbones apart from their LoRA, the new modules one by one."""
 
     def params(module: nn.Module | None, lora: bool | None = None) -> list[nn.Parameter]:
         if module is None:

@@ -1,4 +1,4 @@
-"""BCSF — the bi-temporal change semantic filter of Semantic-CC (spec ``semantic_cc.md`` §2.3, eqs. (2)–(3)).
+"""BCSF — the bi-temporal change semantic filter of Semantic-CC (``docs/semantic_cc.md``, eqs. (2)–(3)).
 
 Inside the shared SAM encoder both dates run as one batch, so nothing in a plain ViT block lets one date see the
 other. A BCSF, placed after an encoder block, lets each date's features be re-weighted by the pair:
@@ -9,7 +9,7 @@ other. A BCSF, placed after an encoder block, lets each date's features be re-we
 
 The spatial gate says *where* the pair makes a location interesting, the channel gate *which* feature channels.
 
-Two forms (spec §10 rows 2–4):
+Two forms (the paper's and the released code's):
 
 * ``"paper"`` — the filtered feature comes first in every concatenation ([self ; other]); one FFN for the spatial
   branch and two separately parameterised FFNs for the channel branches; the spatial gate has a bias.

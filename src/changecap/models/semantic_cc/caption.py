@@ -1,4 +1,4 @@
-"""Semantic-CC's caption decoder (``semantic_cc.md`` §5): Q-Former → change semantic feature enhancer → prompted LLM.
+"""Semantic-CC's caption decoder (``docs/semantic_cc.md``): Q-Former → change semantic feature enhancer → prompted LLM.
 
 * ``ln_vision`` + the BLIP-2 Q-Former (``transformers.Blip2QFormerModel``) with 32 learned queries shared by both
   dates, frozen (as MiniGPT-4); the two dates' CC tokens go through it in one call → [2B, 32, 768].
@@ -37,7 +37,8 @@ _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
 
 
 def clean_caption(text: str) -> str:
-    """Spec §5.3: lower-case, every punctuation character removed, spaces collapsed (``lower-left`` → ``lowerleft``)."""
+    """The released code's cleaning: lower-case, every punctuation character removed, spaces collapsed
+    (``lower-left`` → ``lowerleft``)."""
     return " ".join(_PUNCTUATION.sub("", text.lower()).split())
 
 
@@ -196,7 +197,7 @@ class SemanticCCCaptionDecoder(nn.Module):
         return [self.tokenizer.bos_token_id, *self.tokenizer.encode(head)], self.tokenizer.encode(tail)
 
     def target_ids(self, caption: str) -> list[int]:
-        """The tokens a caption is trained on: cleaned text + end symbol, at most ``max_txt_len`` (spec §5.3)."""
+        """The tokens a caption is trained on: cleaned text + end symbol, at most ``max_txt_len``."""
         ids = self.tokenizer.encode(clean_caption(caption) + self.config.end_symbol)
         return ids[: self.config.max_txt_len]
 

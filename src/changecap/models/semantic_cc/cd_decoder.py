@@ -1,11 +1,11 @@
-"""Change-detection decoder of Semantic-CC (spec ``semantic_cc.md`` §4, eq. (6)), plus its loss and prediction.
+"""Change-detection decoder of Semantic-CC (``docs/semantic_cc.md``, eq. (6)), plus its loss and prediction.
 
 The two dates' CD features are concatenated on channels (so every level sees both dates at once), turned into a
 feature pyramid from the single-scale ViT map (:class:`SimpleFPN`, ViTDet style: no backbone pyramid to tap), and
 fused by an all-MLP head (:class:`MLPSegHead`) at the output resolution. The pixel losses and the mask prediction
 are shared with the other change-detection heads (``models/parts/change_masks.py``).
 
-Forms (spec §10 row 8):
+Forms (the paper's and the released code's):
 
 * ``"code"`` — the released decoder: 5 levels of ``fpn_dim`` (256) channels at grid×4, ×2, ×1, ×½, ×¼ (H/4 … H/64 of a
   256 input), 2-class logits for softmax cross-entropy.
@@ -143,7 +143,7 @@ class MLPSegHead(nn.Module):
 class ChangeDetectionDecoder(nn.Module):
     """CD features of both dates [2B, in_dim, g, g] (before rows, then after rows) → logits [B, classes, S, S].
 
-    ``fpn`` is the pyramid and ``head`` the segmentation head (counted separately in spec §11). ``fpn_dim=None``
+    ``fpn`` is the pyramid and ``head`` the segmentation head (counted apart by ``changecap summary``). ``fpn_dim=None``
     means 256 in the code form and 2·``in_dim`` in the paper form; the head width equals the FPN width.
     """
 

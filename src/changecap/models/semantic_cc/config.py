@@ -1,6 +1,6 @@
 """Configuration of Semantic-CC (``semantic_cc.md``), paper values by default, the released code's as options.
 
-Every difference between the paper and the released code (spec §10) is a named field whose default is the paper's:
+Every difference between the paper and the released code is a named field whose default is the paper's:
 
 * #1 ``encoder.bcsf_placement``: ``"global"`` after the 4 global-attention blocks; code ``"windowed"``;
 * #2, #3 ``encoder.bcsf_form``: ``"paper"`` [self ; other] gates and 3 FFNs; code ``"code"`` ([F1 ; F2], shared FFN);
@@ -8,8 +8,8 @@ Every difference between the paper and the released code (spec §10) is a named 
 * #5 ``neck.units``: 3; code 2.  #6 ``neck.cc_heads`` / ``cd_heads``: 16 / 8; code 1408 / 256 (head dimension 1);
   ``neck.ln_eps``: 1e-6; code 0 (the paper gives none);
 * #7 ``neck.symmetric_inter``: ``false`` (CC ← CD only, as the code; the mirrored layer is an option);
-* #8 ``cd_decoder.loss``: ``"bce"``; code ``"ce"``. ``cd_decoder.form`` defaults to ``"code"`` (5 levels, as spec §4
-  specifies); the paper's 4-level text is the reconstructed option ``"paper"``;
+* #8 ``cd_decoder.loss``: ``"bce"``; code ``"ce"``. ``cd_decoder.form`` defaults to ``"code"`` (5 levels, the released
+  code's); the paper's 4-level text is the reconstructed option ``"paper"``;
 * #10 ``caption.enhancer``: ``"paper"`` after the Q-Former, scalar gates; code ``"code"`` (4096-d gates, 96 tokens);
 * #11 ``caption.llm_lora.enabled``: ``true``; code ``false`` (``freeze_LLM``);
 * #12 ``caption.generation.strategy``: ``"greedy"``; code ``"sample"`` (top-p 0.9, repetition penalty 1.1);
@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 from changecap.models.registry import ArchitectureConfig
 from changecap.schema import require
 
-#: SamVisionConfig fields of SAM ViT-L (``facebook/sam-vit-large``) at Semantic-CC's 256 px input (spec §2.1)
+#: SamVisionConfig fields of SAM ViT-L (``facebook/sam-vit-large``) at Semantic-CC's 256 px input
 SAM_VIT_L_256: dict[str, Any] = {
     "hidden_size": 1024,
     "num_hidden_layers": 24,
@@ -56,7 +56,7 @@ QFORMER_BASE: dict[str, Any] = {
     "encoder_hidden_size": 1408,
 }
 
-#: the four instructions of the released config (spec §5.3), one drawn per sample in training
+#: the four instructions of the released config, one drawn per sample in training
 INSTRUCTIONS: tuple[str, ...] = (
     "Describe the difference between the new RS images and the old one in detail.",
     "What is the main change between the two RS scenes? Describe it in detail.",
@@ -85,14 +85,14 @@ class LoraConfig:
 
 @dataclass
 class LLMLoraConfig(LoraConfig):
-    """LoRA in the LLM (spec §5.3): the q/k/v projections of every layer."""
+    """LoRA in the LLM (the paper's): the q/k/v projections of every layer."""
 
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
 
 
 @dataclass
 class SAMEncoderConfig:
-    """The bi-temporal SAM ViT encoder with change semantic filters (spec §2)."""
+    """The bi-temporal SAM ViT encoder with change semantic filters."""
 
     pretrained: str | None = None  # "facebook/sam-vit-large" (or -base / -huge) or a local dir; None: random init
     config: dict[str, Any] = field(default_factory=lambda: dict(SAM_VIT_L_256))  # SamVisionConfig fields
@@ -147,7 +147,7 @@ class SAMEncoderConfig:
 
 @dataclass
 class NeckConfig:
-    """The multi-task semantic aggregation neck (spec §3)."""
+    """The multi-task semantic aggregation neck."""
 
     units: int = 3
     cc_dim: int = 1408  # the visual width the pretrained Q-Former expects
@@ -174,9 +174,9 @@ class NeckConfig:
 
 @dataclass
 class CDDecoderConfig:
-    """The change-detection decoder (spec §4) and its pixel loss (§6)."""
+    """The change-detection decoder and its pixel loss."""
 
-    # "code" by default: spec §4 specifies the code's realisation (5 SimpleFPN levels × 256 channels); the paper's
+    # "code" by default: the released code's realisation (5 SimpleFPN levels × 256 channels); the paper's
     # text ("4 levels of 512 channels") is a reconstruction here, selectable as "paper".
     form: Literal["paper", "code"] = "code"
     loss: Literal["bce", "ce"] = "bce"  # bce: one logit per pixel (paper); ce: 2-class softmax (code)
@@ -210,7 +210,7 @@ class GenerationConfig:
 
 @dataclass
 class CaptionDecoderConfig:
-    """Q-Former + change semantic feature enhancer + prompted causal LM with LoRA (spec §5)."""
+    """Q-Former + change semantic feature enhancer + prompted causal LM with LoRA."""
 
     qformer: dict[str, Any] = field(default_factory=lambda: dict(QFORMER_BASE))  # Blip2QFormerConfig fields
     qformer_pretrained: str | None = None  # a BLIP-2 checkpoint id / dir whose Q-Former (and queries) to load

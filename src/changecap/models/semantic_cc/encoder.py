@@ -1,4 +1,4 @@
-"""Bi-temporal SAM ViT encoder with change semantic filters and LoRA (``semantic_cc.md`` §2).
+"""Bi-temporal SAM ViT encoder with change semantic filters and LoRA (``docs/semantic_cc.md``).
 
 Both dates go through one pass of transformers' SAM vision encoder, stacked along the batch with the *before*
 images first (rows 0..B−1) and the *after* images second (rows B..2B−1): every BCSF splits the batch in those halves.
@@ -6,7 +6,7 @@ After chosen blocks a :class:`~changecap.models.semantic_cc.bcsf.BCSF` mixes the
 encoder: the raw last-block tokens (captioning) and SAM's own channel-reduction neck (change detection).
 
 Real weights come from ``SamVisionModel.from_pretrained(...)`` at SAM's native 1024 px and are resized onto the
-256 px model as spec §2.1 says: the absolute position embedding 64×64 → 16×16 (bicubic) and the relative-position
+256 px model, as the released code does: absolute position embedding 64×64 → 16×16 (bicubic) and the relative-position
 tables of the global-attention blocks 127 → 31 entries (linear); windowed blocks keep their 27 entries. LoRA
 (``peft``) adapts the ``qkv`` projections; every original SAM weight, its neck included, stays frozen.
 """
@@ -152,7 +152,7 @@ def _empty_sam(cfg: Any) -> nn.Module:
 
 
 def load_resized_sam_weights(sam: nn.Module, name_or_dir: str | os.PathLike[str]) -> None:
-    """Copy a SAM checkpoint's vision encoder into ``sam``, resizing the position tables to its grid (spec §2.1)."""
+    """Copy a SAM checkpoint's vision encoder into ``sam``, resizing the position tables to its grid."""
     from transformers import SamVisionModel
 
     name = str(name_or_dir)

@@ -100,7 +100,7 @@ class SemanticCC(nn.Module):
 
 class SemanticCCChangeBranch(nn.Module):
     """Semantic-CC's change-detection branch alone — encoder → neck → CD decoder, no caption decoder (so no LLM) —
-    as another system's frozen change prior (DFM, ``dfm.md`` §3). Its state-dict keys are the full model's, so it
+    as another system's frozen change prior (DFM, ``docs/dfm.md``). Its state-dict keys are the full model's, so it
     loads from a Semantic-CC model directory's own weights. The neck's captioning side stays: the detection side
     reads it through the inter-task attention."""
 

@@ -1,4 +1,4 @@
-"""Multi-task semantic aggregation neck of Semantic-CC (spec ``semantic_cc.md`` §3, eqs. (4)–(5)), code form.
+"""Multi-task semantic aggregation neck of Semantic-CC (``docs/semantic_cc.md``, eqs. (4)–(5)), code form.
 
 Two token streams leave the encoder: the captioning (CC) stream, raw SAM tokens mapped to the Q-Former's visual width,
 and the change-detection (CD) stream, SAM-neck tokens. Each neck unit refines both with their own self-attention and
@@ -12,7 +12,7 @@ what the change detector considers changed:
 Both dates stay stacked on the batch axis ([2B, L, ·]); nothing in the neck mixes rows, so the dates and the pairs
 are processed independently.
 
-Module names, for selecting one side's parameters by prefix (training stages, spec §7):
+Module names, for selecting one side's parameters by prefix (training stages):
 
 * CD side: ``units.{i}.intra_cd``.
 * CC side: ``cc_proj``, ``units.{i}.intra_cc``, ``units.{i}.inter`` (the inter-task layer writes into the CC stream).
@@ -170,14 +170,14 @@ class NeckUnit(nn.Module):
         new_cc = x_cc + self.inter(cc_intra, cd_intra)
         new_cd = x_cd + cd_intra
         if self.inter_cd is not None:
-            # Reading of spec §3: the mirrored update is added on top of the code's X_cd + X_cd^intra (both read the
+            # our reading of eq. (4): the mirrored update is added on top of the code's X_cd + X_cd^intra (both read the
             # same pre-update intra features), so symmetric_inter=False is exactly the released code.
             new_cd = new_cd + self.inter_cd(cd_intra, cc_intra)
         return new_cc, new_cd
 
 
 class SemanticAggregationNeck(nn.Module):
-    """``cc_proj`` (encoder width → CC width, spec §2.4) followed by ``units`` :class:`NeckUnit` s.
+    """``cc_proj`` (encoder width → CC width) followed by ``units`` :class:`NeckUnit` s.
 
     Paper: 3 units; released code: 2. ``cc_heads`` / ``cd_heads`` default to a conventional 16 / 8; the released code
     uses one head per channel (``cc_heads=cc_dim``, ``cd_heads=cd_dim``). ``ln_eps`` is the eps of every LayerNorm
