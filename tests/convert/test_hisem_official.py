@@ -1,7 +1,7 @@
 """Official HiSem checkpoint converter: layout, validation, OpenAI-CLIP mapping and numerical equivalence.
 
 The equivalence tests compare changecap's converted modules with an independent, plain re-statement of the
-official forward pass (spec ``hisem.md`` §2–§8) written below as small functions that operate directly on the
+official forward pass (``docs/hisem.md``) written below as small functions that operate directly on the
 official-named state dict tensors (``encoder_trans_dict``, ``decoder_dict``, OpenAI CLIP ``encoder_dict``). The
 reference shares no code with ``changecap.models``; it runs in eval mode (no dropout, BatchNorm running statistics).
 """
@@ -57,7 +57,7 @@ def _from_grid(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-# ------------------------------------------------------------------------------------------------ §3 position
+# ------------------------------------------------------------------------------------------------ 2-D position
 def position_table(sd: SD) -> torch.Tensor:
     """pos(i, j) = concat(h_embedding[j], w_embedding[i]) for token t = i * W + j (the naming quirk)."""
     h_tab, w_tab = sd["h_embedding.weight"], sd["w_embedding.weight"]
@@ -69,7 +69,7 @@ def position_table(sd: SD) -> torch.Tensor:
     return torch.stack(pos)
 
 
-# ------------------------------------------------------------------------------------------------ §4 BDAM
+# ------------------------------------------------------------------------------------------------ BDAM
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     b, length, d = x.shape
     return x.reshape(b, length, heads, d // heads).transpose(1, 2)
@@ -115,7 +115,7 @@ def bdam_layer(sd: SD, l: int, f1: torch.Tensor, f2: torch.Tensor, grid: tuple[i
     return _ln(p_b, sd, f"diff_attn.norm_b_list.{l}"), _ln(p_a, sd, f"diff_attn.norm_a_list.{l}")
 
 
-# ------------------------------------------------------------------------------------------------ §6 HASD
+# ------------------------------------------------------------------------------------------------ HASD
 def fuse_block(sd: SD, r: int, f1: torch.Tensor, f2: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     rows, cols = grid
     rb = f"moe.reblock{r}."
@@ -202,7 +202,7 @@ def fusion(
     return _ln(x1 + x2 + y, sd, "layer_norm"), z
 
 
-# ------------------------------------------------------------------------------------------------ §7 decoder
+# ------------------------------------------------------------------------------------------------ decoder
 def _mha(q_in: torch.Tensor, kv_in: torch.Tensor, sd: SD, key: str, heads: int, mask: torch.Tensor | None):
     """nn.MultiheadAttention semantics on batch-first tensors; in_proj rows are [q; k; v]."""
     d = q_in.shape[-1]
@@ -256,7 +256,7 @@ def greedy(sd: SD, memory: torch.Tensor, *, heads: int, max_length: int) -> list
     return out
 
 
-# ------------------------------------------------------------------------------------------------ §2 CLIP
+# ------------------------------------------------------------------------------------------------ CLIP
 def clip_patch_tokens(sd: SD, image: torch.Tensor, *, heads: int, prefix: str = "clip_model.visual.") -> torch.Tensor:
     """OpenAI CLIP visual forward → ln_post(last resblock tokens 1..L) (no ``proj``), QuickGELU MLP."""
     w = sd[prefix + "conv1.weight"]
@@ -297,7 +297,7 @@ def small_checkpoint(seed: int = 0, encoder: bool = False) -> dict[str, dict[str
 
 # =============================================================================================== layout
 def test_paper_layout_matches_spec_counts() -> None:
-    """Key counts (§12) and parameter counts (§11) of the paper configuration."""
+    """Key counts and parameter counts of the official modules in the paper configuration."""
     dims = OfficialHiSemDims.paper(501)
     trans, dec = official_trans_shapes(dims), official_decoder_shapes(dims)
     assert len(trans) == 188 and len(dec) == 29
@@ -321,7 +321,7 @@ def test_infer_dims_from_shapes() -> None:
 
 
 def test_rectangular_grid_is_inferred_from_the_swapped_tables() -> None:
-    """h_embedding is indexed by the column, w_embedding by the row (§3)."""
+    """h_embedding is indexed by the column, w_embedding by the row."""
     dims = OfficialHiSemDims(**{**SMALL.as_dict(), "grid_h": 3, "grid_w": 5})
     ckpt = synthetic_official_checkpoint(dims)
     assert ckpt["encoder_trans_dict"]["h_embedding.weight"].shape == (5, 16)

@@ -27,7 +27,7 @@ def test_tokens_reader_on_levir_cc_tokens() -> None:
     assert split_counts(recs) == {"train": 6815, "val": 1333, "test": 1929}
     assert all(len(r.captions) == 5 for r in recs)
     unchanged = {s: sum(not r.changed for r in recs if r.split == s) for s in ("train", "val", "test")}
-    assert unchanged == {"train": 3408, "val": 666, "test": 965}  # spec §3: 50 % per split
+    assert unchanged == {"train": 3408, "val": 666, "test": 965}  # LEVIR-CC: 50 % per split
     assert all(sorted(r.captions) == sorted(NO_CHANGE_SENTENCES) for r in recs if not r.changed)
     assert max(len(c.split()) for r in recs for c in r.captions) == 39  # → max_length 41
 

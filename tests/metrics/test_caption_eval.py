@@ -240,7 +240,7 @@ def test_real_levir_captions_match_pycocoevalcap(pycocoevalcap_available: None) 
         corpus, items = ref_fn(h, r)
         assert res.scores[key] == pytest.approx(corpus, abs=1e-9, rel=0), key
         assert [res.per_item[n][key] for n in names] == pytest.approx(items, abs=1e-9, rel=0), key
-    # every unchanged LEVIR-CC pair carries only no-change sentences: the subset is the spec §6.5 flag
+    # every unchanged LEVIR-CC pair carries only no-change sentences: the subset is the text-derived change flag
     flags = [changed_from_captions([*refs[n], preds[n]]) for n in names]
     assert res.subsets["unchanged"].n == flags.count(False) > 0
     assert res.nochange_acc == 1.0 and res.change_acc == 1.0  # leave-one-out keeps the pair's own kind

@@ -1,4 +1,4 @@
-"""The Semantic-CC objective with the real trainer on tiny data: stages freeze exactly what the spec says (checked
+"""The Semantic-CC objective with the real trainer on tiny data: stages freeze exactly what the paper says (checked
 through the parameters that move), schedules, the pixel loss, and a run that saves a loadable model."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BDAM: modulator, diagonal-bias attention, bidirectional differential attention, layers (spec hisem.md §4)."""
+"""BDAM: modulator, diagonal-bias attention, bidirectional differential attention, layers (docs/hisem.md)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def _bidiff_reference(
     bias_del: torch.Tensor,
     lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Literal spec §4.3: materialised A_add / A_del."""
+    """The literal formula: materialised A_add / A_del."""
 
     def heads(x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], L, HEADS, DIM // HEADS).transpose(1, 2)

@@ -26,10 +26,10 @@ def test_paper_config_parameter_counts(unused: bool) -> None:
     with torch.device("meta"):
         model = build_model(cfg)
     counts = model.parameter_counts()
-    assert counts["encoder"] == 85_799_424  # HF visual tower; the spec's 86,192,640 adds the unused 768→512 proj
+    assert counts["encoder"] == 85_799_424  # HF visual tower; the official 86,192,640 adds the unused 768→512 proj
     assert counts["fusion"] == (81_253_192 if unused else 81_243_976)
     assert counts["decoder"] == (13_802_997 if unused else 10_221_813)
-    assert counts["trainable"] == (123_409_213 if unused else 119_818_813)  # spec §11: trainable 123,409,213
+    assert counts["trainable"] == (123_409_213 if unused else 119_818_813)  # official: trainable 123,409,213
     assert cfg.vocab_size == 501 and cfg.max_length == 41
 
 

@@ -1,4 +1,4 @@
-"""HiSemFusion and its config: composition, ablations, strict config, paper parameter counts (spec hisem.md §1, §11)."""
+"""HiSemFusion and its config: composition, ablations, strict config, paper parameter counts (docs/hisem.md)."""
 
 from __future__ import annotations
 

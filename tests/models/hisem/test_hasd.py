@@ -1,4 +1,4 @@
-"""HASD: image-level hard routing, per-path sub-batches, fusion blocks, PWFF (spec hisem.md §6)."""
+"""HASD: image-level hard routing, per-path sub-batches, fusion blocks, PWFF (docs/hisem.md)."""
 
 from __future__ import annotations
 

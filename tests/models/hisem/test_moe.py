@@ -1,4 +1,4 @@
-"""DeepSeek-style sparse MoE: group-limited top-k, dispatch, balance loss (spec hisem.md §6.5)."""
+"""DeepSeek-style sparse MoE: group-limited top-k, dispatch, balance loss (docs/hisem.md)."""
 
 from __future__ import annotations
 

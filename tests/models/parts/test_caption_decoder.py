@@ -1,4 +1,4 @@
-"""Transformer caption decoder (spec hisem.md §7): counts, official layout, masks, KV cache, limits, autocast."""
+"""Transformer caption decoder (docs/hisem.md): counts, official layout, masks, KV cache, limits, autocast."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLIPPatchEncoder (spec hisem.md §2): ViT-B/16 counts, fine-tuning pattern, token count/order, post-LN, errors."""
+"""CLIPPatchEncoder (docs/hisem.md): ViT-B/16 counts, fine-tuning pattern, token count/order, post-LN, errors."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_vit_b16_counts_and_paper_trainable_part() -> None:
     with torch.device("meta"):
         enc = CLIPPatchEncoder(CLIPVisionModel(CLIPVisionConfig(**VIT_B16_CONFIG)), trainable_layers=4)
     total = sum(p.numel() for p in enc.parameters())
-    # spec §11 counts OpenAI's visual tower incl. the 768→512 `proj`, which patch tokens never use
+    # the official count holds OpenAI's visual tower incl. the 768→512 `proj`, which patch tokens never use
     assert total == 85_799_424 and total + 768 * 512 == 86_192_640
     assert _trainable(enc) == 28_353_024 == 4 * 7_087_872 + 1_536
     assert enc.grid_size == 14 and enc.image_size == 224 and enc.hidden_size == 768

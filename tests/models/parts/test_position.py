@@ -1,4 +1,4 @@
-"""Learned 2-D position embedding (spec hisem.md §3)."""
+"""Learned 2-D position embedding (docs/hisem.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BCSF: shapes, counts, forms, date-swap behaviour, reference formula, gradients, errors (spec semantic_cc.md §2.3)."""
+"""BCSF: shapes, counts, forms, date-swap behaviour, reference formula, gradients, errors (docs/semantic_cc.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CD decoder: SimpleFPN levels, head, output sizes, counts, date order, losses, prediction (spec semantic_cc.md §4)."""
+"""CD decoder: SimpleFPN levels, head, output sizes, counts, date order, losses, prediction (docs/semantic_cc.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Aggregation neck: intra/inter-task attention, unit residuals, counts, module names (spec semantic_cc.md §3)."""
+"""Aggregation neck: intra/inter-task attention, unit residuals, counts, module names (docs/semantic_cc.md)."""
 
 from __future__ import annotations
 

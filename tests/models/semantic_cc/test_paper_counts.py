@@ -1,4 +1,4 @@
-"""``configs/semantic_cc_levircc.yaml`` summarised offline on the meta device reproduces spec §11's counts."""
+"""``configs/semantic_cc_levircc.yaml`` summarised offline on the meta device reproduces the released code's counts."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_paper_config_counts_match_the_spec() -> None:
     assert counts["encoder.bcsf"] == 25_202_700  # paper form, 4 blocks
     assert counts["neck"] == 334_506_368  # N = 3, with the 1024 → 1408 projection
     assert counts["cd_decoder.fpn"] == 3_904_640
-    # spec §11 lists 658,946 for the code's 2-class head; the paper's BCE has one output channel: 257 fewer
+    # the code's 2-class head has 658,946; the paper's BCE has one output channel: 257 fewer
     assert counts["cd_decoder.head"] == 658_946 - 257
     assert counts["caption_decoder.enhancer"] == 9_444_354  # paper form
     assert counts["caption_decoder.llm.lora"] == 12_582_912  # r 16 on q/k/v of 32 layers
