@@ -112,3 +112,13 @@ def test_the_site_builds_strictly_and_reads_offline(tmp_path: Path) -> None:
     assert not fetching, f"the site loads these from other hosts: {fetching[:10]}"
     api = (site / "api.html").read_text(encoding="utf-8")
     assert "ChangeCaptioner" in api and "from_pretrained" in api  # the reference is generated from the docstrings
+
+
+def test_sphinx_roles_of_docstrings_become_code_spans() -> None:
+    pytest.importorskip("griffe", reason="the API reference needs the 'docs' extra (make env installs it)")
+    spec = importlib.util.spec_from_file_location("changecap_docs_griffe", REPO_ROOT / "scripts" / "docs_griffe.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "See :func:`~changecap.models.build_model`, :class:`changecap.errors.DataError` and ``x``."
+    assert module.plain(text) == "See `build_model`, `changecap.errors.DataError` and ``x``."
