@@ -76,7 +76,6 @@ class DataConfig:
     ``augment``; the validation split never does (its references keep their paraphrases). ``semantic_maps: true``
     adds each date's class map to the train and validation samples (``semantic``, long ``[2, H, W]``; formats with
     per-date maps only: ``second-cc``) for models that read them.
-    ``augment``; the validation split never does (its references keep their paraphrases).
     ``packed`` names a pack of the dataset (``changecap data pack``): the train and validation splits read their
     pixels from it instead of the image files (same samples; the captions still come from ``root``).
     """
