@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from changecap.cli.threads import add_threads_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="resume from <output_dir>/checkpoint/ (required)")
     group.add_argument("--restart", action="store_true", help="start afresh even when a checkpoint exists")
+    add_threads_argument(p, auto_default=False)
     p.set_defaults(func=run)
 
 
