@@ -53,7 +53,7 @@ Usage::
     python benchmarks/bench_model_speed.py [--models paper cpu plain-cpu] [--precision fp32 bf16] [--steps 5]
         [--device cpu|cuda] [--train-batch N] [--infer-batch N] [--official] [--bf16-cast]
         [--compile] [--gelu-reference] [--frozen-cache] [--optim fused for-loop] [--threads N] [--no-peak]
-        [--interleave] [--int8-alternatives]
+        [--interleave] [--int8-alternatives] [--infer-only]
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     model, max_len = build(name)
     model.to(device)
     table = CUDA_BATCH if cuda else DEFAULT_BATCH
-    train_b = (args.train_batch or table[name][0]) if table[name][0] else 0  # 0: no training step for this model
+    train_b = (args.train_batch or table[name][0]) if table[name][0] and not args.infer_only else 0  # 0: no training
     infer_b = args.infer_batch or table[name][1]
     size = image_size(model)
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.named_children()}
@@ -502,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time captioning round-robin across the precisions (implied by int8)")
     p.add_argument("--int8-alternatives", action="store_true",
                    help="in the interleaved round, also torch.ao's quantize_dynamic and torchao's int8 paths")
+    p.add_argument("--infer-only", action="store_true", help="captioning only, no training step")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak columns)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -534,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             *(["--frozen-cache"] if args.frozen_cache else []),
             *(["--interleave"] if args.interleave else []),
             *(["--int8-alternatives"] if args.int8_alternatives else []),
+            *(["--infer-only"] if args.infer_only else []),
         ]
         for flag, val in (
             ("--threads", args.threads),

@@ -6,7 +6,9 @@ batches) in fp32 (the tokens of training-time validation) and in each ``--precis
 * ``bf16``: ``ChangeCaptioner(precision="bf16")``, the linear / convolution weights cast once; it must equal
   ``bf16 autocast`` (fp32 weights under ``torch.autocast(bfloat16)``, re-cast on every call) bit for bit, which is
   checked;
-* ``int8``: ``ChangeCaptioner(precision="int8")``, the linear layers quantised once (CPU).
+* ``int8``: ``ChangeCaptioner(precision="int8")``, the linear layers quantised once (CPU); with
+  ``--int8-alternatives`` also the same layers through ``torch.ao.quantization.quantize_dynamic`` (fbgemm, one
+  activation scale per tensor), the path that int8 does not take (``docs/benchmarks.md``).
 
 Reported per model and precision: the share of pairs whose caption equals the fp32 one exactly, the share of fp32
 token positions reproduced, for models with a change-detection head the IoU of the changed pixels against fp32's
@@ -19,6 +21,7 @@ Usage::
 
     python benchmarks/bench_precision_agreement.py DATA_ROOT MODEL_DIR [MODEL_DIR ...] [--format levir-cc]
         [--split test] [--precision bf16 int8] [--batch-size 32] [--threads N] [--limit N] [--cpu-time]
+        [--int8-alternatives]
 """
 
 from __future__ import annotations
@@ -57,6 +60,23 @@ def mask_iou(ref: list, got: list) -> float | None:
     return 1.0 if union == 0 else inter / union
 
 
+def torch_ao_int8(model):  # noqa: ANN001, ANN201
+    """A copy of ``model`` with the layers ``precision="int8"`` quantises, through torch.ao's ``quantize_dynamic``."""
+    import copy
+    import warnings
+
+    from changecap.models.precision import Int8Linear, quantize_linear_layers
+
+    probe = copy.deepcopy(model)
+    quantize_linear_layers(probe)
+    names = {k for k, m in probe.named_modules() if isinstance(m, Int8Linear)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation warnings
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(model), names, dtype=torch.qint8)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data")
@@ -68,6 +88,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     p.add_argument("--cpu-time", action="store_true", help="pairs per CPU-second of this process, not wall time")
+    p.add_argument("--int8-alternatives", action="store_true", help="also int8 through torch.ao's quantize_dynamic")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,8 +112,14 @@ def main() -> int:
         loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, collate_fn=collate_pairs)
         ref, ref_masks, t_fp32 = caption_split(fp32, loader, autocast=False, clock=clock)
         n = len(ref)
-        for precision in args.precision:
-            other = ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision=precision)
+        ways = list(args.precision)
+        if args.int8_alternatives and "int8" in ways:
+            ways.append("int8 torch.ao")
+        for precision in ways:
+            if precision == "int8 torch.ao":
+                other = ChangeCaptioner(torch_ao_int8(fp32.model), fp32.vocab, fp32.preprocess, "cpu")
+            else:
+                other = ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision=precision)
             got, masks, t = caption_split(other, loader, autocast=False, clock=clock)
             note = ""
             if precision == "bf16":
