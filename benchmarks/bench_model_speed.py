@@ -460,9 +460,19 @@ def interleaved(model, pairs, max_len: int, device, args: argparse.Namespace, ou
         out["infer"][f"{prec} {suffix}"] = b / statistics.median(wall[key])
         out["infer"][f"{prec} {suffix} CPU time"] = b / statistics.median(cpu[key])
         ref = outputs.get("fp32")
+        got = outputs[key]
         if key != "fp32" and ref and isinstance(ref[0], list) and ref[0] and isinstance(ref[0][0], int):  # tokens
-            same = sum(sum(x == y for x, y in zip(a, c)) for a, c in zip(ref, outputs[key]))
+            same = sum(sum(x == y for x, y in zip(a, c)) for a, c in zip(ref, got))
             out["same_tokens"][f"{key} vs fp32 (token positions)"] = same / max(1, sum(len(a) for a in ref))
+        elif key != "fp32" and ref and len(ref) == 2 and ref[1] is not None:  # [captions or None, masks]
+            import numpy as np
+
+            a, c = np.asarray(ref[1]) > 0, np.asarray(got[1]) > 0
+            union = int(np.logical_or(a, c).sum())
+            out["same_tokens"][f"{key} vs fp32 (mask IoU)"] = 1.0 if union == 0 else int((a & c).sum()) / union
+            if ref[0] is not None:
+                equal = sum(x == y for x, y in zip(ref[0], got[0])) / len(ref[0])
+                out["same_tokens"][f"{key} vs fp32 (captions equal)"] = equal
         print(f"  [{model.config.architecture}] infer {key}, interleaved: {b / statistics.median(wall[key]):.2f} "
               f"pairs/s wall, {b / statistics.median(cpu[key]):.2f} per CPU-second", flush=True)  # fmt: skip
     print(f"  load average {load_before:.1f} before, {out['load'][1]:.1f} after the interleaved round", flush=True)
@@ -622,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['model']}: load average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after the interleaved "
                   "round")  # fmt: skip
         for k, v in r["same_tokens"].items():
-            if "token positions" in k:
+            if k.endswith(("(token positions)", "(mask IoU)", "(captions equal)")):
                 print(f"{r['model']}: {k}: {100 * v:.1f} % (random weights: a rough check only)")
     if args.json:
         Path(args.json).write_text(json.dumps({"peak_flops": peak, "models": results}, indent=1))
