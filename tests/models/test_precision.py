@@ -190,3 +190,18 @@ def test_int8_leaves_tied_narrow_and_fused_path_layers_float() -> None:
     assert quantize_linear_layers(m) == 1
     assert isinstance(m.proj, Int8Linear)
     assert all(type(x) is nn.Linear for x in (m.tied, m.scorer, m.router, m.torch_layer.linear1))
+
+
+def test_int8_weights_stay_in_the_range_the_cpu_sums_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from changecap.models import precision
+
+    assert precision.int8_weight_levels() in (63, 127)  # probed on this CPU
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    monkeypatch.setattr(precision, "int8_weight_levels", lambda: 63)  # a CPU whose int8 kernel saturates (no VNNI)
+    q = precision.Int8Linear(linear)
+    assert int(q.weight_int8.abs().max()) == 63
+    x = torch.randn(5, 64)
+    with torch.inference_mode():
+        rel = (q(x) - linear(x)).norm(dim=-1) / linear(x).norm(dim=-1)
+    assert rel.max() < 0.05

@@ -29,6 +29,7 @@ gates (fewer than :data:`INT8_MIN_OUT_FEATURES` outputs, where int8 would save n
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from typing import TypeVar
 
@@ -121,6 +122,18 @@ INT8_MIN_OUT_FEATURES = 16
 _READS_CHILD_WEIGHTS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
 
 
+@functools.cache
+def int8_weight_levels() -> int:
+    """The largest int8 weight magnitude whose products this CPU sums exactly: 127, or 63 where the int8 kernel adds
+    pairs of unsigned × signed byte products into 16 bits and saturates (oneDNN on CPUs without VNNI: AVX2-only
+    ones, or ``ONEDNN_MAX_CPU_ISA=AVX2``). Probed once with extreme values; with weights in ±63 no pair can
+    saturate, at half the weight resolution."""
+    rows = torch.full((32, 256), 127, dtype=torch.int8)  # [M, K]
+    rows[1::2] = -127
+    weights = torch.full((256, 64), 127, dtype=torch.int8)  # [K, N]
+    return 127 if torch.equal(torch._int_mm(rows, weights), rows.int() @ weights.int()) else 63
+
+
 def int8_unavailable(device: torch.device | str) -> str | None:
     """Why int8 inference cannot run on ``device`` with this PyTorch build (one line), or None when it can."""
     device = torch.device(device)
@@ -135,13 +148,15 @@ class Int8Linear(nn.Module):
     """An inference-only ``nn.Linear`` in int8: weights quantised once (symmetric, one scale per output channel),
     inputs quantised on every call (symmetric, one scale per row: a token's result never depends on the other rows
     of the batch), an int8 product with int32 sums (``torch._int_mm``), then rescaled to fp32 and the fp32 bias
-    added. Takes and returns float tensors of any leading shape."""
+    added. Takes and returns float tensors of any leading shape. Weights use ±:func:`int8_weight_levels` (127, or 63
+    on CPUs whose int8 kernel would otherwise saturate)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()  # [N, K]
-        scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0  # [N]
+        levels = int8_weight_levels()
+        scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / levels  # [N]
         self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8))  # [N, K]
         self.register_buffer("weight_scale", scale)
         bias = None if linear.bias is None else linear.bias.detach().float()
