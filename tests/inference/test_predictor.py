@@ -233,8 +233,37 @@ def test_bf16_precision_casts_once_and_equals_autocast(model_dir: Path, scc_dir:
 
 
 def test_unknown_precision_is_an_error(model_dir: Path) -> None:
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
         ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision="fp16")
+
+
+def test_int8_precision_quantises_once_and_keeps_pairs_independent(
+    model_dir: Path, scc_dir: Path, data_root: Path
+) -> None:
+    from changecap.models.precision import Fp32Linear, Int8Linear
+
+    for folder in (model_dir, scc_dir):
+        int8 = ChangeCaptioner.from_pretrained(folder, precision="int8")  # no device: int8 defaults to the CPU
+        assert int8.device.type == "cpu"
+        assert any(isinstance(m, Int8Linear) for m in int8.model.modules())
+        assert all(m.weight.dtype == torch.float32 for m in int8.model.modules() if isinstance(m, Fp32Linear))
+        pairs = [_pair_paths(data_root, i=i) for i in range(3)]
+        batch = int8([b for b, _ in pairs], [a for _, a in pairs])
+        # activations are quantised per row: a pair's caption does not depend on the pairs batched with it
+        for (before, after), res in zip(pairs, batch, strict=True):
+            alone = int8(before, after)
+            assert alone.tokens == res.tokens and alone.caption == res.caption
+            assert (alone.mask is None and res.mask is None) or np.array_equal(alone.mask, res.mask)
+
+
+def test_int8_where_it_cannot_run_is_a_one_line_error(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(model_dir, device="cuda", precision="int8")
+    _one_line(exc, "CPU only", "cuda")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)  # a build without oneDNN
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision="int8")
+    _one_line(exc, "int8 kernels", "fp32 or bf16")
 
 
 def test_compile_falls_back_to_eager_with_one_warning(

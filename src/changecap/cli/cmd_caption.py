@@ -147,7 +147,10 @@ def _captioner(args: argparse.Namespace) -> Any:
 
         if args.beam_size != 1:
             raise ChangeCapError("--backend onnx decodes greedily: --beam-size must be 1")
-        return OnnxCaptioner(args.model)
+        if args.precision != "fp32":
+            raise ChangeCapError(f"--backend onnx runs the exported graphs as they are: --precision {args.precision} "
+                                 "goes with --backend torch")  # fmt: skip
+        return OnnxCaptioner(args.model, threads=args.threads)
     from changecap.inference import ChangeCaptioner
 
     return ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))

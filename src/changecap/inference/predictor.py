@@ -24,7 +24,15 @@ from PIL import Image
 from changecap.errors import DataError, ModelError
 from changecap.models.compiling import compile_with_fallback
 from changecap.models.device import parse_device
-from changecap.models.precision import PRECISIONS, autocast, cast_matmul_weights
+from changecap.models.precision import (
+    INFERENCE_PRECISIONS,
+    PRECISIONS,
+    autocast,
+    autocast_dtype,
+    cast_matmul_weights,
+    int8_unavailable,
+    quantize_linear_layers,
+)
 from changecap.models.preprocess import PREPROCESS_FILE, PreprocessConfig
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -176,6 +184,13 @@ class ChangeCaptioner:
     is fast on GPUs and on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16); on other CPUs it is much slower
     than fp32 (``benchmarks/bench_peak.py`` measures both on the machine at hand).
 
+    ``int8`` (CPU only): the linear layers replaced by int8 ones once
+    (:func:`~changecap.models.precision.quantize_linear_layers`: int8 weights per output channel, activations
+    quantised per row on every call), everything else in fp32; the vocabulary projection, routers and gates stay
+    float. Fastest on CPUs with VNNI (``avx512_vnni`` / ``avx_vnni``); a device or PyTorch build without the int8
+    kernels is a :class:`~changecap.errors.ModelError`. Tokens stay close to fp32 but not identical
+    (``benchmarks/bench_precision_agreement.py`` measures both).
+
     ``compile=True`` runs the encoder through ``torch.compile`` (inductor; the first batch of each shape pays the
     compilation), falling back to eager execution with one warning when compilation fails.
     """
@@ -189,16 +204,20 @@ class ChangeCaptioner:
         precision: str = "fp32",
         compile: bool = False,  # noqa: A002 - the torch.compile switch, named as in the CLI (--compile)
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         self.device = parse_device(device)
+        if precision == "int8" and (reason := int8_unavailable(self.device)) is not None:
+            raise ModelError(reason)  # before the model moves anywhere
         self.model = model.eval().to(self.device)
         self.vocab = vocab
         self.preprocess = preprocess
         self.precision = precision
         if getattr(model, "encoder", None) is None:
             raise ModelError("this model has no backbone weights (converted with --no-encoder); it cannot read images")
-        if PRECISIONS[precision] is not None:
+        if precision == "int8":
+            quantize_linear_layers(self.model)
+        elif PRECISIONS[precision] is not None:
             cast_matmul_weights(self.model, PRECISIONS[precision])
         if compile:  # the encoder holds nearly all the FLOPs; decoding loops stay eager
             compile_with_fallback(self.model.encoder, "the encoder")
@@ -213,13 +232,16 @@ class ChangeCaptioner:
     ) -> ChangeCaptioner:
         """Load a saved model directory or a Hugging Face Hub repo id (``owner/name``), any registered architecture.
 
-        ``device`` defaults to CUDA when available; one this machine lacks is a one-line error before anything is
-        loaded (:func:`~changecap.models.device.parse_device`). Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from
-        the local cache or fails with a one-line error.
+        ``device`` defaults to CUDA when available (the CPU for ``int8``, which runs there only); one this machine
+        lacks is a one-line error before anything is loaded (:func:`~changecap.models.device.parse_device`).
+        Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from the local cache or fails with a one-line error.
         """
         from changecap.models.io import load_model_bundle
 
-        device = parse_device(device)
+        # int8 runs on the CPU only: its default device is the CPU, not CUDA
+        device = parse_device("cpu" if device is None and precision == "int8" else device)
+        if precision == "int8" and (reason := int8_unavailable(device)) is not None:
+            raise ModelError(reason)  # before the model is loaded
         model, config, vocab = load_model_bundle(model_dir)
         # the side the model's input must have (its encoder's, or a change detector's own); None when it has none
         takes = getattr(getattr(model, "encoder", None), "image_size", None) or getattr(model, "image_size", None)
@@ -245,7 +267,7 @@ class ChangeCaptioner:
         """Preprocessed ``[B, 2, 3, S, S]`` → captions (and masks at the model's resolution, for models with one)."""
         images = images.to(self.device)
         masks = None
-        with autocast(self.device, PRECISIONS[self.precision]):
+        with autocast(self.device, autocast_dtype(self.precision)):
             if self.predicts_masks:
                 out = self.model.predict(images)  # one encoder pass for both outputs
                 seqs, change_prob, masks = out["captions"], out.get("change_probability"), out["mask"].cpu().numpy()

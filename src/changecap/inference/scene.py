@@ -60,7 +60,7 @@ class SceneSettings:
     percentiles: tuple[float, float] = (2.0, 98.0)  # stretch of non-8-bit imagery
     batch_size: int = 16
     min_changed_fraction: float = 0.001  # a mask-only verdict: share of changed pixels that makes a tile "changed"
-    precision: str = "fp32"  # the captioner's (bf16 tiles may differ from fp32 ones: a run never mixes them)
+    precision: str = "fp32"  # the captioner's (bf16 / int8 tiles may differ from fp32 ones: a run never mixes them)
     # a tile is captioned when each date has data on at least this share of the tile's area inside the overlap;
     # half: the blanked rest cannot read as a change, but a caption of a mostly blank tile says little about it
     min_valid: float = 0.5
