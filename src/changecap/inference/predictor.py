@@ -238,10 +238,13 @@ class ChangeCaptioner:
         """
         from changecap.models.io import load_model_bundle
 
-        # int8 runs on the CPU only: its default device is the CPU, not CUDA
+        # int8 runs on the CPU only: its default device is the CPU, not CUDA; a request for another device is
+        # refused for that reason first, whether or not this machine has that device
+        if precision == "int8":
+            wanted = torch.device("cpu" if device is None else device)
+            if (reason := int8_unavailable(wanted)) is not None:
+                raise ModelError(reason)  # before the model is loaded
         device = parse_device("cpu" if device is None and precision == "int8" else device)
-        if precision == "int8" and (reason := int8_unavailable(device)) is not None:
-            raise ModelError(reason)  # before the model is loaded
         model, config, vocab = load_model_bundle(model_dir)
         # the side the model's input must have (its encoder's, or a change detector's own); None when it has none
         takes = getattr(getattr(model, "encoder", None), "image_size", None) or getattr(model, "image_size", None)
