@@ -74,7 +74,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     assert res.global_step == 8  # 30 items, batch 8: 3 full + 1 of 6 per epoch
 
     ddp = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),

@@ -32,6 +32,7 @@ from changecap.engine import Objective, ObjectiveOutput, Phase, StepInfo, Traine
 from changecap.engine.objectives import caption_ce_sum, count_target_tokens
 from changecap.engine.objectives.filters import changed_pairs
 from changecap.models import Architecture, ArchitectureConfig, load_model, register_architecture
+from changecap.models.contract import Capabilities, ChangeModel, Decoding, RawPrediction
 from changecap.models.registry import unregister_architecture
 from changecap.schema import require
 from tests.data.fakes import make_levir
@@ -69,7 +70,7 @@ class TwoPhaseConfig(ArchitectureConfig):
         require(self.image_size % self.patch == 0, f"{prefix}.patch", "must divide image_size")
 
 
-class TwoPhaseCaptioner(nn.Module):
+class TwoPhaseCaptioner(ChangeModel):
     """Patch conv encoder → difference fusion with a change head → GRU decoder; dropout so resume needs the RNG."""
 
     def __init__(self, config: TwoPhaseConfig) -> None:
@@ -85,6 +86,14 @@ class TwoPhaseCaptioner(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {name: list(getattr(self, name).parameters()) for name in ("encoder", "fusion", "decoder")}
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        seqs, prob = self.caption(images, decoding.max_length or self.config.max_length)
+        return RawPrediction(captions=seqs, change_probability=prob)
 
     def fuse(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = image.shape[0]
@@ -161,7 +170,8 @@ class TwoPhaseObjective(Objective):
         return ObjectiveOutput(loss, stats)
 
 
-SPEC = Architecture(name=ARCH, config_class=TwoPhaseConfig, build=build, objective=TwoPhaseObjective)
+SPEC = Architecture(name=ARCH, config_class=TwoPhaseConfig, build=build, objective=TwoPhaseObjective,
+                    capabilities=Capabilities(captions=True, change_probability=True))
 
 
 def register() -> None:
@@ -280,7 +290,7 @@ def test_sigkilled_child_process_resumes_to_the_uninterrupted_weights(tmp_path: 
     from changecap.engine.checkpoint import CHECKPOINT_DIRNAME, LATEST_FILE
 
     extra = {"val_every": 0, "epochs": 6, "checkpoint_every_steps": 3}  # 48 updates, checkpoints mid-phase
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     script = [sys.executable, "-m", "tests.engine.test_new_architecture"]
     # the reference runs in this process, on one thread like the children (one_torch_thread), so same kernels
     train(load_config(write_config(tmp_path / "ref", data_root, **extra)))
@@ -319,7 +329,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "tests.engine.test_new_architecture",
            "train", str(cfg)]  # fmt: skip
