@@ -336,7 +336,7 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = (), che
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)  # the YAML error's position, when the parser gives one
         where = f"<line {mark.line + 1}, column {mark.column + 1}>" if mark is not None else "<yaml>"
-        problem = getattr(e, "problem", None) or str(e)
+        problem = getattr(e, "problem", None) or str(e)  # the parser's short reason, when it gives one
         raise ConfigError(where, f"invalid YAML: {problem}", path=p) from None
     if data is None:
         data = {}

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from changecap.data.files import atomic_write_text
 from changecap.data.image_io import save_mask_png
 from changecap.inference.predictor import ChangeCaptioner
-from changecap.models.contract import Sampling
+from changecap.models.contract import Capabilities, Sampling
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ModelEvaluation:
     files: dict[str, str] = field(default_factory=dict)
     change_detection: Any = None  # ChangeDetectionScores (classes: 0 no change, 1 change) for models with a CD head
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # predicted change masks (uint8, model resolution)
+    capabilities: Capabilities = field(default_factory=Capabilities)  # what the model declares (its architecture's)
 
     @property
     def result(self) -> Any:
@@ -124,7 +125,8 @@ def evaluate_model(
             )  # fmt: skip
             for proto in (protocols if preds else ())  # a mask-only model is scored on its masks alone
         }
-    evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks)
+    evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks,
+                                 capabilities=can)  # fmt: skip
     if scored_masks is not None:
         evaluation.change_detection = scored_masks.compute()  # None when the data has no masks
     if out_dir is not None:

@@ -93,8 +93,8 @@ def write_html_report(
     from changecap.data.datasets import open_dataset
 
     ds = open_dataset(data_root, fmt, split)
-    captions = evaluation.result is not None  # False for a model without captions (a change detector)
-    rows: dict[str, CaptionEvalResult] = {"model": evaluation.result} if evaluation.result is not None else {}
+    captions = evaluation.capabilities.captions and evaluation.result is not None  # not for a change detector
+    rows: dict[str, CaptionEvalResult] = {"model": evaluation.result} if captions else {}
     for name, res in (baselines or {}).items():
         rows[f"baseline: {name}"] = res
 

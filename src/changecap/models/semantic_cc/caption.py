@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from changecap.errors import ConfigError, ModelError, first_line
+from changecap.models.contract import Sampling
 from changecap.models.precision import logits_in_fp32
 from changecap.models.semantic_cc.config import SemanticCCCaptionConfig
 from changecap.models.semantic_cc.encoder import adapt_pretrained
@@ -251,11 +252,11 @@ class SemanticCCCaptionDecoder(nn.Module):
         beam_size: int | None = None,
         max_new_tokens: int | None = None,
         length_penalty: float | None = None,
-        sampling: Any = None,
+        sampling: Sampling | None = None,
     ) -> tuple[dict[str, Any], int | None]:
         """The LLM ``generate`` options for the caller's decoding options (None: ``caption.generation``'s): greedy
-        (``beam_size`` 1), beam search (``beam_size`` > 1) or nucleus sampling (``sampling``, a
-        :class:`~changecap.models.contract.Sampling`); and the seed to draw with when sampling (None otherwise)."""
+        (``beam_size`` 1), beam search (``beam_size`` > 1) or nucleus sampling (``sampling``); and the seed to draw
+        with when sampling (None otherwise)."""
         g = self.config.generation
         kwargs: dict[str, Any] = {
             "max_new_tokens": g.max_new_tokens if max_new_tokens is None else max_new_tokens,
@@ -279,7 +280,7 @@ class SemanticCCCaptionDecoder(nn.Module):
         beam_size: int | None = None,
         max_new_tokens: int | None = None,
         length_penalty: float | None = None,
-        sampling: Any = None,
+        sampling: Sampling | None = None,
     ) -> list[str]:
         """Captions of B pairs: one batched ``generate`` with the LLM's KV cache (left padding). Decoding options as
         :meth:`decoding_kwargs` (None: ``caption.generation``'s)."""
