@@ -4,7 +4,8 @@ Prints:
 
 * end-to-end ``generate_synthcc`` throughput with ``workers=1`` (wall clock and process CPU time; on a shared
   machine the CPU figure is the one-core figure),
-* the time per pair of each stage (layout, rendering of both images + mask, PNG encoding of the three files),
+* the time per pair of each stage (layout, rendering of both images + mask + land-cover maps, PNG encoding of the
+  three pair files and of the two land-cover maps, the scene captions of both images),
 * the PNG encoder against Pillow's on the same tiles.
 
 Usage: ``python benchmarks/bench_synth.py [--pairs 300] [--size 256] [--workers 1]``
@@ -25,11 +26,12 @@ from changecap.synth import generate_synthcc
 from changecap.synth.generate import render_pair
 from changecap.synth.pngio import encode_png
 from changecap.synth.scene import plan_pair
+from changecap.synth.scene_captions import scene_record
 
 
 def _stage_times(n: int, size: int) -> dict[str, float]:
     """Milliseconds per pair spent in each stage, over pairs 0..n-1 (half changed)."""
-    t_plan = t_render = t_png = 0.0
+    t_plan = t_render = t_png = t_lc_png = t_scene = 0.0
     for i in range(n):
         t0 = time.perf_counter()
         plan_pair(0, i, i % 2 == 0)
@@ -39,10 +41,24 @@ def _stage_times(n: int, size: int) -> dict[str, float]:
         for im in (pair.before, pair.after, np.repeat(pair.mask[..., None], 3, axis=2)):
             encode_png(im)
         t3 = time.perf_counter()
+        for lc in pair.landcover:
+            encode_png(lc)
+        t4 = time.perf_counter()
+        for k, date in enumerate("AB"):
+            scene_record(pair.scene, date, pair.landcover[k], pair.shifts[k], np.random.default_rng([i, k]))
+        t5 = time.perf_counter()
         t_plan += t1 - t0
         t_render += (t2 - t1) - (t1 - t0)
         t_png += t3 - t2
-    return {"layout": 1e3 * t_plan / n, "render": 1e3 * t_render / n, "png (3 files)": 1e3 * t_png / n}
+        t_lc_png += t4 - t3
+        t_scene += t5 - t4
+    return {
+        "layout": 1e3 * t_plan / n,
+        "render": 1e3 * t_render / n,
+        "png (3 files)": 1e3 * t_png / n,
+        "png (2 maps)": 1e3 * t_lc_png / n,
+        "scene captions": 1e3 * t_scene / n,
+    }
 
 
 def _png_compare(size: int, n: int = 20) -> tuple[float, float, int, int]:

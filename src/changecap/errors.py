@@ -23,6 +23,7 @@ class DataError(ChangeCapError):
     def __init__(self, path: str | PathLike[str] | None, message: str, field: str | None = None) -> None:
         self.path = None if path is None else str(path)
         self.field = field
+        self.message = " ".join(str(message).split())  # without the file and field (a caller may name them its way)
         where = self.path or "<input>"
         if field:
             where += f" [{field}]"

@@ -1,7 +1,11 @@
-"""Malformed inputs and unusable outputs, command by command: each row builds one bad input in a fresh folder and
-runs the CLI in-process. Every row must end with exit status 2 and ONE line on stderr that names the file (or
-option) and the field, and leave nothing behind: no temporary file anywhere under the row's folder, and none of the
-row's outputs created.
+"""Malformed inputs and unusable outputs, command by command (images through each reader, CSVs of pairs,
+GeoTIFFs, configs, datasets, caption and prediction JSON, official checkpoints, hostile pickles included, model
+folders, arguments): each row builds one bad input in a fresh folder and runs the CLI in-process. Every row must
+end with exit status 2 and ONE line on stderr that names the file (or option) and the field, and leave nothing
+behind: no temporary file anywhere under the row's folder, and none of the row's outputs created.
+
+Damaged model folders and checkpoints have their own catalogue (``tests/inference/malformed_models.py``, run by
+``tests/cli/test_model_inputs_cli.py``) and the web API its table (``UPLOAD_ROWS`` in ``tests/serve/test_api.py``).
 
 To add a row: append a :class:`Row` to ``ROWS`` (or build a list of your own and parametrize over it with
 :func:`check_row`). ``make(tmp, ctx)`` writes the bad input under ``tmp`` and returns the command's arguments;
@@ -11,6 +15,7 @@ To add a row: append a :class:`Row` to ``ROWS`` (or build a list of your own and
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +73,12 @@ class Ctx:
                 png(tmp / "pairs" / side / name, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
         return tmp / "pairs"
 
+    def dataset_copy(self, tmp: Path) -> Path:
+        """A copy of the good dataset under ``tmp`` (to damage)."""
+        import shutil
+
+        return shutil.copytree(self.dataset, tmp / "levir")
+
     @staticmethod
     def config() -> Path:
         return REPO_ROOT / "configs" / "plain_synthcc_cpu.yaml"
@@ -96,6 +107,57 @@ def text_file(path: Path, content: str | bytes = "not an image") -> Path:
         path.write_bytes(content)
     else:
         path.write_text(content)
+    return path
+
+
+def json_file(path: Path, content: object) -> Path:
+    return text_file(path, json.dumps(content))
+
+
+def tiff(path: Path, arr: np.ndarray) -> Path:
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, arr)
+    return path
+
+
+def cut_jpeg(path: Path) -> Path:
+    """A JPEG cut halfway through its data."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return text_file(path, buf.getvalue()[: len(buf.getvalue()) // 2])
+
+
+def geotiff(path: Path, *, crs: str | None = "EPSG:32633", origin: tuple[float, float] = (500_000.0, 4_100_000.0),
+            res: float = 10.0, count: int = 3, size: int = 48, nodata_everywhere: bool = False) -> Path:  # fmt: skip
+    """A small GeoTIFF scene (UTM 33N, 10 m pixels by default)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(0).integers(1, 255, (count, size, size)).astype(np.uint8)
+    if nodata_everywhere:
+        data[:] = 0
+    profile = {"driver": "GTiff", "height": size, "width": size, "count": count, "dtype": "uint8", "crs": crs,
+               "transform": from_origin(*origin, res, res), "nodata": 0 if nodata_everywhere else None}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+class Payload:
+    """A pickle that would create the folder ``marker`` when unpickled by anything but a weights-only reader."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.makedirs, (str(self.marker),)
+
+
+def hostile_pickle(path: Path, marker: Path) -> Path:
+    torch.save({"encoder_trans_dict": Payload(marker)}, path)
     return path
 
 
@@ -136,6 +198,66 @@ def pairs(tmp: Path, ctx: Ctx, source: Path, *extra: str, model: bool = True) ->
 
 def train(tmp: Path, ctx: Ctx, config: Path, *extra: str) -> list[str]:
     return ["train", str(config), "--set", "data.root=" + str(tmp / "no-data"), *extra]
+
+
+def train_on_data(tmp: Path, ctx: Ctx, *extra: str) -> list[str]:
+    """``train`` with the shipped CPU config on the good tiny dataset, run folder under ``tmp``."""
+    return ["train", str(ctx.config()), "--set", f"data.root={ctx.dataset}", "--set", "data.format=levir-cc",
+            "--output-dir", str(tmp / "run"), *extra]  # fmt: skip
+
+
+def scene(tmp: Path, ctx: Ctx, before: Path, after: Path | None = None, *extra: str, model: bool = True) -> list[str]:
+    after = after if after is not None else geotiff(tmp / "after.tif")
+    return ["scene", str(before), str(after), "--model", str(ctx.model if model else tmp / NO_MODEL),
+            "--out", str(tmp / "out"), "--device", "cpu", "--no-progress", *extra]  # fmt: skip
+
+
+def eval_captions(tmp: Path, pred: object, refs: object, *extra: str) -> list[str]:
+    files = []
+    for name, content in (("pred.json", pred), ("refs.json", refs)):
+        path = tmp / name
+        if isinstance(content, (bytes, str)):
+            text_file(path, content)
+        else:
+            json_file(path, content)
+        files.append(str(path))
+    return ["eval-captions", "--pred", files[0], "--refs", files[1], "--meteor", "off", *extra]
+
+
+PREDS = {"a": "a house is built", "b": "no change"}
+REFS = {"a": ["a house is built", "a new house"], "b": ["no change", "the same"]}
+
+
+def config_with(tmp: Path, ctx: Ctx, section: str, key: str, value: object) -> Path:
+    """The shipped CPU config with ``section.key`` set to ``value``, as ``tmp/c.yaml``."""
+    import yaml
+
+    data = yaml.safe_load(ctx.config().read_text())
+    data[section][key] = value
+    return text_file(tmp / "c.yaml", yaml.safe_dump(data))
+
+
+def damaged_levir(tmp: Path, content: str | bytes) -> Path:
+    """A tiny LEVIR-CC set whose captions file holds ``content``."""
+    root = make_levir(tmp / "levir", "levir-cc", {"train": 2, "val": 1, "test": 1}, 16)
+    text_file(root / "LevirCCcaptions.json", content)
+    return root
+
+
+def damaged_model(tmp: Path, ctx: Ctx, name: str, content: str | bytes) -> Path:
+    """A copy of the good model with ``name`` replaced by ``content``."""
+    import shutil
+
+    model = shutil.copytree(ctx.model, tmp / "model")
+    text_file(model / name, content)
+    return model
+
+
+def convert(tmp: Path, ckpt: Path, vocab: Path | None = None, *extra: str) -> list[str]:
+    vocab = vocab if vocab is not None else json_file(tmp / "vocab.json", {"<NULL>": 0, "<UNK>": 1, "<START>": 2,
+                                                                             "<END>": 3, "a": 4})  # fmt: skip
+    return ["convert", "hisem-official", str(ckpt), str(tmp / "converted"), "--vocab", str(vocab), "--no-encoder",
+            *extra]  # fmt: skip
 
 
 ROWS: list[Row] = [
@@ -236,6 +358,240 @@ ROWS: list[Row] = [
                                          "--no-progress"],
         ("{tmp}/levir/images/train/A/train_000001.png", "30000×30000")),
 ]  # fmt: skip
+
+ROWS += [
+    # ---- caption: each image reader (Pillow, tifffile) and format
+    Row("caption-jpeg-cut", lambda t, c: caption(t, c, cut_jpeg(t / "a.jpg")), ("{tmp}/a.jpg", "corrupt image")),
+    Row("caption-tiff-garbage", lambda t, c: caption(t, c, text_file(t / "a.tif", b"II*\x00garbage")),
+        ("{tmp}/a.tif", "not a readable image")),
+    Row("caption-tiff-16-bit-values", lambda t, c: caption(t, c, tiff(t / "a.tif", np.full((32, 32, 3), 4000,
+                                                                                          np.uint16))),
+        ("{tmp}/a.tif", "uint16 pixel values span [4000, 4000]"), skip_if_missing=("tifffile",)),
+    Row("caption-tiff-two-bands", lambda t, c: caption(t, c, tiff(t / "a.tif", np.zeros((32, 32, 2), np.uint8))),
+        ("{tmp}/a.tif", "2-band"), skip_if_missing=("tifffile",)),
+    Row("caption-tiff-bomb", lambda t, c: caption(t, c, tiff_bomb(t / "a.tif")),
+        ("{tmp}/a.tif", "30000×30000", "above the limit"), skip_if_missing=("tifffile",)),
+    # ---- caption --pairs: the CSV of pairs
+    Row("pairs-csv-nul-byte", lambda t, c: pairs(t, c, text_file(t / "l.csv", "before,after\na.png,b\x00.png\n"),
+                                                 model=False),
+        ("{tmp}/l.csv", "cannot read the CSV")),
+    Row("pairs-csv-is-a-folder", lambda t, c: pairs(t, c, (t / "l.csv").mkdir() or t / "l.csv", model=False),
+        ("{tmp}/l.csv", "A/ (before) and B/ (after)")),
+    # ---- scene: GeoTIFFs
+    Row("scene-missing", lambda t, c: scene(t, c, t / "gone.tif"), ("{tmp}/gone.tif", "no such file"),
+        absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-not-a-raster", lambda t, c: scene(t, c, text_file(t / "b.tif")), ("{tmp}/b.tif", "cannot read"),
+        absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-no-crs", lambda t, c: scene(t, c, geotiff(t / "b.tif", crs=None)), ("{tmp}/b.tif", "has no CRS"),
+        absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-other-crs-without-align", lambda t, c: scene(t, c, geotiff(t / "b.tif", crs="EPSG:32634")),
+        ("{tmp}/b.tif and {tmp}/after.tif", "different CRS", "--align"), absent=("out",),
+        skip_if_missing=("rasterio",)),
+    Row("scene-other-resolution", lambda t, c: scene(t, c, geotiff(t / "b.tif", res=20.0)),
+        ("{tmp}/b.tif and {tmp}/after.tif", "different resolutions"), absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-no-overlap", lambda t, c: scene(t, c, geotiff(t / "b.tif", origin=(600_000.0, 4_100_000.0))),
+        ("{tmp}/b.tif and {tmp}/after.tif", "do not overlap"), absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-one-band", lambda t, c: scene(t, c, geotiff(t / "b.tif", count=1)),
+        ("{tmp}/b.tif", "has 1 band(s)", "--bands"), absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-bands-past-the-count", lambda t, c: scene(t, c, geotiff(t / "b.tif"), None, "--bands", "1,2,5"),
+        ("{tmp}/b.tif", "--bands 1,2,5", "3 band(s)"), absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-tile-too-big", lambda t, c: scene(t, c, geotiff(t / "b.tif"), None, "--tile", "50000"),
+        ("--tile 50000", "{tmp}/b.tif", "48 × 48 px"), absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-nodata-everywhere", lambda t, c: scene(t, c, geotiff(t / "b.tif", nodata_everywhere=True)),
+        ("{tmp}/b.tif", "no data in the overlap"), absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-overlap-not-below-tile", lambda t, c: scene(t, c, geotiff(t / "b.tif"), None, "--tile", "16",
+                                                           "--overlap", "16"),
+        ("--overlap must be in [0, tile)",), absent=("out",), skip_if_missing=("rasterio",)),
+    Row("scene-out-is-a-file", lambda t, c: scene(t, c, geotiff(t / "b.tif"), None, model=False)
+        + ["--out", str(text_file(t / "o"))], ("{tmp}/o [--out]", "is a file"), skip_if_missing=("rasterio",)),
+    Row("scene-output-name-is-a-folder", lambda t, c: scene(t, c, geotiff(t / "b.tif"), None, model=False)
+        if (t / "out" / "changes.geojson").mkdir(parents=True) is None else [],
+        ("{tmp}/out/changes.geojson", "is a folder where the run writes a file"), skip_if_missing=("rasterio",)),
+    Row("scene-recorded-settings-garbage", lambda t, c: scene(t, c, geotiff(t / "b.tif"))
+        if text_file(t / "out" / "scene_run.json", "{oops") else [],
+        ("{tmp}/out/scene_run.json", "unreadable"), skip_if_missing=("rasterio",)),
+    Row("scene-damaged-model", lambda t, c: scene(t, c, geotiff(t / "b.tif"), None, "--model",
+                                                  str(damaged_model(t, c, "config.json", "{oops"))),
+        ("{tmp}/model/config.json",), absent=("out",), skip_if_missing=("rasterio",)),
+    # ---- train: the config's values and the data it names
+    Row("train-config-not-a-mapping", lambda t, c: train(t, c, text_file(t / "c.yaml", "- a\n- b\n")),
+        ("{tmp}/c.yaml",)),
+    Row("train-config-empty", lambda t, c: train(t, c, text_file(t / "c.yaml", "")), ("{tmp}/c.yaml",)),
+    Row("train-set-without-value", lambda t, c: train(t, c, c.config(), "--set", "train.epochs"),
+        ("train.epochs", "section.key=value")),
+    Row("train-epochs-not-a-number", lambda t, c: train(t, c, c.config(), "--set", "train.epochs=many"),
+        ("train.epochs", "many")),
+    Row("train-epochs-negative", lambda t, c: train(t, c, c.config(), "--set", "train.epochs=-1"),
+        ("train.epochs", "-1")),
+    Row("train-batch-size-0", lambda t, c: train(t, c, c.config(), "--set", "train.batch_size=0"),
+        ("train.batch_size",)),
+    Row("train-lr-negative", lambda t, c: train(t, c, c.config(), "--set", "optim.lr=-0.1"), ("optim.lr",)),
+    Row("train-unknown-section", lambda t, c: train(t, c, c.config(), "--set", "trian.epochs=1"), ("trian",)),
+    Row("train-data-root-missing", lambda t, c: train_on_data(t, c, "--set", f"data.root={t / 'nowhere'}"),
+        ("{tmp}/nowhere",), absent=("run",)),
+    Row("train-data-captions-garbage", lambda t, c: train_on_data(t, c, "--set",
+                                                                  f"data.root={damaged_levir(t, '{oops')}"),
+        ("{tmp}/levir/LevirCCcaptions.json", "not valid JSON"), absent=("run",)),
+    Row("train-vocab-file-garbage", lambda t, c: train_on_data(t, c, "--set",
+                                                               f"data.vocab.path={text_file(t / 'v.json', '[1]')}"),
+        ("{tmp}/v.json",), absent=("run",)),
+    # ---- data check: the captions file
+    Row("data-check-root-missing", lambda t, c: ["data", "check", "--root", str(t / "nowhere"), "--format",
+                                                 "levir-cc", "--no-progress"], ("{tmp}/nowhere",)),
+    Row("data-check-captions-not-json", lambda t, c: ["data", "check", "--root", str(damaged_levir(t, "{oops")),
+                                                      "--format", "levir-cc", "--no-progress"],
+        ("{tmp}/levir/LevirCCcaptions.json", "not valid JSON")),
+    Row("data-check-captions-not-utf8", lambda t, c: ["data", "check", "--root", str(damaged_levir(t, b"\xff\xfe")),
+                                                      "--format", "levir-cc", "--no-progress"],
+        ("{tmp}/levir/LevirCCcaptions.json",)),
+    Row("data-check-captions-a-list", lambda t, c: ["data", "check", "--root", str(damaged_levir(t, "[1, 2]")),
+                                                    "--format", "levir-cc", "--no-progress"],
+        ("{tmp}/levir/LevirCCcaptions.json",)),
+    # ---- eval-captions: predictions and references
+    Row("eval-pred-not-json", lambda t, c: eval_captions(t, "{oops", REFS), ("{tmp}/pred.json", "not valid JSON")),
+    Row("eval-pred-a-list", lambda t, c: eval_captions(t, ["a"], REFS), ("{tmp}/pred.json", "expected a JSON object")),
+    Row("eval-pred-not-a-string", lambda t, c: eval_captions(t, {**PREDS, "a": 7}, REFS),
+        ("{tmp}/pred.json [a]", "must be a string")),
+    Row("eval-pred-unknown-id", lambda t, c: eval_captions(t, {**PREDS, "zz": "x"}, REFS),
+        ("{tmp}/pred.json [zz]", "refs.json")),
+    Row("eval-pred-not-utf8", lambda t, c: eval_captions(t, b"\xff{}", REFS), ("{tmp}/pred.json", "not UTF-8")),
+    Row("eval-pred-is-a-folder", lambda t, c: eval_captions(t, PREDS, REFS)[:2] + [str(t)]
+        + eval_captions(t, PREDS, REFS)[3:], ("{tmp}", "is a directory")),
+    Row("eval-refs-not-a-list", lambda t, c: eval_captions(t, PREDS, {**REFS, "b": "no change"}),
+        ("{tmp}/refs.json [b]",)),
+    Row("eval-refs-empty-list", lambda t, c: eval_captions(t, PREDS, {**REFS, "b": []}),
+        ("{tmp}/refs.json [b]", "empty")),
+    Row("eval-refs-empty-object", lambda t, c: eval_captions(t, PREDS, {}), ("{tmp}/refs.json", "no captions")),
+    Row("eval-vocab-garbage", lambda t, c: eval_captions(t, PREDS, REFS, "--vocab", str(text_file(t / "v.json",
+                                                                                                   "{oops"))),
+        ("{tmp}/v.json", "not valid JSON")),
+    # ---- vocab
+    Row("vocab-root-missing", lambda t, c: ["vocab", "--root", str(t / "nowhere"), "--format", "levir-cc", "--out",
+                                            str(t / "v.json")], ("{tmp}/nowhere",), absent=("v.json",)),
+    Row("vocab-captions-not-json", lambda t, c: ["vocab", "--root", str(damaged_levir(t, "{oops")), "--format",
+                                                 "levir-cc", "--out", str(t / "v.json")],
+        ("{tmp}/levir/LevirCCcaptions.json", "not valid JSON"), absent=("v.json",)),
+    Row("vocab-out-under-a-file", lambda t, c: ["vocab", "--root", str(c.dataset), "--format", "levir-cc", "--out",
+                                                str(text_file(t / "f") / "v.json")],
+        ("[--out]", "{tmp}/f is a file")),
+    # ---- synth
+    Row("synth-pairs-0", lambda t, c: ["synth", "--out", str(t / "s"), "--pairs", "0", "--no-progress"],
+        ("pairs",), absent=("s",)),
+    Row("synth-size-too-small", lambda t, c: ["synth", "--out", str(t / "s"), "--size", "4", "--no-progress"],
+        ("size",), absent=("s",)),
+    Row("synth-unknown-preset", lambda t, c: ["synth", "--out", str(t / "s"), "--preset", "huge", "--no-progress"],
+        ("huge",), absent=("s",)),
+    Row("synth-workers-0", lambda t, c: ["synth", "--out", str(t / "s"), "--workers", "0", "--no-progress"],
+        ("workers",), absent=("s",)),
+    Row("synth-out-is-a-foreign-folder", lambda t, c: ["synth", "--out", str(text_file(t / "s" / "mine.txt").parent),
+                                                       "--pairs", "6", "--size", "32", "--no-progress"],
+        ("{tmp}/s", "not a SynthCC set", "mine.txt")),
+    Row("synth-stats-captions-not-json", lambda t, c: ["synth", "--stats", str(damaged_levir(t, "{oops"))],
+        ("{tmp}/levir/LevirCCcaptions.json", "not valid JSON")),
+    Row("synth-stats-entry-not-an-object", lambda t, c: ["synth", "--stats", str(damaged_levir(t, '{"images": [1]}'))],
+        ("{tmp}/levir/LevirCCcaptions.json [images[0]]", "expected an object")),
+    Row("synth-stats-sentence-without-text", lambda t, c: ["synth", "--stats", str(damaged_levir(
+        t, '{"images": [{"filename": "a.png", "split": "train", "sentences": [{"x": 1}]}]}'))],
+        ("{tmp}/levir/LevirCCcaptions.json [images[0].sentences[0]]", "neither 'raw' nor 'tokens'")),
+    Row("synth-stats-meta-garbage", lambda t, c: ["synth", "--stats", str(json_file(
+        c.dataset_copy(t) / "synthcc_meta.json", {"items": [{"changed": True}]}).parent)],
+        ("{tmp}/levir/synthcc_meta.json", "not a SynthCC meta file")),
+    Row("synth-stats-missing", lambda t, c: ["synth", "--stats", str(t / "nowhere")], ("{tmp}/nowhere",)),
+    Row("synth-figure-from-not-synthcc", lambda t, c: ["synth", "--figure", str(t / "f.png"), "--from", str(t)],
+        ("{tmp}",), absent=("f.png",)),
+    Row("synth-geotiff-grid-0", lambda t, c: ["synth", "--geotiff", str(t / "g"), "--grid", "0"], ("--grid",),
+        absent=("g",), skip_if_missing=("rasterio",)),
+    Row("synth-geotiff-is-a-file", lambda t, c: ["synth", "--geotiff", str(text_file(t / "g"))],
+        ("{tmp}/g [--geotiff]", "is a file"), skip_if_missing=("rasterio",)),
+    # ---- export
+    Row("export-model-missing", lambda t, c: ["export", "onnx", "--model", str(t / NO_MODEL), "--out", str(t / "x")],
+        ("{tmp}/" + NO_MODEL,), absent=("x",), skip_if_missing=("onnx",)),
+    Row("export-model-damaged", lambda t, c: ["export", "onnx", "--model", str(damaged_model(
+        t, c, "model.safetensors", b"garbage")), "--out", str(t / "x")],
+        ("{tmp}/model/model.safetensors",), absent=("x",), skip_if_missing=("onnx",)),
+    Row("export-out-is-a-file", lambda t, c: ["export", "onnx", "--model", str(c.model), "--out",
+                                              str(text_file(t / "x"))], ("{tmp}/x [--out]", "is a file")),
+    # ---- summary
+    Row("summary-missing", lambda t, c: ["summary", str(t / "none.yaml")], ("{tmp}/none.yaml", "not found")),
+    Row("summary-bad-yaml", lambda t, c: ["summary", str(text_file(t / "c.yaml", "model: [\n"))],
+        ("{tmp}/c.yaml", "invalid YAML")),
+    Row("summary-bad-field", lambda t, c: ["summary", str(config_with(t, c, "model", "architecture", "nope"))],
+        ("{tmp}/c.yaml", "model.architecture")),
+    Row("summary-model-config-garbage", lambda t, c: ["summary", str(damaged_model(t, c, "config.json", "{oops"))],
+        ("{tmp}/model/config.json",)),
+    Row("summary-vocab-size-with-a-model", lambda t, c: ["summary", str(c.model), "--vocab-size", "9"],
+        ("--vocab-size",)),
+    # ---- convert: the official checkpoint (read weights-only: a pickle never runs) and the vocabulary
+    Row("convert-checkpoint-missing", lambda t, c: convert(t, t / "none.pth"), ("{tmp}/none.pth",),
+        absent=("converted",)),
+    Row("convert-checkpoint-garbage", lambda t, c: convert(t, text_file(t / "c.pth", b"\x80garbage" * 10)),
+        ("{tmp}/c.pth",), absent=("converted",)),
+    Row("convert-checkpoint-truncated", lambda t, c: convert(t, truncated_checkpoint(t / "c.pth")),
+        ("{tmp}/c.pth",), absent=("converted",)),
+    Row("convert-checkpoint-hostile-pickle", lambda t, c: convert(t, hostile_pickle(t / "c.pth", t / "pwned")),
+        ("{tmp}/c.pth", "pickles a Python object (os.makedirs), which is never run"), absent=("converted", "pwned")),
+    Row("convert-checkpoint-not-a-dict", lambda t, c: convert(t, saved_tensor(t / "c.pth")),
+        ("{tmp}/c.pth",), absent=("converted",)),
+    Row("convert-vocab-garbage", lambda t, c: convert(t, saved_tensor(t / "c.pth"), text_file(t / "v.json", "{oops")),
+        ("{tmp}/v.json",), absent=("converted",)),
+    Row("convert-out-is-a-file", lambda t, c: convert(t, saved_tensor(t / "c.pth"))[:3] + [str(text_file(t / "o"))]
+        + convert(t, saved_tensor(t / "c.pth"))[4:], ("{tmp}/o",)),
+    # ---- evaluate
+    Row("evaluate-batch-size-0", lambda t, c: ["evaluate", "--model", str(t / NO_MODEL), "--data", str(t),
+                                               "--out", str(t / "e"), "--batch-size", "0"],
+        ("--batch-size",), absent=("e",)),
+    Row("evaluate-model-missing", lambda t, c: ["evaluate", "--model", str(t / NO_MODEL), "--data", str(c.dataset),
+                                                "--out", str(t / "e"), "--device", "cpu"],
+        ("{tmp}/" + NO_MODEL,), absent=("e",)),
+    Row("evaluate-data-missing", lambda t, c: ["evaluate", "--model", str(c.model), "--data", str(t / "nowhere"),
+                                               "--out", str(t / "e"), "--device", "cpu"],
+        ("{tmp}/nowhere",), absent=("e",)),
+    Row("evaluate-captions-garbage", lambda t, c: ["evaluate", "--model", str(c.model), "--data",
+                                                   str(damaged_levir(t, "{oops")), "--out", str(t / "e"),
+                                                   "--device", "cpu"],
+        ("{tmp}/levir/LevirCCcaptions.json", "not valid JSON"), absent=("e",)),
+    # ---- baselines
+    Row("baselines-root-missing", lambda t, c: ["baselines", "--root", str(t / "nowhere"), "--format", "levir-cc",
+                                                "--out", str(t / "b"), "--meteor", "off"],
+        ("{tmp}/nowhere",), absent=("b",)),
+    Row("baselines-vocab-garbage", lambda t, c: ["baselines", "--root", str(c.dataset), "--format", "levir-cc",
+                                                 "--vocab", str(text_file(t / "v.json", "[1]")), "--meteor", "off"],
+        ("{tmp}/v.json",)),
+    # ---- serve: refused before a server starts
+    Row("serve-model-missing", lambda t, c: ["serve", "--model", str(t / NO_MODEL), "--device", "cpu"],
+        ("{tmp}/" + NO_MODEL,), skip_if_missing=("fastapi", "uvicorn")),
+    Row("serve-max-image-pixels-0", lambda t, c: ["serve", "--model", str(t / NO_MODEL), "--max-image-pixels", "0"],
+        ("--max-image-pixels",), skip_if_missing=("fastapi", "uvicorn")),
+    Row("serve-max-upload-0", lambda t, c: ["serve", "--model", str(t / NO_MODEL), "--max-upload-mb", "0"],
+        ("--max-upload-mb",), skip_if_missing=("fastapi", "uvicorn")),
+    Row("serve-port-0", lambda t, c: ["serve", "--model", str(t / NO_MODEL), "--port", "0"], ("--port",),
+        skip_if_missing=("fastapi", "uvicorn")),
+    Row("serve-model-damaged", lambda t, c: ["serve", "--model", str(damaged_model(t, c, "vocab.json", "[1]")),
+                                             "--device", "cpu"],
+        ("{tmp}/model/vocab.json",), skip_if_missing=("fastapi", "uvicorn")),
+]  # fmt: skip
+
+
+def tiff_bomb(path: Path) -> Path:
+    """A TIFF whose tags declare 30000 × 30000 RGB pixels over a few bytes of data."""
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(shape=(30000, 30000, 3), dtype=np.uint8, photometric="rgb")  # an empty (sparse) image
+    return path
+
+
+def truncated_checkpoint(path: Path) -> Path:
+    """A real torch checkpoint (a zip) cut in half."""
+    torch.save({"encoder_trans_dict": {"w": torch.zeros(64, 64)}}, path)
+    return text_file(path, path.read_bytes()[: path.stat().st_size // 2])
+
+
+def saved_tensor(path: Path) -> Path:
+    """A torch file that holds a bare tensor, not an official checkpoint's dict."""
+    torch.save(torch.zeros(3), path)
+    return path
 
 
 def pair_list(tmp: Path, ctx: Ctx) -> Path:

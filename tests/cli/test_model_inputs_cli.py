@@ -109,6 +109,13 @@ def _checkpoint(run_dir: Path) -> Path:
     return save(run_dir, ToyCaptioner(5, 6), 3)
 
 
+def _hostile_state(path: Path, marker: Path) -> None:
+    """A state.pt whose unpickling would create ``marker`` (the damage check below shows it never ran)."""
+    from tests.cli.test_malformed_inputs import hostile_pickle
+
+    hostile_pickle(path, marker)
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
@@ -119,6 +126,8 @@ TRAIN_CASES = [  # (id, damage(run folder, checkpoint folder), extra argv, GPUs,
      ("no readable checkpoint to resume from", "LATEST: missing", "model.safetensors: cannot read", "--restart")),
     ("state-garbage", lambda r, c: (c / "state.pt").write_bytes(b"garbage"), [], 0,
      ("no readable checkpoint to resume from", "state.pt: cannot read the training state", "--restart")),
+    ("state-hostile-pickle", lambda r, c: _hostile_state(c / "state.pt", r.parent / "pwned"), [], 0,
+     ("state.pt: cannot read the training state", "pickles a Python object (os.makedirs), which is never run")),
     ("train-device-cuda-without-cuda", lambda r, c: None, ["--set", "train.device=cuda"], 0,
      ("cfg.yaml", "'train.device'", "CUDA is not available")),
     ("train-device-misspelt", lambda r, c: None, ["--set", "train.device=cdua"], 1,
@@ -143,3 +152,4 @@ def test_train_with_unreadable_checkpoint_or_bad_device_exits_2_and_keeps_everyt
     assert main(["train", str(config), *extra]) == 2
     assert_one_line_error(capsys, *words)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+    assert not (tmp_path / "pwned").exists()  # a pickled call in state.pt never runs

@@ -14,6 +14,7 @@ import pytest
 from changecap.data import files
 from changecap.data.files import (
     AtomicFile,
+    atomic_path,
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
@@ -25,8 +26,10 @@ from changecap.data.files import (
     is_temp_name,
     make_temp_dir,
     remove_stale_temps,
+    replace_folder,
     set_normal_modes,
     temp_prefix,
+    write_folder,
 )
 from changecap.errors import DataError
 
@@ -108,6 +111,79 @@ def test_atomic_file_keep_as_and_discard(tmp_path: Path) -> None:
     assert not target.exists() and _leftovers(tmp_path) == []
     with pytest.raises(ValueError, match="suffix"):
         AtomicFile(target, suffix=".bak")
+
+
+def test_atomic_path_for_writers_that_take_a_file_name(tmp_path: Path, umask_027: None) -> None:
+    target = tmp_path / "mask.png"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(temp_prefix(target)) and tmp.read_bytes() == b""
+        tmp.write_bytes(b"PNG data")  # as PIL, rasterio or safetensors write a named file
+        assert not target.exists()
+    assert target.read_bytes() == b"PNG data" and target.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"PNG data" and _leftovers(tmp_path) == []
+
+
+def test_replace_folder_swaps_a_finished_folder_in(tmp_path: Path, umask_027: None) -> None:
+    final = tmp_path / "best"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = make_temp_dir(final)
+    (tmp / "w.safetensors").write_bytes(b"x")
+    (tmp / "w.safetensors").chmod(0o600)  # as safetensors writes it
+    assert replace_folder(tmp, final) == final
+    assert sorted(p.name for p in final.iterdir()) == ["w.safetensors"] and _leftovers(tmp_path) == []
+    assert final.stat().st_mode & 0o777 == 0o750 and (final / "w.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def _write_two(tmp: Path) -> list[Path]:
+    (tmp / "weights.bin").write_bytes(b"w")
+    (tmp / "weights.bin").chmod(0o600)
+    (tmp / "config.json").write_text("{}")
+    return [tmp / "weights.bin", tmp / "config.json"]
+
+
+def test_write_folder_new_and_existing(tmp_path: Path, umask_027: None) -> None:
+    out = tmp_path / "model"
+    assert write_folder(out, _write_two) == out
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "weights.bin"]
+    assert out.stat().st_mode & 0o777 == 0o750 and (out / "weights.bin").stat().st_mode & 0o777 == 0o640
+    (out / "notes.txt").write_text("mine")
+    moved: list[str] = []
+    real_replace = files.os.replace
+
+    def record(src: object, dst: object) -> None:
+        moved.append(Path(str(dst)).name)
+        real_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(files.os, "replace", record)
+        write_folder(out, _write_two)
+    assert moved == ["weights.bin", "config.json"]  # in the order the writer gave, config last
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt", "weights.bin"]
+    assert _leftovers(tmp_path) == [] and _leftovers(out) == []
+
+
+def test_write_folder_cleans_up_and_names_the_folder(tmp_path: Path) -> None:
+    def interrupted(tmp: Path) -> None:
+        (tmp / "half").write_text("x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(tmp_path / "model", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+    def disk_full(tmp: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DataError, match=r"model: cannot write the folder \(No space left on device\)"):
+        write_folder(tmp_path / "model", disk_full)
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(DataError, match="taken: exists and is not a folder"):
+        write_folder(tmp_path / "taken", _write_two)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
 # ------------------------------------------------------------------------------------------------- leftovers

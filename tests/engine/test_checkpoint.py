@@ -229,3 +229,27 @@ def test_weights_damaged_after_the_check_are_a_one_line_error(tmp_path: Path) ->
     with pytest.raises(ModelError, match="model.safetensors: cannot read safetensors file") as info:
         ck.load_weights(ToyCaptioner(5, 6), folder / ck.WEIGHTS_FILE)
     assert "\n" not in str(info.value)
+
+
+def test_checkpoint_files_get_the_umask_modes_and_a_killed_save_leaves_nothing_named(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    old_umask = os.umask(0o027)
+    try:
+        torch.manual_seed(0)
+        folder = save(tmp_path, ToyCaptioner(5, 6), 3)
+    finally:
+        os.umask(old_umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (folder, *folder.iterdir())}
+    assert modes == {folder.name: 0o750, ck.WEIGHTS_FILE: 0o640, ck.STATE_FILE: 0o640}  # safetensors writes 0600
+    # what a save killed mid-write leaves: a temporary folder (never a checkpoint name); the next save removes it
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    stale = folder.parent / f".step-000000004-0a1b2c3d.{proc.pid}.x1.tmp"
+    stale.mkdir()
+    (stale / ck.WEIGHTS_FILE).write_bytes(b"\x00" * 8)
+    assert ck.checkpoint_folders(tmp_path) == [folder]
+    newer = save(tmp_path, ToyCaptioner(5, 6), 5)
+    assert sorted(p.name for p in folder.parent.iterdir()) == sorted([ck.LATEST_FILE, newer.name])

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from changecap.data.vocab import END_ID, START_ID
-from changecap.engine import Objective, ObjectiveOutput, Phase, StepInfo, Trainer, load_config, train
+from changecap.engine import LossTerm, Objective, ObjectiveOutput, Phase, StepInfo, Trainer, load_config, train
 from changecap.engine.objectives import caption_ce_sum, count_target_tokens
 from changecap.engine.objectives.filters import changed_pairs
 from changecap.models import Architecture, ArchitectureConfig, load_model, register_architecture
@@ -157,17 +157,15 @@ class TwoPhaseObjective(Objective):
         SEEN.append((step.phase.name, list(batch["name"])))
         with step.autocast():
             logits, change_logit = model(batch["image"], batch["target"])
-        c = step.counts
         ce_sum, n_tok = caption_ce_sum(logits, batch["target"])
-        loss = ce_sum * c.mean_scale("tokens")
-        stats = {"caption_ce": (ce_sum.detach(), n_tok.detach())}
+        terms = {"caption_ce": LossTerm.mean(ce_sum, n_tok, over="tokens")}
         if step.phase.name == "fusion":
             bce = nn.functional.binary_cross_entropy_with_logits(
                 change_logit.float(), batch["changed"].float(), reduction="sum"
             )
-            loss = loss + self.config.change_weight * bce * c.mean_scale("samples")
-            stats["change_bce"] = (bce.detach(), torch.tensor(float(len(batch["target"]))))
-        return ObjectiveOutput(loss, stats)
+            samples = torch.tensor(float(len(batch["target"])))
+            terms["change_bce"] = LossTerm.mean(bce, samples, over="samples", weight=self.config.change_weight)
+        return ObjectiveOutput(terms)
 
 
 SPEC = Architecture(name=ARCH, config_class=TwoPhaseConfig, build=build, objective=TwoPhaseObjective,
@@ -251,6 +249,8 @@ def test_two_phases_train_their_own_parameters_on_their_own_items(tmp_path: Path
     trains = [r for r in records if r["kind"] == "train"]
     assert {r["phase"] for r in trains} == {"fusion", "decoder"}
     assert all("change_bce" in r for r in trains if r["phase"] == "fusion")
+    for r in trains:  # the logged loss: the terms' means weighted as the phase weighs them (loss.change_weight 0.5)
+        assert r["loss"] == r["caption_ce"] + (0.5 * r["change_bce"] if r["phase"] == "fusion" else 0.0)
     assert all(r["lr_decoder"] != r["lr_encoder"] for r in trains)  # per-group learning rates from optim.group_lr
 
     # save → load_model → ChangeCaptioner, through the registry

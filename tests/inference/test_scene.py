@@ -251,9 +251,9 @@ def test_a_killed_run_resumes_to_the_same_outputs(tmp_path: Path, model_dir: Pat
     proc.wait()
     done_before = len(read_results(killed))
     assert 3 <= done_before < 25 and not (killed / "changes.geojson").exists()
-    # what a kill mid-write leaves: temporaries (this module's and atomic_write_text's names); the rerun removes them
-    stale = [killed / ".changes.geojson.k2j4x.tmp", killed / ".scene_run.json.tmp-4242",
-             killed / "tile_masks" / ".0_0.png.a8c1.tmp"]  # fmt: skip
+    # what a kill mid-write leaves: temporaries named after the killed process; the rerun removes them
+    stale = [killed / f".changes.geojson.{proc.pid}.k2j4x.tmp", killed / f".scene_run.json.{proc.pid}.q9.tmp",
+             killed / "tile_masks" / f".0_0.png.{proc.pid}.a8c1.tmp"]  # fmt: skip
     (killed / "tile_masks").mkdir()
     for path in stale:
         path.write_text("partial")
@@ -606,8 +606,8 @@ def _masks_is_a_file(tmp: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (_taken_by_a_file, "taken: is a file, not a folder"),
-        (_under_a_file, "file: is a file, not a folder"),
+        (_taken_by_a_file, "taken [--out]: is a file; a folder is required"),
+        (_under_a_file, "out [--out]: cannot create the folder: "),
         (_output_is_a_folder, "changes.geojson: is a folder where the run writes a file"),
         (_masks_is_a_file, "tile_masks: is a file where the run keeps its tile masks"),
     ],
@@ -622,26 +622,22 @@ def test_an_unusable_out_is_refused_before_any_work(
     assert message in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize(
-    ("errno_", "message"), [("EROFS", "Read-only file system"), ("EACCES", "Permission denied")]
-)
+@pytest.mark.parametrize(("read_only", "message"), [(True, "read-only file system"), (False, "no permission")])
 def test_an_unwritable_out_is_refused_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, errno_: str, message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, read_only: bool, message: str
 ) -> None:
-    import errno
     import os
 
-    import changecap.inference.scene as scene
+    from changecap.data import files
 
-    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
-        code = getattr(errno, errno_)
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(scene.tempfile, "mkstemp", refuse)  # as on a read-only mount or a folder not ours
     before, after = write_scene(tmp_path / "b.tif", 1), write_scene(tmp_path / "a.tif", 2)
+    # as on a read-only mount or in a folder not ours (the tests may run as root, whom permissions do not stop)
+    monkeypatch.setattr(files.os, "access", lambda path, mode: not mode & os.W_OK)
+    monkeypatch.setattr(files, "_read_only_fs", lambda folder: read_only)
     assert run_scene(before, after, tmp_path / "no-model", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
-    assert f"out: cannot write in the output folder ({message})" in err and len(err.splitlines()) == 1
+    assert "out [--out]: " in err and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
@@ -654,7 +650,7 @@ def test_a_folder_without_write_permission_is_refused(tmp_path: Path, capsys: py
         assert run_scene(before, after, tmp_path / "no-model", out) == 2
     finally:
         out.chmod(0o700)
-    assert "cannot write in the output folder (Permission denied)" in capsys.readouterr().err
+    assert f"{out} [--out]: no permission to write in the folder {out}" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------- temporaries
@@ -662,30 +658,41 @@ def _temporaries(out: Path) -> list[str]:
     return sorted(p.name for p in out.rglob(".*"))
 
 
-def test_outputs_have_normal_permissions(scenes: tuple[Path, Path], scc_dir: Path, tmp_path: Path) -> None:
+def test_outputs_have_normal_permissions_and_planted_links_are_never_followed(
+    scenes: tuple[Path, Path], scc_dir: Path, tmp_path: Path
+) -> None:
     import os
 
     out = tmp_path / "out"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    # symbolic links at names a writer could predict beside the outputs (temporaries are created exclusively instead)
+    planted = [out / folder / f".{name}{tail}" for folder, name in (("", "change_mask.tif"), ("", "changes.geojson"),
+               ("tile_masks", "0_0.png")) for tail in (".tmp", f".{os.getpid()}.tmp")]  # fmt: skip
+    (out / "tile_masks").mkdir(parents=True)
+    for link in planted:
+        link.symlink_to(victim)
     assert run_scene(*scenes, scc_dir, out) == 0
+    assert victim.read_text() == "precious"
     umask = os.umask(0o022)
     os.umask(umask)
     for name in ("changes.geojson", "change_mask.tif", "report.html", "scene_run.json", "tile_masks/0_0.png"):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
-    assert _temporaries(out) == []
+    assert _temporaries(out) == sorted(link.name for link in planted)  # the links, left alone
 
 
 def test_an_interrupted_outputs_step_leaves_no_temporary(
     scenes: tuple[Path, Path], scc_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:  # fmt: skip
-    import changecap.inference.scene as scene
+    from changecap.data import image_io
 
-    def ctrl_c(*args: object) -> None:
+    def ctrl_c(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     out = tmp_path / "out"
     with monkeypatch.context() as m:
-        m.setattr(scene, "read_valid", ctrl_c)  # Ctrl-C while change_mask.tif is being written
+        m.setattr(image_io, "read_mask", ctrl_c)  # Ctrl-C while change_mask.tif is being written (its tiles read)
         assert run_scene(*scenes, scc_dir, out) == 130
     assert f"interrupted; the finished tiles are kept in {out / 'tiles.jsonl'}" in capsys.readouterr().err
     assert _temporaries(out) == [] and not (out / "change_mask.tif").exists()

@@ -57,6 +57,28 @@ def test_round_trip_gives_identical_captions(tmp_path: Path, vocab: Vocabulary, 
     assert loaded.caption(images, beam_size=2)[0] == model.caption(images, beam_size=2)[0]
 
 
+def test_saved_models_get_the_umask_modes_and_leave_no_temporary(tmp_path: Path, vocab: Vocabulary) -> None:
+    import os
+
+    from changecap.models import PreprocessConfig
+
+    model = _model(vocab)
+    old_umask = os.umask(0o027)
+    try:
+        out = save_model(model, model.config, vocab, tmp_path / "m")  # a new folder
+        (out / "notes.txt").write_text("mine")
+        save_model(model, model.config, vocab, out)  # into the existing one, file by file
+        PreprocessConfig(image_size=32).save(out)
+    finally:
+        os.umask(old_umask)
+    names = ["README.md", CONFIG_FILE, WEIGHTS_FILE, "notes.txt", "preprocess.json", VOCAB_FILE]
+    assert sorted(p.name for p in out.iterdir()) == names and [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert out.stat().st_mode & 0o777 == 0o750  # not a temporary folder's 0700
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.name != "notes.txt"} == dict.fromkeys(
+        set(names) - {"notes.txt"}, 0o640
+    )  # safetensors writes 0600, temporary files are created 0600
+
+
 def test_model_without_backbone_round_trip(tmp_path: Path, vocab: Vocabulary) -> None:
     model = _model(vocab, encoder=False)
     loaded = load_model(save_model(model, model.config, vocab, tmp_path / "m"))

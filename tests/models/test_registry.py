@@ -56,7 +56,7 @@ def test_dispatch_builds_each_architecture_from_its_dict() -> None:
 
 
 def test_runtime_registration_and_duplicates() -> None:
-    spec = Architecture(name="dummy_arch", config_class=HiSemConfig, build=lambda c, **kw: None,
+    spec = Architecture(name="dummy_arch", config_class=HiSemConfig, build=lambda c, **kw: None, objective="hisem",
                         capabilities=Capabilities(captions=True))
     try:
         register_architecture(spec)
@@ -65,11 +65,19 @@ def test_runtime_registration_and_duplicates() -> None:
             register_architecture(spec)
         with pytest.raises(ValueError, match="already registered"):
             register_architecture(Architecture(name="hisem", config_class=HiSemConfig, build=spec.build,
-                                               capabilities=spec.capabilities))
+                                               objective="hisem", capabilities=spec.capabilities))  # fmt: skip
     finally:
         unregister_architecture("dummy_arch")
     with pytest.raises(ConfigError):
         get_architecture("dummy_arch")
+
+
+def test_an_architecture_without_an_objective_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match="^architecture 'no_loss' names no objective") as e:
+        Architecture(name="no_loss", config_class=HiSemConfig, build=lambda c, **kw: None,
+                     capabilities=Capabilities(captions=True))
+    assert "\n" not in str(e.value)
+    assert all(get_architecture(name).objective for name in architecture_names())  # every system names its own
 
 
 def test_a_config_of_one_architecture_rejects_another_name() -> None:

@@ -139,7 +139,7 @@ def _toy_parts(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 @pytest.fixture
 def toy() -> Iterator[Architecture]:
-    spec = Architecture(name="toy_summary", config_class=ToyConfig, build=_build_toy,
+    spec = Architecture(name="toy_summary", config_class=ToyConfig, build=_build_toy, objective="hisem",
                         capabilities=Capabilities(captions=True))
     register_architecture(spec, replace=True)
     yield spec

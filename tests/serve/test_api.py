@@ -81,21 +81,76 @@ def test_a_model_with_a_cd_head_returns_the_mask_at_the_image_size(scc_dir: Path
     assert mask.shape == (50, 70) and set(np.unique(mask)) <= {0, 255}
 
 
-@pytest.mark.parametrize(
-    ("files", "status", "message"),
-    [
-        ({"before": ("b.png", png(1), "image/png")}, 400, "after: missing"),
-        (pair(b"not an image", png(2)), 400, "before (b.png): not a readable image"),
-        (pair(png(1), b""), 400, "after (a.png): empty upload"),
-        (pair(png(1, (40, 40)), png(2, (40, 48))), 422, "same size"),
-    ],
-)
-def test_bad_input_is_a_4xx_with_a_message(
-    model_dir: Path, samples: list, files: dict, status: int, message: str
+def _encoded(arr: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _tiff(arr: np.ndarray) -> bytes:
+    tifffile = pytest.importorskip("tifffile")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr)
+    return buf.getvalue()
+
+
+# POST /api/caption with a malformed request: (id, request (files= or content=, headers=), status, start of detail)
+UPLOAD_ROWS: list[tuple[str, Callable[[], dict[str, Any]], int, str]] = [
+    ("missing-after", lambda: {"files": {"before": ("b.png", png(1), "image/png")}}, 400, "after: missing"),
+    ("missing-both", lambda: {"files": {"other": ("x.png", png(1), "image/png")}}, 400, "before: missing"),
+    ("field-not-a-file", lambda: {"data": {"before": "text", "after": "text"},
+                                  "files": {"x": ("x", b"x", "text/plain")}}, 400, "before: missing"),
+    ("not-multipart", lambda: {"content": b"before=1", "headers": {"content-type": "text/plain"}}, 400,
+     "before: missing"),
+    ("cut-multipart", lambda: {"content": b"--zz\r\nContent-Disposition: form-data\r\n",
+                               "headers": {"content-type": "multipart/form-data; boundary=zz"}}, 400,
+     "before: missing"),
+    ("multipart-without-boundary", lambda: {"content": b"x" * 10, "headers": {"content-type": "multipart/form-data"}},
+     400, "not a multipart form"),
+    ("empty-file", lambda: {"files": pair(png(1), b"")}, 400, "after (a.png): empty upload"),
+    ("not-an-image", lambda: {"files": pair(b"not an image", png(2))}, 400, "before (b.png): not a readable image"),
+    ("truncated-png", lambda: {"files": pair(png(1)[:120], png(2))}, 400, "before (b.png): corrupt image"),
+    ("cut-jpeg", lambda: {"files": {"before": ("b.jpg", _encoded(np.full((40, 40, 3), 9, np.uint8), "JPEG")[:200],
+                                               "image/jpeg"), "after": ("a.png", png(2), "image/png")}}, 400,
+     "before (b.jpg): corrupt image"),
+    ("grey", lambda: {"files": pair(_encoded(np.zeros((40, 40), np.uint8)), png(2))}, 400,
+     "before (b.png): single-band"),
+    ("transparent", lambda: {"files": pair(_encoded(np.zeros((40, 40, 4), np.uint8)), png(2))}, 400,
+     "before (b.png): RGBA image with a transparent alpha"),
+    ("tiff-16-bit", lambda: {"files": {"before": ("b.tif", _tiff(np.full((40, 40, 3), 4000, np.uint16)),
+                                                  "image/tiff"), "after": ("a.png", png(2), "image/png")}}, 400,
+     "before (b.tif): uint16 pixel values span"),
+    ("bomb", lambda: {"files": {"before": ("bomb.png", header_only_png(30000, 30000), "image/png"),
+                                "after": ("a.png", png(2), "image/png")}}, 413,
+     "before (bomb.png): 30000×30000 image (900,000,000 pixels) exceeds the limit"),
+    ("sizes-differ", lambda: {"files": pair(png(1, (40, 40)), png(2, (40, 48)))}, 422,
+     "before (b.png) is 40×40 but after (a.png) is 48×40"),
+    ("too-large", lambda: {"files": pair(png(5, (200, 200)), png(6, (200, 200)))}, 413,
+     "upload of"),  # past the 64 KB limit of these rows
+    ("odd-file-name", lambda: {"files": {"before": ("x\x1b[31m\n.png", b"junk", "image/png"),
+                                         "after": ("a.png", png(2), "image/png")}}, 400,
+     "before (x [31m%0A.png): not a readable image"),  # the control character blanked, the newline sent escaped
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "status", "message"), [r[1:] for r in UPLOAD_ROWS], ids=[r[0] for r in UPLOAD_ROWS])
+def test_malformed_uploads_are_a_4xx_with_a_one_line_message(
+    samples: list, make: Callable[[], dict[str, Any]], status: int, message: str
 ) -> None:
-    client, _ = client_for(model_dir, samples)
-    r = client.post("/api/caption", files=files)
-    assert r.status_code == status and message in r.json()["detail"]
+    """Every row: the status, a JSON body whose one-line detail names the field and the file, the model never
+    called, every upload closed (no ResourceWarning), and the server still answering."""
+    captioner = FakeCaptioner()
+    client = TestClient(create_app(captioner, "fake", samples=samples, max_upload_mb=64 / 1024),
+                        base_url="http://localhost")  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = client.post("/api/caption", **make())
+        gc.collect()
+    detail = r.json()["detail"]
+    assert r.status_code == status and isinstance(detail, str) and detail.startswith(message), (r.status_code, detail)
+    assert "\n" not in detail and "BytesIO" not in detail and captioner.calls == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert client.get("/api/health").json()["status"] == "ok"
 
 
 def test_a_grey_image_is_a_400_not_a_500(model_dir: Path, samples: list) -> None:
@@ -166,9 +221,10 @@ def header_only_png(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     ("size", "max_pixels", "status", "message"),
     [
-        ((30000, 30000), None, 413, "before (bomb.png): image of 900,000,000 pixels exceeds the limit of 16,777,216"),
+        ((30000, 30000), None, 413,
+         "before (bomb.png): 30000×30000 image (900,000,000 pixels) exceeds the limit of 16,777,216 pixels per image"),
         ((5000, 5000), None, 413, "before (bomb.png): 5000×5000 image (25,000,000 pixels) exceeds the limit"),
-        ((30000, 30000), 10**9, 413, "before (bomb.png): image of 900,000,000 pixels exceeds Pillow's"),
+        ((30000, 30000), 10**9, 413, "before (bomb.png): 30000×30000 image (900,000,000 pixels) exceeds Pillow's"),
         ((1000, 1000), None, 400, "before (bomb.png): corrupt image"),  # allowed size, rows missing
     ],
 )
@@ -183,6 +239,19 @@ def test_images_past_the_pixel_limit_are_refused_from_their_header(
     r = client.post("/api/caption", files={"before": ("bomb.png", bomb, "image/png"), "after": ("a.png", png(2))})
     assert r.status_code == status and r.json()["detail"].startswith(message), r.json()
     assert captioner.calls == 0
+
+
+def test_uploads_are_read_upright_as_every_command_reads_images(samples: list) -> None:
+    """A JPEG stored 48 wide and 40 high with EXIF orientation 6 (turn clockwise) is a 40 × 48 image, as viewers
+    show it: it pairs with a 40 × 48 PNG and is captioned at that size."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(buf, format="JPEG", exif=exif.tobytes())
+    client = TestClient(create_app(FakeCaptioner(), "fake", samples=samples), base_url="http://localhost")
+    r = client.post("/api/caption", files={"before": ("turned.jpg", buf.getvalue(), "image/jpeg"),
+                                           "after": ("a.png", png(2, (48, 40)), "image/png")})  # fmt: skip
+    assert r.status_code == 200 and r.json()["caption"] == "40x48 pair", r.json()
 
 
 def test_the_pixel_limit_admits_images_up_to_it(samples: list) -> None:
@@ -290,14 +359,14 @@ def test_health_answers_while_pairs_are_being_captioned(
 ) -> None:
     captioner = FakeCaptioner(block=blocked == "model")
     if blocked == "decode":  # the first image decoded waits for the test: a large image being decoded
-        decode = app_module.decode_image
+        decode = app_module.read_upload
 
-        def slow_decode(img: Any, label: str) -> np.ndarray:
+        def slow_decode(*args: Any) -> np.ndarray:
             captioner.entered.set()
             assert captioner.release.wait(60), "the test never released the decoder"
-            return decode(img, label)
+            return decode(*args)
 
-        monkeypatch.setattr(app_module, "decode_image", slow_decode)
+        monkeypatch.setattr(app_module, "read_upload", slow_decode)
     base = serve_app(create_app(captioner, "fake", samples=samples))
     with ThreadPoolExecutor(max_workers=3) as pool:
         pending = [pool.submit(post_pair, base, png(i), png(i + 1)) for i in range(3)]  # one works, two queue

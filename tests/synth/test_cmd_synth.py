@@ -17,7 +17,9 @@ def test_generate_stats_and_figure(tmp_path: Path, capsys: pytest.CaptureFixture
     capsys.readouterr()
     assert main(["synth", "--stats", str(out), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert stats["pairs"] == 5 and stats["size"] == 32
+    assert stats["pairs"] == 5 and stats["size"] == 32 and stats["single_date"]["images"] == 10
+    assert main(["synth", "--stats", str(out)]) == 0
+    assert "single dates: 10 images" in capsys.readouterr().out
     fig = tmp_path / "fig.png"
     assert main(["synth", "--figure", str(fig), "--from", str(out), "--samples", "2", "--tile", "32"]) == 0
     assert fig.stat().st_size > 0

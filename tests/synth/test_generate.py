@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image
 
 from changecap.data.text import NO_CHANGE_SENTENCES, tokenize
 from changecap.errors import DataError
-from changecap.synth import generate_synthcc, split_sizes
+from changecap.synth import generate, generate_synthcc, split_sizes
 
 
 def _load(root: Path, rec: dict[str, Any], sub: str) -> np.ndarray:
@@ -101,7 +102,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     b = generate_synthcc(tmp_path / "b", seed=4, workers=2, **kw)
     c = generate_synthcc(tmp_path / "c", seed=5, **kw)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 2 + 3 * 6
+    assert len(files) == 3 + 5 * 6  # three JSON files; A, B, label and two land-cover maps per pair
     assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
@@ -113,7 +114,8 @@ def test_regenerating_smaller_set_removes_stale_files(tmp_path: Path) -> None:
     generate_synthcc(tmp_path, pairs=8, size=32, progress=False)
     generate_synthcc(tmp_path, pairs=4, size=32, progress=False)
     pngs = list((tmp_path / "images").rglob("*.png"))
-    assert len(pngs) == 3 * 4
+    assert len(pngs) == 5 * 4
+    assert len(json.loads((tmp_path / "scene_captions.json").read_text())["images"]) == 2 * 4
     assert len(json.loads((tmp_path / "LevirCCcaptions.json").read_text())["images"]) == 4
 
 
@@ -139,3 +141,77 @@ def test_refuses_to_overwrite_a_folder_that_is_not_synthcc(tmp_path: Path) -> No
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="not a folder"):
         generate_synthcc(tmp_path / "file", pairs=2, size=32, progress=False)
+
+
+def test_single_date_layout(tiny_set: Path, tiny_records: list[dict[str, Any]]) -> None:
+    doc = json.loads((tiny_set / "scene_captions.json").read_text())
+    assert doc["format"] == "synthcc-scene-captions" and doc["version"] == 1
+    assert doc["landcover_classes"][:8] == [
+        "bare land",
+        "grass",
+        "trees",
+        "water",
+        "road",
+        "building",
+        "parking",
+        "disturbed soil",
+    ]
+    images = doc["images"]
+    # two records per pair, in file order: date A (before), then date B (after)
+    assert [(r["split"], r["filename"], r["date"]) for r in images] == [
+        (p["split"], p["filename"], date) for p in tiny_records for date in ("A", "B")
+    ]
+    for rec in images:
+        assert {"filename", "split", "date", "sentences", "objects", "landcover_pixels"} <= set(rec)
+        assert len(rec["sentences"]) == 5 and all(isinstance(s, str) and s for s in rec["sentences"])
+        folder = tiny_set / "images" / rec["split"]
+        with Image.open(folder / "landcover" / rec["date"] / rec["filename"]) as im:
+            assert im.mode == "L" and im.size == (64, 64)
+            lc = np.asarray(im)
+        assert int(lc.max()) < len(doc["landcover_classes"])
+        assert rec["landcover_pixels"] == [int((lc == k).sum()) for k in range(len(doc["landcover_classes"]))]
+        assert (folder / rec["date"] / rec["filename"]).is_file()
+
+
+def _pair_files_digest(root: Path) -> str:
+    """SHA-256 over the pair files' content: both JSON files as bytes, the images and masks as decoded pixels (so
+    the digest does not depend on the zlib build)."""
+    h = hashlib.sha256()
+    for name in ("LevirCCcaptions.json", "synthcc_meta.json"):
+        h.update((root / name).read_bytes())
+    for p in sorted((root / "images").glob("*/*/*.png")):  # {split}/{A,B,label}/<name>; not landcover/{A,B}/
+        h.update(str(p.relative_to(root)).encode())
+        h.update(np.asarray(Image.open(p)).tobytes())
+    return h.hexdigest()
+
+
+def test_pair_files_of_the_tiny_preset_keep_their_content(tiny_set: Path) -> None:
+    """The pairs of ``--preset tiny --seed 0`` (images, masks, captions and meta): a change here changes every
+    SynthCC set users have generated and every number measured on one."""
+    assert _pair_files_digest(tiny_set) == "ca7a83a94969d307bdebc34f6afc29e76967f101c38ab64455009e958adac78c"
+
+
+def test_scene_captions_do_not_touch_the_pair_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kw: dict[str, Any] = {"pairs": 4, "size": 40, "seed": 2, "progress": False}
+    a = generate_synthcc(tmp_path / "a", **kw)
+    monkeypatch.setattr(generate, "_SCENE_CAPTION_STREAM", generate._SCENE_CAPTION_STREAM + 1)
+    b = generate_synthcc(tmp_path / "b", **kw)
+    assert (a / "scene_captions.json").read_bytes() != (b / "scene_captions.json").read_bytes()
+    assert _pair_files_digest(a) == _pair_files_digest(b)
+
+
+def test_scene_captions_are_written_before_the_completion_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[str] = []
+    real = generate._write_json
+
+    def spy(path: Path, data: Any) -> None:
+        assert not (path.parent / "LevirCCcaptions.json").exists()  # the marker is written last
+        real(path, data)
+        written.append(path.name)
+
+    monkeypatch.setattr(generate, "_write_json", spy)
+    generate_synthcc(tmp_path, pairs=3, size=32, progress=False)
+    assert written == ["synthcc_meta.json", "scene_captions.json", "LevirCCcaptions.json"]
+    assert not list(tmp_path.glob("*.tmp"))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from changecap.errors import DataError
@@ -43,3 +45,30 @@ def test_missing_or_broken_folder_raises_data_error(tmp_path: Path) -> None:
     (tmp_path / "LevirCCcaptions.json").write_text(json.dumps({"images": []}))
     with pytest.raises(DataError, match="no pairs"):
         synthcc_statistics(tmp_path)
+
+
+def test_single_date_statistics_match_the_scene_captions(tiny_set: Path) -> None:
+    doc = json.loads((tiny_set / "scene_captions.json").read_text())
+    sd = synthcc_statistics(tiny_set)["single_date"]
+    assert sd["images"] == 120 and sd["splits"] == {k: 2 * v for k, v in split_sizes(60).items()}
+    lengths = [len(s.split()) + s.count(",") for r in doc["images"] for s in r["sentences"]]  # commas are tokens
+    assert sd["captions"] == 600 and sd["caption_words_max"] == max(lengths)
+    assert sd["caption_words_mean"] == pytest.approx(sum(lengths) / len(lengths), abs=0.01)
+    pixels = np.sum([r["landcover_pixels"] for r in doc["images"]], axis=0)
+    assert list(sd["landcover_share"]) == doc["landcover_classes"]
+    assert list(sd["landcover_share"].values()) == pytest.approx(list(pixels / pixels.sum()), abs=1e-4)
+    roads = sum(r["objects"]["roads"] > 0 for r in doc["images"])
+    assert sd["images_with"]["roads"] == pytest.approx(roads / 120, abs=1e-4)
+    text = format_statistics(synthcc_statistics(tiny_set))
+    assert "single dates: 120 images" in text and "| water |" in text and "scene vocabulary:" in text
+
+
+def test_land_cover_shares_from_the_maps_when_a_record_has_no_pixel_counts(tmp_path: Path, tiny_set: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_set, root)
+    path = root / "scene_captions.json"
+    doc = json.loads(path.read_text())
+    for r in doc["images"]:
+        del r["landcover_pixels"]
+    path.write_text(json.dumps(doc))
+    assert synthcc_statistics(root)["single_date"] == synthcc_statistics(tiny_set)["single_date"]

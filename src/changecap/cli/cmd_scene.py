@@ -4,35 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 from changecap.cli.predictor_args import add_predictor_arguments, predictor_options
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so the run ends as on Ctrl-C: temporaries removed, results kept."""
-
-
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` in the block (main thread only: signals are handled there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _bands(text: str) -> list[int]:
@@ -66,16 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from changecap.cli.signals import Terminated
+    from changecap.data.files import remove_stale_temps
     from changecap.engine.distributed import barrier, cleanup_distributed, init_distributed
     from changecap.inference import ChangeCaptioner
     from changecap.inference.scene import (
+        MASKS_DIR,
         SceneSettings,
         caption_tiles,
         check_inputs,
-        prepare_out_dir,
+        check_out_dir,
         read_results,
         record_settings,
-        remove_temporaries,
         results_path,
         write_outputs,
     )
@@ -88,34 +64,34 @@ def run(args: argparse.Namespace) -> int:
     given = None if args.device is None else parse_device(args.device, "--device")
     ctx = init_distributed("cpu" if given is not None and given.type == "cpu" else "auto", field="--device")
     try:
-        with sigterm_interrupts():
-            prepare_out_dir(out)  # before any work: an unwritable --out costs no model load
-            device = given if given is not None and not ctx.distributed else ctx.device
-            captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
-            tile = args.tile if args.tile is not None else int(captioner.preprocess.image_size)
-            settings = SceneSettings(str(args.before), str(args.after), str(args.model), tile, args.overlap,
-                                     args.bands, args.align, batch_size=args.batch_size, precision=args.precision,
-                                     min_valid=args.min_valid)  # fmt: skip
-            settings.validate()
-            # the inputs are checked before the settings are recorded: a refused run can be retried in this folder
-            settings = check_inputs(settings, default_tile=args.tile is None)
-            resumed = 0
-            if ctx.is_main:
-                remove_temporaries(out)  # of an earlier run killed mid-write
-                record_settings(out, settings)  # a resumed run must match the recorded settings
-                resumed = len(read_results(out))
-            recorded = True
-            barrier(ctx)
-            for _ in caption_tiles(captioner, settings, out, rank=ctx.rank, world_size=ctx.world_size,
-                                   progress=not args.no_progress and ctx.is_main):  # fmt: skip
-                pass
-            barrier(ctx)  # every rank's tiles are in before rank 0 merges
-            if ctx.is_main:
-                counts = write_outputs(settings, out, captioner.capabilities.change_mask)
-                print(f"{counts['tiles']} tiles ({resumed} done by an earlier run, {counts['tiles'] - resumed} in "
-                      f"this one): {counts['captioned']} captioned, "
-                      f"{describe_skips(counts['skipped_by_reason'], settings.min_valid)}; "
-                      f"{counts['changed']} changed → {out}")  # fmt: skip
+        check_out_dir(out)  # before any work: an unwritable --out costs no model load
+        device = given if given is not None and not ctx.distributed else ctx.device
+        captioner = ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))
+        tile = args.tile if args.tile is not None else int(captioner.preprocess.image_size)
+        settings = SceneSettings(str(args.before), str(args.after), str(args.model), tile, args.overlap,
+                                 args.bands, args.align, batch_size=args.batch_size, precision=args.precision,
+                                 min_valid=args.min_valid)  # fmt: skip
+        settings.validate()
+        # the inputs are checked before the settings are recorded: a refused run can be retried in this folder
+        settings = check_inputs(settings, default_tile=args.tile is None)
+        resumed = 0
+        if ctx.is_main:
+            for folder in (out, out / MASKS_DIR):  # what an earlier run killed mid-write left half written
+                remove_stale_temps(folder)
+            record_settings(out, settings)  # a resumed run must match the recorded settings
+            resumed = len(read_results(out))
+        recorded = True
+        barrier(ctx)
+        for _ in caption_tiles(captioner, settings, out, rank=ctx.rank, world_size=ctx.world_size,
+                               progress=not args.no_progress and ctx.is_main):  # fmt: skip
+            pass
+        barrier(ctx)  # every rank's tiles are in before rank 0 merges
+        if ctx.is_main:
+            counts = write_outputs(settings, out, captioner.capabilities.change_mask)
+            print(f"{counts['tiles']} tiles ({resumed} done by an earlier run, {counts['tiles'] - resumed} in "
+                  f"this one): {counts['captioned']} captioned, "
+                  f"{describe_skips(counts['skipped_by_reason'], settings.min_valid)}; "
+                  f"{counts['changed']} changed → {out}")  # fmt: skip
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         results = results_path(out, ctx.rank, ctx.world_size)

@@ -24,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="generate the SynthCC benchmark (LEVIR-MCI layout), its statistics or sample figure",
         description=(
             "Generate SynthCC, a procedural bi-temporal change-captioning benchmark, in the LEVIR-MCI layout "
-            "(LevirCCcaptions.json + images/{train,val,test}/{A,B,label}/), or with --layout second-cc in the "
-            "SECOND-CC layout (SECOND-CC-AUG.json + {split}/rgb/{A,B}/ + {split}/sem/{A,B}/ semantic maps). "
-            "Same seed, same bytes. "
+            "(LevirCCcaptions.json + images/{train,val,test}/{A,B,label}/), with scene captions and land-cover maps "
+            "of every single image (scene_captions.json + images/{split}/landcover/{A,B}/), or with --layout "
+            "second-cc in the SECOND-CC layout (SECOND-CC-AUG.json + {split}/rgb/{A,B}/ + {split}/sem/{A,B}/ "
+            "semantic maps). Same seed, same bytes. "
             "Presets: tiny (60 pairs, 64 px), small (2,400 pairs, 128 px), full (10,077 pairs, 256 px)."
         ),
     )
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.geotiff is not None:
         from changecap.synth.geotiff import write_geotiff_pair
 
+        check_output_dir(args.geotiff, "--geotiff")
         paths = write_geotiff_pair(args.geotiff, grid=args.grid, size=args.size or 128, seed=args.seed)
         print("wrote " + ", ".join(str(p) for p in paths))
         return 0

@@ -4,20 +4,18 @@ Each sub-command lives in its own module ``changecap.cli.cmd_<name>`` exposing `
 module sets ``func`` on its parser with ``set_defaults(func=...)``, a callable ``(args) -> int``. User errors
 (:class:`changecap.errors.ChangeCapError`, missing files) are printed as one line on stderr and exit with status 2;
 anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143, both through the same
-cleanup (SIGTERM is raised as :class:`Terminated`, a ``KeyboardInterrupt``).
+cleanup (SIGTERM is raised as :class:`~changecap.cli.signals.Terminated`, a ``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from types import FrameType
+from collections.abc import Sequence
 
+from changecap.cli.signals import Terminated, sigterm_as_interrupt
 from changecap.errors import ChangeCapError
 from changecap.version import __version__
 
@@ -32,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval_captions",
     "baselines",
     "train",
+    "pretrain",
     "evaluate",
     "compare",
     "caption",
@@ -51,29 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C, so the same cleanup runs (temporary files removed, partial
-    records kept under a visible name and their place printed) before the process exits with 143."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one clean exit: a second SIGTERM must not cut the cleanup short
-    raise Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only; the old handler is restored)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -81,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except ChangeCapError as e:
         print(f"error: {e}", file=sys.stderr)

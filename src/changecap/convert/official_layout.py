@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from changecap.errors import ModelError
+from changecap.models.io import torch_load_weights_only
 from changecap.models.parts.caption_decoder import sinusoidal_table
 
 Shape = tuple[int, ...]
@@ -217,15 +218,8 @@ def load_official_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tens
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: official checkpoint not found")
-    try:
-        try:  # memory-mapped when the file is in the zip format (torch >= 1.6), so tensors are not read twice
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(p, map_location="cpu", weights_only=True)  # legacy (non-zip) serialisation
-    except Exception as e:  # pickle error, unsupported global, truncated file, ...
-        raise ModelError(f"{p}: cannot read as a weights-only torch checkpoint ({_load_failure(e)})") from None
+    # memory-mapped when the file is in the zip format (torch >= 1.6), so tensors are not read twice
+    obj = torch_load_weights_only(p, "as a weights-only torch checkpoint", mmap=True)
     if not isinstance(obj, Mapping):
         raise ModelError(f"{p}: expected a dict with '{TRANS_KEY}' and '{DECODER_KEY}', got {type(obj).__name__}")
     out: dict[str, dict[str, torch.Tensor]] = {}
@@ -245,19 +239,6 @@ def load_official_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tens
         strip = len("module.") if keys and all(k.startswith("module.") for k in keys) else 0
         out[top] = {str(k)[strip:]: v for k, v in sd.items()}
     return out
-
-
-def _load_failure(e: Exception) -> str:
-    """The useful part of a ``torch.load`` error, on one line (torch's own messages span many lines)."""
-    text = str(e)
-    if "WeightsUnpickler error:" in text:
-        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
-        detail = detail.split(" Check the documentation", 1)[0].split(". Please use", 1)[0].strip()
-        if "Unsupported global" in detail:
-            return f"it pickles a Python object, which is never executed here: {detail}"
-        return f"not a torch checkpoint: {detail}"
-    first = " ".join(text.split(". ", 1)[0].split()) if text.strip() else type(e).__name__
-    return first
 
 
 def _get(sd: StateDict, key: str, where: str, ndim: int) -> torch.Tensor:

@@ -11,8 +11,12 @@
   which the CLI turns into the same clean exit); readers see the old content or the new, never a mix.
 * Temporary names are ``.<target name>.<pid>.<random><suffix>``: after a SIGKILL (where nothing can clean up)
   :func:`remove_stale_temps` recognises the leftovers of processes that are no longer running on this machine.
+* :func:`atomic_path` is the same for writers that take a file name instead of a file object (rasterio, PIL,
+  safetensors' ``save_file``, ``torch.save``).
 * :func:`make_temp_dir` is the folder counterpart (a folder built in place and renamed), with ``0777 & ~umask``;
-  :func:`set_normal_modes` gives what was written into it the normal modes before the rename.
+  :func:`set_normal_modes` gives what was written into it the normal modes before the rename. :func:`write_folder`
+  builds a folder that way (a model directory: a new one appears whole, an existing one has its files replaced one
+  rename each); :func:`replace_folder` swaps a finished folder for an existing one.
 * :func:`csv_safe` neutralises spreadsheet formulas in CSV cells.
 """
 
@@ -22,7 +26,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -138,6 +143,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 def temp_prefix(target: Path) -> str:
     """The prefix of every temporary name for ``target`` (see :func:`remove_stale_temps`)."""
     return f".{target.name}.{os.getpid()}."
@@ -173,10 +183,13 @@ class AtomicFile:
 
     def _finish(self, target: Path) -> Path:
         try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
+            if self.file.closed:  # written through its name (atomic_path)
+                _fsync_file(self.tmp)
+            else:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
             os.chmod(self.tmp, file_mode())  # mkstemp creates 0600; a finished output gets the normal mode
-            self.file.close()
             os.replace(self.tmp, target)
         except BaseException:
             self.discard()
@@ -217,6 +230,21 @@ def atomic_write(
     out.commit()
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """``with atomic_path(p) as tmp: writer(tmp)``, for writers that open a file by name: ``tmp`` is a fresh, empty
+    file created exclusively in ``p``'s folder; when the block ends normally it is flushed to disk, given the normal
+    mode and renamed over ``p``; on any exception it is removed and ``p`` is untouched."""
+    out = AtomicFile(path, binary=True)
+    out.file.close()  # the writer opens the name itself
+    try:
+        yield out.tmp
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` so readers see the old or the new content, never a mix."""
     with atomic_write(path) as f:
@@ -248,6 +276,61 @@ def set_normal_modes(folder: str | os.PathLike[str]) -> None:
         if path.is_symlink():
             continue
         os.chmod(path, dir_mode() if path.is_dir() else file_mode())
+
+
+def replace_folder(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:
+    """Move the fully written folder ``tmp`` (from :func:`make_temp_dir`) into place as ``final``, replacing a
+    folder there; return ``final``.
+
+    ``tmp`` and everything in it get the normal modes first (:func:`set_normal_modes`). An existing ``final`` is
+    first renamed to ``.<name>.<pid>.<random>.old`` and removed once the new folder is in place: a kill between the
+    two renames leaves it there, and :func:`remove_stale_temps` renames it back.
+    """
+    src, dst = Path(tmp), Path(final)
+    set_normal_modes(src)
+    old = dst.with_name(f"{temp_prefix(dst)}{uuid.uuid4().hex[:8]}.old")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    fsync_dir(dst.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
+def write_folder(path: str | os.PathLike[str], write: Callable[[Path], Iterable[Path] | None]) -> Path:
+    """Write the folder ``path`` through ``write(tmp)``, which fills a fresh temporary folder beside it (and may
+    return the paths it wrote, in the order they are to replace their namesakes); return ``path``.
+
+    A new ``path`` appears complete or not at all (one rename); in an existing folder each written file replaces its
+    namesake by a rename (other files there are left alone). Everything written gets the normal modes (some writers,
+    safetensors' ``save_file`` among them, create files 0600). The temporary folder is removed on every exit path
+    that runs Python code. A folder that cannot be written (a file in the way, a read-only file system, a full disk)
+    is a one-line :class:`DataError` naming it.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder")
+    try:
+        tmp = make_temp_dir(out)
+    except OSError as e:
+        raise DataError(out, f"cannot write the folder ({e.strerror or e})") from None
+    try:
+        order = list(write(tmp) or [])
+        set_normal_modes(tmp)
+        if not out.exists():
+            os.replace(tmp, out)
+            fsync_dir(out.parent)
+            return out
+        names = [Path(p).name for p in order]
+        names += sorted(p.name for p in tmp.iterdir() if p.name not in names)
+        for name in names:
+            os.replace(tmp / name, out / name)
+        fsync_dir(out)
+    except OSError as e:
+        raise DataError(out, f"cannot write the folder ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- leftovers

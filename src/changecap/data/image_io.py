@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,14 +123,22 @@ def _check_file(path: Path) -> None:
         raise DataError(path, "expected an image file, found a directory")
 
 
-def _check_pixels(label: str | Path | None, width: int, height: int, max_pixels: int | None) -> None:
-    bound = max_image_pixels(max_pixels)
-    if width * height > bound:
-        raise DataError(
-            label,
+class ImageTooLarge(DataError):
+    """An image whose header declares more pixels than the bound in force (``width``, ``height``, ``bound``)."""
+
+    def __init__(self, path: str | Path | None, width: int, height: int, bound: int) -> None:
+        self.width, self.height, self.bound = width, height, bound
+        super().__init__(
+            path,
             f"image is {width}×{height} pixels ({width * height:,}), above the limit of {bound:,} pixels "
             f"(a decompression bomb, or an image too large to caption whole; the limit is ${MAX_PIXELS_ENV})",
         )
+
+
+def _check_pixels(label: str | Path | None, width: int, height: int, max_pixels: int | None) -> None:
+    bound = max_image_pixels(max_pixels)
+    if width * height > bound:
+        raise ImageTooLarge(label, width, height, bound)
 
 
 def _bands_error(path: str | Path | None, bands: int, detail: str) -> DataError:
@@ -553,4 +562,6 @@ def to_tensor_normalized(
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    """A decoder's message on one line, without the in-memory buffer's repr Pillow puts in some of them."""
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the image", " ".join(str(e).split()))
+    return text or type(e).__name__

@@ -15,13 +15,17 @@ objective (``engine.objectives``), never from the engine itself. A run folder (`
 >>> from changecap.engine import load_config, train
 >>> result = train(load_config("configs/plain_synthcc_cpu.yaml", overrides=["data.root=synthcc"]))  # doctest: +SKIP
 >>> result.best_dir, result.best_metric                                                            # doctest: +SKIP
+
+Foundations are pretrained by the same engine: ``changecap.engine.pretrain.pretrain(target, config)`` with a config
+from ``changecap.engine.pretrain_config.load_pretrain_config`` (``docs/pretraining.md``).
 """
 
 from changecap.engine.config import TrainConfig, apply_overrides, load_config
-from changecap.engine.objectives import Objective, ObjectiveOutput, Phase, StepInfo, build_objective
+from changecap.engine.objectives import LossTerm, Objective, ObjectiveOutput, Phase, StepInfo, build_objective
 from changecap.engine.trainer import Trainer, TrainResult, train
 
 __all__ = [
+    "LossTerm",
     "Objective",
     "ObjectiveOutput",
     "Phase",

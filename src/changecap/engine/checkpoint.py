@@ -9,10 +9,11 @@ Layout under ``<output_dir>/checkpoint/``::
                                  step, best metric, config, vocabulary — tensors and plain Python values only, read
                                  with ``torch.load(..., weights_only=True)``
 
-**Atomicity.** A checkpoint is written into a fresh folder that nothing refers to yet; its files are flushed to
-disk, then ``LATEST`` is replaced atomically (temp file in the same folder + ``os.replace``). Only after that are
-older folders deleted. A crash at any moment therefore leaves ``LATEST`` naming a complete checkpoint — the new one
-or the previous one — never a half-written file.
+**Atomicity.** A checkpoint is written into a fresh temporary folder (:func:`~changecap.data.files.make_temp_dir`),
+its files flushed to disk and given the normal modes, and the folder renamed to its checkpoint name; then ``LATEST``
+is replaced atomically (:func:`~changecap.data.files.atomic_write_text`). Only after that are older folders
+deleted; the temporary folders of a killed save are removed by the next one. A crash at any moment therefore
+leaves ``LATEST`` naming a complete checkpoint — the new one or the previous one — never a half-written file.
 
 **Damage.** :func:`load_checkpoint` reads the checkpoint ``LATEST`` names and checks it (the safetensors header
 covers the whole file, ``state.pt`` unpickles with ``weights_only`` into the expected fields). When ``LATEST`` is
@@ -41,8 +42,15 @@ from safetensors.torch import save_model as save_safetensors_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from changecap.data.files import atomic_write_text, fsync_dir
+from changecap.data.files import (
+    atomic_write_text,
+    fsync_dir,
+    make_temp_dir,
+    remove_stale_temps,
+    replace_folder,
+)
 from changecap.errors import ModelError, first_line
+from changecap.models.io import torch_load_weights_only
 
 CHECKPOINT_DIRNAME = "checkpoint"
 LATEST_FILE = "LATEST"
@@ -187,8 +195,32 @@ def save_checkpoint(
     """Write a complete checkpoint atomically (module docstring) and delete the previous ones. Rank 0 only."""
     root = checkpoint_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(root)  # checkpoints half written by a killed run
     folder = root / f"step-{progress.global_step:09d}-{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
+    tmp = make_temp_dir(folder)  # a checkpoint name is only ever given to a complete checkpoint
+    try:
+        _write_checkpoint(tmp, model, optimizer, scheduler, progress, rng, config, vocab)
+        replace_folder(tmp, folder)  # normal modes (safetensors writes its file 0600), then the rename
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / LATEST_FILE, folder.name + "\n")  # the commit point
+    for old in root.iterdir():
+        if old.is_dir() and old.name != folder.name:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _write_checkpoint(
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: TrainProgress,
+    rng: list[dict[str, Any]],
+    config: Mapping[str, Any],
+    vocab: list[str],
+) -> None:
     save_safetensors_model(unwrap(model), str(folder / WEIGHTS_FILE))
     state = {
         "format_version": FORMAT_VERSION,
@@ -203,11 +235,6 @@ def save_checkpoint(
     for name in (WEIGHTS_FILE, STATE_FILE):
         _fsync_file(folder / name)
     fsync_dir(folder)
-    atomic_write_text(root / LATEST_FILE, folder.name + "\n")  # the commit point
-    for old in root.iterdir():
-        if old.is_dir() and old.name != folder.name:
-            shutil.rmtree(old, ignore_errors=True)
-    return folder
 
 
 def read_checkpoint(folder: Path) -> Checkpoint:
@@ -224,11 +251,7 @@ def read_checkpoint(folder: Path) -> Checkpoint:
             f.keys()
     except (SafetensorError, OSError) as e:
         raise ModelError(f"{weights}: cannot read safetensors file ({first_line(e)[:200]})") from None
-    try:
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt or foreign file
-        reason = f"{type(e).__name__}: {first_line(e)[:200]}"
-        raise ModelError(f"{state_file}: cannot read the training state ({reason})") from None
+    state = torch_load_weights_only(state_file, "the training state")
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{state_file}: not a changecap training state (format {FORMAT_VERSION})")
     kinds = {"progress": dict, "optimizer": dict, "scheduler": dict, "rng": list, "config": dict, "vocab": list}

@@ -26,7 +26,7 @@ import yaml
 
 from changecap.data.files import atomic_write_text
 from changecap.errors import ConfigError
-from changecap.schema import INTERNAL, from_dict, to_plain, with_path
+from changecap.schema import INTERNAL, from_dict, require, to_plain, with_path
 
 Precision = Literal["fp32", "bf16"]
 ScheduleName = Literal["constant", "cosine", "step"]
@@ -117,6 +117,17 @@ class OptimConfig:
     grad_clip: float | None = None
     implementation: OptimizerImpl = "auto"
 
+    def validate(self, prefix: str = "optim") -> None:
+        require(self.lr >= 0 and math.isfinite(self.lr), f"{prefix}.lr", f"must be a finite number >= 0, got {self.lr}")
+        for group, v in self.group_lr.items():
+            require(v >= 0 and math.isfinite(v), f"{prefix}.group_lr.{group}", f"must be a finite number >= 0, got {v}")
+        betas = list(self.betas)
+        require(all(0.0 <= b < 1.0 for b in betas), f"{prefix}.betas", f"both betas must be in [0, 1), got {betas}")
+        require(self.eps > 0, f"{prefix}.eps", f"must be > 0, got {self.eps}")
+        require(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        clip = self.grad_clip
+        require(clip is None or clip > 0, f"{prefix}.grad_clip", f"must be > 0 or null, got {clip}")
+
 
 @dataclass
 class ScheduleConfig:
@@ -131,6 +142,13 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.0
     step_size: int = 1000
     gamma: float = 0.1
+
+    def validate(self, prefix: str = "schedule") -> None:
+        require(self.warmup_steps >= 0, f"{prefix}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        ratio = self.min_lr_ratio
+        require(0.0 <= ratio <= 1.0, f"{prefix}.min_lr_ratio", f"must be in [0, 1], got {ratio}")
+        require(self.step_size > 0, f"{prefix}.step_size", f"must be > 0, got {self.step_size}")
+        require(self.gamma > 0, f"{prefix}.gamma", f"must be > 0, got {self.gamma}")
 
 
 @dataclass
@@ -274,17 +292,8 @@ class TrainConfig:
                 check_format(extra.format)
             except ConfigError as e:
                 raise ConfigError(f"data.extra[{i}].format", e.message) from None
-        need(o.lr >= 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number >= 0, got {o.lr}")
-        for group, v in o.group_lr.items():
-            need(v >= 0 and math.isfinite(v), f"optim.group_lr.{group}", f"must be a finite number >= 0, got {v}")
-        need(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", f"both betas must be in [0, 1), got {list(o.betas)}")
-        need(o.eps > 0, "optim.eps", f"must be > 0, got {o.eps}")
-        need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-        need(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
-        need(s.warmup_steps >= 0, "schedule.warmup_steps", f"must be >= 0, got {s.warmup_steps}")
-        need(0.0 <= s.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", f"must be in [0, 1], got {s.min_lr_ratio}")
-        need(s.step_size > 0, "schedule.step_size", f"must be > 0, got {s.step_size}")
-        need(s.gamma > 0, "schedule.gamma", f"must be > 0, got {s.gamma}")
+        o.validate("optim")
+        s.validate("schedule")
         need(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
         need(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
         need(t.grad_accum > 0, "train.grad_accum", f"must be > 0, got {t.grad_accum}")
@@ -325,6 +334,15 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = (), che
     and the dotted field.
     """
     p = Path(path)
+    data = read_config_file(p)
+    apply_overrides(data, overrides, path=p)
+    return TrainConfig.from_dict(data, path=p, check_model=check_model)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping of sections in a YAML config file (``{}`` for an empty file); one-line ConfigErrors naming the
+    file for a missing file, a YAML syntax error or a top level that is not a mapping."""
+    p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -342,8 +360,7 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = (), che
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("<root>", f"expected a mapping of sections, got {type(data).__name__}", path=p)
-    apply_overrides(data, overrides, path=p)
-    return TrainConfig.from_dict(data, path=p, check_model=check_model)
+    return data
 
 
 def apply_overrides(

@@ -15,6 +15,19 @@ import torch.distributed as dist
 
 from changecap.errors import ConfigError
 from changecap.models.device import device_problem
+from changecap.models.parallel import all_gather_with_grad  # lives with the models, which gather inside forward
+
+__all__ = [
+    "DistContext",
+    "all_gather_with_grad",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "cleanup_distributed",
+    "gather_objects",
+    "init_distributed",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -103,24 +116,3 @@ def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
-
-
-def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Every process's ``tensor`` [B_r, ...] concatenated along dim 0 in rank order, differentiable: the gradient
-    of each slice flows back to the process that owns it, summed over the processes (as CLIP-style trainers gather
-    embeddings for a global similarity matrix). Batches of unequal size are padded for the collective and trimmed.
-    The tensor itself for one process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    size = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
-    longest = max(counts)
-    if tensor.shape[0] < longest:
-        pad = tensor.new_zeros(longest - tensor.shape[0], *tensor.shape[1:])
-        tensor = torch.cat([tensor, pad], dim=0)
-    parts = all_gather(tensor)  # world_size × [longest, ...]
-    return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)], dim=0)

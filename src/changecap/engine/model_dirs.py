@@ -1,17 +1,17 @@
-"""The model folders of a run (``best/``, ``last/``): model card fields, ``preprocess.json``, atomic replacement."""
+"""The model folders of a run (``best/``, ``last/``): model card fields and ``preprocess.json``."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from changecap.data.files import set_normal_modes, temp_prefix
+from changecap.data.files import replace_folder
 from changecap.engine.config import TrainConfig
+
+#: The run loops' name for :func:`changecap.data.files.replace_folder` (a finished folder swapped into place).
+replace_dir = replace_folder
 
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW"}
 
@@ -77,19 +77,3 @@ def save_preprocess(folder: Path, train_set: Dataset, config: TrainConfig) -> No
 
     folder.mkdir(parents=True, exist_ok=True)
     PreprocessConfig(image_size=int(size), resize_mode=config.data.resize_mode, mean=mean, std=std).save(folder)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written folder into place (rename is atomic; the old one is removed afterwards).
-
-    The folder and its files get the normal modes (``0777`` / ``0666 & ~umask``; temporary folders are created
-    0700, and safetensors writes its files 0600). The old folder is
-    first renamed to ``.<name>.<pid>.<random>.old``: a kill between the two renames leaves it there, and
-    :func:`~changecap.data.files.remove_stale_temps` (run when training starts) renames it back.
-    """
-    set_normal_modes(tmp)
-    old = final.with_name(f"{temp_prefix(final)}{uuid.uuid4().hex[:8]}.old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

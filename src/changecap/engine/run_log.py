@@ -26,7 +26,7 @@ class RunLogger:
         self.path = Path(output_dir) / METRICS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
-            self.path.write_text("", encoding="utf-8")
+            atomic_write_text(self.path, "")
         else:
             self._truncate_after(resume_step)
         self._file: TextIO | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()

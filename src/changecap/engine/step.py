@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from changecap.engine.distributed import DistContext, all_reduce_sum
-from changecap.engine.objectives.base import GlobalCounts, Objective, Phase, StepInfo
+from changecap.engine.objectives.base import GlobalCounts, Objective, Phase, StepInfo, StepLoss
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -67,9 +67,11 @@ class StatsWindow:
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}  # name → float64 [2] (sum, count)
         self.counts: dict[str, float] = {}  # normaliser name → total since the last line (throughput)
+        self.weights: dict[str, float] = {}  # loss term → its weight (constant within a phase), in summation order
 
-    def add(self, stats: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        for name, (total, count) in stats.items():
+    def add(self, step: StepLoss) -> None:
+        self.weights.update(step.weights)
+        for name, (total, count) in step.stats.items():
             pair = torch.stack([total.detach().double(), torch.as_tensor(count, device=self.device).double()])
             if name in self.sums:
                 self.sums[name] += pair
@@ -91,6 +93,7 @@ class StatsWindow:
     def reset(self) -> None:
         self.sums.clear()
         self.counts.clear()
+        self.weights.clear()
 
 
 class UpdateStep:
@@ -141,7 +144,7 @@ class UpdateStep:
             with sync:
                 out = self.step_module(to_device(batch, self.ctx.device), info)
                 out.loss.backward()
-            self.window.add(out.stats)
+            self.window.add(out)
         for p in frozen:
             p.grad = None  # not this phase's parameter: the optimiser must not move it (nor its moments)
         if self.grad_clip is not None:

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from changecap.data.files import check_output_dir, make_temp_dir, remove_stale_temps
+from changecap.data.files import check_output_dir, make_temp_dir, remove_stale_temps, replace_folder
 from changecap.data.vocab import Vocabulary
 from changecap.engine.checkpoint import (
     Checkpoint,
@@ -52,7 +52,7 @@ from changecap.engine.config import TrainConfig
 from changecap.engine.data import PhaseData, PhaseLoaders, build_datasets, build_vocabulary_for, resolve_max_length
 from changecap.engine.distributed import DistContext, barrier, cleanup_distributed, gather_objects, init_distributed
 from changecap.engine.lr_schedule import build_scheduler
-from changecap.engine.model_dirs import card_fields, replace_dir, save_preprocess
+from changecap.engine.model_dirs import card_fields, save_preprocess
 from changecap.engine.model_setup import (
     ModelBuilder,
     ModelSaver,
@@ -304,7 +304,7 @@ class Trainer:
         elapsed = max(time.perf_counter() - self._window_time, 1e-9)
         counts = dict(self.window.counts)
         info = StepInfo(epoch, phase, None, self.ctx.device, self.autocast_dtype)  # type: ignore[arg-type]
-        values: dict[str, Any] = self.objective.log_values(means, info)
+        values: dict[str, Any] = self.objective.log_line(means, self.window.weights, info)
         if len(self._phases_of_epoch) > 1:
             values["phase"] = phase.name
         for name, total in counts.items():
@@ -358,7 +358,7 @@ class Trainer:
             try:
                 self.model_saver(self.model, self.model_config, self.vocab, tmp, card)
                 save_preprocess(tmp, self.train_set, self.config)
-                replace_dir(tmp, final)
+                replace_folder(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)  # never half a model left behind (Ctrl-C, SIGTERM included)
                 raise

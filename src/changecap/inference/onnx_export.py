@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from changecap.data.files import write_folder
 from changecap.errors import ChangeCapError, ModelError
 from changecap.models.onnx_graphs import ENCODER_FILE, STEP_DECODER_RUNTIME, STEP_FILE
 from changecap.models.registry import Capabilities
@@ -58,18 +59,19 @@ def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
         raise ModelError(f"{model.architecture} models provide no ONNX graphs (its capabilities: {declared})")
     pre = PreprocessConfig.load(model.model_dir, default_image_size=model.image_size or 224)
     export = model.onnx_export(pre.image_size, batch)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), _without_mha_fastpath():
-        for name, graph in export.graphs.items():
-            torch.onnx.export(graph.module, graph.example_inputs, str(folder / name), input_names=graph.input_names,
-                              output_names=graph.output_names, dynamic_axes=graph.dynamic_axes, opset_version=OPSET,
-                              dynamo=False)  # fmt: skip
     meta = {**export.meta, "source": str(model_dir)}
-    (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    model.vocab.save(folder / "vocab.json")
-    pre.save(folder)
-    return folder
+
+    def write(folder: Path) -> None:  # a fresh temporary folder, put in place whole (write_folder)
+        with torch.no_grad(), _without_mha_fastpath():
+            for name, graph in export.graphs.items():
+                torch.onnx.export(graph.module, graph.example_inputs, str(folder / name),
+                                  input_names=graph.input_names, output_names=graph.output_names,
+                                  dynamic_axes=graph.dynamic_axes, opset_version=OPSET, dynamo=False)  # fmt: skip
+        (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        model.vocab.save(folder / "vocab.json")
+        pre.save(folder)
+
+    return write_folder(out, write)
 
 
 class OnnxCaptioner:

@@ -9,6 +9,7 @@ background thread, so reading overlaps the model.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -84,7 +85,10 @@ def find_pairs(source: str | os.PathLike[str]) -> tuple[list[Pair], list[PairCap
 def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairCaptionRecord]]:
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+            text = f.read()
+        if "\x00" in text:  # no path holds one: a binary file, not a CSV of paths
+            raise csv.Error("it holds a NUL character")
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(path, f"cannot read the CSV ({' '.join(str(e).split())})") from None
     first = 1  # row numbers are the file's (blank lines aside)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from changecap.data.files import atomic_write_text
 from changecap.inference.evaluate import ModelEvaluation
 from changecap.metrics.caption_eval import CaptionEvalResult
 
@@ -164,6 +165,5 @@ figcaption {{ font-size: 0.8em; color: #666; }} .pred {{ font-size: 1.1em; }} .p
 </body></html>
 """
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc, encoding="utf-8")
+    atomic_write_text(out, doc)
     return out

@@ -17,27 +17,26 @@ once all are done.
 Outputs: ``changes.geojson`` (RFC 7946: WGS84 lon/lat, one Polygon per captioned tile, clipped to the overlap of
 the two dates; one schema for every model: a property the model does not predict is left out, never null, and the
 collection's ``fields`` lists those it has), ``change_mask.tif`` (models with a CD head; BEFORE's CRS and transform,
-1 = changed, 255 = nodata: not covered, or no data in a date), ``report.html``. Every file is written under a
-temporary name (created exclusively) and renamed when complete; temporaries are removed on every exit path.
+1 = changed, 255 = nodata: not covered, or no data in a date), ``report.html``. Every file is written through
+:mod:`changecap.data.files` (a temporary name created exclusively, renamed when complete, normal permissions);
+temporaries are removed on every exit path, and those of a killed run when the next one starts.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from changecap.data.files import fsync_dir
+from changecap.data.files import atomic_path, atomic_write_text, check_output_dir
 from changecap.data.image_io import save_mask_png
 from changecap.errors import ChangeCapError, DataError
 
@@ -46,7 +45,6 @@ GEOJSON_FILE, MASK_FILE, REPORT_FILE = "changes.geojson", "change_mask.tif", "re
 STRETCH_FILE = "stretch.json"  # both dates' per-band limits, computed once per run and reused by the report
 NOT_COVERED = 255  # change_mask.tif's nodata: no tile captioned there, or no data in a date
 OUTPUT_FILES = (TILES_FILE, SETTINGS_FILE, GEOJSON_FILE, MASK_FILE, REPORT_FILE, STRETCH_FILE)
-TMP_SUFFIX = ".tmp"  # temporaries are ".<target name>.<random><TMP_SUFFIX>" next to their target
 
 
 @dataclass
@@ -375,7 +373,14 @@ def check_inputs(settings: SceneSettings, default_tile: bool = False) -> SceneSe
     the tile is the model's pair size, not the user's choice, and shrinks to the overlap's longer side when the
     scenes are smaller (a tile the user chose larger than that is an error)."""
     with ExitStack() as stack:
-        grid = open_inputs(settings, stack, check_tile_size=False).grid
+        inputs = open_inputs(settings, stack, check_tile_size=False)
+        grid = inputs.grid
+        dates = ((settings.before, inputs.before, inputs.bands_before[0], (0, 0)),
+                 (settings.after, inputs.after, inputs.bands_after[0], grid.after_offset))  # fmt: skip
+        for path, ds, band, offset in dates:
+            if not has_data(ds, band, grid.window, offset):
+                raise DataError(path, "has no data in the overlap of the two scenes (every pixel there is nodata); "
+                                "nothing to caption")  # fmt: skip
     if default_tile and settings.tile > largest_tile(grid):
         settings = replace(settings, tile=largest_tile(grid))
         settings.validate()
@@ -442,7 +447,7 @@ def run_stretch_limits(out: Path, settings: SceneSettings, inputs: SceneInputs) 
             pass  # a torn or foreign file: compute again (the limits are a pure function of the scenes)
     limits_b = stretch_limits(inputs.before, inputs.bands_before, settings.percentiles)
     limits_a = stretch_limits(inputs.after_raw, inputs.bands_after, settings.percentiles)
-    write_text_atomic(path, json.dumps({"before": limits_b.tolist(), "after": limits_a.tolist()}))
+    atomic_write_text(path, json.dumps({"before": limits_b.tolist(), "after": limits_a.tolist()}))
     return limits_b, limits_a
 
 
@@ -470,6 +475,15 @@ def read_tile(ds: Any, bands: list[int], tile: Tile, offset: tuple[int, int]) ->
     return data, valid
 
 
+def has_data(ds: Any, band: int, window: tuple[int, int, int, int], offset: tuple[int, int]) -> bool:
+    """Whether any pixel of ``window`` (BEFORE pixels) has data in this date: its validity read in strips of about
+    4 M pixels, stopping at the first valid one (a scene with data is decided by its first strip; one without is read
+    once, as a run would read it)."""
+    r0, c0, h, w = window
+    rows = max(1, 4_000_000 // max(1, w))
+    return any(read_valid(ds, band, (r, c0, min(rows, r0 + h - r), w), offset).any() for r in range(r0, r0 + h, rows))
+
+
 def read_valid(ds: Any, band: int, window: tuple[int, int, int, int], offset: tuple[int, int]) -> np.ndarray:
     """Validity [h, w] of one date over ``window`` (row_off, col_off, height, width in BEFORE pixels; False: nodata
     or outside the date)."""
@@ -485,76 +499,22 @@ def read_valid(ds: Any, band: int, window: tuple[int, int, int, int], offset: tu
 
 
 # ---------------------------------------------------------------------------------------------------- output folder
-@functools.cache
-def _file_mode() -> int:
-    """The mode ``open`` gives a new file under this process's umask (``mkstemp``'s temporaries are 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def atomic_target(target: Path) -> Iterator[Path]:
-    """A temporary file next to ``target`` (created exclusively: a name planted there is never followed) to write;
-    renamed onto ``target`` with the usual permissions when the block ends, removed on any exit by an exception
-    (Ctrl-C, and SIGTERM in ``changecap scene``, included)."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
-    with atomic_target(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_dir(path.parent)
-
-
-def remove_temporaries(out: Path) -> None:
-    """Remove the temporaries of an earlier run that was killed mid-write (SIGKILL leaves them): every hidden name
-    derived from an output's name (this module's and the ``.<name>.tmp-<pid>`` of ``atomic_write_text``) in ``out``
-    and ``out/tile_masks``. Only while no process writes to ``out``."""
-    candidates = [p for name in (*OUTPUT_FILES, "write-check") for p in out.glob(f".{name}.*")]
-    if (out / MASKS_DIR).is_dir():
-        candidates += [*(out / MASKS_DIR).glob(".*.png.*"), *(out / MASKS_DIR).glob(".write-check.*")]
-    for p in candidates:
-        if (p.name.endswith(TMP_SUFFIX) or ".tmp-" in p.name) and p.is_file():
-            p.unlink(missing_ok=True)
-
-
-def prepare_out_dir(out: Path) -> None:
-    """Create ``out`` and check that the run can write everything it writes there, before any work: one-line errors
-    for a file where the folder should be, an output name taken by a folder (or a file where ``tile_masks/`` goes),
-    a read-only file system or a folder without write permission."""
-    for folder in (out, *out.parents):
-        if folder.exists() and not folder.is_dir():
-            raise DataError(folder, f"is a file, not a folder (--out {out} must be a folder)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(out, f"cannot create the output folder ({e.strerror or e})") from None
+def check_out_dir(out: Path) -> None:
+    """Check before any work that the run can write in ``out`` (:func:`~changecap.data.files.check_output_dir`: a
+    file where the folder should be, a read-only file system, a folder without write permission) and that nothing
+    there is in the way of its outputs (an output name taken by a folder, a file where ``tile_masks/`` goes, a results
+    file it cannot append to); one-line errors naming the path and ``--out``. Creates nothing."""
+    check_output_dir(out, "--out")
+    if not out.is_dir():
+        return
     for name in OUTPUT_FILES:
         if (out / name).is_dir():
             raise DataError(out / name, "is a folder where the run writes a file; move it or use another --out")
     masks = out / MASKS_DIR
     if masks.exists() and not masks.is_dir():
         raise DataError(masks, "is a file where the run keeps its tile masks; move it or use another --out")
-    for folder in (out, masks) if masks.is_dir() else (out,):
-        try:  # one check for permissions, read-only file systems and full disks alike
-            fd, name = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=TMP_SUFFIX)
-            os.close(fd)
-            os.unlink(name)
-        except OSError as e:
-            raise DataError(folder, f"cannot write in the output folder ({e.strerror or e})") from None
+    if masks.is_dir():
+        check_output_dir(masks, "--out")
     for path in out.glob("tiles*.jsonl"):
         if not os.access(path, os.W_OK):  # results are appended to, not replaced
             raise DataError(path, "is not writable; the run appends to it (fix its permissions or use another --out)")
@@ -580,7 +540,7 @@ def record_settings(out: Path, settings: SceneSettings) -> None:
                 raise DataError(path, f"the run in this folder used {key}={theirs.get(key)!r}, not {value!r}; "
                                 "use another --out to start a new run")  # fmt: skip
         return
-    write_text_atomic(path, json.dumps(mine, indent=1))
+    atomic_write_text(path, json.dumps(mine, indent=1))
 
 
 def read_results(out: Path) -> dict[str, TileResult]:
@@ -826,7 +786,7 @@ def _write_outputs(settings: SceneSettings, out: Path, has_masks: bool, run: Sce
         },
         "features": features,
     }
-    write_text_atomic(out / GEOJSON_FILE, json.dumps(collection))
+    atomic_write_text(out / GEOJSON_FILE, json.dumps(collection))
     if has_masks:
         _write_mask_tif(inputs, captioned, out)
     changed = [r for r in captioned if r.changed]
@@ -835,7 +795,7 @@ def _write_outputs(settings: SceneSettings, out: Path, has_masks: bool, run: Sce
     changed.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
     overviews, thumbnails = _report_images(settings, inputs, changed[:REPORT_TILES], run.limits)
     page = render_scene_report(settings, crs_name, ordered, overviews, thumbnails, grid.window)
-    write_text_atomic(out / REPORT_FILE, page)
+    atomic_write_text(out / REPORT_FILE, page)
     return {"tiles": len(ordered), "captioned": len(captioned), "skipped": len(ordered) - len(captioned),
             "skipped_by_reason": skipped, "changed": sum(bool(r.changed) for r in captioned)}  # fmt: skip
 
@@ -879,15 +839,16 @@ def _report_images(
 def _write_mask_tif(inputs: SceneInputs, captioned: list[TileResult], out: Path) -> None:
     """Tile masks into one GeoTIFF on BEFORE's grid, written window by window (overlaps: changed if any tile says
     so); its nodata ``NOT_COVERED`` marks the pixels no tile covered and those without data in a date."""
-    from PIL import Image
     from rasterio.windows import Window
+
+    from changecap.data.image_io import read_mask
 
     rasterio = _rasterio()
     grid = inputs.grid
     profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "crs": grid.crs, "transform": grid.transform,
                "width": grid.width, "height": grid.height, "nodata": NOT_COVERED, "compress": "deflate",
                "tiled": True, "blockxsize": 256, "blockysize": 256}  # fmt: skip
-    with atomic_target(out / MASK_FILE) as tmp:
+    with atomic_path(out / MASK_FILE) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             for r0 in range(0, grid.height, 256):  # every block starts as "not covered"
                 for c0 in range(0, grid.width, 256):
@@ -897,7 +858,8 @@ def _write_mask_tif(inputs: SceneInputs, captioned: list[TileResult], out: Path)
             for res in captioned:
                 if res.mask is None:
                     continue
-                tile = (np.asarray(Image.open(out / MASKS_DIR / res.mask)) > 0).astype(np.uint8)  # [T, T]
+                # [T, T], 1 = changed; a tile mask is the tile's size, whatever the image bound
+                tile = read_mask(out / MASKS_DIR / res.mask, binary=True, max_pixels=res.size * res.size)
                 y0, x0, y1, x1 = tile_inside(res, grid.window)  # the part of the tile inside the overlap
                 window = (res.y + y0, res.x + x0, y1 - y0, x1 - x0)
                 valid = read_valid(inputs.before, inputs.bands_before[0], window, (0, 0)) & \

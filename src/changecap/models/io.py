@@ -13,22 +13,23 @@ architecture registry (``changecap.models.registry``); nothing here knows a part
 (changecap 0.1) had no top-level ``architecture``; it is read from ``model.architecture`` then, so 0.1 model
 directories still load. Other files in the directory (e.g. ``preprocess.json``) are left alone. ``load_model`` also
 accepts a Hugging Face Hub repo id (``changecap.models.hub``).
-Writes are atomic: a new directory is assembled under a temporary name and renamed into place; into an existing
-directory each file is written to a temporary name and renamed, weights first and ``config.json`` last.
+Writes are atomic (:func:`changecap.data.files.write_folder`): a new directory is assembled under a temporary name
+and renamed into place; into an existing directory each file is written under a temporary name and renamed, weights
+first and ``config.json`` last. Files and folders get the modes the umask gives any new file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from changecap.data.files import write_folder
 from changecap.data.vocab import Vocabulary
 from changecap.errors import ChangeCapError, ConfigError, ModelError
 from changecap.models.hub import resolve_model_dir
@@ -144,7 +145,7 @@ def _write_files(directory: Path, model: torch.nn.Module, config: Any, vocab: Vo
     weights = directory / WEIGHTS_FILE
     save_file(_state_dict_for_safetensors(model), str(weights), metadata={"format": FORMAT_TAG})
     vocab.save(directory / VOCAB_FILE)
-    (directory / CARD_FILE).write_text(card, encoding="utf-8")
+    (directory / CARD_FILE).write_text(card, encoding="utf-8")  # a fresh temporary folder: plain writes
     payload = {
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
@@ -180,26 +181,7 @@ def save_model(
     config.validate()
     config = _with_encoder_architecture(model, config)
     text = model_card(model, config, vocab, card)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"{out}: exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
-            _write_files(tmp, model, config, vocab, text)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
-    tmp = Path(tempfile.mkdtemp(prefix=".save.", suffix=".tmp", dir=out))
-    try:
-        for path in _write_files(tmp, model, config, vocab, text):
-            os.replace(path, out / path.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return write_folder(out_dir, lambda tmp: _write_files(tmp, model, config, vocab, text))
 
 
 def _with_encoder_architecture(model: torch.nn.Module, config: Any) -> Any:
@@ -374,3 +356,41 @@ def load_model(model_dir: str | os.PathLike[str], device: str | torch.device = "
     """Load a saved model directory (or Hub repo id) → model in eval mode with ``.config`` and ``.vocab``."""
     model, _, _ = load_model_bundle(model_dir, device)
     return model
+
+
+# ---------------------------------------------------------------------------------------------------- torch files
+def torch_load_weights_only(path: str | os.PathLike[str], what: str, *, mmap: bool = False) -> Any:
+    """Read a ``torch.save`` file with ``torch.load(..., weights_only=True)`` onto the CPU: tensors, numbers,
+    strings, lists and dicts only. A pickled Python object (a class to build, a function to call) is refused, never
+    run. ``mmap``: map the tensors from the file instead of reading them (zip-format files; older ones are read).
+
+    Any failure is one :class:`ModelError` line, ``<path>: cannot read <what> (<why>)``; the one place the project
+    loads a pickle, so every reader reports a damaged or hostile file alike.
+    """
+    p = Path(path)
+    try:
+        if mmap:
+            try:
+                return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+        return torch.load(p, map_location="cpu", weights_only=True)  # legacy (non-zip) serialisation
+    except Exception as e:  # noqa: BLE001 - a pickle error, an unsupported global, a truncated file, ...
+        raise ModelError(f"{p}: cannot read {what} ({torch_load_failure(e)})") from None
+
+
+def torch_load_failure(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, on one line (torch's own messages span many lines and advise
+    loading without ``weights_only``, which would run the file's code)."""
+    text = str(e)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it pickles a Python object ({found.group(1)}), which is never run here: only tensors, numbers, "
+                "strings, lists and dicts are read")  # fmt: skip
+    if "WeightsUnpickler error:" in text:
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+        detail = detail.split(" Check the documentation", 1)[0].split(". Please use", 1)[0]
+    else:
+        detail = " ".join(text.split(". ", 1)[0].split())[:200]
+    return f"damaged, or not a torch file: {type(e).__name__}" + (f": {detail}" if detail else "")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from changecap.data.files import atomic_write_text
 from changecap.errors import ModelError
 from changecap.schema import from_dict, require, to_dict
 
@@ -64,9 +65,7 @@ class PreprocessConfig:
 
     def save(self, model_dir: str | os.PathLike[str]) -> Path:
         p = Path(model_dir) / PREPROCESS_FILE
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(to_dict(self), indent=2))
-        os.replace(tmp, p)
+        atomic_write_text(p, json.dumps(to_dict(self), indent=2))
         return p
 
     @classmethod

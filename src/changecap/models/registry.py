@@ -141,8 +141,9 @@ class Architecture:
         capabilities: what its models can do (:class:`Capabilities`: captions, change probability, change mask,
             beam search, sampling, ONNX graphs, attention maps); every consumer reads this declaration, and
             ``ChangeModel.predict`` holds the model to it. Required (keyword).
-        objective: how the engine trains it: the name of an objective the engine knows (``"hisem"``) or a factory
-            ``(loss_section, train_config) -> Objective`` (see ``changecap.engine.objectives``).
+        objective: how the engine trains it (required): the name of an objective the engine knows (``"hisem"``),
+            ``"module:attribute"`` or a factory ``(loss_section, train_config) -> Objective`` (see
+            ``changecap.engine.objectives``).
         card_rows: the architecture table of the model card (``None``: one row per top-level child module).
         summary_parts: ``model -> {dotted name: [parameters]}`` for ``changecap summary`` (``None``: the model's
             children and their children).
@@ -157,12 +158,16 @@ class Architecture:
     name: str
     config_class: type
     build: Callable[..., nn.Module]
-    objective: str | Callable[..., Any] = "hisem"
+    objective: str | Callable[..., Any] | None = None
     card_rows: CardRows | None = None
     summary_parts: Callable[[nn.Module], Mapping[str, list[nn.Parameter]]] | None = None
     description: str = ""
     change_prior: Callable[..., nn.Module] | None = None
     capabilities: Capabilities = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not self.objective:  # no default: a system that forgot it would train silently with another's loss
+            raise TypeError(f"architecture {self.name!r} names no objective: give Architecture(objective=...)")
 
 
 _REGISTERED: dict[str, Architecture] = {}

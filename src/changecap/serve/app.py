@@ -12,8 +12,9 @@
 
 The model is loaded once. Decoding, the forward pass and the mask's PNG run in a worker thread, one request at a
 time (a lock: the model is not re-entrant and a CPU has no spare cores for a second forward pass), so the event loop
-keeps answering health, page and docs requests meanwhile. Bad input is a 4xx with a message naming the upload's
-field and file name, never a 500:
+keeps answering health, page and docs requests meanwhile. Uploads are read as every command reads images
+(:func:`changecap.data.image_io.read_rgb_bytes`: EXIF orientation applied, the same band rules, TIFFs with
+tifffile). Bad input is a 4xx with a message naming the upload's field and file name, never a 500:
 
 * 413 past the upload limit (``max_upload_mb`` per request, checked on the declared length and again on the bytes
   read). The rest of an oversized body is read and discarded (up to ``DRAIN_BYTES`` more) before the answer, so a
@@ -33,14 +34,13 @@ import io
 import logging
 import re
 import threading
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from changecap.errors import ChangeCapError
+from changecap.errors import ChangeCapError, DataError
 
 SAMPLE_SIZE = 128
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # per image; the models see 224–256 px, so this is ample for a pair
@@ -89,55 +89,45 @@ def upload_label(field: str, filename: str | None) -> str:
 
 
 def _reason(e: BaseException) -> str:
-    """A decoder's message on one line, without the in-memory buffer's repr Pillow puts in some of them."""
+    """A parser's message on one line, without the in-memory buffer's repr some libraries put in them."""
     text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the upload", " ".join(str(e).split()))
     return text or type(e).__name__
 
 
-def _too_large(label: str, what: str, pixels: int | None, max_pixels: int) -> HTTPProblem:
+def _too_large(label: str, what: str, pixels: int, max_pixels: int) -> HTTPProblem:
     """413 for an image past ``max_pixels`` (or past Pillow's own decompression-bomb bound, when that is lower)."""
-    if pixels is not None and pixels <= max_pixels:
-        bound = f"Pillow's decompression-bomb limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels"
+    if pixels <= max_pixels:
+        bound = f"Pillow's decompression-bomb limit of {pillow_bomb_bound():,} pixels"
     else:
         bound = f"the limit of {max_pixels:,} pixels per image (--max-image-pixels)"
     return HTTPProblem(413, f"{label}: {what} exceeds {bound}; caption large rasters with 'changecap scene'")
 
 
-def open_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
-    """Open an upload lazily (header only) and refuse it before decoding when it has more than ``max_pixels``."""
+def pillow_bomb_bound() -> int | None:
+    """The pixel count past which Pillow itself refuses to open an image (None: switched off in this process)."""
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * int(Image.MAX_IMAGE_PIXELS)
+
+
+def read_upload(data: bytes, field: str, filename: str | None, max_pixels: int) -> np.ndarray:
+    """An upload → upright uint8 RGB [H, W, 3] through :func:`changecap.data.image_io.read_rgb_bytes` (the readers
+    of every other command: EXIF orientation, band rules, TIFF). The size is checked from the header before any pixel
+    is decoded: more than ``max_pixels`` (or Pillow's own bomb bound, when lower) is a 413; anything else wrong with
+    the file a 400 naming the upload."""
+    from changecap.data.image_io import ImageTooLarge, read_rgb_bytes
+
+    label = upload_label(field, filename)
     if not data:
         raise HTTPProblem(400, f"{label}: empty upload")
+    pillow = pillow_bomb_bound()
+    bound = max_pixels if pillow is None else min(max_pixels, pillow)
     try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # Pillow's own bound, past ours unless max_pixels was raised
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        pixels = int(found.group(1)) if found else None
-        what = "image" if pixels is None else f"image of {pixels:,} pixels"
-        raise _too_large(label, what, pixels, max_pixels) from None
-    except UnidentifiedImageError:
-        raise HTTPProblem(400, f"{label}: not a readable image (PNG, JPEG, TIFF, ...)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise HTTPProblem(400, f"{label}: corrupt image ({_reason(e)})") from None
-    w, h = img.size
-    if w * h > max_pixels:
-        img.close()
-        raise _too_large(label, f"{w}×{h} image ({w * h:,} pixels)", w * h, max_pixels)
-    return img
-
-
-def decode_image(img: Image.Image, label: str) -> np.ndarray:
-    """An opened upload → uint8 RGB [H, W, 3]; a 400 naming the upload when its pixels are not a usable image."""
-    from changecap.data.image_io import pil_to_rgb
-
-    try:
-        img.load()
-        return pil_to_rgb(img)
-    except ChangeCapError as e:  # the band rules of changecap.data.image_io; it names no file for an in-memory image
-        raise HTTPProblem(400, f"{label}: {str(e).removeprefix('<input>: ')}") from None
-    except Image.DecompressionBombError as e:
-        raise HTTPProblem(413, f"{label}: {_reason(e)}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise HTTPProblem(400, f"{label}: corrupt image ({_reason(e)})") from None
+        # the file name picks the reader (its suffix: TIFF or not); the messages name the upload by its label
+        return read_rgb_bytes(data, filename or field, max_pixels=bound)
+    except ImageTooLarge as e:
+        pixels = e.width * e.height
+        raise _too_large(label, f"{e.width}×{e.height} image ({pixels:,} pixels)", pixels, max_pixels) from None
+    except DataError as e:
+        raise HTTPProblem(400, f"{label}: {e.message}") from None
 
 
 def mask_png_base64(mask: np.ndarray | None) -> str | None:
@@ -263,8 +253,9 @@ def create_app(
             raise over_limit(declared)
         return bytes(body)
 
-    async def read_uploads(request: Request, body: bytes) -> list[tuple[str, bytes]]:
-        """``[(label, bytes)]`` of the fields ``before`` and ``after``; the form's spooled files are closed."""
+    async def read_uploads(request: Request, body: bytes) -> list[tuple[str, str | None, bytes]]:
+        """``[(field, file name, bytes)]`` of the fields ``before`` and ``after``; the form's spooled files are
+        closed."""
         try:
             form = await Request({**request.scope}, _replay(body)).form()
         except Exception as e:  # malformed multipart: the parser's own message
@@ -275,26 +266,25 @@ def create_app(
                 upload = form.get(field)
                 if not isinstance(upload, UploadFile):
                     raise HTTPProblem(400, f"{field}: missing (send multipart fields 'before' and 'after' as files)")
-                uploads.append((upload_label(field, upload.filename), await upload.read()))
+                uploads.append((field, upload.filename, await upload.read()))
             return uploads
         finally:
             await form.close()
 
-    def caption_pair(uploads: list[tuple[str, bytes]]) -> Caption:
-        """Runs in a worker thread: headers checked first, then decode, forward pass and mask, one pair at a time."""
-        with ExitStack() as opened:
-            images = [opened.enter_context(open_upload(data, label, max_image_pixels)) for label, data in uploads]
-            with lock:  # also bounds the decoded pixels in memory to one pair
-                before, after = (decode_image(img, label) for img, (label, _) in zip(images, uploads))
-                if before.shape != after.shape:
-                    raise HTTPProblem(422, f"{uploads[0][0]} is {before.shape[1]}×{before.shape[0]} but "
-                                      f"{uploads[1][0]} is {after.shape[1]}×{after.shape[0]}; both dates must have "
-                                      "the same size")  # fmt: skip
-                try:
-                    res = captioner(before, after)
-                except ChangeCapError as e:
-                    raise HTTPProblem(422, str(e)) from None
-                mask = mask_png_base64(res.mask)
+    def caption_pair(uploads: list[tuple[str, str | None, bytes]]) -> Caption:
+        """Runs in a worker thread, one pair at a time: decode (each size checked from its header first), forward
+        pass and mask."""
+        with lock:  # also bounds the decoded pixels in memory to one pair
+            before, after = (read_upload(data, field, name, max_image_pixels) for field, name, data in uploads)
+            if before.shape != after.shape:
+                labels = [upload_label(field, name) for field, name, _ in uploads]
+                raise HTTPProblem(422, f"{labels[0]} is {before.shape[1]}×{before.shape[0]} but {labels[1]} is "
+                                  f"{after.shape[1]}×{after.shape[0]}; both dates must have the same size")  # fmt: skip
+            try:
+                res = captioner(before, after)
+            except ChangeCapError as e:
+                raise HTTPProblem(422, str(e)) from None
+            mask = mask_png_base64(res.mask)
         return Caption(caption=res.caption, change_probability=res.change_probability, mask_png=mask)
 
     @app.post(

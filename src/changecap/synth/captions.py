@@ -121,8 +121,8 @@ def count_class(count: int) -> str:
     return "one" if count == 1 else "two" if count == 2 else "few" if count <= 5 else "many"
 
 
-class _Writer:
-    """Samples phrases from the pair's random stream."""
+class PhraseWriter:
+    """Samples phrases from a random stream (a pair's captions, or one image's scene captions)."""
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
@@ -154,17 +154,18 @@ class _Writer:
         return f"{self.pick(COUNT_WORDS[cls])} trees"
 
 
-def _join(*parts: str) -> str:
+def join_words(*parts: str) -> str:
+    """The non-empty parts joined by single spaces."""
     return " ".join(p for p in parts if p)
 
 
-def _verb(options: Sequence[tuple[str, str]], w: _Writer, plural: bool) -> str:
+def _verb(options: Sequence[tuple[str, str]], w: PhraseWriter, plural: bool) -> str:
     sing, plur = w.pick(options)
     return plur if plural else sing
 
 
 # ---------------------------------------------------------------------------------------------------------- single
-def _building_appear(w: _Writer, ev: dict[str, Any]) -> str:
+def _building_appear(w: PhraseWriter, ev: dict[str, Any]) -> str:
     np_, plural = w.buildings(ev)
     verb = _verb(APPEAR_VERBS, w, plural)
     loc = w.location(ev)
@@ -175,39 +176,39 @@ def _building_appear(w: _Writer, ev: dict[str, Any]) -> str:
             if ev.get("both_sides")
             else w.pick(("along the road", "beside the road", "by the road", "next to the road"))
         )
-        return _join(np_, verb, where, loc)
+        return join_words(np_, verb, where, loc)
     if surface in SURFACE_PHRASES:
         pattern = int(w.rng.integers(3))
         if pattern == 0:
-            return _join(np_, verb, w.pick(SURFACE_PHRASES[surface]), loc)
+            return join_words(np_, verb, w.pick(SURFACE_PHRASES[surface]), loc)
         if pattern == 1 and loc:
-            return _join(w.pick(SURFACE_NOUNS[surface]), loc, "is replaced by", np_)
+            return join_words(w.pick(SURFACE_NOUNS[surface]), loc, "is replaced by", np_)
     if w.maybe(0.15):
         where = loc or w.pick(LOCATION_PHRASES[ev["location"]])
         if plural:
-            return _join("there are", np_, "newly built", where)
-        return _join("there is a new", np_.removeprefix("a ").removeprefix("new "), where)
-    return _join(np_, verb, loc)
+            return join_words("there are", np_, "newly built", where)
+        return join_words("there is a new", np_.removeprefix("a ").removeprefix("new "), where)
+    return join_words(np_, verb, loc)
 
 
-def _building_disappear(w: _Writer, ev: dict[str, Any]) -> str:
+def _building_disappear(w: PhraseWriter, ev: dict[str, Any]) -> str:
     np_, plural = w.buildings(ev)
     verb = _verb(DISAPPEAR_VERBS, w, plural)
     loc = w.location(ev)
     if ev.get("along_road") and w.maybe(0.4):
-        return _join(np_, "beside the road", verb, loc)
+        return join_words(np_, "beside the road", verb, loc)
     if loc and w.maybe(0.4):
-        return _join(np_, loc, verb)
+        return join_words(np_, loc, verb)
     if w.maybe(0.2):
-        return _join(np_, verb, loc, "leaving bare land")
-    return _join(np_, verb, loc)
+        return join_words(np_, verb, loc, "leaving bare land")
+    return join_words(np_, verb, loc)
 
 
-def _road(w: _Writer, ev: dict[str, Any]) -> str:
+def _road(w: PhraseWriter, ev: dict[str, Any]) -> str:
     np_, plural = w.pick(ROAD_NOUNS[ev["shape"]])
     verb = _verb(ROAD_VERBS, w, plural)
     if ev["shape"] == "branch" and w.maybe(0.7):
-        return _join(
+        return join_words(
             np_, verb, w.pick(("to join the old road", "connected to the old road", "joining the existing road"))
         )
     surface = ev.get("surface")
@@ -220,34 +221,34 @@ def _road(w: _Writer, ev: dict[str, Any]) -> str:
             parts.append(w.pick(LOCATION_PHRASES[ev["location"]]))
     elif ev["location"] != "scene" and w.maybe(0.7):
         parts.append(w.pick(LOCATION_PHRASES[ev["location"]]))
-    return _join(*parts)
+    return join_words(*parts)
 
 
-def _vegetation(w: _Writer, ev: dict[str, Any]) -> str:
+def _vegetation(w: PhraseWriter, ev: dict[str, Any]) -> str:
     loc = w.location(ev)
     if ev.get("forest") and w.maybe(0.6):
         noun = w.pick(("the woods", "the forest", "part of the forest", "the vegetation"))
         verb = _verb(WOODS_VERBS, w, noun == "the woods")
-        return _join(noun, loc, verb) if w.maybe(0.5) else _join(noun, verb, loc)
+        return join_words(noun, loc, verb) if w.maybe(0.5) else join_words(noun, verb, loc)
     trees = w.trees(ev)
     if w.maybe(0.2):
-        return _join(trees, w.pick(TREE_VERBS), loc, "and the land becomes bare")
-    return _join(trees, w.pick(TREE_VERBS), loc)
+        return join_words(trees, w.pick(TREE_VERBS), loc, "and the land becomes bare")
+    return join_words(trees, w.pick(TREE_VERBS), loc)
 
 
-def _water(w: _Writer, ev: dict[str, Any]) -> str:
+def _water(w: PhraseWriter, ev: dict[str, Any]) -> str:
     np_ = w.pick(WATER_NOUNS[ev["kind"]])
     loc = w.location(ev)
     surface = ev.get("surface")
     if surface in SURFACE_NOUNS and loc and w.maybe(0.25):
-        return _join(w.pick(SURFACE_NOUNS[surface]), loc, "turns into", np_.replace("a large pond", "a lake"))
+        return join_words(w.pick(SURFACE_NOUNS[surface]), loc, "turns into", np_.replace("a large pond", "a lake"))
     if surface in SURFACE_PHRASES and w.maybe(0.4):
-        return _join(np_, w.pick(WATER_VERBS), w.pick(SURFACE_PHRASES[surface]), loc)
-    return _join(np_, w.pick(WATER_VERBS), loc)
+        return join_words(np_, w.pick(WATER_VERBS), w.pick(SURFACE_PHRASES[surface]), loc)
+    return join_words(np_, w.pick(WATER_VERBS), loc)
 
 
 # ---------------------------------------------------------------------------------------------------------- combined
-def _road_and_buildings(w: _Writer, road: dict[str, Any], bld: dict[str, Any]) -> str:
+def _road_and_buildings(w: PhraseWriter, road: dict[str, Any], bld: dict[str, Any]) -> str:
     np_, plural = w.buildings(bld)
     verb = _verb(APPEAR_VERBS, w, plural)
     road_np, road_plural = w.pick(ROAD_NOUNS[road["shape"]])
@@ -256,20 +257,20 @@ def _road_and_buildings(w: _Writer, road: dict[str, Any], bld: dict[str, Any]) -
     pattern = int(w.rng.integers(5))
     it = "them" if road_plural else "it"
     if pattern == 0:
-        return _join(road_np, road_verb, "and", np_, verb, side, it)
+        return join_words(road_np, road_verb, "and", np_, verb, side, it)
     if pattern == 1:
-        return _join(np_, verb, side, road_np.replace("a road", "a new road", 1))
+        return join_words(np_, verb, side, road_np.replace("a road", "a new road", 1))
     if pattern == 2 and not road_plural:
-        return _join(road_np, "with", np_, w.pick(("appears", "is built")), w.location(bld, 0.5))
+        return join_words(road_np, "with", np_, w.pick(("appears", "is built")), w.location(bld, 0.5))
     if pattern == 3:
-        return _join(
+        return join_words(
             np_,
             "and",
             road_np,
             w.pick(("are built", "are constructed", "appear")),
             w.pick(SURFACE_PHRASES[road["surface"]]) if road.get("surface") in SURFACE_PHRASES else "",
         )
-    return _join(
+    return join_words(
         road_np,
         road_verb,
         "and",
@@ -280,39 +281,39 @@ def _road_and_buildings(w: _Writer, road: dict[str, Any], bld: dict[str, Any]) -
     )
 
 
-def _clearing_and_buildings(w: _Writer, veg: dict[str, Any], bld: dict[str, Any]) -> str:
+def _clearing_and_buildings(w: PhraseWriter, veg: dict[str, Any], bld: dict[str, Any]) -> str:
     np_, plural = w.buildings(bld)
     verb = _verb(APPEAR_VERBS, w, plural)
     loc = w.location(bld)
     pattern = int(w.rng.integers(5))
     if pattern == 0:
-        return _join(np_, verb, "in place of the trees", loc)
+        return join_words(np_, verb, "in place of the trees", loc)
     if pattern == 1:
-        return _join(w.trees(veg), w.pick(TREE_VERBS), "and", np_, verb, loc)
+        return join_words(w.trees(veg), w.pick(TREE_VERBS), "and", np_, verb, loc)
     if pattern == 2:
-        return _join(np_, "replace" if plural else "replaces", "the trees", loc)
+        return join_words(np_, "replace" if plural else "replaces", "the trees", loc)
     if pattern == 3:
         noun = w.pick(("the trees", "the woods", "the forest"))
-        return _join(noun, loc, "is replaced by" if noun == "the forest" else "are replaced by", np_)
-    return _join(np_, verb, w.pick(("in the woods", "in the forest")), loc)
+        return join_words(noun, loc, "is replaced by" if noun == "the forest" else "are replaced by", np_)
+    return join_words(np_, verb, w.pick(("in the woods", "in the forest")), loc)
 
 
-def _road_through_trees(w: _Writer, road: dict[str, Any], veg: dict[str, Any]) -> str:
+def _road_through_trees(w: PhraseWriter, road: dict[str, Any], veg: dict[str, Any]) -> str:
     road_np, road_plural = w.pick(ROAD_NOUNS[road["shape"]])
     road_verb = _verb(ROAD_VERBS, w, road_plural)
     pattern = int(w.rng.integers(3))
     if pattern == 0:
-        return _join(road_np, road_verb, w.pick(("through the woods", "through the forest", "across the trees")))
+        return join_words(road_np, road_verb, w.pick(("through the woods", "through the forest", "across the trees")))
     if pattern == 1:
-        return _join(road_np, road_verb, "and", w.trees(veg), w.pick(TREE_VERBS))
-    return _join(w.trees(veg), w.pick(("are cut down", "are removed")), "to build", road_np)
+        return join_words(road_np, road_verb, "and", w.trees(veg), w.pick(TREE_VERBS))
+    return join_words(w.trees(veg), w.pick(("are cut down", "are removed")), "to build", road_np)
 
 
-def _pair_sentence(w: _Writer, events: list[dict[str, Any]]) -> str:
+def _pair_sentence(w: PhraseWriter, events: list[dict[str, Any]]) -> str:
     by_type = {e["type"]: e for e in events}
     if len(events) == 1:
         ev = events[0]
-        single: dict[str, Callable[[_Writer, dict[str, Any]], str]] = {
+        single: dict[str, Callable[[PhraseWriter, dict[str, Any]], str]] = {
             "road": _road,
             "vegetation": _vegetation,
             "water": _water,
@@ -323,11 +324,11 @@ def _pair_sentence(w: _Writer, events: list[dict[str, Any]]) -> str:
     if set(by_type) == {"road", "building"}:
         if w.maybe(0.75):
             return _road_and_buildings(w, by_type["road"], by_type["building"])
-        return _join(_road(w, by_type["road"]), "and", _building_appear(w, by_type["building"]))
+        return join_words(_road(w, by_type["road"]), "and", _building_appear(w, by_type["building"]))
     if set(by_type) == {"vegetation", "building"}:
         if w.maybe(0.8):
             return _clearing_and_buildings(w, by_type["vegetation"], by_type["building"])
-        return _join(_vegetation(w, by_type["vegetation"]), "and", _building_appear(w, by_type["building"]))
+        return join_words(_vegetation(w, by_type["vegetation"]), "and", _building_appear(w, by_type["building"]))
     if set(by_type) == {"road", "vegetation"}:
         return _road_through_trees(w, by_type["road"], by_type["vegetation"])
     # Any other combination: the single-event sentences joined by "and".
@@ -341,7 +342,7 @@ def make_captions(events: list[dict[str, Any]], rng: np.random.Generator, n: int
     """
     if not events:
         return list(NO_CHANGE_SENTENCES[:n])
-    w = _Writer(rng)
+    w = PhraseWriter(rng)
     out: list[str] = []
     drawn: list[str] = []
     for _ in range(30):

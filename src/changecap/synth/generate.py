@@ -2,14 +2,17 @@
 
 Each pair is a pure function of ``(seed, index)`` and its change flag (the split/changed plan is a function of the
 seed and the number of pairs), so pairs can be rendered in any order by any number of worker processes and the files
-are byte-identical. Three independent random streams per pair keep concerns apart: the layout (``scene``), the
-rendering and nuisance, and the captions; improving the caption templates does not move a single pixel.
+are byte-identical. Independent random streams per pair keep concerns apart: the layout (``scene``), the
+rendering and nuisance, the pair captions, and the scene captions of each date; improving the caption templates does
+not move a single pixel, and the single-date files leave the pair files untouched.
 
 Output::
 
     DIR/LevirCCcaptions.json                       LEVIR-CC fields, written last (its presence marks a complete set)
     DIR/synthcc_meta.json                          generator, settings and ground truth per pair
+    DIR/scene_captions.json                        scene captions of every single image (``data.single_date``)
     DIR/images/{train,val,test}/{A,B,label}/<split>_<6 digits>.png
+    DIR/images/{train,val,test}/landcover/{A,B}/<split>_<6 digits>.png   land-cover map of each image
 """
 
 from __future__ import annotations
@@ -28,13 +31,22 @@ import numpy as np
 from tqdm import tqdm
 
 from changecap.data.files import atomic_write_text, is_temp_name, remove_stale_temps
+from changecap.data.single_date import (
+    DATES,
+    LANDCOVER_FOLDER,
+    SCENE_CAPTIONS_FILE,
+    SCENE_CAPTIONS_FORMAT,
+    SCENE_CAPTIONS_VERSION,
+)
 from changecap.errors import DataError
 from changecap.synth.captions import make_captions
+from changecap.synth.landcover import LANDCOVER_CLASSES, landcover_map
 from changecap.synth.nuisance import apply_photometric, draw_nuisance, shadow_angle
 from changecap.synth.pngio import write_png
 from changecap.synth.presets import SPLITS, SynthSettings, resolve_settings, split_sizes
 from changecap.synth.render import change_mask, colorize, draw_classes, frame_for, make_fields, scene_palette, seasonal
 from changecap.synth.scene import Scene, plan_pair
+from changecap.synth.scene_captions import scene_record
 
 SYNTHCC_VERSION = "1.0"
 ANNOTATION_FILE = "LevirCCcaptions.json"
@@ -42,7 +54,7 @@ META_FILE = "synthcc_meta.json"
 _NAME_RE = re.compile(r"^(train|val|test)_(\d{6})\.png$")
 
 # Stream tags mixed into the per-pair seed sequence (see module docstring).
-_RENDER_STREAM, _CAPTION_STREAM, _PLAN_STREAM = 0xE1, 0xCA, 0x91
+_RENDER_STREAM, _CAPTION_STREAM, _PLAN_STREAM, _SCENE_CAPTION_STREAM = 0xE1, 0xCA, 0x91, 0x5D
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,8 @@ class RenderedPair:
     mask: np.ndarray  # uint8 [S, S] with values 0 / 128 / 255
     scene: Scene
     nuisance: dict[str, Any]
+    landcover: tuple[np.ndarray, np.ndarray]  # uint8 [S, S] land-cover ids of the before / after image, own frame
+    shifts: tuple[tuple[int, int], tuple[int, int]]  # (dx, dy) window offset of the before / after image
 
 
 def plan_jobs(settings: SynthSettings) -> list[PairJob]:
@@ -103,6 +117,8 @@ def render_pair(seed: int, index: int, changed: bool, size: int) -> RenderedPair
     s, m = frame.size, frame.margin
     images = []
     nuisances = []
+    landcover = []
+    shifts = []
     for when in ("A", "B"):
         nz = draw_nuisance(rng, size, after=when == "B")
         classes, shadow = draw_classes(
@@ -120,18 +136,35 @@ def render_pair(seed: int, index: int, changed: bool, size: int) -> RenderedPair
         )
         images.append(apply_photometric(rgb, fields.haze[window], nz, rng))
         nuisances.append(nz.to_json())
+        landcover.append(landcover_map(classes[window]))  # the class canvas the colours came from: same frame
+        shifts.append(nz.shift)
     mask = change_mask(scene, frame)
-    return RenderedPair(images[0], images[1], mask, scene, {"before": nuisances[0], "after": nuisances[1]})
+    return RenderedPair(
+        images[0],
+        images[1],
+        mask,
+        scene,
+        {"before": nuisances[0], "after": nuisances[1]},
+        (landcover[0], landcover[1]),
+        (shifts[0], shifts[1]),
+    )
 
 
-def _make_pair(job_root: tuple[PairJob, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Worker: render, write the three PNGs and return the JSON record and the meta entry of one pair."""
+def _make_pair(job_root: tuple[PairJob, str]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Worker: render, write the five PNGs and return the JSON record, the meta entry and the two single-date
+    records of one pair."""
     job, root = job_root
     pair = render_pair(job.seed, job.index, job.changed, job.size)
     folder = Path(root) / "images" / job.split
     write_png(folder / "A" / job.filename, pair.before)
     write_png(folder / "B" / job.filename, pair.after)
-    write_png(folder / "label" / job.filename, np.repeat(pair.mask[..., None], 3, axis=2))  # [S, S, 3] grey
+    write_png(folder / "label" / job.filename, np.stack([pair.mask] * 3, axis=2))  # [S, S, 3] grey
+    singles = []
+    for k, date in enumerate(DATES):
+        write_png(folder / LANDCOVER_FOLDER / date / job.filename, pair.landcover[k])
+        rng = np.random.default_rng([job.seed, job.index, _SCENE_CAPTION_STREAM, k])
+        described = scene_record(pair.scene, date, pair.landcover[k], pair.shifts[k], rng)
+        singles.append({"filename": job.filename, "split": job.split, "date": date, **described})
     captions = make_captions(pair.scene.events, np.random.default_rng([job.seed, job.index, _CAPTION_STREAM]))
     sentids = [job.index * 5 + i for i in range(len(captions))]
     record = {
@@ -156,7 +189,7 @@ def _make_pair(job_root: tuple[PairJob, str]) -> tuple[dict[str, Any], dict[str,
         "mask_pixels": {"road": int((pair.mask == 128).sum()), "building": int((pair.mask == 255).sum())},
         "nuisance": pair.nuisance,
     }
-    return record, meta
+    return record, meta, singles
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -167,7 +200,9 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _iter_pairs(jobs: list[PairJob], root: Path, workers: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def _iter_pairs(
+    jobs: list[PairJob], root: Path, workers: int
+) -> Iterator[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]:
     args = [(j, str(root)) for j in jobs]
     if workers == 1:
         yield from map(_make_pair, args)
@@ -180,11 +215,14 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data))
 
 
+_IMAGE_FOLDERS: tuple[str, ...] = ("A", "B", "label", *(f"{LANDCOVER_FOLDER}/{d}" for d in DATES))
+
+
 def _remove_stale(root: Path, jobs: list[PairJob]) -> None:
     """Delete SynthCC-named PNGs of an earlier, larger run in the same folder (not referenced any more)."""
     keep = {(j.split, j.filename) for j in jobs}
     for split in SPLITS:
-        for sub in ("A", "B", "label"):
+        for sub in _IMAGE_FOLDERS:
             folder = root / "images" / split / sub
             if not folder.is_dir():
                 continue
@@ -193,7 +231,7 @@ def _remove_stale(root: Path, jobs: list[PairJob]) -> None:
                     f.unlink()
 
 
-_OWN_ENTRIES = frozenset({ANNOTATION_FILE, META_FILE, "images"})
+_OWN_ENTRIES = frozenset({ANNOTATION_FILE, META_FILE, SCENE_CAPTIONS_FILE, "images"})
 
 
 def _check_output_folder(root: Path) -> None:
@@ -237,19 +275,21 @@ def generate_synthcc(
     _check_output_folder(root)
     jobs = plan_jobs(settings)
     for split in SPLITS:
-        for sub in ("A", "B", "label"):
+        for sub in _IMAGE_FOLDERS:
             (root / "images" / split / sub).mkdir(parents=True, exist_ok=True)
     # A half-written set must not look complete: drop the captions file first, write it last.
     (root / ANNOTATION_FILE).unlink(missing_ok=True)
     records: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
+    singles: list[dict[str, Any]] = []
     pairs_iter = _iter_pairs(jobs, root, settings.workers)
     first = next(pairs_iter)  # starts the worker pool before tqdm's monitor thread exists
     bar = tqdm(total=len(jobs), unit="pair", desc="synthcc", disable=not progress)
     try:
-        for record, meta in itertools.chain([first], pairs_iter):
+        for record, meta, single in itertools.chain([first], pairs_iter):
             records.append(record)
             items.append(meta)
+            singles.extend(single)
             bar.update(1)
     finally:
         bar.close()
@@ -267,5 +307,12 @@ def generate_synthcc(
         "items": items,
     }
     _write_json(root / META_FILE, meta_doc)
+    scene_doc = {
+        "format": SCENE_CAPTIONS_FORMAT,
+        "version": SCENE_CAPTIONS_VERSION,
+        "landcover_classes": list(LANDCOVER_CLASSES),
+        "images": singles,
+    }
+    _write_json(root / SCENE_CAPTIONS_FILE, scene_doc)
     _write_json(root / ANNOTATION_FILE, {"images": records})
     return root

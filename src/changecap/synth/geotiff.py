@@ -8,10 +8,13 @@ a test scene for the tiling, georeferencing and outputs, not a realistic city.
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from changecap.data.files import atomic_path
 from changecap.errors import ChangeCapError
 from changecap.synth.generate import render_pair
 
@@ -28,7 +31,6 @@ def write_geotiff_pair(
     try:
         import rasterio
         from rasterio.transform import from_origin
-        from rasterio.windows import Window
     except ImportError:
         raise ChangeCapError("changecap synth --geotiff needs rasterio: pip install 'changecap[geo]'") from None
     if grid < 1 or size < 32:
@@ -40,6 +42,17 @@ def write_geotiff_pair(
                "blockysize": 256, "compress": "deflate", "transform": from_origin(*ORIGIN, PIXEL, PIXEL)}  # fmt: skip
     paths = [folder / "before.tif", folder / "after.tif", folder / "change_truth.tif"]
     changed = np.random.default_rng([seed, 7]).random(grid * grid) < changed_share
+    with ExitStack() as written:  # each file under a temporary name, renamed once complete
+        tmp = [written.enter_context(atomic_path(p)) for p in paths]
+        _write_cells(rasterio, tmp, profile, grid, size, seed, changed)
+    return paths[0], paths[1], paths[2]
+
+
+def _write_cells(
+    rasterio: Any, paths: list[Path], profile: dict[str, Any], grid: int, size: int, seed: int, changed: np.ndarray
+) -> None:
+    from rasterio.windows import Window
+
     with (
         rasterio.open(paths[0], "w", count=3, dtype="uint8", **profile) as before,
         rasterio.open(paths[1], "w", count=3, dtype="uint8", **profile) as after,
@@ -51,4 +64,3 @@ def write_geotiff_pair(
             before.write(pair.before.transpose(2, 0, 1), window=window)  # [3, S, S]
             after.write(pair.after.transpose(2, 0, 1), window=window)
             truth.write((pair.mask > 0).astype(np.uint8)[None] * 255, window=window)
-    return paths[0], paths[1], paths[2]

@@ -255,22 +255,26 @@ def draw_classes(
     for b in buildings:
         off = sun_dir * b.height * shadow_scale
         ds.polygon(frame.px(shadow_polygon(b.corners(), off)), fill=1)
-    for t in trees:
-        cx, cy = t.cx + sun_dir[0] * t.r * 0.9 * shadow_scale, t.cy + sun_dir[1] * t.r * 0.9 * shadow_scale
-        ds.ellipse(_bbox(frame, cx, cy, t.r * 0.95), fill=1)
+    # Tree boxes for all trees at once (the same float operations as one tree at a time, so the same pixels).
+    tx, ty, tr = np.array([(t.cx, t.cy, t.r) for t in trees], np.float64).reshape(-1, 3).T  # [T] each
+    shade_x, shade_y = tx + sun_dir[0] * tr * 0.9 * shadow_scale, ty + sun_dir[1] * tr * 0.9 * shadow_scale
+    for box in _bboxes(frame, shade_x, shade_y, tr * 0.95):
+        ds.ellipse(box, fill=1)
     for b in buildings:
         _draw_roof(d, b, frame, sun_dir)
-    for t in trees:
-        d.ellipse(_bbox(frame, t.cx, t.cy, t.r), fill=C.TREE)
-        d.ellipse(
-            _bbox(frame, t.cx - sun_dir[0] * t.r * 0.3, t.cy - sun_dir[1] * t.r * 0.3, t.r * 0.55), fill=C.TREE_LIGHT
-        )
+    canopies = _bboxes(frame, tx, ty, tr)
+    lights = _bboxes(frame, tx - sun_dir[0] * tr * 0.3, ty - sun_dir[1] * tr * 0.3, tr * 0.55)
+    for canopy, light in zip(canopies, lights):
+        d.ellipse(canopy, fill=C.TREE)
+        d.ellipse(light, fill=C.TREE_LIGHT)
     return np.asarray(canvas), np.asarray(shadow)
 
 
-def _bbox(frame: Frame, cx: float, cy: float, r: float) -> tuple[float, float, float, float]:
-    x, y, rr = cx * frame.size + frame.margin, cy * frame.size + frame.margin, max(r * frame.size, 0.5)
-    return (x - rr, y - rr, x + rr, y + rr)
+def _bboxes(frame: Frame, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> list[list[float]]:
+    """Bounding boxes of circles (centres ``cx``, ``cy`` and radii ``r`` ``[T]`` in units, radius at least half a
+    pixel) as ``[T][4]`` Python floats, computed for all circles at once."""
+    x, y, rr = cx * frame.size + frame.margin, cy * frame.size + frame.margin, np.maximum(r * frame.size, 0.5)
+    return np.stack([x - rr, y - rr, x + rr, y + rr], axis=1).tolist()  # [T, 4]
 
 
 def _draw_roof(d: ImageDraw.ImageDraw, b: Building, frame: Frame, sun_dir: np.ndarray) -> None:

@@ -1,7 +1,8 @@
 """Statistics of a generated SynthCC folder (the figures quoted in docs/synthcc.md).
 
 Caption statistics come from ``LevirCCcaptions.json`` alone, so they also work on a real LEVIR-CC annotation file;
-change-type, count and location distributions need ``synthcc_meta.json``.
+change-type, count and location distributions need ``synthcc_meta.json``; the single-date statistics (scene
+captions, land-cover class shares, object counts) need ``scene_captions.json``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from changecap.data.annotations import Layout, parse_annotations
+from changecap.data.single_date import SCENE_CAPTIONS_FILE, load_scene_captions, read_landcover
 from changecap.data.text import tokenize
 from changecap.errors import DataError
 from changecap.synth.captions import count_class
@@ -38,30 +43,31 @@ def synthcc_statistics(root: str | os.PathLike[str]) -> dict[str, Any]:
     train captions is > 5 plus the 4 special tokens; ``distinct_words`` = every word type over all splits.
     """
     root = Path(root)
-    images = _load_json(root / ANNOTATION_FILE).get("images")
-    if not isinstance(images, list) or not images:
-        raise DataError(root / ANNOTATION_FILE, "no pairs", field="images")
+    annotation = root / ANNOTATION_FILE
+    if not annotation.is_file():
+        raise DataError(annotation, "not found (is this a SynthCC folder?)")
+    # every field checked as the dataset readers check it (one line naming the file and the entry)
+    records = parse_annotations(root, "levir-cc", layout=Layout(annotation=annotation), check_files=False)
+    if not records:
+        raise DataError(annotation, "no pairs", field="images")
     splits: dict[str, dict[str, Any]] = {s: {"pairs": 0, "changed": 0} for s in SPLITS}
     lengths: list[int] = []
     train_counts: Counter[str] = Counter()
     all_words: set[str] = set()
     captions: list[str] = []
-    for i, rec in enumerate(images):
-        split = rec.get("split")
-        if split not in splits:
-            raise DataError(root / ANNOTATION_FILE, f"unknown split {split!r}", field=f"images[{i}].split")
-        splits[split]["pairs"] += 1
-        splits[split]["changed"] += int(rec.get("changeflag", 0))
-        for sent in rec.get("sentences", []):
-            words = tokenize(sent["raw"])
+    for rec in records:
+        splits[rec.split]["pairs"] += 1
+        splits[rec.split]["changed"] += int(rec.changed)
+        for caption in rec.captions:  # RSICC-tokenised, joined with single spaces
+            words = caption.split()
             lengths.append(len(words))
             all_words.update(words)
-            captions.append(" ".join(words))
-            if split == "train":
+            captions.append(caption)
+            if rec.split == "train":
                 train_counts.update(words)
     for s in splits.values():
         s["changed_share"] = round(s["changed"] / s["pairs"], 4) if s["pairs"] else 0.0
-    n_pairs = len(images)
+    n_pairs = len(records)
     n_changed = sum(s["changed"] for s in splits.values())
     stats: dict[str, Any] = {
         "root": str(root),
@@ -78,8 +84,58 @@ def synthcc_statistics(root: str | os.PathLike[str]) -> dict[str, Any]:
     }
     meta_path = root / META_FILE
     if meta_path.exists():
-        stats.update(_meta_statistics(_load_json(meta_path)))
+        try:
+            stats.update(_meta_statistics(_load_json(meta_path)))
+        except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError) as e:
+            raise DataError(meta_path, f"not a SynthCC meta file ({type(e).__name__}: {e})") from None
+    if (root / SCENE_CAPTIONS_FILE).exists():
+        stats["single_date"] = single_date_statistics(root)
     return stats
+
+
+def single_date_statistics(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Images per split, scene-caption length and vocabulary, land-cover class shares and how often each kind of
+    object is named, from ``scene_captions.json`` (land-cover pixels are read from the maps when a record does not
+    carry ``landcover_pixels``)."""
+    doc, records = load_scene_captions(root)
+    classes = [str(c) for c in doc["landcover_classes"]]
+    splits = dict.fromkeys(SPLITS, 0)
+    lengths: list[int] = []
+    train_counts: Counter[str] = Counter()
+    all_words: set[str] = set()
+    captions: set[str] = set()
+    pixels = [0] * len(classes)
+    named: Counter[str] = Counter()
+    for raw, rec in zip(doc["images"], records):
+        splits[rec.split] += 1
+        for c in rec.captions:
+            words = tokenize(c)
+            lengths.append(len(words))
+            all_words.update(words)
+            captions.add(" ".join(words))
+            if rec.split == "train":
+                train_counts.update(words)
+        counts = raw.get("landcover_pixels")
+        if not (isinstance(counts, list) and len(counts) == len(classes)):
+            counts = np.bincount(read_landcover(rec.landcover_path, len(classes)).ravel(), minlength=len(classes))
+        pixels = [a + int(b) for a, b in zip(pixels, counts)]
+        objects = raw.get("objects")
+        if isinstance(objects, dict):
+            named.update(k for k, v in objects.items() if isinstance(v, int) and v > 0)
+    total = max(1, sum(pixels))
+    n = max(1, len(records))
+    return {
+        "images": len(records),
+        "splits": splits,
+        "captions": len(lengths),
+        "caption_words_mean": round(sum(lengths) / max(1, len(lengths)), 2),
+        "caption_words_max": max(lengths, default=0),
+        "distinct_captions": len(captions),
+        "vocab_train_gt5": sum(1 for c in train_counts.values() if c > VOCAB_THRESHOLD) + N_SPECIAL_TOKENS,
+        "distinct_words": len(all_words),
+        "landcover_share": {c: round(p / total, 4) for c, p in zip(classes, pixels)},
+        "images_with": {k: round(v / n, 4) for k, v in sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))},
+    }
 
 
 def _meta_statistics(meta: dict[str, Any]) -> dict[str, Any]:
@@ -147,4 +203,20 @@ def format_statistics(stats: dict[str, Any]) -> str:
         lines += ["locations: " + ", ".join(f"{k} {v:,}" for k, v in stats["locations"].items())]
         ms = stats["mask_share_changed"]
         lines += [f"changed pixels per changed pair: road {ms['road']:.1%}, building {ms['building']:.1%}"]
+    if "single_date" in stats:
+        sd = stats["single_date"]
+        per_split = ", ".join(f"{k} {v:,}" for k, v in sd["splits"].items())
+        lines += [
+            "",
+            f"single dates: {sd['images']:,} images ({per_split})",
+            f"scene captions: {sd['captions']:,} ({sd['distinct_captions']:,} distinct), words per caption mean "
+            f"{sd['caption_words_mean']} / max {sd['caption_words_max']}",
+            f"scene vocabulary: {sd['vocab_train_gt5']} entries (train count > 5, incl. 4 special tokens); "
+            f"{sd['distinct_words']} distinct words over all splits",
+            "",
+            "| land cover | share of pixels |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {v:.1%} |" for k, v in sd["landcover_share"].items()]
+        lines += ["", "images with: " + ", ".join(f"{k} {v:.0%}" for k, v in sd["images_with"].items())]
     return "\n".join(lines)

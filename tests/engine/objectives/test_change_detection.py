@@ -120,3 +120,21 @@ def test_evaluate_reports_cd_metrics_writes_masks_and_a_report(trained: Path, le
     code = main(["evaluate", "--model", str(trained), "--data", str(levir_cd), "--format", "levir-cd",
                  "--split", "test", "--meteor", "off", "--device", "cpu", "--out", str(tmp_path / "cli")])  # fmt: skip
     assert code == 0 and (tmp_path / "cli" / "masks_test").is_dir()
+
+
+def test_the_objective_returns_the_pixel_loss_as_a_named_unscaled_term() -> None:
+    from changecap.engine.objectives.base import GlobalCounts, StepInfo
+    from changecap.engine.objectives.change_detection import ChangeDetectionObjective
+    from changecap.models.parts.change_masks import binary_change_loss_sum
+
+    logits = torch.tensor([[[[0.5, -1.0], [7.0, 2.0]]]])  # [B = 1, 1, 2, 2]
+    mask = torch.tensor([[[0, 1], [255, 1]]])  # one pixel ignored
+    objective = ChangeDetectionObjective()
+    batch = {"image": torch.zeros(1, 2, 3, 2, 2), "mask": mask}
+    phase = objective.phases(0)[0]
+    counts = GlobalCounts(objective.normalizers(batch, phase), world_size=1, grad_accum=1)
+    out = objective(lambda image: logits, batch, StepInfo(0, phase, counts, torch.device("cpu")))
+    assert list(out.terms) == ["cd_loss"] and not out.stats
+    term = out.terms["cd_loss"]
+    assert (term.normalizer, term.weight, int(term.count)) == ("pixels", 1.0, 3)
+    torch.testing.assert_close(term.value, binary_change_loss_sum(logits, mask)[0])

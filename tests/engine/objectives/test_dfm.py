@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from changecap.data.vocab import Vocabulary
+from changecap.data.vocab import END_ID, NULL_ID, START_ID, Vocabulary
 from changecap.engine import Trainer, load_config, train
+from changecap.engine.objectives import caption_ce_sum
 from changecap.errors import ConfigError
 from changecap.inference import ChangeCaptioner
 from changecap.models import build_model, config_from_dict, save_model
@@ -176,3 +178,55 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(
             continue
         # measured: 3.9e-6 at most (float order); TGCL computed per process instead of gathered: 6.3e-3
         assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-5), name
+
+
+class _StandIn(torch.nn.Module):
+    """Fixed caption logits and [CLS] differences, a linear text projection and a learnt logit scale."""
+
+    def __init__(self, b: int, t: int, v: int, d: int = 4, text: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.logits = torch.nn.Parameter(torch.randn(b, t, v, generator=g))
+        self.visual = torch.nn.Parameter(torch.randn(b, d, generator=g))
+        self.text_proj = torch.nn.Linear(text, d)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, image: torch.Tensor, target: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.logits, visual=self.visual)
+
+    def text_embedding(self, sentences: torch.Tensor) -> torch.Tensor:
+        return self.text_proj(sentences)
+
+
+@pytest.mark.parametrize("tgcl_weight", [0.25, 0.0])
+def test_the_objective_returns_named_unscaled_terms(tgcl_weight: float) -> None:
+    from changecap.engine.objectives.base import GlobalCounts, StepInfo
+    from changecap.engine.objectives.dfm import DFMLossConfig, DFMObjective
+
+    s, e, n = START_ID, END_ID, NULL_ID
+    target = torch.tensor([[s, 5, 6, e, n], [s, 7, e, n, n], [s, 4, 4, 4, e]])  # 9 scored tokens
+    embeddings = SimpleNamespace(lookup=lambda texts: torch.randn(len(texts), 3, generator=torch.Generator()))
+    objective = DFMObjective(DFMLossConfig(caption_weight=0.5, tgcl_weight=tgcl_weight), embeddings=embeddings)
+    model = _StandIn(3, 5, 9)
+    objective.bind(model)
+    batch = {"image": torch.zeros(3, 2, 3, 4, 4), "target": target, "caption": ["a", "b", "c"],
+             "changed": torch.tensor([True, False, True])}  # fmt: skip
+    phase = objective.phases(0)[0]
+    counts = GlobalCounts(objective.normalizers(batch, phase), world_size=1, grad_accum=1)
+    out = objective(model, batch, StepInfo(0, phase, counts, torch.device("cpu")))
+    caption = out.terms["caption_ce"]
+    assert (caption.normalizer, caption.weight, int(caption.count)) == ("tokens", 0.5, 9)
+    torch.testing.assert_close(caption.value, caption_ce_sum(model.logits, target)[0])
+    if tgcl_weight:
+        assert list(out.terms) == ["caption_ce", "tgcl"] and set(out.stats) == {"tgcl_anchors", "logit_scale"}
+        assert (out.terms["tgcl"].normalizer, out.terms["tgcl"].weight) == (None, 0.25)  # per forward pass
+        assert float(out.stats["tgcl_anchors"][0]) == 2.0  # the changed pairs
+    else:
+        assert list(out.terms) == ["caption_ce"] and not out.stats
+
+
+def test_both_weights_zero_is_a_config_error() -> None:
+    from changecap.engine.objectives.dfm import DFMObjective
+
+    with pytest.raises(ConfigError, match="loss.caption_weight.*both 0"):
+        DFMObjective.read_config({"caption_weight": 0.0, "tgcl_weight": 0.0}, None)

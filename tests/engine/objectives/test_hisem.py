@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from changecap.data.vocab import END_ID, NULL_ID, START_ID
-from changecap.engine.objectives import GlobalCounts, ObjectiveOutput, Phase, StepInfo, TrainingStep, caption_ce_sum
+from changecap.engine.objectives import (
+    GlobalCounts,
+    Phase,
+    StepInfo,
+    StepLoss,
+    TrainingStep,
+    caption_ce_sum,
+    combine_terms,
+)
 from changecap.engine.objectives.hisem import EpochPlan, HisemLossConfig, HisemObjective, plan_epoch, router_ramp
 from changecap.schema import from_dict
 from tests.engine.toy import ToyCaptioner, ToyDataset, toy_vocab
@@ -39,7 +47,7 @@ class Step:
     def __init__(self, model: torch.nn.Module) -> None:
         self.module = TrainingStep(model, HisemObjective(epochs=50))
 
-    def __call__(self, image, target, changed, plan: EpochPlan, c: GlobalCounts) -> ObjectiveOutput:
+    def __call__(self, image, target, changed, plan: EpochPlan, c: GlobalCounts) -> StepLoss:
         info = StepInfo(plan.epoch, Phase(options={"plan": plan}), c, torch.device("cpu"))
         return self.module({"image": image, "target": target, "changed": changed}, info)
 
@@ -167,8 +175,47 @@ def test_model_without_router_has_no_router_terms() -> None:
     changed = torch.tensor([s["changed"] for s in items])
     model = ToyCaptioner(len(vocab), 10, router=False, dropout=0.0).eval()
     c2 = counts(float((target[:, 1:] != NULL_ID).sum()), 2.0, 1, 1)
-    info = StepInfo(20, Phase(), c2, torch.device("cpu"))
-    terms = HisemObjective(epochs=50).loss(model(image, target, route=None), target, changed, cfg()(20), info)
+    terms = combine_terms(HisemObjective(epochs=50).terms(model(image, target), target, changed, cfg()(20)), c2)
     ce = caption_ce_sum(model(image, target).logits, target)[0] / c2["tokens"]
     assert float(terms.stats["router_ce"][0]) == 0.0 and int(terms.stats["router_acc"][0]) == 0
     assert torch.allclose(terms.loss, ce)
+
+
+def _toy_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    items = [ToyDataset(n, toy_vocab())[i] for i in range(n)]
+    image = torch.stack([s["image"] for s in items])
+    target = torch.stack([s["target"] for s in items])
+    return image, target, torch.tensor([s["changed"] for s in items])
+
+
+def test_the_objective_returns_named_unscaled_terms_with_the_epoch_weights() -> None:
+    image, target, changed = _toy_batch(4)
+    torch.manual_seed(0)
+    model = ToyCaptioner(len(toy_vocab()), 10, dropout=0.0)
+    plan = cfg(aux_weight=0.5)(20)
+    out = HisemObjective(epochs=50).terms(model(image, target, route=changed.long()), target, changed, plan)
+    assert list(out.terms) == ["caption_ce", "router_ce", "aux"] and list(out.stats) == ["router_acc"]
+    caption, router, aux = out.terms.values()
+    assert (caption.normalizer, caption.weight) == ("tokens", 1.0)
+    assert (router.normalizer, router.weight) == ("samples", plan.router_weight) and plan.router_weight > 0
+    assert (aux.normalizer, aux.weight) == (None, 0.5)  # per forward pass
+    ce, tokens = caption_ce_sum(model(image, target, route=changed.long()).logits, target)
+    assert torch.equal(caption.value, ce) and torch.equal(torch.as_tensor(caption.count), tokens)  # unscaled sums
+    assert float(router.count) == 4.0
+
+
+def test_a_micro_batch_without_tokens_or_samples_does_not_divide_by_zero() -> None:
+    """Targets of ``<START>`` alone score no token; the global counts of an update can then be 0 (the router term's
+    samples included): the update adds nothing instead of dividing by zero."""
+    image, target, changed = _toy_batch(2)
+    target = torch.full_like(target, NULL_ID)
+    target[:, 0] = START_ID
+    objective = HisemObjective(epochs=50)
+    phase = objective.phases(20)[0]
+    assert objective.normalizers({"target": target}, phase)["tokens"] == 0.0
+    model = ToyCaptioner(len(toy_vocab()), 10, dropout=0.0)
+    info = StepInfo(20, phase, counts(0.0, 0.0, 2, 2), torch.device("cpu"))
+    out = TrainingStep(model, objective)({"image": image, "target": target, "changed": changed}, info)
+    out.loss.backward()
+    assert math.isfinite(float(out.loss.detach()))
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -201,7 +202,7 @@ class _FixedLogits(torch.nn.Module):
 def test_cd_denominator_divides_by_labelled_or_all_pixels(denominator: str) -> None:
     """Two 2×2 masks, 3 of 8 pixels ignored: L_cd is the summed BCE of the 5 labelled pixels over 5 (labelled) or
     over 8 (all: the released code's mmseg loss with avg_non_ignore=False)."""
-    from changecap.engine.objectives.base import GlobalCounts, StepInfo
+    from changecap.engine.objectives.base import GlobalCounts, StepInfo, combine_terms
 
     mask = torch.tensor([[[0, 1], [255, 1]], [[255, 255], [0, 2]]])  # [B = 2, 2, 2]
     logits = torch.tensor([[[[0.5, -1.0], [7.0, 2.0]]], [[[3.0, -4.0], [1.5, 0.2]]]])  # [2, 1, 2, 2]: BCE form
@@ -211,7 +212,7 @@ def test_cd_denominator_divides_by_labelled_or_all_pixels(denominator: str) -> N
     counts = objective.normalizers(batch, phase)
     assert counts["pixels"] == (5.0 if denominator == "labelled" else 8.0)
     step = StepInfo(0, phase, GlobalCounts(counts, world_size=1, grad_accum=1), torch.device("cpu"))
-    out = objective(_FixedLogits(logits), batch, step)
+    out = combine_terms(objective(_FixedLogits(logits), batch, step), step.counts)
     labelled = mask != 255
     bce = torch.nn.functional.binary_cross_entropy_with_logits(
         logits[:, 0][labelled], (mask[labelled] > 0).float(), reduction="sum"
@@ -225,3 +226,40 @@ def test_cd_denominator_divides_by_labelled_or_all_pixels(denominator: str) -> N
 def test_cd_denominator_is_checked() -> None:
     with pytest.raises(ConfigError, match="loss.cd_denominator"):
         SemanticCCObjective.read_config({"cd_denominator": "valid"}, None)
+
+
+class _FixedHeads(_FixedLogits):
+    """A stand-in with both heads: fixed change logits and a fixed caption loss sum over 7 tokens."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__(logits)
+        self.caption_decoder = SimpleNamespace(config=SimpleNamespace(instructions=["describe"]),
+                                               target_ids=lambda caption: caption.split())  # fmt: skip
+
+    def caption_loss_sum(self, f_cc: None, captions: list[str], instructions: list[int]) -> tuple[torch.Tensor, ...]:
+        return torch.tensor(5.5), torch.tensor(7)
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [("cd", {"cd_loss": ("pixels", 1.0)}), ("cc", {"caption_ce": ("tokens", 1.0)}),
+     ("neck", {"cd_loss": ("pixels", 0.3), "caption_ce": ("tokens", 1.0)})],
+)  # fmt: skip
+def test_each_stage_returns_its_named_unscaled_terms(phase: str, expected: dict) -> None:
+    """The CD-only stage weighs L_cd 1, the joint stages λ; the terms are sums the base scales."""
+    from changecap.engine.objectives.base import GlobalCounts, StepInfo
+
+    objective = SemanticCCObjective(SemanticCCLossConfig(cd_weight=0.3), units=1)
+    mask = torch.tensor([[[0, 1], [255, 1]]])  # [B = 1, 2, 2]
+    model = _FixedHeads(torch.tensor([[[[0.5, -1.0], [7.0, 2.0]]]]))
+    objective.bind(model)
+    stage = next(p for p in objective.phases(0) if p.name == phase)
+    batch = {"name": ["a"], "image": torch.zeros(1, 2, 3, 2, 2), "mask": mask, "caption": ["a house is built"]}
+    counts = GlobalCounts(objective.normalizers(batch, stage), world_size=1, grad_accum=1)
+    out = objective(model, batch, StepInfo(0, stage, counts, torch.device("cpu")))
+    assert {name: (t.normalizer, t.weight) for name, t in out.terms.items()} == expected and not out.stats
+    if "cd_loss" in out.terms:
+        assert float(out.terms["cd_loss"].count) == 3.0  # labelled pixels
+        torch.testing.assert_close(out.terms["cd_loss"].value, binary_change_loss_sum(model.logits, mask)[0])
+    if "caption_ce" in out.terms:
+        assert float(out.terms["caption_ce"].value) == 5.5 and int(out.terms["caption_ce"].count) == 7

@@ -35,6 +35,24 @@ def test_the_cache_is_per_sentence_model(tmp_path: Path, sentence_model: Path) -
     assert b.lookup(CAPTIONS).shape == (3, 8) and a.ensure(CAPTIONS) == 3
 
 
+def test_the_cache_file_is_written_atomically_with_the_umask_mode(tmp_path: Path) -> None:
+    import os
+
+    cache = CaptionEmbeddings("builtin:bag-of-words-8", tmp_path / "cache")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    planted = cache.path.with_name(f".{cache.path.name}.{os.getpid()}.tmp")  # a name a writer could predict
+    planted.symlink_to(victim)
+    old_umask = os.umask(0o027)
+    try:
+        cache.ensure(CAPTIONS)
+    finally:
+        os.umask(old_umask)
+    assert victim.read_text() == "precious" and cache.path.stat().st_mode & 0o777 == 0o640  # not safetensors' 0600
+    assert sorted(p.name for p in cache.path.parent.iterdir()) == sorted([cache.path.name, planted.name])
+
+
 def test_bag_of_words_encoder() -> None:
     enc = BagOfWordsEncoder(64)
     v = enc.encode(["a house is built", "A house is built!", "trees are removed", ""])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from changecap.errors import ConfigError, ModelError
+from changecap.errors import ConfigError, DataError, ModelError
 from changecap.models.foundations import SAM_CPU, SAMPretrainConfig, SAMPretrainer
 from changecap.models.semantic_cc.config import SAMEncoderConfig
 from changecap.models.semantic_cc.encoder import build_sam_encoder
@@ -118,5 +118,5 @@ def test_saving_keeps_other_files_and_refuses_a_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ModelError, match="not a directory"):
+    with pytest.raises(DataError, match="file: exists and is not a folder"):
         model.save_pretrained(tmp_path / "file")

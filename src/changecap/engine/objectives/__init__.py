@@ -7,7 +7,8 @@ An architecture names its objective in the model registry (``Architecture.object
 * ``"package.module:attribute"``: an objective outside this package (a plug-in);
 * the objective class or factory itself (how a test brings its own).
  The contract between an objective
-and the trainer — phases, normalisers, named statistics, the DDP scaling rule — is documented in ``base.py``.
+and the trainer — phases, normalisers, named loss terms and statistics, the DDP scaling rule (applied there, by
+``combine_terms``, for every objective) — is documented in ``base.py``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from typing import Any
 
 from changecap.engine.objectives.base import (
     GlobalCounts,
+    LossTerm,
     Objective,
     ObjectiveOutput,
     Phase,
     StepInfo,
+    StepLoss,
     TrainingStep,
     batch_size,
     caption_ce_sum,
     caption_targets,
+    combine_terms,
     count_target_tokens,
 )
 
@@ -57,15 +61,18 @@ def build_objective(ref: str | Callable[..., Any], loss: Any, train_config: Any)
 
 __all__ = [
     "GlobalCounts",
+    "LossTerm",
     "Objective",
     "ObjectiveOutput",
     "Phase",
     "StepInfo",
+    "StepLoss",
     "TrainingStep",
     "batch_size",
     "build_objective",
     "caption_ce_sum",
     "caption_targets",
+    "combine_terms",
     "count_target_tokens",
     "objective_factory",
 ]

@@ -1,4 +1,4 @@
-"""The contract between the generic trainer and a system's objective, and the DDP scaling rule they share.
+"""The contract between the generic trainer and a system's objective, and the DDP scaling rule, applied here only.
 
 **Phases.** Each epoch is a sequence of :class:`Phase` objects returned by ``objective.phases(epoch)`` (a pure
 function of the epoch, so a resumed run replays the same plan). A phase names the training dataset it reads, an
@@ -10,20 +10,27 @@ own deterministic batch order; parameters outside a phase get no gradient and ar
 **One update.** For each of its ``grad_accum`` micro-batches a process asks ``objective.normalizers(batch, phase)``
 for local counts (e.g. ``{"tokens": 412, "samples": 32}``); the trainer sums them over micro-batches and processes
 (one all-reduce) into :class:`GlobalCounts`. Then, inside the module DDP wraps (:class:`TrainingStep`), the objective
-runs the model on each micro-batch and returns an :class:`ObjectiveOutput`: the loss to back-propagate and named
-statistics ``{name: (sum, count)}`` the trainer accumulates, all-reduces at log time and logs as ``sum / count``
-without knowing what they mean (the named-loss-dict idea of mmengine and Lightning).
+runs the model on each micro-batch and returns an :class:`ObjectiveOutput`: named, *unscaled* loss terms
+(:class:`LossTerm`: this micro-batch's sum of a per-item term and the normaliser it is a mean over, or a per-pass
+value; and its weight) plus named statistics that are logged only. :func:`combine_terms` — the one place that knows
+about processes and accumulation — scales each term by the rule below, sums them into the loss to back-propagate and
+turns every term into a statistic ``{name: (sum, count)}``. The trainer accumulates the statistics, all-reduces them
+at log time and logs ``sum / count`` without knowing what they mean, plus ``loss``, the weighted sum of the terms'
+means (:meth:`Objective.log_line`; the named-loss-dict idea of mmengine's ``parse_losses`` and of Lightning).
 
-**Scaling for gradient accumulation and DDP** (the one rule every objective follows). DDP *averages* gradients over
-the W processes and accumulation *sums* them over the k micro-batches. A term that is a mean over items of the
-global batch (tokens, samples, pixels) must therefore back-propagate, per micro-batch,
+**Scaling for gradient accumulation and DDP.** DDP *averages* gradients over the W processes and accumulation
+*sums* them over the k micro-batches. A term that is a mean over items of the global batch (tokens, samples, pixels)
+must therefore back-propagate, per micro-batch,
 
-    W · Σ_{items of this micro-batch} term / N_global          (:meth:`GlobalCounts.mean_scale`)
+    weight · W · Σ_{items of this micro-batch} term / max(N_global, 1)       (:meth:`GlobalCounts.mean_scale`)
 
 so that 1 process × k micro-batches and k processes × 1 micro-batch give the same gradient, equal to the gradient
-of the exact global mean. A term defined by the model per forward pass (e.g. a balance loss that is already a mean
-over one batch) cannot be renormalised per item; it is averaged over the W·k micro-batches: multiplied by ``1 / k``
-here (:meth:`GlobalCounts.per_pass_scale`), DDP supplies the ``1 / W``.
+of the exact global mean (a global batch without items — no caption token, say — adds nothing instead of dividing by
+zero). A term defined by the model per forward pass (e.g. a balance loss that is already a mean over one batch)
+cannot be renormalised per item; it is averaged over the W·k micro-batches: multiplied by ``weight / k`` here
+(:meth:`GlobalCounts.per_pass_scale`), DDP supplies the ``1 / W``. A term of weight 0 is logged and left out of the
+loss, so its parameters get no gradient from it (a term computed on detached outputs, e.g. a head's loss during a
+warm-up, trains nothing whatever its weight).
 """
 
 from __future__ import annotations
@@ -69,13 +76,14 @@ class GlobalCounts:
     def __getitem__(self, name: str) -> float:
         return self.totals[name]
 
-    def mean_scale(self, name: str) -> float:
-        """Factor turning a micro-batch's *sum* of a per-item term into its share of the global mean (× W for DDP)."""
-        return self.world_size / max(self.totals[name], 1.0)
+    def mean_scale(self, name: str, weight: float = 1.0) -> float:
+        """Factor turning a micro-batch's *sum* of a per-item term into its weighted share of the global mean (× W
+        for DDP). ``weight · W`` is formed first: exact for a power-of-two W, so the factor is rounded once."""
+        return weight * self.world_size / max(self.totals[name], 1.0)
 
-    def per_pass_scale(self) -> float:
+    def per_pass_scale(self, weight: float = 1.0) -> float:
         """Factor of a term the model defines per forward pass: averaged over the W·k micro-batches (÷k here)."""
-        return 1.0 / self.grad_accum
+        return weight / self.grad_accum
 
 
 @dataclass(frozen=True)
@@ -93,12 +101,58 @@ class StepInfo:
         return autocast(self.device, self.autocast_dtype)
 
 
+#: ``{name: (sum, count)}``: a statistic of one micro-batch, logged as ``Σ sum / Σ count`` over a log window
+Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One named term of an objective's loss on a micro-batch, unscaled (:func:`combine_terms` scales it).
+
+    Build it with :meth:`mean` (a mean over items of the global batch) or :meth:`per_pass` (a value the model defines
+    per forward pass). ``weight`` is the term's weight in the loss; 0 logs the term without training on it.
+    """
+
+    value: torch.Tensor  # 0-dim: the sum over this micro-batch's items (a mean term) or the per-pass value
+    normalizer: str | None  # the GlobalCounts entry a mean term divides by; None: a per-pass term
+    count: torch.Tensor | float  # items summed in ``value`` (the logged mean is Σ value / Σ count); 1 per pass
+    weight: float = 1.0
+
+    @classmethod
+    def mean(cls, total: torch.Tensor, count: torch.Tensor | float, over: str, weight: float = 1.0) -> LossTerm:
+        """A mean over the ``over`` items (a key of ``normalizers()``) of the global batch; ``total`` is its sum over
+        this micro-batch's ``count`` items."""
+        return cls(total, over, count, weight)
+
+    @classmethod
+    def per_pass(cls, value: torch.Tensor, weight: float = 1.0) -> LossTerm:
+        """A value the model defines per forward pass (averaged over the micro-batches of every process)."""
+        return cls(value, None, 1.0, weight)
+
+    def scale(self, counts: GlobalCounts) -> float:
+        """The factor this micro-batch's value back-propagates with (the module docstring's rule)."""
+        if self.normalizer is None:
+            return counts.per_pass_scale(self.weight)
+        return counts.mean_scale(self.normalizer, self.weight)
+
+
 @dataclass
 class ObjectiveOutput:
-    """One micro-batch's loss (carries the gradient) and detached named statistics ``{name: (sum, count)}``."""
+    """What an objective returns for one micro-batch: its named loss terms (in the order they are summed) and
+    statistics that are only logged (``{name: (sum, count)}``, e.g. an accuracy). ``loss`` is no name of either."""
+
+    terms: dict[str, LossTerm]
+    stats: Stats = field(default_factory=dict)
+
+
+@dataclass
+class StepLoss:
+    """One micro-batch as the trainer sees it (:func:`combine_terms`): the scaled loss to back-propagate, the
+    detached statistics of the terms and the objective, and each term's weight (for the logged total)."""
 
     loss: torch.Tensor
-    stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    stats: Stats
+    weights: dict[str, float]
 
 
 class Objective:
@@ -150,18 +204,62 @@ class Objective:
         return {"samples": float(batch_size(batch))}
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any], step: StepInfo) -> ObjectiveOutput:
+        """Run the model on one micro-batch and return its unscaled loss terms (the module docstring)."""
         raise NotImplementedError
 
     def log_values(self, means: Mapping[str, float], step: StepInfo) -> dict[str, Any]:
-        """What a training log line shows: by default the statistics' means; objectives add derived values."""
+        """The statistics' means and values an objective derives for the log (e.g. a scheduled weight); default: the
+        means. The loss is added by :meth:`log_line`."""
         return dict(means)
+
+    def log_line(self, means: Mapping[str, float], weights: Mapping[str, float], step: StepInfo) -> dict[str, Any]:
+        """What a training log line shows: :meth:`log_values` and ``loss`` = Σ weight · mean over the terms, in their
+        order. A log window never spans two phases, so the weights are those of the window's updates."""
+        values = self.log_values(means, step)
+        if weights:
+            values["loss"] = sum(weight * means[name] for name, weight in weights.items())
+        return values
 
 
 ObjectiveFactory = Callable[[Mapping[str, Any], Any], Objective]
 
 
+def combine_terms(output: ObjectiveOutput, counts: GlobalCounts) -> StepLoss:
+    """Scale each term for DDP and accumulation (the module docstring's rule), sum them in order into the loss to
+    back-propagate, and turn each into the statistic ``(value, count)``. Terms of weight 0 are logged only (a zero
+    without gradient is the loss when every weight is 0)."""
+    if not isinstance(output, ObjectiveOutput):
+        raise TypeError(f"an objective returns ObjectiveOutput(terms, stats), got {type(output).__name__}")
+    loss: torch.Tensor | None = None
+    stats: Stats = {}
+    weights: dict[str, float] = {}
+    taken = sorted(({"loss"} & {*output.terms, *output.stats}) | (output.terms.keys() & output.stats.keys()))
+    if taken:
+        raise ValueError(f"term and statistic names must differ and not be 'loss' (the total); clashing: {taken}")
+    for name, term in output.terms.items():
+        if term.value.dim() != 0:
+            raise ValueError(f"loss term {name!r} has shape {tuple(term.value.shape)}; a term is 0-dim (a sum)")
+        if term.normalizer is not None and term.normalizer not in counts.totals:
+            known = ", ".join(counts.totals) or "nothing"
+            raise ValueError(f"loss term {name!r} is a mean over {term.normalizer!r}, which normalizers() does not "
+                             f"count (it counts {known})")  # fmt: skip
+        count = term.count
+        if not isinstance(count, torch.Tensor):
+            count = torch.full((), float(count), device=term.value.device)
+        stats[name] = (term.value.detach(), count.detach())
+        weights[name] = float(term.weight)
+        if term.weight != 0:  # weight 0: logged only, so its parameters get no gradient from it
+            scaled = term.value * term.scale(counts)
+            loss = scaled if loss is None else loss + scaled
+    stats.update(output.stats)
+    if loss is None:
+        device = next(iter(stats.values()))[0].device if stats else None
+        loss = torch.zeros((), device=device)
+    return StepLoss(loss, stats, weights)
+
+
 class TrainingStep(nn.Module):
-    """The module that DDP wraps: objective(model, batch) → :class:`ObjectiveOutput`.
+    """The module that DDP wraps: objective(model, batch) → :func:`combine_terms` → :class:`StepLoss`.
 
     The loss is computed *inside* the wrapped forward on purpose. With ``find_unused_parameters=True`` DDP walks
     the autograd graph from the forward's outputs to find the parameters that will receive no gradient. If the raw
@@ -175,8 +273,8 @@ class TrainingStep(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, batch: Mapping[str, Any], step: StepInfo) -> ObjectiveOutput:
-        return self.objective(self.model, batch, step)
+    def forward(self, batch: Mapping[str, Any], step: StepInfo) -> StepLoss:
+        return combine_terms(self.objective(self.model, batch, step), step.counts)
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from changecap.engine.objectives.base import Objective, ObjectiveOutput, Phase, StepInfo
+from changecap.engine.objectives.base import LossTerm, Objective, ObjectiveOutput, Phase, StepInfo
 from changecap.engine.objectives.filters import pairs_with_mask
 from changecap.models.parts.change_masks import IGNORE, binary_change_loss_sum
 
@@ -33,8 +33,7 @@ class ChangeDetectionObjective(Objective):
         with step.autocast():
             logits = model(batch["image"])  # [B, K, S, S]
         total, count = binary_change_loss_sum(logits.float(), batch["mask"])
-        loss = total * step.counts.mean_scale("pixels")
-        return ObjectiveOutput(loss, {"cd_loss": (total.detach(), count.detach())})
+        return ObjectiveOutput({"cd_loss": LossTerm.mean(total, count, over="pixels")})
 
 
 #: what ``objective_factory("change_detection")`` finds

@@ -6,8 +6,8 @@
   the caption sampled for L_cap in the same step, gated by the ground-truth change flag (``gate: false`` — every pair
   an anchor — is the paper's "without masking" ablation). Under DDP, v, u, the flags and the caption embeddings are
   all-gathered with gradients, so the similarity matrix covers the global micro-batch as one process would see it.
-  The loss is defined per forward pass, so it is averaged over the k accumulation micro-batches (``per_pass_scale``;
-  the all-gather's backward sums each slice's gradient over the W processes and DDP divides by W).
+  The loss is defined per forward pass (a per-pass term: ``base.py`` averages it over the k accumulation
+  micro-batches; the all-gather's backward sums each slice's gradient over the W processes and DDP divides by W).
 
 Caption embeddings come from a frozen sentence encoder (all-mpnet-base-v2 by default) through
 :class:`~changecap.models.dfm.text.CaptionEmbeddings`: every training caption — canonicalised as the dataset serves
@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from changecap.engine.distributed import all_gather_with_grad, barrier
 from changecap.engine.objectives.base import (
+    LossTerm,
     Objective,
     ObjectiveOutput,
     Phase,
@@ -61,6 +62,8 @@ class DFMLossConfig:
                 f"must be none, fne or fna, got {self.false_negative!r}")  # fmt: skip
         require(-1.0 <= self.fn_threshold <= 1.0, f"{prefix}.fn_threshold", "a cosine similarity, in [-1, 1]")
         require(self.embedding_batch_size >= 1, f"{prefix}.embedding_batch_size", "must be >= 1")
+        both_zero = self.caption_weight == 0 and self.tgcl_weight == 0
+        require(not both_zero, f"{prefix}.caption_weight", "and loss.tgcl_weight are both 0: nothing would train")
 
 
 def training_caption_texts(datasets: Mapping[str, Dataset]) -> list[str]:
@@ -138,13 +141,13 @@ class DFMObjective(Objective):
         return {"tokens": float(count_target_tokens(batch["target"])), "samples": float(len(batch["target"]))}
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any], step: StepInfo) -> ObjectiveOutput:
-        c, counts = self.config, step.counts
+        c = self.config
         image, target = batch["image"], batch["target"]
         with step.autocast():
             out = model(image, target)
         ce_sum, n_tok = caption_ce_sum(out.logits, target)
-        loss = ce_sum * (c.caption_weight * counts.mean_scale("tokens"))
-        stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {"caption_ce": (ce_sum.detach(), n_tok.detach())}
+        terms = {"caption_ce": LossTerm.mean(ce_sum, n_tok, over="tokens", weight=c.caption_weight)}
+        stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if c.tgcl_weight > 0:
             sentences = self.embeddings.lookup(list(batch["caption"])).to(image.device)  # [B, d], frozen
             visual = all_gather_with_grad(out.visual.float())  # [B_global, D]
@@ -157,19 +160,11 @@ class DFMObjective(Objective):
                 similarity = s @ s.t()  # [B_global, B_global]
             value = tgcl_loss(visual, text, gate, model.logit_scale, false_negative=c.false_negative,
                               caption_similarity=similarity, threshold=c.fn_threshold)  # fmt: skip
-            loss = loss + value * (c.tgcl_weight * counts.per_pass_scale())
+            terms["tgcl"] = LossTerm.per_pass(value, weight=c.tgcl_weight)
             one = torch.ones((), device=image.device)
-            stats["tgcl"] = (value.detach(), one)
             stats["tgcl_anchors"] = (gate.sum().float(), one)
             stats["logit_scale"] = (model.logit_scale.detach().exp().clamp(max=100.0), one)
-        return ObjectiveOutput(loss, stats)
-
-    def log_values(self, means: Mapping[str, float], step: StepInfo) -> dict[str, Any]:
-        values = dict(means)
-        values["loss"] = self.config.caption_weight * values["caption_ce"]
-        if "tgcl" in values:
-            values["loss"] += self.config.tgcl_weight * values["tgcl"]
-        return values
+        return ObjectiveOutput(terms, stats)
 
 
 #: what ``objective_factory("dfm")`` finds

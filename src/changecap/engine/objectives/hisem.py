@@ -16,10 +16,11 @@ Ground-truth routing: for e ≤ ``gt_routing_until_epoch`` the model is given ``
 router's argmax routes (``route=None``). A model without a router (plain baseline) returns ``router_logits=None``
 and the router terms vanish.
 
-Scaling for accumulation and DDP follows ``base.py``: the caption and router terms are exact global means (the
-``tokens`` and ``samples`` normalisers); ``L_aux`` is defined by the model as a mean over the changed samples of ONE
-forward pass, so it is averaged over the W·k micro-batches, which equals the paper's per-batch value when W·k = 1
-and is the same for any W·k split of a global batch. One phase per epoch over the whole training set.
+The terms are returned unscaled (``caption_ce`` a mean over the ``tokens`` normaliser, ``router_ce`` over
+``samples``, ``aux`` per forward pass) and ``base.py`` scales them for accumulation and DDP: the caption and router
+terms become exact global means; ``L_aux`` is defined by the model as a mean over the changed samples of ONE forward
+pass, so it is averaged over the W·k micro-batches, which equals the paper's per-batch value when W·k = 1 and is the
+same for any W·k split of a global batch. One phase per epoch over the whole training set.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from changecap.engine.objectives.base import (
+    LossTerm,
     Objective,
     ObjectiveOutput,
     Phase,
@@ -149,14 +151,13 @@ class HisemObjective(Objective):
         route = changed.long() if plan.gt_routing else None  # [B]: 1 = changed path, 0 = unchanged path
         with step.autocast():
             output = model(image, target, route=route)
-        return self.loss(output, target, changed, plan, step)
+        return self.terms(output, target, changed, plan)
 
-    def loss(self, output: Any, target: torch.Tensor, changed: torch.Tensor, plan: EpochPlan, step: StepInfo):
-        """The scaled micro-batch loss of a model output (``base.py`` explains the scaling)."""
-        counts = step.counts
+    def terms(self, output: Any, target: torch.Tensor, changed: torch.Tensor, plan: EpochPlan) -> ObjectiveOutput:
+        """The named, unscaled loss terms of a model output (``base.py`` scales, sums and logs them)."""
         ce_sum, n_tok = caption_ce_sum(output.logits, target)
-        loss = ce_sum * (counts.world_size / max(counts["tokens"], 1.0))
         device = ce_sum.device
+        samples = torch.tensor(float(target.shape[0]), device=device)
         router_logits = getattr(output, "router_logits", None)
         if router_logits is not None:
             labels = changed.long()
@@ -164,8 +165,6 @@ class HisemObjective(Objective):
             if plan.router_detached:
                 z = z.detach()  # warm-up: logged only; the router receives no gradient from L_cls
             r_sum = F.cross_entropy(z, labels, reduction="sum")
-            if not plan.router_detached and plan.router_weight > 0:
-                loss = loss + r_sum * (plan.router_weight * counts.world_size / counts["samples"])
             r_correct = (z.detach().argmax(dim=-1) == labels).sum()
         else:
             r_sum = torch.zeros((), device=device)
@@ -173,30 +172,18 @@ class HisemObjective(Objective):
         aux = getattr(output, "aux_loss", None)
         if aux is None:
             aux = torch.zeros((), device=device)
-        aux = aux.float()
-        if plan.aux_weight > 0 and aux.requires_grad:
-            loss = loss + aux * (plan.aux_weight / counts.grad_accum)
-        samples = torch.tensor(float(target.shape[0]), device=device)
-        one = torch.ones((), device=device)
         return ObjectiveOutput(
-            loss=loss,
-            stats={
-                "caption_ce": (ce_sum.detach(), n_tok.detach()),
-                "router_ce": (r_sum.detach(), samples),
-                "router_acc": (r_correct.detach(), samples),
-                "aux": (aux.detach(), one),
+            terms={
+                "caption_ce": LossTerm.mean(ce_sum, n_tok, over="tokens"),
+                "router_ce": LossTerm.mean(r_sum, samples, over="samples", weight=plan.router_weight),
+                "aux": LossTerm.per_pass(aux.float(), weight=plan.aux_weight),
             },
+            stats={"router_acc": (r_correct.detach(), samples)},
         )
 
     def log_values(self, means: Mapping[str, float], step: StepInfo) -> dict[str, Any]:
         plan: EpochPlan = step.phase.options.get("plan") or self.plan(step.epoch)
-        values: dict[str, Any] = dict(means)
-        values["router_weight"] = plan.router_weight
-        values["gt_routing"] = plan.gt_routing
-        values["loss"] = (
-            values["caption_ce"] + plan.router_weight * values["router_ce"] + plan.aux_weight * values["aux"]
-        )
-        return values
+        return {**means, "router_weight": plan.router_weight, "gt_routing": plan.gt_routing}
 
 
 #: what ``objective_factory("hisem")`` finds

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from changecap.engine.objectives.base import Objective, ObjectiveOutput, Phase, StepInfo
+from changecap.engine.objectives.base import LossTerm, Objective, ObjectiveOutput, Phase, StepInfo
 from changecap.engine.objectives.filters import pairs_with_captions, pairs_with_mask, pairs_with_mask_and_captions
 from changecap.models.parts.change_masks import IGNORE, binary_change_loss_sum
 from changecap.schema import require
@@ -126,27 +126,23 @@ class SemanticCCObjective(Objective):
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any], step: StepInfo) -> ObjectiveOutput:
         tasks = step.phase.options.get("tasks", "both")
-        c = step.counts
-        stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        terms: dict[str, LossTerm] = {}
         with step.autocast():
             f_cc, f_cd = model.features(batch["image"])
-        loss = torch.zeros((), device=batch["image"].device)
         if tasks in ("cd", "both"):
             with step.autocast():
                 logits = model.change_logits(f_cd)  # [B, K, S, S]
             pix_sum, _ = binary_change_loss_sum(logits.float(), batch["mask"], self.config.cd_change_weight)
             weight = 1.0 if tasks == "cd" else self.config.cd_weight
-            loss = loss + pix_sum * (weight * c.mean_scale("pixels"))
-            stats["cd_loss"] = (pix_sum.detach(), self._pixel_count(batch["mask"]))
+            terms["cd_loss"] = LossTerm.mean(pix_sum, self._pixel_count(batch["mask"]), over="pixels", weight=weight)
         if tasks in ("cc", "both"):
             n = len(batch["caption"])
             k = len(self.caption_decoder.config.instructions)
             instructions = torch.randint(k, (n,)).tolist()  # one instruction per sample, uniformly
             with step.autocast():
                 ce_sum, n_tok = model.caption_loss_sum(f_cc, list(batch["caption"]), instructions)
-            loss = loss + ce_sum.float() * c.mean_scale("tokens")
-            stats["caption_ce"] = (ce_sum.detach().float(), n_tok.detach())
-        return ObjectiveOutput(loss, stats)
+            terms["caption_ce"] = LossTerm.mean(ce_sum.float(), n_tok, over="tokens")
+        return ObjectiveOutput(terms)
 
 
 #: what ``objective_factory("semantic_cc")`` finds

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from changecap.data.files import atomic_path
 from changecap.errors import ModelError, first_line
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-mpnet-base-v2"
@@ -129,13 +130,12 @@ class CaptionEmbeddings:
         self.index = {t: i for i, t in enumerate(texts)}
 
     def save(self) -> None:
+        """Write the cache atomically (:func:`~changecap.data.files.atomic_path`): a reader never sees half a file."""
         from safetensors.torch import save_file
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        save_file({"embeddings": self.vectors.contiguous()}, str(tmp),
-                  metadata={"model": self.cache_key, "texts": json.dumps(self.texts)})  # fmt: skip
-        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+        with atomic_path(self.path) as tmp:
+            save_file({"embeddings": self.vectors.contiguous()}, str(tmp),
+                      metadata={"model": self.cache_key, "texts": json.dumps(self.texts)})  # fmt: skip
 
     # ------------------------------------------------------------------ encoding
     @property

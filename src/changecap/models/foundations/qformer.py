@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from changecap.data.files import write_folder
 from changecap.errors import ConfigError, ModelError, first_line
-from changecap.models.foundations.common import load_sam_vision_encoder, write_directory
+from changecap.models.foundations.common import load_sam_vision_encoder
 from changecap.models.semantic_cc.caption import clean_caption
 from changecap.schema import require
 
@@ -357,7 +358,7 @@ class QFormerPretrainer(nn.Module):
             save_file(self.saved_state_dict(), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_TAG})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.saved_config(), indent=2) + "\n", encoding="utf-8")
 
-        write_directory(out_dir, write)
+        write_folder(out_dir, write)
 
 
 def load_tokenizer(name_or_dir: str) -> Any:

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from changecap.data.files import write_folder
 from changecap.errors import ConfigError, ModelError
-from changecap.models.foundations.common import write_directory
 from changecap.models.semantic_cc.config import LoraConfig, SAMEncoderConfig
 from changecap.models.semantic_cc.encoder import load_resized_sam_weights, sam_vision_config
 from changecap.schema import require
@@ -183,4 +183,4 @@ class SAMPretrainer(nn.Module):
     def save_pretrained(self, out_dir: Path) -> None:
         """Write the encoder as a ``SamVisionModel`` directory (``config.json`` + ``model.safetensors``); the
         segmentation head is left out."""
-        write_directory(out_dir, lambda tmp: self.sam.save_pretrained(str(tmp)))
+        write_folder(out_dir, lambda tmp: self.sam.save_pretrained(str(tmp)))

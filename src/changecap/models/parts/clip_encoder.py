@@ -69,7 +69,7 @@ def check_vision_fields(fields: Mapping[str, Any], field: str = "model.encoder.c
             raise ConfigError(f"{field}.{key}", f"must be a number in {shown}, got {val!r}")
 
 
-def _vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config") -> Any:
+def clip_vision_config(fields: Mapping[str, Any], field: str = "model.encoder.config") -> Any:
     from transformers import CLIPVisionConfig
     from transformers.activations import ACT2FN
 
@@ -189,7 +189,7 @@ class CLIPPatchEncoder(nn.Module):
         """
         from transformers import CLIPVisionModel
 
-        cfg = _vision_config(fields)
+        cfg = clip_vision_config(fields)
         cfg._attn_implementation = "sdpa"  # fixed so the same model computes the same way on every machine
         if init_weights:
             return cls(CLIPVisionModel(cfg), trainable_layers, patch_ln_post)
