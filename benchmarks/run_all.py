@@ -1,11 +1,12 @@
 """``make bench``: run the benchmarks one after another and print their figures.
 
 Default: the quick ones (minutes on 2 cores) — the matmul peak, caption metrics, METEOR on a LEVIR-CC-size split,
-`changecap compare`'s bootstrap and randomisation on that split,
-SynthCC generation, KV-cached vs naive decoding, model speed (paper config with random weights and the CPU config,
-against the official algorithm, as % of the peak), CPU training throughput. ``--quality`` adds
-benchmark (a), HiSem vs the plain baseline vs the two ablations on SynthCC (3 seeds × 4 variants, about an hour on
-2 cores). Each benchmark is a script of its own in this folder; run one directly for its options (``--help``).
+`changecap compare`'s bootstrap and randomisation on that split, SynthCC generation, the data audit on SynthCC
+small, KV-cached vs naive decoding, model speed (paper config with random weights and the CPU config, against the
+official algorithm, as % of the peak), CPU training throughput, the data loader against one GPU's demand (it
+generates 2,000 SynthCC pairs of 256 px once and packs them). ``--quality`` adds benchmark (a), HiSem vs the plain
+baseline vs the two ablations on SynthCC (3 seeds × 4 variants, about an hour on 2 cores). Each benchmark is a
+script of its own in this folder; run one directly for its options (``--help``).
 
 Usage: ``python benchmarks/run_all.py [--quality] [--only NAME ...] [--out bench_out]``
 """
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "meteor": ["bench_meteor.py"],
         "compare": ["bench_compare.py", "--meteor"],
         "synth": ["bench_synth.py"],
+        "audit": ["bench_audit.py", "--data", str(data)],
         "decoding": ["bench_decoding.py"],
         "model_speed": ["bench_model_speed.py", "--official", "--bf16-cast", "--json", str(out / "model_speed.json")],
         "train_speed": [
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             "--set",
             f"data.root={data}",
         ],
+        "loader": ["bench_loader.py", "--out", str(out / "loader"), "--json", str(out / "loader.json")],
     }
     if args.quality:
         benches["quality"] = ["bench_quality.py", "--out", str(out / "quality")]
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown benchmark(s) {unknown}; choose from {sorted(benches)}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    if "train_speed" in names and not (data / "LevirCCcaptions.json").exists():
+    if {"train_speed", "audit"} & set(names) and not (data / "LevirCCcaptions.json").exists():
         from changecap.synth import generate_synthcc
 
         generate_synthcc(data, preset="small", seed=0, progress=True)

@@ -115,7 +115,7 @@ def test_bad_inputs_are_one_line_errors(synth: Path, preds: dict[str, Path], tmp
                                                     capsys)  # fmt: skip
     assert "at least two systems" in _error([*base, str(preds["good"])], capsys)
     assert "--runs" in _error([*base, str(preds["good"]), "--runs", "x="], capsys)
-    assert "--json would overwrite an input" in _error(
+    assert f"{preds['bad']} [--json]: is one of the inputs" in _error(
         [*base, str(preds["good"]), str(preds["bad"]), "--json", str(preds["bad"])], capsys
     )
     assert "two systems are labelled 'x'" in _error([*base, f"x={preds['good']}", f"x={preds['bad']}"], capsys)
@@ -129,3 +129,15 @@ def test_a_missing_split_names_the_data_and_the_field(tmp_path: Path, preds: dic
     root = make_levir(tmp_path / "d", "levir-cc", {"train": 2, "val": 0, "test": 2})
     err = _error(["compare", "--data", str(root), "--split", "val", str(preds["good"]), str(preds["bad"])], capsys)
     assert f"{root} [split]" in err and "no pairs in split 'val'" in err
+
+
+def test_runs_of_one_system_must_caption_the_same_pairs(
+    synth: Path, preds: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    good = json.loads(preds["good"].read_text())
+    last = sorted(good)[-1]
+    fewer = tmp_path / "seed1.json"
+    fewer.write_text(json.dumps({k: v for k, v in good.items() if k != last}))
+    err = _error(["compare", "--data", str(synth), str(preds["bad"]), "--runs", f"good={preds['good']},{fewer}",
+                  "--resamples", "5", "--permutations", "5"], capsys)  # fmt: skip
+    assert f"seed1.json [{last}]" in err and "every system must caption the same pairs" in err

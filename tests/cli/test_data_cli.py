@@ -177,3 +177,35 @@ def test_data_import_lists_every_problem_and_writes_nothing(
     assert main([*base, "--out", str(tmp_path / "other"), "--split-ratios", "0.8,0.8,0.1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: --split-ratios: ratios must sum to 1, got 1.7"
+
+
+def test_data_pack_writes_a_pack_and_reports_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_levir(tmp_path / "ds", "levir-mci", pairs={"train": 2, "val": 1, "test": 1}, size=12)
+    argv = ["data", "pack", "--root", str(root), "--format", "levir-mci", "--out", str(tmp_path / "pack"),
+            "--size", "8", "--splits", "train", "val", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("packed 3 pairs (train 2 (8×8 px), val 1 (8×8 px)) into ") and "GiB" in out
+    assert json.loads((tmp_path / "pack" / "pack.json").read_text())["splits"].keys() == {"train", "val"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--size", "-3"], "'--size': must be a positive number of pixels"),
+        (["--out", "{busy}"], "[--out]: holds files and is not a pack"),
+        (["--root", "{missing}"], "missing"),
+    ],
+)
+def test_data_pack_errors_are_one_line(
+    extra: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_levir(tmp_path / "ds", "levir-cc", pairs={"train": 1, "val": 1, "test": 1}, size=8)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("x")
+    extra = [e.format(busy=tmp_path / "busy", missing=tmp_path / "missing") for e in extra]
+    argv = ["data", "pack", "--root", str(root), "--format", "levir-cc", "--out", str(tmp_path / "pack"), *extra]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+    assert not (tmp_path / "pack").exists()

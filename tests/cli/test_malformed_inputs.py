@@ -9,7 +9,8 @@ Damaged model folders and checkpoints have their own catalogue (``tests/inferenc
 
 To add a row: append a :class:`Row` to ``ROWS`` (or build a list of your own and parametrize over it with
 :func:`check_row`). ``make(tmp, ctx)`` writes the bad input under ``tmp`` and returns the command's arguments;
-``ctx`` hands out shared good inputs (a tiny saved model, a folder of good pairs, a shipped config) built once.
+``ctx`` hands out shared good inputs (a tiny saved model, a folder of good pairs, a shipped config, single-date
+pretraining data, the references of ``compare``) built once.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Ctx:
         self.root = root
         self._model: Path | None = None
         self._dataset: Path | None = None
+        self._single_dates: Path | None = None
+        self._compare_data: Path | None = None
 
     @property
     def model(self) -> Path:
@@ -64,6 +67,22 @@ class Ctx:
         if self._dataset is None:
             self._dataset = make_levir(self.root / "levir", "levir-cc", {"train": 2, "val": 1, "test": 1}, 16)
         return self._dataset
+
+    @property
+    def single_dates(self) -> Path:
+        """A tiny SynthCC set with single-date captions and land-cover maps (good), for pretraining."""
+        if self._single_dates is None:
+            from tests.data.single_date_fakes import make_synthcc_single_dates
+
+            self._single_dates = make_synthcc_single_dates(self.root / "single")
+        return self._single_dates
+
+    @property
+    def compare_data(self) -> Path:
+        """A tiny LEVIR-CC set with three test pairs (good), the references of ``compare``."""
+        if self._compare_data is None:
+            self._compare_data = make_levir(self.root / "refs", "levir-cc", {"train": 1, "val": 0, "test": 3}, 16)
+        return self._compare_data
 
     def pairs(self, tmp: Path) -> Path:
         """A folder of two good pairs under ``tmp``."""
@@ -614,6 +633,317 @@ def with_bomb(tmp: Path) -> Path:
     root = make_levir(tmp / "levir", "levir-cc", {"train": 2, "val": 1, "test": 1}, 16)
     bomb_png(root / "images" / "train" / "A" / "train_000001.png")
     return root
+
+
+# ---------------------------------------------------------------------------------------------------------- pretrain
+def pretrain(tmp: Path, ctx: Ctx, *extra: str, target: str = "lm", config: Path | None = None,
+             data: Path | None = None) -> list[str]:  # fmt: skip
+    """``pretrain`` with the shipped lm config, its data root ``data`` (default: none there) and its output under
+    ``tmp/run``; a row that fails before the data is read needs no data."""
+    config = config if config is not None else REPO_ROOT / "configs" / "pretrain" / "lm_synthcc_cpu.yaml"
+    root = data if data is not None else tmp / "no-data"
+    return ["pretrain", target, str(config), "--set", f"data.root={root}", "--output-dir", str(tmp / "run"),
+            "--set", "logging.progress=false", *extra]  # fmt: skip
+
+
+def damaged_single_dates(tmp: Path, ctx: Ctx, content: str | bytes) -> Path:
+    """A copy of the good single-date set whose ``scene_captions.json`` holds ``content``."""
+    import shutil
+
+    root = shutil.copytree(ctx.single_dates, tmp / "single")
+    text_file(root / "scene_captions.json", content)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------------- compare
+def compare(tmp: Path, ctx: Ctx, *extra: str, a: object = None, b: object = None) -> list[str]:
+    """``compare`` of ``tmp/a.json`` and ``tmp/b.json`` (good predictions unless given: an object is written as
+    JSON, a string or bytes as they are) on the three test pairs of ``ctx.compare_data``."""
+    files = []
+    for name, content in (("a.json", a), ("b.json", b)):
+        content = good_predictions(ctx) if content is None else content
+        files.append(str(text_file(tmp / name, content) if isinstance(content, (str, bytes))
+                         else json_file(tmp / name, content)))  # fmt: skip
+    return ["compare", "--data", str(ctx.compare_data), *files, "--resamples", "5", "--permutations", "5", *extra]
+
+
+def good_predictions(ctx: Ctx) -> dict[str, str]:
+    from changecap.data.annotations import parse_annotations
+
+    return {r.name: "a house is built" for r in parse_annotations(ctx.compare_data, "levir-cc", "test",
+                                                                 check_files=False)}  # fmt: skip
+
+
+def first_test_pair(ctx: Ctx) -> str:
+    return sorted(good_predictions(ctx))[0]
+
+
+# ---------------------------------------------------------------------------------------------------------- import
+def data_import(tmp: Path, ctx: Ctx, *extra: str, captions: Path | None = None, source: Path | None = None,
+                out: Path | None = None) -> list[str]:  # fmt: skip
+    """``data import`` of the good pairs (``source``: other pairs) with a good captions CSV (``captions``: another
+    sheet) into ``tmp/out`` (``out``: elsewhere)."""
+    source = source if source is not None else ctx.pairs(tmp)
+    captions = captions if captions is not None else text_file(tmp / "caps.csv", CAPTIONS_CSV)
+    return ["data", "import", "--pairs", str(source), "--captions", str(captions), "--out",
+            str(out if out is not None else tmp / "out"), "--no-progress", *extra]  # fmt: skip
+
+
+CAPTIONS_CSV = "name,caption\np0,a house is built\np1,the scene is the same as before\n"
+
+
+def bomb_pairs(tmp: Path, ctx: Ctx) -> Path:
+    """The good pairs, p1's after image a decompression bomb."""
+    folder = ctx.pairs(tmp)
+    bomb_png(folder / "B" / "p1.png")
+    return folder
+
+
+def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fsync of a finished file fails as on a full disk (after the output checks passed)."""
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+
+
+def import_disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The import's PNG writer fails as on a full disk, halfway through the dataset."""
+    from changecap.data import importer
+
+    def full(self: object, src: Path, dst: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(importer._Writer, "place", full)
+
+
+ROWS += [
+    # ---- pretrain: the config, the target and the output folder, refused before any data is read
+    Row("pretrain-config-missing", lambda t, c: pretrain(t, c, config=t / "none.yaml"), ("{tmp}/none.yaml",),
+        absent=("run",)),
+    Row("pretrain-config-bad-yaml", lambda t, c: pretrain(t, c, config=text_file(t / "c.yaml", "train: [\n")),
+        ("{tmp}/c.yaml", "invalid YAML"), absent=("run",)),
+    Row("pretrain-config-not-a-mapping", lambda t, c: pretrain(t, c, config=text_file(t / "c.yaml", "- 1\n")),
+        ("{tmp}/c.yaml",), absent=("run",)),
+    Row("pretrain-config-not-utf8", lambda t, c: pretrain(t, c, config=text_file(t / "c.yaml", b"\xff\xfe: 1")),
+        ("{tmp}/c.yaml",), absent=("run",)),
+    Row("pretrain-unknown-target", lambda t, c: pretrain(t, c, target="gpt"),
+        ("unknown pretraining target 'gpt'",), absent=("run",)),
+    Row("pretrain-config-for-another-target", lambda t, c: pretrain(t, c, target="clip"),
+        ("lm_synthcc_cpu.yaml", "target", "written for 'lm', not 'clip'"), absent=("run",)),
+    Row("pretrain-unknown-field", lambda t, c: pretrain(t, c, "--set", "train.epochz=3"),
+        ("lm_synthcc_cpu.yaml", "train.epochz"), absent=("run",)),
+    Row("pretrain-misspelt-llm-field", lambda t, c: pretrain(t, c, "--set", "model.llm.hidden_sise=64"),
+        ("model.llm.hidden_sise", "not a field of a transformers llama config"), absent=("run",)),
+    Row("pretrain-llm-field-wrong-type", lambda t, c: pretrain(t, c, "--set", "model.llm.hidden_size=wide"),
+        ("model.llm", "hidden_size"), absent=("run",)),
+    Row("pretrain-unknown-llm-family", lambda t, c: pretrain(t, c, "--set", "model.llm.model_type=nope"),
+        ("model.llm.model_type", "'nope'"), absent=("run",)),
+    Row("pretrain-batch-size-0", lambda t, c: pretrain(t, c, "--set", "train.batch_size=0"),
+        ("train.batch_size",), absent=("run",)),
+    Row("pretrain-epochs-text", lambda t, c: pretrain(t, c, "--set", "train.epochs=many"),
+        ("train.epochs",), absent=("run",)),
+    Row("pretrain-negative-lr", lambda t, c: pretrain(t, c, "--set", "optim.lr=-1"), ("optim.lr",),
+        absent=("run",)),
+    Row("pretrain-holdout-1", lambda t, c: pretrain(t, c, "--set", "data.holdout=1.0"), ("data.holdout",),
+        absent=("run",)),
+    Row("pretrain-unknown-device", lambda t, c: pretrain(t, c, "--set", "train.device=gpu7"), ("train.device",),
+        absent=("run",)),
+    Row("pretrain-split-val", lambda t, c: pretrain(t, c, "--split", "val"),
+        ("data.split", "pretraining reads the train split only"), absent=("run",)),
+    Row("pretrain-split-test-in-config", lambda t, c: pretrain(t, c, "--set", "data.split=test"),
+        ("data.split", "'test'"), absent=("run",)),
+    Row("pretrain-override-without-value", lambda t, c: pretrain(t, c, "--set", "train.epochs"),
+        ("train.epochs",), absent=("run",)),
+    Row("pretrain-output-is-a-file", lambda t, c: pretrain(t, c) + ["--output-dir", str(text_file(t / "r"))],
+        ("{tmp}/r [train.output_dir]", "is a file")),
+    Row("pretrain-output-under-a-file", lambda t, c: pretrain(t, c) + ["--output-dir",
+                                                                       str(text_file(t / "r") / "run")],
+        ("[train.output_dir]", "{tmp}/r is a file")),
+    Row("pretrain-output-read-only", lambda t, c: pretrain(t, c), ("{tmp}/run [train.output_dir]", "read-only"),
+        absent=("run",), patch=read_only_fs),
+    Row("pretrain-output-no-permission", lambda t, c: pretrain(t, c, data=c.single_dates),
+        ("{tmp}/run [train.output_dir]", "no permission to write"), absent=("run",), patch=no_write_permission),
+    Row("pretrain-output-exists", lambda t, c: pretrain(t, c, data=c.single_dates)
+        if text_file(t / "run" / "keep.txt", "earlier work") else [],
+        ("train.output_dir", "{tmp}/run already exists", "--overwrite")),
+    # ---- pretrain: the data
+    Row("pretrain-data-root-missing", lambda t, c: pretrain(t, c), ("{tmp}/no-data",), absent=("run",)),
+    Row("pretrain-data-root-a-val-folder", lambda t, c: pretrain(t, c, data=c.single_dates / "images" / "val"),
+        ("'val' split folder",), absent=("run",)),
+    Row("pretrain-scene-captions-not-json", lambda t, c: pretrain(t, c, data=damaged_single_dates(t, c, "{oops")),
+        ("{tmp}/single/scene_captions.json", "invalid JSON"), absent=("run",)),
+    Row("pretrain-scene-captions-a-list", lambda t, c: pretrain(t, c, data=damaged_single_dates(t, c, "[1]")),
+        ("{tmp}/single/scene_captions.json",), absent=("run",)),
+    # ---- compare: predictions, references, --runs and the reports
+    Row("compare-data-missing", lambda t, c: compare(t, c)[:2] + [str(t / "nowhere")] + compare(t, c)[3:],
+        ("{tmp}/nowhere",)),
+    Row("compare-split-missing", lambda t, c: compare(t, c, "--split", "val"),
+        ("[split]", "no pairs in split 'val'")),
+    Row("compare-pair-sets-differ", lambda t, c: compare(t, c, b={k: v for k, v in good_predictions(c).items()
+                                                                   if k != first_test_pair(c)}),
+        ("{tmp}/b.json", "every system must caption the same pairs")),
+    Row("compare-name-not-in-split", lambda t, c: compare(t, c, b={**good_predictions(c), "nowhere.png": "x"}),
+        ("{tmp}/b.json [nowhere.png]", "not in the test split")),
+    Row("compare-pred-not-json", lambda t, c: compare(t, c, b='{"a": '), ("{tmp}/b.json", "not valid JSON")),
+    Row("compare-pred-not-utf8", lambda t, c: compare(t, c, b=b"\xff{}"), ("{tmp}/b.json",)),
+    Row("compare-pred-a-list", lambda t, c: compare(t, c, b=["a house"]), ("{tmp}/b.json",)),
+    Row("compare-pred-empty", lambda t, c: compare(t, c, b={}), ("{tmp}/b.json",)),
+    Row("compare-pred-not-a-string", lambda t, c: compare(t, c, b={**good_predictions(c),
+                                                                  first_test_pair(c): ["a", "b"]}),
+        ("{tmp}/b.json [", "prediction must be a string")),
+    Row("compare-pred-missing", lambda t, c: compare(t, c)[:3] + [str(t / "gone.json")] + compare(t, c)[4:],
+        ("{tmp}/gone.json", "not found")),
+    Row("compare-pred-is-a-folder", lambda t, c: compare(t, c)[:3] + [str((t / "d.json").mkdir() or t / "d.json")]
+        + compare(t, c)[4:], ("{tmp}/d.json",)),
+    Row("compare-one-system", lambda t, c: compare(t, c)[:4] + compare(t, c)[5:], ("at least two systems",)),
+    Row("compare-same-label-twice", lambda t, c: compare(t, c)[:3] + [f"x={t / 'a.json'}", f"x={t / 'b.json'}"]
+        + compare(t, c)[5:], ("two systems are labelled 'x'",)),
+    Row("compare-label-without-file", lambda t, c: compare(t, c, "--runs", "=a.json"), ("--runs",)),
+    Row("compare-runs-without-files", lambda t, c: compare(t, c, "--runs", "s="), ("--runs", "LABEL=a.json")),
+    Row("compare-runs-file-missing", lambda t, c: compare(t, c, "--runs", f"s={t / 'a.json'},{t / 'gone.json'}"),
+        ("{tmp}/gone.json", "not found")),
+    Row("compare-runs-file-malformed", lambda t, c: compare(t, c, "--runs", f"s={t / 'a.json'},"
+                                                                            f"{text_file(t / 'r.json', '[1')}"),
+        ("{tmp}/r.json",)),
+    Row("compare-resamples-0", lambda t, c: compare(t, c, "--resamples", "0"), ("--resamples",)),
+    Row("compare-vocab-with-coco", lambda t, c: compare(t, c, "--protocol", "coco", "--vocab", str(t / "v.json")),
+        ("--vocab", "--protocol rsicc")),
+    Row("compare-vocab-garbage", lambda t, c: compare(t, c, "--vocab", str(text_file(t / "v.json", "{oops"))),
+        ("{tmp}/v.json",)),
+    Row("compare-json-is-a-folder", lambda t, c: compare(t, c, "--json", str(t)), ("{tmp} [--json]", "is a folder")),
+    Row("compare-json-under-a-file", lambda t, c: compare(t, c, "--json", str(text_file(t / "f") / "c.json")),
+        ("[--json]", "{tmp}/f is a file")),
+    Row("compare-json-read-only", lambda t, c: compare(t, c, "--json", str(t / "out" / "c.json")),
+        ("{tmp}/out/c.json [--json]", "read-only file system"), absent=("out",), patch=read_only_fs),
+    Row("compare-html-no-permission", lambda t, c: compare(t, c, "--html", str(t / "c.html")),
+        ("{tmp}/c.html [--html]", "no permission to write"), absent=("c.html",), patch=no_write_permission),
+    Row("compare-json-is-an-input", lambda t, c: compare(t, c, "--json", str(t / "b.json")),
+        ("{tmp}/b.json [--json]", "is one of the inputs")),
+    Row("compare-html-is-a-runs-input", lambda t, c: compare(t, c, "--runs", f"s={t / 'a.json'}", "--html",
+                                                             str(t / "a.json")),
+        ("{tmp}/a.json [--html]", "is one of the inputs")),
+    Row("compare-json-and-html-one-file", lambda t, c: compare(t, c, "--json", str(t / "r"), "--html", str(t / "r")),
+        ("{tmp}/r [--html]", "is also the --json output"), absent=("r",)),
+    Row("compare-json-fails-after-the-check", lambda t, c: compare(t, c, "--json", str(t / "c.json"), "--html",
+                                                                   str(t / "c.html")),
+        ("{tmp}/c.json", "cannot write the file"), absent=("c.json", "c.html"), patch=disk_full),
+    # ---- data import: the output folder, refused before any input is read
+    Row("import-out-is-a-file", lambda t, c: data_import(t, c, out=text_file(t / "o")), ("{tmp}/o [--out]",
+                                                                                           "is a file")),
+    Row("import-out-not-empty", lambda t, c: data_import(t, c, out=text_file(t / "o" / "mine.txt").parent),
+        ("{tmp}/o [--out]", "is not empty")),
+    Row("import-out-under-a-file", lambda t, c: data_import(t, c, out=text_file(t / "f") / "o"),
+        ("[--out]", "{tmp}/f is a file")),
+    Row("import-out-read-only", lambda t, c: data_import(t, c), ("{tmp}/out [--out]", "read-only file system"),
+        absent=("out",), patch=read_only_fs),
+    Row("import-out-no-permission", lambda t, c: data_import(t, c, source=t / "nowhere"),
+        ("{tmp}/out [--out]", "no permission to write"), absent=("out",), patch=no_write_permission),
+    Row("import-out-fails-while-written", lambda t, c: data_import(t, c), ("{tmp}/out", "cannot write the folder"),
+        absent=("out",), patch=import_disk_full),
+    # ---- data import: arguments
+    Row("import-split-ratios-two", lambda t, c: data_import(t, c, "--split-ratios", "0.7,0.3"),
+        ("--split-ratios", "three numbers"), absent=("out",)),
+    Row("import-split-ratios-text", lambda t, c: data_import(t, c, "--split-ratios", "a,b,c"),
+        ("--split-ratios", "three numbers like"), absent=("out",)),
+    Row("import-split-ratios-sum", lambda t, c: data_import(t, c, "--split-ratios", "0.7,0.2,0.2"),
+        ("--split-ratios", "sum to 1"), absent=("out",)),
+    Row("import-split-ratios-negative", lambda t, c: data_import(t, c, "--split-ratios", "1.2,-0.1,-0.1"),
+        ("--split-ratios", ">= 0"), absent=("out",)),
+    Row("import-split-ratios-nan", lambda t, c: data_import(t, c, "--split-ratios", "nan,0.5,0.5"),
+        ("--split-ratios", "finite"), absent=("out",)),
+    Row("import-split-ratios-no-train", lambda t, c: data_import(t, c, "--split-ratios", "0,0.5,0.5"),
+        ("--split-ratios", "train ratio"), absent=("out",)),
+    Row("import-split-ratios-and-a-split-column", lambda t, c: data_import(
+        t, c, "--split-ratios", "0.5,0.25,0.25", captions=text_file(t / "s.csv", "name,caption,split\n"
+                                                                               "p0,a house,train\np1,no,test\n")),
+        ("--split-ratios conflicts with the split column", "{tmp}/s.csv"), absent=("out",)),
+    Row("import-tile-too-small", lambda t, c: data_import(t, c, "--tile", "4"), ("--tile",), absent=("out",)),
+    Row("import-seed-negative", lambda t, c: data_import(t, c, "--seed", "-1"), ("--seed",), absent=("out",)),
+    # ---- data import: the pairs
+    Row("import-pairs-missing", lambda t, c: data_import(t, c, source=t / "nowhere"),
+        ("{tmp}/nowhere", "no such file"), absent=("out",)),
+    Row("import-pairs-no-A-B", lambda t, c: data_import(t, c, source=(t / "p").mkdir() or t / "p"),
+        ("{tmp}/p", "A/ (before) and B/ (after)"), absent=("out",)),
+    Row("import-pairs-wrong-kind", lambda t, c: data_import(t, c, source=text_file(t / "p.txt")),
+        ("{tmp}/p.txt", "--pairs must be a folder"), absent=("out",)),
+    Row("import-pairs-csv-not-utf8", lambda t, c: data_import(t, c, source=text_file(t / "p.csv", b"\xff\xfe,")),
+        ("{tmp}/p.csv", "not a UTF-8 text file"), absent=("out",)),
+    Row("import-pairs-csv-missing-column", lambda t, c: data_import(t, c, source=text_file(t / "p.csv",
+                                                                                          "before\na.png\n")),
+        ("{tmp}/p.csv [row 1]", "missing column(s) after"), absent=("out",)),
+    Row("import-pairs-csv-missing-file", lambda t, c: data_import(t, c, source=pairs_csv(t, c, after="gone.png")),
+        ("{tmp}/p.csv [row 3, after]", "file not found"), absent=("out",)),
+    Row("import-pair-bomb", lambda t, c: data_import(t, c, source=bomb_pairs(t, c)),
+        ("{tmp}/pairs/B/p1.png", "30000×30000", "above the limit"), absent=("out",)),
+    Row("import-pair-not-an-image", lambda t, c: data_import(t, c, source=text_file(c.pairs(t) / "A" / "p1.png")
+                                                             .parents[1]),
+        ("{tmp}/pairs/A/p1.png", "not a readable image"), absent=("out",)),
+    Row("import-pair-sizes-differ", lambda t, c: data_import(t, c, source=png(c.pairs(t) / "B" / "p1.png", np.zeros(
+        (16, 32, 3), np.uint8)).parents[1]), ("{tmp}/pairs/B/p1.png", "differs from the before image"),
+        absent=("out",)),
+    Row("import-masks-not-a-folder", lambda t, c: data_import(t, c, "--masks", str(text_file(t / "m"))),
+        ("{tmp}/m", "--masks must be a folder"), absent=("out",)),
+    Row("import-mask-bad-values", lambda t, c: data_import(t, c, "--masks", str(masks(t, bad=7))),
+        ("{tmp}/masks/p1.png", "invalid mask value(s) 7"), absent=("out",)),
+    # ---- data import: the captions sheet
+    Row("import-captions-missing", lambda t, c: data_import(t, c, captions=t / "gone.csv"),
+        ("{tmp}/gone.csv", "captions file not found"), absent=("out",)),
+    Row("import-captions-wrong-kind", lambda t, c: data_import(t, c, captions=text_file(t / "caps.txt")),
+        ("{tmp}/caps.txt", "captions must be a .csv"), absent=("out",)),
+    Row("import-captions-csv-not-utf8", lambda t, c: data_import(t, c, captions=text_file(t / "c.csv", b"\xff\xfe")),
+        ("{tmp}/c.csv", "not a UTF-8 text file"), absent=("out",)),
+    Row("import-captions-csv-empty", lambda t, c: data_import(t, c, captions=text_file(t / "c.csv", "")),
+        ("{tmp}/c.csv", "the CSV is empty"), absent=("out",)),
+    Row("import-captions-csv-missing-column", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.csv", "name,text\np0,a house\n")), ("{tmp}/c.csv [row 1]", "missing column(s) caption"),
+        absent=("out",)),
+    Row("import-captions-csv-repeated-column", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.csv", "name,caption,name\np0,a,b\n")), ("{tmp}/c.csv [row 1]", "repeats a column"), absent=("out",)),
+    Row("import-captions-csv-nul-byte", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.csv", "name,caption\np0,a\x00b\n")), ("{tmp}/c.csv",), absent=("out",)),
+    Row("import-captions-csv-unknown-split", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.csv", "name,caption,split\np0,a house,train\np1,no change,training\n")),
+        ("{tmp}/c.csv [row 3, split]", "unknown split 'training'"), absent=("out",)),
+    Row("import-captions-csv-bad-flag", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.csv", "name,caption,changed\np0,a house,1\np1,no change,perhaps\n")),
+        ("{tmp}/c.csv [row 3, changed]", "changed must be"), absent=("out",)),
+    Row("import-captions-csv-empty-caption", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.csv", CAPTIONS_CSV + "p1, . \n")), ("{tmp}/c.csv [row 4, caption]", "caption is empty"),
+        absent=("out",)),
+    Row("import-captions-csv-unknown-pair", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.csv", CAPTIONS_CSV + "p9,a house\n")), ("{tmp}/c.csv [row 4, name]", "unknown pair 'p9'"),
+        absent=("out",)),
+    Row("import-captions-jsonl-bad-line", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.jsonl", JSONL + "{not json\n")), ("{tmp}/c.jsonl [line 3]", "not valid JSON"), absent=("out",)),
+    Row("import-captions-jsonl-not-an-object", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.jsonl", JSONL + "[1]\n")), ("{tmp}/c.jsonl [line 3]", "expected a JSON object"), absent=("out",)),
+    Row("import-captions-jsonl-captions-not-a-list", lambda t, c: data_import(t, c, captions=text_file(
+        t / "c.jsonl", JSONL + '{"name": "p9", "captions": "x"}\n')), ("{tmp}/c.jsonl [line 3, captions]",),
+        absent=("out",)),
+    Row("import-captions-jsonl-not-utf8", lambda t, c: data_import(t, c, captions=text_file(t / "c.jsonl",
+                                                                                           b"\xff\xfe{}")),
+        ("{tmp}/c.jsonl", "not a UTF-8 text file"), absent=("out",)),
+]  # fmt: skip
+
+JSONL = '{"name": "p0", "captions": ["a house is built"]}\n{"name": "p1", "captions": ["no change"]}\n'
+
+
+def pairs_csv(tmp: Path, ctx: Ctx, after: str) -> Path:
+    """A CSV of the good pairs (a header, then p0, then p1 with ``after`` as its after image)."""
+    folder = ctx.pairs(tmp)
+    return text_file(tmp / "p.csv", f"name,before,after\np0,{folder}/A/p0.png,{folder}/B/p0.png\n"
+                                    f"p1,{folder}/A/p1.png,{after}\n")  # fmt: skip
+
+
+def masks(tmp: Path, bad: int) -> Path:
+    """Good 0 / 255 masks of p0 and p1 (32 px), p1 holding the value ``bad`` once."""
+    for name, value in (("p0.png", 0), ("p1.png", bad)):
+        arr = np.zeros((32, 32), np.uint8)
+        arr[0, 0] = value
+        png(tmp / "masks" / name, arr)
+    return tmp / "masks"
+
 
 
 def leftovers(folder: Path) -> list[str]:

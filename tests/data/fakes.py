@@ -220,6 +220,20 @@ def save_with_orientation(arr: np.ndarray, path: Path, orientation: int, **save_
     return path
 
 
+def class_map_png(path: Path, ids: np.ndarray, orientation: int = 1, palette: bool = False) -> Path:
+    """A class-id map ``uint8 [H, W]`` saved as mode L, or as mode P (``palette``: indices ``ids`` under colours that
+    differ from them), with an EXIF orientation tag unless 1."""
+    img = Image.fromarray(np.ascontiguousarray(ids))
+    if palette:
+        img.putpalette([v for k in range(256) for v in ((k * 37) % 256, (k * 91) % 256, 255 - k)])  # L -> P
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, exif=exif.tobytes())
+    return path
+
+
 def make_second_cc(
     root: Path,
     pairs: Mapping[str, int] = DEFAULT_PAIRS,

@@ -49,6 +49,26 @@ def test_tokens_field_is_the_fallback_and_flag_derived_from_text(tmp_path: Path)
     assert [(r.changed, r.changed_from) for r in recs[:2]] == [(True, "captions"), (False, "captions")]
 
 
+def test_keep_empty_keeps_empty_captions_for_the_audit(tmp_path: Path) -> None:
+    root = make_levir(tmp_path / "ds", pairs=PAIRS, size=8)
+
+    def blank(d: dict) -> None:
+        d["images"][0]["sentences"][1]["raw"] = " . "
+        d["images"][1]["sentences"] = []
+
+    _edit(root, blank)
+    with pytest.raises(DataError, match=r"images\[0\]\.sentences\[1\]"):
+        parse_annotations(root, "levir-cc")
+    recs = parse_annotations(root, "levir-cc", keep_empty=True)
+    assert recs[0].captions[1] == "" and len(recs[0].captions) == 5
+    assert recs[1].captions == []
+    tok = make_tokens(tmp_path / "tok", pairs={"train": 2})
+    (tok / "tokens" / "train_000001.txt").write_text(json.dumps([["<START>", "<END>"], ["<START>", "a", "<END>"]]))
+    with pytest.raises(DataError, match="caption is empty"):
+        parse_annotations(tok, "tokens")
+    assert parse_annotations(tok, "tokens", keep_empty=True)[0].captions == ["", "a"]
+
+
 def test_filepath_field_selects_the_image_folder(tmp_path: Path) -> None:
     root = make_levir(tmp_path / "ds", pairs=PAIRS, size=8)
     shutil.move(root / "images/test", root / "images/extra")

@@ -18,8 +18,10 @@ from changecap.data.files import (
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
+    check_not_input,
     check_output_dir,
     check_output_file,
+    check_output_files,
     csv_safe,
     dir_mode,
     file_mode,
@@ -239,6 +241,51 @@ def test_output_dir_checks(tmp_path: Path) -> None:
         check_output_dir(tmp_path / "a_file" / "run", "train.output_dir")
 
 
+def test_an_output_that_names_an_input_is_refused(tmp_path: Path) -> None:
+    pred = tmp_path / "a.json"
+    pred.write_text("{}")
+    (tmp_path / "link.json").symlink_to(pred)
+    for same in (pred, tmp_path / "link.json", tmp_path / "sub" / ".." / "a.json"):
+        with pytest.raises(DataError, match=r"\[--json\]: is one of the inputs") as e:
+            check_not_input(same, [pred], "--json")
+        assert e.value.path == str(same)
+    with pytest.raises(DataError, match=r"m\.png \[--mask\]: is an input image"):
+        check_not_input(str(pred.with_name("m.png")), [tmp_path / "m.png"], "--mask", "is an input image")
+    assert check_not_input(tmp_path / "b.json", [pred], "--json") == tmp_path / "b.json"
+    assert pred.read_text() == "{}"
+
+
+def test_several_outputs_checked_together(tmp_path: Path) -> None:
+    pred = tmp_path / "a.json"
+    pred.write_text("{}")
+    with pytest.raises(DataError, match=r"a\.json \[--json\]: is one of the inputs"):
+        check_output_files({"--json": pred}, [pred])
+    with pytest.raises(DataError, match=r"x \[--html\]: is also the --json output"):
+        check_output_files({"--json": tmp_path / "x", "--html": tmp_path / "x"}, [pred])
+    with pytest.raises(DataError, match=r"\[--html\]: is a folder"):
+        check_output_files({"--html": tmp_path}, [pred])
+    with pytest.raises(DataError, match=r"\[--html\]: cannot create the file: .*a\.json is a file"):
+        check_output_files({"--html": pred / "r.html"})
+    new = tmp_path / "new" / "c.json"  # a folder still to be made is fine
+    assert check_output_files({"--json": new, "--html": None}, [pred]) == {"--json": new}
+    assert not new.parent.exists()
+
+
+def test_whole_file_writes_name_the_file_when_the_file_system_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    target = tmp_path / "r.json"
+    target.write_text("earlier")
+    monkeypatch.setattr(files.os, "fsync", full)
+    for write, data in ((atomic_write_text, "new"), (atomic_write_bytes, b"new")):
+        with pytest.raises(DataError, match=r"r\.json: cannot write the file \(No space left on device\)"):
+            write(target, data)  # type: ignore[operator]
+        assert target.read_text() == "earlier" and _leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize(("read_only_fs", "message"), [(True, "read-only file system"), (False, "no permission")])
 def test_unwritable_folders_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only_fs: bool, message: str
@@ -295,3 +342,16 @@ def test_set_normal_modes_walks_the_folder(tmp_path: Path, umask_027: None) -> N
     (folder / "sub" / "w.safetensors").chmod(0o600)
     set_normal_modes(folder)
     assert [(folder / p).stat().st_mode & 0o777 for p in ("", "sub", "sub/w.safetensors")] == [0o750, 0o750, 0o640]
+
+
+def test_set_normal_modes_leaves_hard_linked_files_alone(tmp_path: Path, umask_027: None) -> None:
+    """A file hard-linked into the folder (an input, as ``data import`` links PNGs) is also the user's file."""
+    source = tmp_path / "mine.png"
+    source.write_bytes(b"png")
+    source.chmod(0o444)
+    folder = make_temp_dir(tmp_path / "set")
+    os.link(source, folder / "a.png")
+    (folder / "own.json").write_bytes(b"{}")
+    (folder / "own.json").chmod(0o600)
+    set_normal_modes(folder)
+    assert source.stat().st_mode & 0o777 == 0o444 and (folder / "own.json").stat().st_mode & 0o777 == 0o640

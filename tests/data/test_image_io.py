@@ -29,7 +29,7 @@ from changecap.data.image_io import (
     to_tensor_normalized,
 )
 from changecap.errors import ConfigError, DataError
-from tests.data.fakes import bomb_png, save_with_orientation
+from tests.data.fakes import bomb_png, class_map_png, save_with_orientation
 
 RNG = np.random.default_rng(0)
 
@@ -263,6 +263,19 @@ def test_every_orientation_matches_pillow_for_png_masks_and_tiff(tmp_path: Path,
     tifffile.imwrite(tmp_path / "a.tif", stored, photometric="rgb", extratags=[(0x0112, "H", 1, orientation, True)])
     np.testing.assert_array_equal(read_rgb(tmp_path / "a.tif"), expected)
     assert image_header(tmp_path / "a.tif") == (expected.shape[1], expected.shape[0], 3)
+
+
+@pytest.mark.parametrize("palette", [False, True])
+def test_class_maps_are_only_turned_never_resampled_or_recoloured(tmp_path: Path, palette: bool) -> None:
+    ids = (np.arange(24, dtype=np.uint8).reshape(4, 6) * 11) % 251  # [4, 6], every value distinct
+    path = class_map_png(tmp_path / "m.png", ids, orientation=6, palette=palette)
+    with load_image(path) as img:
+        assert img.mode == ("P" if palette else "L")  # no conversion: a P map keeps its indices
+        got = np.asarray(img)
+    np.testing.assert_array_equal(got, np.rot90(ids, -1))  # the exact ids, turned as the images are
+    assert image_size(path) == (4, 6)
+    with load_image(class_map_png(tmp_path / "u.png", ids, palette=palette)) as img:
+        np.testing.assert_array_equal(np.asarray(img), ids)
 
 
 def test_unparsable_exif_reads_as_stored(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 from changecap.data.annotations import parse_annotations
 from changecap.data.check import check_dataset
 from changecap.data.datasets import open_dataset
+from changecap.data.files import is_temp_name
 from changecap.data.image_io import read_mask, read_rgb
 from changecap.data.importer import (
     IMPORT_RECORD,
@@ -25,6 +26,8 @@ from changecap.data.importer import (
     tile_windows,
 )
 from changecap.errors import ChangeCapError, DataError
+from tests.data.fakes import bomb_png, class_map_png
+from tests.data.test_files import dead_pid
 
 CHANGED = ("A house is built on the left.", "a new building appears", "a house has been constructed")
 UNCHANGED = ("the scene is the same as before", "there is no difference", "no change has occurred")
@@ -145,6 +148,21 @@ def test_masks_are_kept_or_made_levir_mci_values(tmp_path: Path, pairs: Path, sh
         assert read_mask(rec.mask_path)[0, 0] == 2 and read_mask(rec.mask_path)[-1, -1] == 0  # 255 (or 1): class 2
 
 
+def test_masks_turn_with_exif_and_respect_the_pixel_bound(tmp_path: Path, pairs: Path, sheet: Path) -> None:
+    masks = write_masks(tmp_path / "masks", 10, values=(0, 1))
+    stored = np.zeros((16, 16), np.uint8)
+    stored[:4, :] = 1  # a band along the stored top edge
+    class_map_png(masks / "p00.png", stored, orientation=6)
+    good = (masks / "p01.png").read_bytes()
+    bomb_png(masks / "p01.png")
+    problems = _rejected(tmp_path, pairs, sheet, masks=masks)
+    assert any(str(masks / "p01.png") in p and "30000×30000" in p for p in problems), problems
+    (masks / "p01.png").write_bytes(good)
+    import_dataset(pairs, sheet, tmp_path / "out", masks=masks, split_ratios="1,0,0")
+    label = read_mask(tmp_path / "out" / "images" / "train" / "label" / "p00.png")
+    np.testing.assert_array_equal(label, np.rot90(stored, -1) * 2)  # 0 / 1 stored as 0 / 255, upright
+
+
 def test_split_is_deterministic_and_independent_of_row_order(tmp_path: Path, pairs: Path) -> None:
     rows = caption_rows(10)
     a = write_csv(tmp_path / "a.csv", ["name", "caption"], rows)
@@ -190,7 +208,7 @@ def test_jsonl_captions_and_a_pairs_csv(tmp_path: Path, pairs: Path) -> None:
 def _rejected(tmp_path: Path, pairs: Path, sheet: Path, **kwargs: object) -> list[str]:
     with pytest.raises(ImportRejected) as info:
         import_dataset(pairs, sheet, tmp_path / "out", **kwargs)  # type: ignore[arg-type]
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.import-*"))  # nothing written
+    assert not (tmp_path / "out").exists() and _temporaries(tmp_path) == []  # nothing written
     assert all("\n" not in line for line in info.value.problems)
     return info.value.problems
 
@@ -296,9 +314,30 @@ def test_output_is_atomic_and_never_overwrites(tmp_path: Path, pairs: Path, shee
         dst.write_bytes(src.read_bytes())
 
     monkeypatch.setattr(importer._Writer, "place", failing_place)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match=r"new: cannot write the folder \(disk full\)"):
         import_dataset(pairs, sheet, tmp_path / "new")
-    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new.import-*"))
+    assert not (tmp_path / "new").exists() and _temporaries(tmp_path) == []
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if is_temp_name(p.name)]
+
+
+def test_output_checks_come_first_and_inputs_keep_their_modes(
+    tmp_path: Path, pairs: Path, sheet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match=r"f \[--out\]: is a file"):
+        import_dataset(tmp_path / "no-pairs", sheet, tmp_path / "f")  # before the (missing) pairs are looked at
+    with pytest.raises(DataError, match=r"\[--out\]: cannot create the folder: .*f is a file"):
+        import_dataset(pairs, sheet, tmp_path / "f" / "out")
+    stale = tmp_path / f".out.{dead_pid()}.k1ll3d.tmp"  # a killed import's temporary folder
+    (stale / "images").mkdir(parents=True)
+    source = pairs / "A" / "p00.png"
+    source.chmod(0o444)
+    report = import_dataset(pairs, sheet, tmp_path / "out")
+    assert report.linked == 20 and source.stat().st_mode & 0o777 == 0o444  # a linked input's mode is the user's
+    assert _temporaries(tmp_path) == [] and (tmp_path / "out" / "LevirCCcaptions.json").is_file()
 
 
 def test_tile_windows() -> None:

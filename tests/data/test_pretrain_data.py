@@ -24,6 +24,7 @@ from changecap.data.pretrain_data import (
     resolve_mean_std,
 )
 from changecap.errors import ConfigError, DataError
+from tests.data.fakes import bomb_png, class_map_png
 from tests.data.single_date_fakes import (
     CLASSES,
     make_caption_folder,
@@ -179,6 +180,16 @@ def test_map_values_must_be_known_classes_or_unlabelled(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(path)
     with pytest.raises(DataError, match="mode RGB"):
         read_class_map(path, 3)
+
+
+@pytest.mark.parametrize("palette", [False, True])
+def test_class_maps_keep_their_ids_turn_with_exif_and_respect_the_pixel_bound(tmp_path: Path, palette: bool) -> None:
+    ids = np.array([[0, 1, 2], [3, 255, 0]], np.uint8)  # [2, 3]
+    path = class_map_png(tmp_path / "m.png", ids, orientation=6, palette=palette)
+    np.testing.assert_array_equal(read_class_map(path, 4), np.rot90(ids, -1))  # indices, never palette colours
+    with pytest.raises(DataError, match=r"bomb\.png: image is 30000×30000 pixels .* above the limit") as e:
+        read_class_map(bomb_png(tmp_path / "bomb.png"), 4)
+    _one_line(e)
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@ from changecap.data.semantic_maps import (
     read_change_mask,
     read_semantic_map,
     read_semantic_pair,
+    semantic_map_size,
 )
 from changecap.errors import DataError
-from tests.data.fakes import make_levir, make_second_cc
+from tests.data.fakes import bomb_png, class_map_png, make_levir, make_second_cc
 
 IDS = np.array([[0, 1, 2, 3], [4, 5, 6, 0]], dtype=np.uint8)  # every SECOND class once
 
@@ -53,6 +54,15 @@ def test_unknown_colours_and_ids_are_one_line_errors_naming_the_file(tmp_path: P
         read_semantic_map(tmp_path / "ids.png")
     with pytest.raises(DataError, match="semantic map not found"):
         read_semantic_map(tmp_path / "absent.png")
+
+
+def test_maps_turn_with_exif_like_their_images_and_respect_the_pixel_bound(tmp_path: Path) -> None:
+    path = class_map_png(tmp_path / "m.png", IDS, orientation=6)  # stored [2, 4], shown [4, 2]
+    np.testing.assert_array_equal(read_semantic_map(path), np.rot90(IDS, -1))
+    assert semantic_map_size(path) == (2, 4)  # (width, height), upright
+    for read in (read_semantic_map, semantic_map_size):
+        with pytest.raises(DataError, match=r"bomb\.png: image is 30000×30000 pixels"):
+            read(bomb_png(tmp_path / "bomb.png"))
 
 
 def test_pair_sizes_must_agree(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from changecap.data.single_date import (
     read_synthcc_single_dates,
 )
 from changecap.errors import ConfigError, DataError
+from tests.data.fakes import bomb_png, class_map_png
 
 CLASSES = ["bare land", "grass", "trees"]
 
@@ -99,6 +100,14 @@ def test_read_landcover_checks_mode_size_and_values(tmp_path: Path) -> None:
         read_landcover(junk, 3)
     with pytest.raises(DataError, match="land-cover map not found"):
         read_landcover(tmp_path / "missing.png", 3)
+
+
+def test_read_landcover_turns_with_exif_and_respects_the_pixel_bound(tmp_path: Path) -> None:
+    ids = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)  # [2, 3]
+    path = class_map_png(tmp_path / "lc.png", ids, orientation=8)
+    np.testing.assert_array_equal(read_landcover(path, 3, size=(3, 2)), np.rot90(ids, 1))  # upright, ids exact
+    with pytest.raises(DataError, match=r"bomb\.png: image is 30000×30000 pixels"):
+        read_landcover(bomb_png(tmp_path / "bomb.png"), 3)
 
 
 def _drop_key(key: str) -> Callable[[dict[str, Any]], None]:

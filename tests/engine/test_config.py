@@ -86,6 +86,8 @@ def test_gt_routing_epoch_or_fraction(tmp_path: Path) -> None:
         ("data.format=coco", "data.format", "unknown dataset format"),
         ("data.root=", "data.root", "expected str, got null"),
         ("data.root=' '", "data.root", "required"),
+        ("data.packed=' '", "data.packed", "must name a pack folder or be null"),
+        ("data.packed=[a]", "data.packed", "expected str"),
         ("loss.gt_routing_until_epoch=1.5", "loss.gt_routing_until_epoch", "fraction"),
         ("train.grad_accum=3", "train.batch_size", "not divisible by grad_accum 3"),
         ("train.frozen_feature_cache_gb=-1", "train.frozen_feature_cache_gb", "finite number >= 0"),

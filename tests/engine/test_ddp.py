@@ -96,3 +96,31 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     assert compared >= 10
     initial = toy_builder(dropout=0.0)({"dim": 16}, vocab, 10)[0].state_dict()
     assert not torch.allclose(a["router.weight"], initial["router.weight"])  # the router did train
+
+
+def test_a_callers_group_of_one_runs_ddp_and_matches_the_plain_run(tmp_path: Path, one_torch_thread: None) -> None:
+    """A process group the caller initialised (world size 1, file store, gloo) is joined: the model is wrapped in
+    DDP, the collectives run, the weights equal those of a run without a group bit for bit, and the group is still
+    the caller's afterwards."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from changecap.engine import Trainer
+
+    vocab = toy_vocab()
+    common = {"objective": HisemObjective, "model_builder": toy_builder(dropout=0.0), "model_saver": toy_saver,
+              "vocab": vocab}  # fmt: skip
+    plain = train(ddp_config(tmp_path / "plain", 1), datasets=ddp_datasets(vocab), **common)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        trainer = Trainer(ddp_config(tmp_path / "ddp", 1), datasets=ddp_datasets(vocab), **common)
+        assert trainer.ctx.distributed and trainer.ctx.world_size == 1
+        assert isinstance(trainer.step_module, DistributedDataParallel)
+        trainer.fit()
+        again = train(ddp_config(tmp_path / "again", 1), datasets=ddp_datasets(vocab), **common)
+        assert dist.is_initialized()  # train() leaves the caller's group alone
+    finally:
+        dist.destroy_process_group()
+    a, b = load_toy_weights(plain.last_dir), load_toy_weights(tmp_path / "ddp" / "last")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], v) for k, v in load_toy_weights(again.last_dir).items())

@@ -24,6 +24,7 @@ from changecap.models.foundations import target as registry
 from changecap.models.foundations.target import PretrainInputs, PretrainTarget
 from changecap.models.parts.clip_encoder import EncoderConfig, build_clip_encoder
 from tests.data.single_date_fakes import make_segmentation_folder, make_synthcc_single_dates
+from tests.data.test_files import dead_pid
 from tests.engine.test_ddp import free_port
 from tests.models.foundations.tiny_targets import TINY_CLIP, TINY_LM
 
@@ -165,6 +166,15 @@ def test_an_existing_output_is_replaced_only_when_asked(tmp_path: Path) -> None:
     assert (out / "keep.txt").exists()
     pretrain("lm", cfg, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / CARD_FILE).exists()
+
+
+def test_a_killed_runs_temporary_folder_is_removed(tmp_path: Path) -> None:
+    root = make_synthcc_single_dates(tmp_path / "synthcc")
+    stale = tmp_path / f".lm.{dead_pid()}.k1ll3d.tmp"  # what a SIGKILL during a run leaves (no Python code ran)
+    stale.mkdir()
+    (stale / "metrics.jsonl").write_text("{}\n")
+    pretrain("lm", config(root, tmp_path / "lm", TINY_LM, epochs=1, batch_size=8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm", "synthcc"]
 
 
 def test_target_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

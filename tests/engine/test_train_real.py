@@ -79,6 +79,27 @@ def test_real_model_resumes_bit_identically(tmp_path: Path, data_root: Path) -> 
         assert torch.equal(wa[name], wb[name]), name
 
 
+def test_training_from_a_pack_ends_with_the_same_weights(tmp_path: Path, data_root: Path) -> None:
+    """``data.packed``: the train and validation splits read the pack (here at the training size, so neither decoding
+    nor resizing is left to the loader) and the run's weights and validation scores equal the image files' bit for
+    bit."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from changecap.data.packing import write_pack
+
+    write_pack(data_root, "levir-mci", tmp_path / "pack", size=32, resize_mode="clip", progress=False)
+    ref = train(load_config(write_config(tmp_path / "files", data_root)))
+    packed = train(load_config(write_config(tmp_path / "packed", data_root), [f"data.packed={tmp_path / 'pack'}"]))
+    wa = load_file(str(ref.last_dir / "model.safetensors"))
+    wb = load_file(str(packed.last_dir / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    scores = [[json.loads(line).get("Bleu_4") for line in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+              for d in (tmp_path / "files", tmp_path / "packed")]  # fmt: skip
+    assert scores[0] == scores[1] and any(s is not None for s in scores[0])
+
+
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path: Path, data_root: Path, capsys) -> None:
     cfg = write_config(tmp_path, data_root)
     cases = [

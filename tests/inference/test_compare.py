@@ -13,7 +13,7 @@ import pytest
 
 from changecap.errors import DataError, ModelError
 from changecap.inference import evaluate_model
-from changecap.inference.compare import check_outputs, compare_files, split_references, write_json
+from changecap.inference.compare import compare_files, split_references, write_json
 from changecap.inference.compare_report import comparison_html, write_comparison_html
 from changecap.inference.embedding import cache_key, sentence_embedder
 from changecap.metrics import evaluate_captions
@@ -78,20 +78,6 @@ def test_split_references_and_a_missing_split(tmp_path: Path) -> None:
     assert sorted(refs) == ["test_000001.png", "test_000002.png"] and all(len(r) == 5 for r in refs.values())
     with pytest.raises(DataError, match=r"\[split\]: the levir-cc dataset has no pairs in split 'val'"):
         split_references(root, "levir-cc", "val")
-
-
-def test_outputs_are_checked_before_any_work(tmp_path: Path) -> None:
-    pred = tmp_path / "a.json"
-    pred.write_text("{}")
-    with pytest.raises(DataError, match=r"a\.json: --json would overwrite an input"):
-        check_outputs({"--json": pred}, [pred])
-    with pytest.raises(DataError, match="--html would overwrite an input or another output"):
-        check_outputs({"--json": tmp_path / "x", "--html": tmp_path / "x"}, [pred])
-    with pytest.raises(DataError, match="is a folder"):
-        check_outputs({"--html": tmp_path}, [pred])
-    with pytest.raises(DataError, match="is not a folder"):
-        check_outputs({"--html": pred / "r.html"}, [])
-    check_outputs({"--json": tmp_path / "new" / "c.json", "--html": None}, [pred])  # a new folder is fine
 
 
 def test_builtin_embedder_caches_on_disk(tmp_path: Path) -> None:

@@ -92,3 +92,21 @@ def test_workers_write_the_same_files(tmp_path: Path) -> None:
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+
+
+def test_a_killed_runs_temporary_files_are_removed_and_a_planted_link_not_followed(tmp_path: Path) -> None:
+    from changecap.data.files import is_temp_name
+    from changecap.errors import DataError
+    from tests.data.test_files import dead_pid
+
+    out = generate_second_cc(tmp_path / "set", pairs=4, size=32, progress=False)
+    stale = out / f".LevirCCcaptions.json.{dead_pid()}.k1ll3d.tmp"  # what a SIGKILL while writing it leaves
+    stale.write_text("{")
+    generate_second_cc(out, pairs=4, size=32, progress=False)
+    assert not stale.exists() and not [p.name for p in out.iterdir() if is_temp_name(p.name)]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (out / "LevirCCcaptions.json.tmp").symlink_to(victim)  # a predictable temporary name, planted
+    with pytest.raises(DataError, match="not a SynthCC set"):
+        generate_second_cc(out, pairs=4, size=32, progress=False)
+    assert victim.read_text() == "mine"

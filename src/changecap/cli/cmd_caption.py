@@ -62,14 +62,11 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:  # an option of this command's parser
             raise ChangeCapError(f"--{flag.replace('_', '-')} goes with --pairs (one pair: --json, --mask PNG)")
     if args.mask:
-        from pathlib import Path
+        from changecap.data.files import check_not_input, check_output_file
 
-        from changecap.data.files import check_output_file
-        from changecap.errors import DataError
-
-        mask = check_output_file(args.mask, "--mask")  # before the model is loaded
-        if mask.resolve() in {Path(args.before).resolve(), Path(args.after).resolve()}:
-            raise DataError(mask, "is one of the input images; choose another file", field="--mask")
+        images = [args.before, args.after]  # both checked before the model is loaded
+        check_not_input(args.mask, images, "--mask", "is one of the input images; choose another file")
+        check_output_file(args.mask, "--mask")
     captioner = _captioner(args)
     if args.mask and not captioner.capabilities.change_mask:
         raise ChangeCapError(f"--mask: the model {args.model} predicts no change mask (it has no CD head)")

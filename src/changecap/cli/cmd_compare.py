@@ -84,8 +84,9 @@ def parse_runs_arg(text: str) -> tuple[str, list[Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from changecap.data.files import check_output_files
     from changecap.errors import ConfigError
-    from changecap.inference.compare import check_outputs, compare_files, write_json
+    from changecap.inference.compare import compare_files, write_json
     from changecap.inference.compare_report import write_comparison_html
 
     if args.vocab and args.protocol != "rsicc":
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     predictions = [parse_prediction_arg(t) for t in [*args.predictions, *bare]]
     runs = [parse_runs_arg(t) for t in args.runs if "=" in t]
     inputs = [p for _, p in predictions] + [p for _, paths in runs for p in paths]
-    check_outputs({"--json": args.json, "--html": args.html}, inputs)
+    # before any file is read: neither report may replace a prediction file or the other report
+    check_output_files({"--json": args.json, "--html": args.html}, inputs)
     comparison = compare_files(
         args.data,
         predictions,

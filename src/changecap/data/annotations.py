@@ -152,11 +152,14 @@ def parse_annotations(
     layout: Layout | None = None,
     lower: bool = False,
     check_files: bool = True,
+    keep_empty: bool = False,
 ) -> list[PairRecord]:
     """Read a dataset's annotations and return its pairs (all splits, or only ``splits``), in file order.
 
     The whole annotation is validated even when only some splits are returned (cheap, and a broken val entry should
     not wait until evaluation day). ``check_files`` checks that every image / mask of the returned splits exists.
+    ``keep_empty`` keeps empty captions (as ``""``) and empty caption lists instead of rejecting them, so that
+    ``changecap data audit`` can list every such pair; training and evaluation never set it.
     """
     root_p = Path(root)
     check_format(fmt)
@@ -165,18 +168,18 @@ def parse_annotations(
     if not root_p.is_dir():
         raise DataError(root_p, "dataset root not found" if not root_p.exists() else "dataset root is not a folder")
     if fmt == "dubai-cc":
-        return _parse_dubai(root_p, wanted, lay, lower, check_files)
+        return _parse_dubai(root_p, wanted, lay, lower, check_files, keep_empty)
     if fmt == "tokens":
-        return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional")
+        return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional", keep_empty=keep_empty)
     if fmt == "levir-cd":
         return _parse_cd_folders(root_p, wanted)
     if fmt == "second-cc":
         return _parse_second_cc(root_p, wanted, lay, lower, check_files)
     annotation = _find_annotation(root_p, lay, allow_missing=fmt == "whu-cdc")
     if annotation is None:  # whu-cdc without a captions JSON: MaskApproxNet list files
-        return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional")
+        return _parse_token_lists(root_p, wanted, lay, lower, check_files, masks="optional", keep_empty=keep_empty)
     masks: MaskPolicy = "required" if fmt == "levir-mci" else "optional" if fmt == "whu-cdc" else "none"
-    return _parse_levir_json(root_p, annotation, wanted, lay, lower, check_files, masks)
+    return _parse_levir_json(root_p, annotation, wanted, lay, lower, check_files, masks, keep_empty)
 
 
 # ---------------------------------------------------------------------------------------------------------- JSON
@@ -233,10 +236,10 @@ def _images_list(path: Path, data: Any) -> list[Any]:
     return images
 
 
-def _parse_sentences(path: Path, where: str, sentences: Any, lower: bool) -> list[str]:
+def _parse_sentences(path: Path, where: str, sentences: Any, lower: bool, keep_empty: bool = False) -> list[str]:
     if not isinstance(sentences, list):
         raise DataError(path, f"expected a list of sentences, got {type(sentences).__name__}", field=where)
-    if not sentences:
+    if not sentences and not keep_empty:
         raise DataError(path, "caption list is empty", field=where)
     captions: list[str] = []
     for j, sent in enumerate(sentences):
@@ -257,13 +260,15 @@ def _parse_sentences(path: Path, where: str, sentences: Any, lower: bool) -> lis
         else:
             raise DataError(path, f"expected a sentence object, got {type(sent).__name__}", field=at)
         caption = normalize_caption(raw, lower=lower)
-        if not caption:
+        if not caption and not keep_empty:
             raise DataError(path, "caption is empty after tokenisation", field=at)
         captions.append(caption)
     return captions
 
 
-def _parse_entries(path: Path, images: list[Any], lower: bool, forced_split: str | None = None) -> list[_Entry]:
+def _parse_entries(
+    path: Path, images: list[Any], lower: bool, forced_split: str | None = None, keep_empty: bool = False
+) -> list[_Entry]:
     """Validate every entry; ``forced_split`` (Dubai-CC: from the file name) replaces the ``split`` field."""
     entries: list[_Entry] = []
     seen: dict[tuple[str, str], int] = {}
@@ -291,7 +296,7 @@ def _parse_entries(path: Path, images: list[Any], lower: bool, forced_split: str
             raise DataError(path, f"invalid image folder {folder!r}", field=f"{at}.filepath")
         if "sentences" not in img:
             raise DataError(path, "missing field", field=f"{at}.sentences")
-        captions = _parse_sentences(path, f"{at}.sentences", img["sentences"], lower)
+        captions = _parse_sentences(path, f"{at}.sentences", img["sentences"], lower, keep_empty)
         flag = img.get("changeflag")
         if flag is not None:
             if isinstance(flag, bool) or flag in (0, 1):
@@ -324,9 +329,10 @@ def _parse_levir_json(
     lower: bool,
     check_files: bool,
     masks: MaskPolicy,
+    keep_empty: bool = False,
 ) -> list[PairRecord]:
     images = _images_list(annotation, _load_json(annotation))
-    entries = _parse_entries(annotation, images, lower)
+    entries = _parse_entries(annotation, images, lower, keep_empty=keep_empty)
     image_root = Path(lay.image_root) if lay.image_root is not None else root / "images"
     records: list[PairRecord] = []
     label_dirs: dict[str, bool] = {}
@@ -504,7 +510,9 @@ def find_dubai_image_dirs(root: Path, lay: Layout) -> tuple[Path | None, Path | 
     return before, after
 
 
-def _parse_dubai(root: Path, wanted: tuple[str, ...], lay: Layout, lower: bool, check_files: bool) -> list[PairRecord]:
+def _parse_dubai(
+    root: Path, wanted: tuple[str, ...], lay: Layout, lower: bool, check_files: bool, keep_empty: bool = False
+) -> list[PairRecord]:
     cap_dir = find_dubai_captions_dir(root, lay)
     files = sorted(cap_dir.glob("*.json"))
     if not files:
@@ -525,7 +533,7 @@ def _parse_dubai(root: Path, wanted: tuple[str, ...], lay: Layout, lower: bool, 
                 "file name must start with Train_, Validation_ or Test_ (the prefix sets the split)",
                 field="file name",
             )
-        entries = _parse_entries(f, _images_list(f, _load_json(f)), lower, forced_split=split)
+        entries = _parse_entries(f, _images_list(f, _load_json(f)), lower, forced_split=split, keep_empty=keep_empty)
         for e in entries:
             if e.filename in seen:  # a tile in two files would leak between splits or duplicate references
                 raise DataError(
@@ -621,10 +629,10 @@ class _TokenSource:
             raise DataError(where, f"not valid JSON ({e})") from None
 
 
-def _captions_from_token_file(where: str, data: Any, lower: bool) -> list[str]:
+def _captions_from_token_file(where: str, data: Any, lower: bool, keep_empty: bool = False) -> list[str]:
     if not isinstance(data, list):
         raise DataError(where, f"expected a JSON list of token lists, got {type(data).__name__}")
-    if not data:
+    if not data and not keep_empty:
         raise DataError(where, "caption list is empty")
     captions: list[str] = []
     for k, toks in enumerate(data):
@@ -635,7 +643,7 @@ def _captions_from_token_file(where: str, data: Any, lower: bool) -> list[str]:
         else:
             raise DataError(where, "expected a list of token strings", field=f"[{k}]")
         caption = normalize_caption(raw, lower=lower)
-        if not caption:
+        if not caption and not keep_empty:
             raise DataError(where, "caption is empty", field=f"[{k}]")
         captions.append(caption)
     return captions
@@ -648,6 +656,7 @@ def _parse_token_lists(
     lower: bool,
     check_files: bool,
     masks: Literal["optional", "none"],
+    keep_empty: bool = False,
 ) -> list[PairRecord]:
     lists = {s: root / f"{s}.txt" for s in SPLITS}
     present = [s for s in SPLITS if lists[s].is_file()]
@@ -683,7 +692,7 @@ def _parse_token_lists(
                     folder / "A" / n if has_images else None,
                     folder / "B" / n if has_images else None,
                     folder / "label" / n if has_masks else None,
-                    _captions_from_token_file(where, data, lower),
+                    _captions_from_token_file(where, data, lower, keep_empty),
                     None,
                     where,
                     changed_from_captions,

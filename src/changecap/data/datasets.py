@@ -41,12 +41,12 @@ from changecap.data.annotations import (
 from changecap.data.augment import flip_array, flip_caption, flip_pair
 from changecap.data.image_io import (
     NORMALIZATION,
+    fit_image,
     read_mask,
     read_rgb,
-    resize_image,
-    resize_shorter_then_center_crop,
     to_tensor_normalized,
 )
+from changecap.data.packed import PACK_FILE, PackedSplit
 from changecap.data.semantic_maps import change_from_semantic, read_semantic_pair
 from changecap.data.text import CANONICAL_NO_CHANGE, DUBAI_CANONICAL_NO_CHANGE, tokenize
 from changecap.data.vocab import ThresholdRule, Vocabulary
@@ -157,6 +157,9 @@ class ChangeCaptionDataset(Dataset):
         binary_mask: masks as 0/1 (change / no change) instead of 0/1/2 classes.
         semantic_maps: add ``semantic`` (long ``[2, H, W]``, SECOND class ids of the before and after date) to every
             sample; only for formats with per-date maps (``second-cc``), a ConfigError otherwise.
+        packed: a pack of this dataset made by ``changecap data pack`` (``changecap.data.packed``): the pixels come
+            from its memory-mapped arrays instead of the image files (which need not be there), the captions from
+            the annotations as always; the samples are the same.
     """
 
     def __init__(
@@ -179,6 +182,7 @@ class ChangeCaptionDataset(Dataset):
         layout: Layout | None = None,
         binary_mask: bool = False,
         semantic_maps: bool = False,
+        packed: str | os.PathLike[str] | None = None,
     ) -> None:
         self.format = check_format(format)
         if split not in SPLITS:
@@ -213,12 +217,21 @@ class ChangeCaptionDataset(Dataset):
         self.epoch = 0
         self.check_sizes = check_sizes
         self.binary_mask = binary_mask
-        self.records: list[PairRecord] = parse_annotations(root, self.format, split, layout=layout, lower=lower)
+        # with a pack the image files need not exist: only the annotations are read from the root
+        self.records: list[PairRecord] = parse_annotations(
+            root, self.format, split, layout=layout, lower=lower, check_files=packed is None
+        )
         self.semantic_maps = bool(semantic_maps)
         if self.semantic_maps and any(r.semantic_paths is None for r in self.records):
             raise ConfigError(
                 "semantic_maps", f"format {self.format!r} has no per-date semantic maps (second-cc has them)"
             )
+        self.pack: PackedSplit | None = None
+        self._pack_rows: list[int] = []
+        if packed is not None:
+            self.pack, self._pack_rows = self._open_pack(packed)
+        if self.semantic_maps and self.pack is not None:
+            raise ConfigError("semantic_maps", "a pack holds no semantic maps: read this dataset from its image files")
         if vocab is None:
             vocab = build_vocabulary(root, self.format, "train", lower=lower, layout=layout)
         self.vocab = vocab
@@ -270,6 +283,37 @@ class ChangeCaptionDataset(Dataset):
             return [self.canonical_caption] * len(rec.captions)
         return list(rec.captions)
 
+    def _open_pack(self, folder: str | os.PathLike[str]) -> tuple[PackedSplit, list[int]]:
+        """The split of the pack and the row of each record; a pack of another dataset, or fitted to another size,
+        is refused."""
+        pack = PackedSplit(folder, self.split)
+        where = Path(folder) / PACK_FILE
+        if pack.format != self.format:
+            raise DataError(where, f"was packed from a {pack.format} dataset, not {self.format}", field="format")
+        if pack.size is not None and (pack.size != self.image_size or pack.resize_mode != self.resize_mode):
+            reads = f"{self.image_size} px ({self.resize_mode})" if self.image_size else "the native size"
+            raise DataError(
+                where,
+                f"holds images fitted to {pack.size} px ({pack.resize_mode}) but the dataset reads {reads}; pack at "
+                "the native size (no --size) or at this one",
+                field="size",
+            )
+        rows = []
+        for rec in self.records:
+            row = pack.row_of.get(rec.name)
+            if row is None or bool(pack.records[row].get("changed")) != rec.changed:
+                problem = "is not in it" if row is None else "has another change flag there"
+                raise DataError(
+                    where,
+                    f"does not match the annotations: pair {rec.name!r} of the {self.split} split {problem}; pack the "
+                    "dataset again",
+                    field=f"splits.{self.split}",
+                )
+            if rec.mask_path is not None and not (pack.has_masks and pack.records[row].get("mask")):
+                raise DataError(where, f"holds no mask for pair {rec.name!r}; pack the dataset again", field="masks")
+            rows.append(row)
+        return pack, rows
+
     # ------------------------------------------------------------------ pixels
     def load_pair(self, pair: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``uint8 [H, W, 3]`` before and after images of ``records[pair]`` (no resize, no normalisation)."""
@@ -286,11 +330,7 @@ class ChangeCaptionDataset(Dataset):
         return before, after
 
     def _geometry(self, img: np.ndarray, resample: Literal["bicubic", "bilinear", "nearest"]) -> np.ndarray:
-        if self.image_size is None:
-            return img
-        if self.resize_mode == "clip":
-            return resize_shorter_then_center_crop(img, self.image_size, resample=resample)
-        return resize_image(img, self.image_size, resample=resample)
+        return fit_image(img, self.image_size, self.resize_mode, resample)
 
     def _load_mask(self, rec: PairRecord, shape: tuple[int, ...]) -> np.ndarray | None:
         if rec.mask_path is None:
@@ -317,6 +357,35 @@ class ChangeCaptionDataset(Dataset):
             )
         return maps
 
+    def pixels(self, pair: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``records[pair]``'s before and after images (``uint8 [S, S, 3]``) and mask (``uint8 [S, S]``, None
+        without one) after the dataset's resize, before any flip: from the image files, or from the pack."""
+        before, after, mask, _ = self.pixels_and_maps(pair)
+        return before, after, mask
+
+    def pixels_and_maps(
+        self, pair: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:meth:`pixels` and both dates' semantic class maps as read (``uint8 [2, H, W]`` before the resize;
+        None for formats without them, and from a pack)."""
+        rec = self.records[pair]
+        if self.pack is not None:
+            before, after, mask = self.pack.pair(self._pack_rows[pair])
+            if not rec.has_mask:
+                mask = None
+            elif mask is not None and self.binary_mask:
+                mask = np.minimum(mask, 1)  # classes 0 / 1 / 2 → 0 / 1, as read_mask(binary=True)
+            if self.pack.size is not None:
+                return before, after, mask, None  # stored already fitted to this size (checked when opened)
+            semantic = None
+        else:
+            before, after = self.load_pair(pair)
+            semantic = self._load_semantic(rec, before.shape)
+            # second-cc: the mask is derived from the maps already read (same pixels as read_change_mask)
+            mask = change_from_semantic(semantic) if semantic is not None else self._load_mask(rec, before.shape)
+        before, after = self._geometry(before, self.resample), self._geometry(after, self.resample)
+        return before, after, None if mask is None else self._geometry(mask, "nearest"), semantic
+
     # ------------------------------------------------------------------ samples
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
@@ -332,13 +401,7 @@ class ChangeCaptionDataset(Dataset):
             hflip, vflip = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
         sample: dict[str, Any] = {"name": rec.name, "split": rec.split, "changed": bool(rec.changed)}
         if rec.has_images:
-            before, after = self.load_pair(pair)
-            semantic = self._load_semantic(rec, before.shape)
-            # second-cc: the mask is derived from the maps already read (same pixels as read_change_mask)
-            mask = change_from_semantic(semantic) if semantic is not None else self._load_mask(rec, before.shape)
-            before, after = self._geometry(before, self.resample), self._geometry(after, self.resample)
-            if mask is not None:
-                mask = self._geometry(mask, "nearest")
+            before, after, mask, semantic = self.pixels_and_maps(pair)
             before, after, mask, captions = flip_pair(before, after, mask, captions, hflip, vflip)
             sample["image"] = torch.stack(
                 [to_tensor_normalized(before, self.mean, self.std), to_tensor_normalized(after, self.mean, self.std)]

@@ -3,6 +3,9 @@
 * :func:`check_output_file` / :func:`check_output_dir` validate an output path before any model is loaded or any
   work is done: a folder where a file is wanted (or the reverse), a parent that is a file, a read-only file system or
   a folder without write permission is a one-line :class:`DataError` naming the path and the option.
+* :func:`check_not_input` (with :class:`InputPaths`, the inputs resolved once) refuses an output that names one
+  of the command's input files; :func:`check_output_files` checks several output files at once (each checked, none
+  an input or another output).
 * :class:`AtomicFile` (and :func:`atomic_write`, :func:`atomic_write_text`, :func:`atomic_write_bytes`) write to a
   temporary file created exclusively (``tempfile.mkstemp``: a random name opened with ``O_EXCL``, so a file or a
   symbolic link planted at a predictable name is never followed) in the target's folder, fsync it, give it the
@@ -25,9 +28,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -126,6 +130,56 @@ def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
         return p
     _check_writable_dir(p, p, what)
     return p
+
+
+def _resolved(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+class InputPaths:
+    """The files a command reads, resolved once (``~``, ``..`` and symbolic links followed), to refuse an output
+    that names one of them: outputs are renamed over their names, so the input would be replaced."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        self.resolved = frozenset(_resolved(p) for p in paths)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, (str, os.PathLike)) and _resolved(path) in self.resolved
+
+
+def check_not_input(
+    path: str | os.PathLike[str],
+    inputs: InputPaths | Iterable[str | os.PathLike[str]],
+    what: str,
+    message: str = "is one of the inputs; choose another name",
+) -> Path:
+    """Refuse before any work an output ``path`` that is one of ``inputs`` (a one-line :class:`DataError` naming the
+    path and the option ``what``); return it."""
+    given = inputs if isinstance(inputs, InputPaths) else InputPaths(inputs)
+    if path in given:
+        raise DataError(path, message, field=what)
+    return Path(path).expanduser()
+
+
+def check_output_files(
+    outputs: Mapping[str, str | os.PathLike[str] | None], inputs: Iterable[str | os.PathLike[str]] = ()
+) -> dict[str, Path]:
+    """Check several output files before any work (``{option: path}``, None for an option not given): none is one
+    of ``inputs`` or the same file as another output, and each passes :func:`check_output_file`. Returns the
+    given ones as paths."""
+    read = InputPaths(inputs)
+    seen: dict[Path, str] = {}
+    checked: dict[str, Path] = {}
+    for what, value in outputs.items():
+        if value is None:
+            continue
+        path = check_not_input(value, read, what)
+        same = seen.get(_resolved(path))
+        if same is not None:
+            raise DataError(path, f"is also the {same} output; choose another name", field=what)
+        checked[what] = check_output_file(path, what)
+        seen[_resolved(path)] = what
+    return checked
 
 
 # ------------------------------------------------------------------------------------------------- atomic writes
@@ -245,16 +299,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     out.commit()
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so readers see the old or the new content, never a mix."""
-    with atomic_write(path) as f:
-        f.write(text)
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` so readers see the old or the new content, never a mix; return ``path``.
+
+    A file system that refuses the write (a full disk, a folder that became read-only) is a one-line
+    :class:`DataError` naming ``path``."""
+    return _write_whole(path, text)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new content, never a mix."""
-    with atomic_write(path, binary=True) as f:
-        f.write(data)
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` as :func:`atomic_write_text` does; return ``path``."""
+    return _write_whole(path, data)
+
+
+def _write_whole(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    try:
+        with atomic_write(path, binary=isinstance(data, bytes)) as f:
+            f.write(data)
+    except OSError as e:
+        raise DataError(path, f"cannot write the file ({e.strerror or e})") from None
+    return Path(path)
 
 
 def make_temp_dir(target: str | os.PathLike[str]) -> Path:
@@ -269,13 +333,20 @@ def make_temp_dir(target: str | os.PathLike[str]) -> Path:
 
 def set_normal_modes(folder: str | os.PathLike[str]) -> None:
     """Give a folder built in place, and everything in it, the modes the umask gives new files and folders (some
-    writers, safetensors' ``save_file`` among them, create files 0600)."""
+    writers, safetensors' ``save_file`` among them, create files 0600).
+
+    Symbolic links, and files with another hard link (an input linked into the folder, as ``data import`` does),
+    keep their modes: the mode belongs to the file, which is someone else's too."""
     root = Path(folder)
     os.chmod(root, dir_mode())
     for path in root.rglob("*"):
-        if path.is_symlink():
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
             continue
-        os.chmod(path, dir_mode() if path.is_dir() else file_mode())
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(path, dir_mode())
+        elif st.st_nlink == 1:
+            os.chmod(path, file_mode())
 
 
 def replace_folder(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:

@@ -550,6 +550,17 @@ def resize_shorter_then_center_crop(img: np.ndarray, size: int, resample: Resamp
     return out[top : top + size, left : left + size]  # [size, size(, 3)]
 
 
+def fit_image(img: np.ndarray, size: int | None, resize_mode: str, resample: Resample) -> np.ndarray:
+    """A dataset's geometry: ``None`` keeps the image, ``resize_mode`` ``"resize"`` gives ``size × size``,
+    ``"clip"`` the shorter side to ``size`` and a centred crop (the same for images and, with ``"nearest"``, masks;
+    ``changecap data pack`` stores exactly this)."""
+    if size is None:
+        return img
+    if resize_mode == "clip":
+        return resize_shorter_then_center_crop(img, size, resample=resample)
+    return resize_image(img, size, resample=resample)
+
+
 def to_tensor_normalized(
     img: np.ndarray, mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float]
 ) -> torch.Tensor:

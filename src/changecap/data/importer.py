@@ -34,7 +34,9 @@ Rules (documented choices):
   row and the field. All problems are collected; with any, nothing is written (:class:`ImportRejected` lists them)
   unless ``skip_bad`` is set, which leaves out the bad rows and pairs and lists them in the report and ``import.json``.
 * **Atomic output**: the dataset is built in a hidden temporary folder beside ``OUT`` and renamed to ``OUT`` at the
-  end; any failure removes the temporary folder. An existing ``OUT`` must be an empty folder.
+  end (:func:`~changecap.data.files.write_folder`); any failure removes the temporary folder, and a run killed
+  outright leaves one that the next import into ``OUT`` removes. An existing ``OUT`` must be an empty folder; an
+  ``OUT`` that cannot be written (a file, a read-only file system) is refused before any input is read.
 * **Tiling** (``tile=N``): every input pair is a large (Geo)TIFF or image pair cut into non-overlapping ``N × N``
   tiles from the top-left corner, named ``r{row}_c{col}`` (``{pair}_r{row}_c{col}`` when there are several input
   pairs); partial tiles at the right and bottom edges are left out (a training pair must be real pixels; ``changecap
@@ -51,18 +53,17 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from changecap.data.annotations import IMAGE_SUFFIXES, LEVIR_ANNOTATION, SPLITS
-from changecap.data.files import fsync_dir
-from changecap.data.image_io import image_header, read_rgb
+from changecap.data.files import check_output_dir, remove_stale_temps, write_folder
+from changecap.data.image_io import image_header, load_image, read_rgb
 from changecap.data.text import changed_from_captions, normalize_caption, tokenize
 from changecap.errors import ChangeCapError, DataError
 
@@ -450,20 +451,14 @@ def _read_captions(path: Path, pairs: dict[str, _Pair], problems: _Problems, low
 # ---------------------------------------------------------------------------------------------------------- pixels
 def _read_mask_values(path: Path) -> np.ndarray:
     """A mask file as ``uint8 [H, W]`` raw values (channel 0 of a colour file, as the mask reader does)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "P":
-                img = img.convert("RGB")
-            elif img.mode == "1":
-                img = img.convert("L")
-            arr = np.asarray(img)
-    except FileNotFoundError:
-        raise DataError(path, "mask file not found") from None
-    except UnidentifiedImageError:
-        raise DataError(path, "not a readable image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(path, f"corrupt image ({' '.join(str(e).split())})") from None
+    if not path.exists():
+        raise DataError(path, "mask file not found")
+    with load_image(path) as img:  # pixel bound, EXIF orientation as for the images (values kept exactly)
+        if img.mode == "P":
+            img = img.convert("RGB")
+        elif img.mode == "1":
+            img = img.convert("L")
+        arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., 0]  # [H, W, C] → [H, W]
     if arr.dtype != np.uint8:
@@ -589,9 +584,11 @@ def assign_splits(names: Sequence[str], ratios: Sequence[float], seed: int) -> d
 
 # ---------------------------------------------------------------------------------------------------------- output
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = "is not a folder" if not out.is_dir() else "is not empty"
-        raise DataError(out, f"output {what}; choose a new folder (an import never writes into existing data)")
+    """``out`` can be written (:func:`~changecap.data.files.check_output_dir`) and is new or an empty folder."""
+    check_output_dir(out, "--out")
+    if out.exists() and any(out.iterdir()):
+        raise DataError(out, "is not empty; choose a new folder (an import never writes into existing data)",
+                        field="--out")  # fmt: skip
 
 
 class _Writer:
@@ -735,6 +732,7 @@ def _output_pairs(
 def _check_pairs(out_pairs: dict[str, _Pair], sheet: _Sheet, captions: Path, tiled: bool, problems: _Problems) -> int:
     """Every pair needs a caption, one split (with a split column) and one flag; returns the uncaptioned tiles."""
     uncaptioned = 0
+    bad = problems.bad_pairs()  # e.g. an unknown split value: reported once, not again as a missing split
     for name, p in out_pairs.items():
         if not p.captions:
             if tiled:
@@ -744,7 +742,7 @@ def _check_pairs(out_pairs: dict[str, _Pair], sheet: _Sheet, captions: Path, til
         if len(p.splits) > 1:
             problems.add(captions, f"pair {name!r} has rows in several splits ({', '.join(sorted(p.splits))})",
                          field="split", pairs=[name])  # fmt: skip
-        elif sheet.has_split and not p.splits and p.captions:
+        elif sheet.has_split and not p.splits and p.captions and name not in bad:
             problems.add(captions, f"pair {name!r} has no split value", field="split", pairs=[name])
         if len(p.flags) > 1:
             problems.add(captions, f"pair {name!r} has rows with different changed values", field="changed",
@@ -774,13 +772,11 @@ def _build(
     out: Path, kept: list[_Pair], report: ImportReport, record: dict[str, Any], tile: int | None, link: bool,
     progress: bool,
 ) -> None:  # fmt: skip
-    """Write everything into a temporary folder beside ``out`` and rename it to ``out``; remove it on any failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the dataset gets the usual permissions
+    """Write everything into a temporary folder beside ``out`` and put it in place
+    (:func:`~changecap.data.files.write_folder`): a new ``out`` appears whole by one rename, an empty one gets the
+    captions file last; the temporary folder is removed on any failure."""
+
+    def write(tmp: Path) -> list[Path]:
         writer = _Writer(link)
         index = _write_dataset(tmp, kept, writer, report.format == "levir-mci", tile is not None, progress)
         report.linked, report.copied, report.converted = writer.linked, writer.copied, writer.converted
@@ -789,17 +785,15 @@ def _build(
             entries.append(_entry(p, imgid, sentid))
             sentid += len(p.captions)
         (tmp / LEVIR_ANNOTATION).write_text(json.dumps({"images": entries}), encoding="utf-8")
+        written = [tmp / "images"]
         if tile is not None:
             (tmp / TILES_INDEX).write_text(json.dumps({"tile": tile, "tiles": index}, indent=1), encoding="utf-8")
+            written.append(tmp / TILES_INDEX)
         (tmp / IMPORT_RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
         _check_out(out)  # nobody wrote there meanwhile
-        if out.exists():
-            out.rmdir()  # an empty folder: rename cannot replace it everywhere
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(out.parent)
+        return [*written, tmp / IMPORT_RECORD, tmp / LEVIR_ANNOTATION]  # the readers' entry point last
+
+    write_folder(out, write)
 
 
 def import_dataset(
@@ -828,6 +822,7 @@ def import_dataset(
         raise ChangeCapError(f"--tile must be >= 8 pixels, got {tile}")
     if seed < 0:
         raise ChangeCapError(f"--seed must be >= 0, got {seed}")
+    remove_stale_temps(out_p.parent, out_p.name)  # a killed import's temporary folder
     _check_out(out_p)
     problems = _Problems()
     sources = _read_sources(pairs_p, problems)

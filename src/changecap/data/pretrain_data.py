@@ -40,12 +40,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from changecap.data.annotations import IMAGE_SUFFIXES, LEVIR_ANNOTATION
 from changecap.data.image_io import (
     NORMALIZATION,
+    load_image,
     read_rgb,
     resize_image,
     resize_shorter_then_center_crop,
@@ -417,18 +417,12 @@ def resolve_mean_std(normalize: Any, field: str = "data.normalize") -> tuple[tup
 def read_class_map(path: Path, num_classes: int | None) -> np.ndarray:
     """A segmentation map as ``uint8 [H, W]`` class ids (mode L, or P read as its indices); values must be below
     ``num_classes`` or 255 (unlabelled)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("L", "P"):
-                raise DataError(path, f"expected a single-band 8-bit class map (mode L or P), got mode {img.mode}")
-            arr = np.array(img, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(path, "land-cover map file not found") from None
-    except UnidentifiedImageError:
-        raise DataError(path, "not a readable image file") from None
-    except OSError as e:
-        raise DataError(path, f"corrupt map ({e.__class__.__name__})") from None
+    if not path.exists():
+        raise DataError(path, "land-cover map file not found")
+    with load_image(path) as img:  # pixel bound, EXIF orientation (a transpose: the ids are kept exactly)
+        if img.mode not in ("L", "P"):
+            raise DataError(path, f"expected a single-band 8-bit class map (mode L or P), got mode {img.mode}")
+        arr = np.array(img, dtype=np.uint8)  # a P map's palette indices, never its colours
     if num_classes is not None:
         bad = np.unique(arr[(arr >= num_classes) & (arr != IGNORE_CLASS)])
         if bad.size:

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from changecap.data.image_io import image_size, load_image, read_mask
 from changecap.errors import DataError
 
 SECOND_CLASSES: tuple[str, ...] = (
@@ -57,26 +57,16 @@ SECOND_PALETTE: tuple[tuple[int, int, int], ...] = (
 _PACKED = {(r << 16) | (g << 8) | b: k for k, (r, g, b) in enumerate(SECOND_PALETTE)}
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 def _open_map(p: Path) -> np.ndarray:
     """Decoded pixels ``[H, W]`` (single band) or ``[H, W, 3]`` (colour)."""
     if not p.is_file():
         raise DataError(p, "semantic map not found" if not p.exists() else "semantic map is not a file")
-    try:
-        with Image.open(p) as img:
-            img.load()
-            if img.mode in ("P", "PA", "RGBA", "RGBX", "RGBa", "LA", "CMYK", "YCbCr"):
-                img = img.convert("RGB")
-            elif img.mode == "1":
-                img = img.convert("L")
-            arr = np.asarray(img)
-    except UnidentifiedImageError:
-        raise DataError(p, "not a readable image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(p, f"corrupt image ({_one_line(e)})") from None
+    with load_image(p) as img:  # pixel bound, EXIF orientation as for the images of the pair
+        if img.mode in ("P", "PA", "RGBA", "RGBX", "RGBa", "LA", "CMYK", "YCbCr"):
+            img = img.convert("RGB")  # colour maps: the colours name the classes
+        elif img.mode == "1":
+            img = img.convert("L")
+        arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] != 3:
         raise DataError(p, f"semantic map with {arr.shape[2]} bands; expected an RGB map or a single-band class map")
     return arr
@@ -114,13 +104,7 @@ def semantic_map_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "semantic map not found" if not p.exists() else "semantic map is not a file")
-    try:
-        with Image.open(p) as img:
-            return img.size
-    except UnidentifiedImageError:
-        raise DataError(p, "not a readable image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(p, f"corrupt image ({_one_line(e)})") from None
+    return image_size(p)  # upright, as read_semantic_map returns the map
 
 
 def read_semantic_pair(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> np.ndarray:
@@ -144,8 +128,6 @@ def read_change_mask(record: Any, binary: bool = False) -> np.ndarray | None:
     ``record`` is a :class:`~changecap.data.annotations.PairRecord`: its mask file (0 / 1 / 2 classes, 0 / 1 with
     ``binary``) or, for ``second-cc``, the change derived from its two semantic maps (always 0 / 1).
     """
-    from changecap.data.image_io import read_mask
-
     if record.mask_path is not None:
         return read_mask(record.mask_path, binary=binary)
     paths = getattr(record, "semantic_paths", None)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from changecap.data.annotations import SPLITS
+from changecap.data.image_io import load_image
 from changecap.errors import ConfigError, DataError
 
 SCENE_CAPTIONS_FILE = "scene_captions.json"
@@ -181,15 +181,9 @@ def read_landcover(path: str | os.PathLike[str], num_classes: int, size: tuple[i
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "land-cover map not found" if not p.exists() else "expected a file, found a folder")
-    try:
-        with Image.open(p) as img:
-            img.load()
-            mode = img.mode
-            arr = np.asarray(img)
-    except UnidentifiedImageError:
-        raise DataError(p, "not a readable image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(p, f"corrupt image ({' '.join(str(e).split()) or type(e).__name__})") from None
+    with load_image(p) as img:  # pixel bound, EXIF orientation (a transpose: the classes are kept exactly)
+        mode = img.mode
+        arr = np.asarray(img)
     if mode != "L":
         raise DataError(p, f"a land-cover map must be a single-channel 8-bit image, got mode {mode}")
     if size is not None and arr.shape != tuple(size):

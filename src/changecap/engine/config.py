@@ -76,6 +76,9 @@ class DataConfig:
     ``augment``; the validation split never does (its references keep their paraphrases). ``semantic_maps: true``
     adds each date's class map to the train and validation samples (``semantic``, long ``[2, H, W]``; formats with
     per-date maps only: ``second-cc``) for models that read them.
+    ``augment``; the validation split never does (its references keep their paraphrases).
+    ``packed`` names a pack of the dataset (``changecap data pack``): the train and validation splits read their
+    pixels from it instead of the image files (same samples; the captions still come from ``root``).
     """
 
     root: str = ""
@@ -90,6 +93,7 @@ class DataConfig:
     max_length: int | Literal["auto"] | None = None
     num_workers: int = 0
     semantic_maps: bool = False
+    packed: str | None = None
     # further training sets mixed into the train split: e.g. LEVIR-CD pairs (masks, no captions) beside LEVIR-CC
     extra: list[ExtraDataConfig] = field(default_factory=list)
 
@@ -282,6 +286,7 @@ class TrainConfig:
             f"must be >= 2, 'auto' or null, got {d.max_length}",
         )
         need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+        need(d.packed is None or bool(str(d.packed).strip()), "data.packed", "must name a pack folder or be null")
         need(d.vocab.threshold is None or d.vocab.threshold >= 0, "data.vocab.threshold", "must be >= 0")
         for i, extra in enumerate(d.extra):
             need(bool(str(extra.root).strip()), f"data.extra[{i}].root", "is required (the dataset root folder)")

@@ -71,10 +71,11 @@ def build_datasets(config: TrainConfig, vocab: Vocabulary) -> tuple[Dataset, Dat
         sampling=d.sampling,
         canonicalize_no_change=d.canonicalize_no_change,
         augment=d.augment,
+        packed=d.packed,  # a pack of this dataset (not of the extras below)
         **common,
         **semantic,
     )
-    val_set = open_dataset(d.root, d.format, t.val_split, sampling="random", **common, **semantic)
+    val_set = open_dataset(d.root, d.format, t.val_split, sampling="random", packed=d.packed, **common, **semantic)
     if d.extra:
         from changecap.data.datasets import MixedDataset
 

@@ -2,6 +2,10 @@
 
 ``torchrun --nproc-per-node N -m changecap train cfg.yaml`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; a
 plain ``python`` launch has none and runs as a single process. The backend is NCCL on CUDA and gloo on CPU.
+
+A caller may also initialise ``torch.distributed`` itself before training (any store, any backend): the run then
+joins that group, whatever its size. A group of one runs every collective and the DDP wrapper for real, which is
+how ``benchmarks/gpu_check.py`` exercises NCCL on a single GPU; the caller also tears its group down.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    group: bool = False  # a torch.distributed process group is initialised (a world of one included)
 
     @property
     def is_main(self) -> bool:
@@ -45,7 +50,8 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Whether collectives run and the trainer wraps the model in DDP."""
+        return self.group or self.world_size > 1
 
 
 def resolve_device(
@@ -70,17 +76,27 @@ def resolve_device(
 def init_distributed(
     device: str = "auto", field: str = "train.device", path: str | os.PathLike[str] | None = None
 ) -> DistContext:
-    """Join the process group when launched by torchrun (idempotent); otherwise a world of one. ``field`` and
-    ``path`` name where ``device`` came from in errors (see :func:`resolve_device`)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    """Join the process group when launched by torchrun (idempotent), or the group the caller initialised;
+    otherwise a world of one without collectives. ``field`` and ``path`` name where ``device`` came from in errors
+    (see :func:`resolve_device`)."""
+    joined = group_initialized()
+    if joined:  # the caller's (or an earlier call's) group: its numbers, not the environment's
+        world_size, rank = dist.get_world_size(), dist.get_rank()
+    else:
+        world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank, field, path)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
+    if world_size > 1 and not joined:
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+        joined = True
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, group=joined)
+
+
+def group_initialized() -> bool:
+    """Whether a torch.distributed process group exists in this process."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def cleanup_distributed() -> None:

@@ -7,11 +7,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from changecap.data.files import replace_folder
 from changecap.engine.config import TrainConfig
-
-#: The run loops' name for :func:`changecap.data.files.replace_folder` (a finished folder swapped into place).
-replace_dir = replace_folder
 
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW"}
 

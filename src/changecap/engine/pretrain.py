@@ -29,7 +29,6 @@ import dataclasses
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from changecap.data.files import check_output_dir, make_temp_dir, remove_stale_temps, replace_folder
 from changecap.data.pretrain_data import (
     CaptionTextDataset,
     PretrainCorpus,
@@ -60,7 +60,6 @@ from changecap.engine.distributed import (
     init_distributed,
 )
 from changecap.engine.lr_schedule import build_scheduler
-from changecap.engine.model_dirs import replace_dir
 from changecap.engine.optim import build_optimizer
 from changecap.engine.precision import PRECISIONS, autocast
 from changecap.engine.pretrain_config import PretrainConfig
@@ -172,16 +171,13 @@ def build_pretrain_data(target: PretrainTarget, config: PretrainConfig) -> Pretr
 
 # ---------------------------------------------------------------------------------------------------------- output
 def _check_output(out: Path, overwrite: bool, source: str | None) -> None:
+    """Before any data is read: ``out`` can be written (:func:`~changecap.data.files.check_output_dir`; nothing is
+    created yet) and is new unless ``overwrite``."""
+    check_output_dir(out, "train.output_dir")
     if out.exists() and not overwrite:
         raise ConfigError(
             "train.output_dir", f"{out} already exists; choose another folder or pass --overwrite", path=source
         )
-    if out.exists() and not out.is_dir():
-        raise ConfigError("train.output_dir", f"{out} is a file", path=source)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError("train.output_dir", f"cannot create {out.parent} ({e.strerror})", path=source) from None
 
 
 class _Window:
@@ -231,6 +227,8 @@ class Pretrainer:
         except ConfigError as e:
             raise with_path(e, config.source) from None
         self.output_dir = Path(t.output_dir).expanduser()
+        # a killed run's temporary folder goes; a folder it had moved aside comes back (then it exists, as before)
+        remove_stale_temps(self.output_dir.parent, self.output_dir.name)
         self.ctx = init_distributed(t.device)
         _check_output(self.output_dir, overwrite, config.source)  # every rank: none may start when one refuses
         if t.batch_size % self.ctx.world_size:
@@ -349,8 +347,7 @@ class Pretrainer:
         tmp: Path | None = None
         logger: RunLogger | None = None
         if ctx.is_main:
-            tmp = self.output_dir.parent / f".{self.output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir(parents=True)
+            tmp = make_temp_dir(self.output_dir)
             logger = RunLogger(tmp, tensorboard=lg.tensorboard)
         try:
             result = self._fit(logger)
@@ -363,7 +360,7 @@ class Pretrainer:
                                  result.held_out)  # fmt: skip
                 (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
                 (tmp / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
-                replace_dir(tmp, self.output_dir)
+                replace_folder(tmp, self.output_dir)
             barrier(ctx)
             return result
         finally:

@@ -50,7 +50,14 @@ from changecap.engine.checkpoint import (
 )
 from changecap.engine.config import TrainConfig
 from changecap.engine.data import PhaseData, PhaseLoaders, build_datasets, build_vocabulary_for, resolve_max_length
-from changecap.engine.distributed import DistContext, barrier, cleanup_distributed, gather_objects, init_distributed
+from changecap.engine.distributed import (
+    DistContext,
+    barrier,
+    cleanup_distributed,
+    gather_objects,
+    group_initialized,
+    init_distributed,
+)
 from changecap.engine.lr_schedule import build_scheduler
 from changecap.engine.model_dirs import card_fields, save_preprocess
 from changecap.engine.model_setup import (
@@ -521,8 +528,11 @@ class Trainer:
 
 def train(config: TrainConfig, *, resume: bool | None = None, **kwargs: Any) -> TrainResult:
     """Train a model from a config (the Python API behind ``changecap train``; keyword arguments as
-    :class:`Trainer`). Under torchrun every process calls this; the process group is torn down at the end."""
+    :class:`Trainer`). Under torchrun every process calls this; the process group is torn down at the end, unless
+    the caller initialised it (then it stays the caller's)."""
+    callers_group = group_initialized()
     try:
         return Trainer(config, resume=resume, **kwargs).fit()
     finally:
-        cleanup_distributed()
+        if not callers_group:
+            cleanup_distributed()

@@ -3,7 +3,8 @@
 The statistics are :func:`changecap.metrics.significance.compare_systems`; this module finds the references
 (``--data``, ``--format``, ``--split``), reads the prediction files (``{pair name: caption}``, as ``changecap
 evaluate`` writes ``predictions_<split>.json``), builds the optional sentence encoder and writes the JSON and the
-HTML report (:mod:`changecap.inference.compare_report`), each atomically and never over an input file.
+HTML report (:mod:`changecap.inference.compare_report`), each atomically (:mod:`changecap.data.files`; the CLI
+checks them with :func:`~changecap.data.files.check_output_files` first, so neither replaces an input file).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from changecap.data.annotations import Layout, parse_annotations
+from changecap.data.files import atomic_write_text
 from changecap.data.vocab import Vocabulary
 from changecap.errors import ChangeCapError, DataError
 from changecap.metrics.caption_eval import CaptionProtocol
@@ -41,38 +43,6 @@ def split_references(
     if not refs:
         raise DataError(root, f"no pair of split {split!r} has reference captions (format {fmt})", field="split")
     return refs
-
-
-def check_outputs(outputs: dict[str, str | os.PathLike[str] | None], inputs: Sequence[str | os.PathLike[str]]) -> None:
-    """Fail before any work when an output would overwrite an input, another output, or cannot be written."""
-    taken = {Path(p).resolve() for p in inputs}
-    for option, value in outputs.items():
-        if value is None:
-            continue
-        path = Path(value)
-        if path.resolve() in taken:
-            raise DataError(path, f"{option} would overwrite an input or another output; choose another file")
-        taken.add(path.resolve())
-        if path.is_dir():
-            raise DataError(path, f"{option} is a folder, expected a file name")
-        parent = path.parent
-        if parent.exists() and not parent.is_dir():
-            raise DataError(path, f"{option}: {parent} is not a folder")
-        if parent.exists() and not os.access(parent, os.W_OK):
-            raise DataError(path, f"{option}: the folder {parent} is not writable")
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write to a temporary name beside ``path`` and rename, so ``path`` never holds half a report."""
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-    except OSError as e:
-        raise DataError(target, f"cannot write: {e.strerror or e}") from None
-    return target
 
 
 def compare_files(
@@ -124,4 +94,5 @@ def compare_files(
 
 
 def write_json(comparison: Comparison, path: str | os.PathLike[str]) -> Path:
-    return write_text_atomic(path, json.dumps(comparison.to_dict(), indent=1) + "\n")
+    """The full result as JSON, written atomically (:func:`~changecap.data.files.atomic_write_text`)."""
+    return atomic_write_text(path, json.dumps(comparison.to_dict(), indent=1) + "\n")

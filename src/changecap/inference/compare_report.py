@@ -11,7 +11,7 @@ import html
 import os
 from pathlib import Path
 
-from changecap.inference.compare import write_text_atomic
+from changecap.data.files import atomic_write_text
 from changecap.metrics.significance import Comparison
 
 _GOOD, _BAD, _NEUTRAL = "#1a7f37", "#cf222e", "#57606a"
@@ -150,5 +150,5 @@ def comparison_html(c: Comparison) -> str:
 
 
 def write_comparison_html(c: Comparison, path: str | os.PathLike[str]) -> Path:
-    """Write the report atomically; returns its path."""
-    return write_text_atomic(path, comparison_html(c))
+    """Write the report atomically (:func:`~changecap.data.files.atomic_write_text`); returns its path."""
+    return atomic_write_text(path, comparison_html(c))

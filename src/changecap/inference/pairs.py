@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from changecap.data.files import AtomicFile, check_output_file, csv_safe, remove_stale_temps
+from changecap.data.files import (
+    AtomicFile,
+    InputPaths,
+    check_not_input,
+    check_output_file,
+    csv_safe,
+    remove_stale_temps,
+)
 from changecap.data.image_io import save_mask_png
 from changecap.errors import ChangeCapError, DataError
 from changecap.models.contract import Sampling
@@ -126,17 +133,16 @@ def check_outputs_spare_inputs(
     """Refuse, before any work, outputs that would overwrite an input (``--out`` naming the CSV of pairs or an
     image, a mask written over an image of ``--mask-dir``'s folder) or each other (two pairs whose names share a
     stem, ``a.png`` and ``a.jpg``, would get the same mask file)."""
-    inputs = {Path(p).resolve() for pair in pairs for p in (pair.before, pair.after)} | {Path(source).resolve()}
-    if out is not None and Path(out).expanduser().resolve() in inputs:
-        raise DataError(out, "is one of the inputs; choose another output file", field="--out")
+    inputs = InputPaths([*(p for pair in pairs for p in (pair.before, pair.after)), source])
+    if out is not None:
+        check_not_input(out, inputs, "--out", "is one of the inputs; choose another output file")
     if mask_dir is None:
         return
     seen: dict[Path, str] = {}
     flag = "--mask-dir"
     for pair in pairs:
         target = mask_path_for(Path(mask_dir).expanduser(), pair).resolve()
-        if target in inputs:
-            raise DataError(target, "a mask would overwrite this input image; choose another folder", field=flag)
+        check_not_input(target, inputs, flag, "a mask would overwrite this input image; choose another folder")
         if target in seen:
             raise DataError(target, f"pairs {seen[target]} and {pair.name} would both write this mask", field=flag)
         seen[target] = pair.name

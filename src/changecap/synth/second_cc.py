@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from changecap.data.files import atomic_write_text, is_temp_name, remove_stale_temps
 from changecap.data.semantic_maps import SECOND_CLASSES, SECOND_PALETTE
 from changecap.errors import DataError
 from changecap.synth import classes as C
@@ -158,7 +159,7 @@ def _iter_pairs(jobs: list[PairJob], root: Path, workers: int) -> Iterator[tuple
 
 
 _OWN_FILES = (ANNOTATION_FILE, META_FILE)
-_OWN_ENTRIES = frozenset({*SPLITS, *_OWN_FILES, *(f"{n}.tmp" for n in _OWN_FILES)})
+_OWN_ENTRIES = frozenset({*SPLITS, *_OWN_FILES})
 
 
 def _check_output_folder(root: Path) -> None:
@@ -167,8 +168,9 @@ def _check_output_folder(root: Path) -> None:
         return
     if not root.is_dir():
         raise DataError(root, "output path exists and is not a folder")
+    remove_stale_temps(root)  # the JSON files half written by a killed run
     names = {p.name for p in root.iterdir()}
-    foreign = sorted(names - _OWN_ENTRIES)
+    foreign = sorted(n for n in names - _OWN_ENTRIES if not is_temp_name(n))
     if foreign:
         raise DataError(
             root, f"output folder is not empty and not a SynthCC set (contains {foreign[0]!r}); choose a new folder"
@@ -180,9 +182,7 @@ def _check_output_folder(root: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data))  # a fresh temporary name, never one planted beside the target
 
 
 def generate_second_cc(

@@ -74,7 +74,9 @@ def test_saved_directory_loads_as_the_semantic_cc_llm_and_generates(tmp_path: Pa
     [
         ({"llm": {**TINY_LM["llm"], "vocab_size": 10}}, "model.llm.vocab_size"),
         ({"llm": {**TINY_LM["llm"], "max_position_embeddings": 8}}, "model.llm.max_position_embeddings"),
-        ({"llm": {**TINY_LM["llm"], "model_type": "no-such-model"}}, "model.llm"),
+        ({"llm": {**TINY_LM["llm"], "model_type": "no-such-model"}}, "model.llm.model_type"),
+        ({"llm": {**TINY_LM["llm"], "hidden_sise": 64}}, "model.llm.hidden_sise"),  # transformers would keep it
+        ({"llm": {**TINY_LM["llm"], "hidden_size": "wide"}}, "model.llm"),
         ({"end_symbol": " "}, "model.end_symbol"),
     ],
 )

@@ -67,6 +67,29 @@ class LMPretrainConfig:
             f"{positions} is below tokenizer.max_length {self.tokenizer.max_length}",
         )
         self.tokenizer.validate(f"{prefix}.tokenizer")
+        _check_llm_fields(self.llm, f"{prefix}.llm")
+
+
+def _check_llm_fields(llm: dict[str, Any], prefix: str) -> None:
+    """Every ``llm`` field must be one the family's transformers config reads: transformers keeps a keyword it does
+    not know as a plain attribute, so a misspelt field (``hidden_sise``) would leave the default in force silently."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    fields = dict(llm)
+    model_type = fields.pop("model_type", "llama")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise ConfigError(f"{prefix}.model_type", f"{model_type!r} is not a model type transformers knows")
+    try:
+        given = AutoConfig.for_model(model_type, **fields).to_dict()
+    except Exception as e:  # noqa: BLE001 - TypeError, ValueError or huggingface_hub's strict-field errors
+        raise ConfigError(prefix, f"rejected by transformers: {' '.join(str(e).split())}") from None
+    defaults = AutoConfig.for_model(model_type)
+    known = set(defaults.to_dict()) | set(getattr(defaults, "attribute_map", {}))
+    # a field transformers converts (rope_theta into rope_parameters) is not kept under its own name: known too
+    unknown = sorted(k for k in fields if k in given and k not in known)
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}", f"is not a field of a transformers {model_type} config")
 
 
 def prompt_texts() -> list[str]:
@@ -154,7 +177,7 @@ def build_lm(config: LMPretrainConfig, inputs: PretrainInputs) -> CausalLMPretra
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-    except (TypeError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - TypeError, ValueError or huggingface_hub's strict-field errors
         raise ConfigError("model.llm", f"rejected by transformers: {' '.join(str(e).split())}") from None
     llm_config._attn_implementation = "sdpa"
     try:
