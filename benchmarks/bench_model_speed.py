@@ -88,38 +88,40 @@ CPU_CONFIGS = {"cpu": "hisem_synthcc_cpu.yaml", "plain-cpu": "plain_synthcc_cpu.
 def build(name: str):  # -> (model, max_length)
     import yaml
 
+    from changecap.data.vocab import Vocabulary
     from changecap.engine.model_setup import with_data_sizes
     from changecap.models import build_model, config_from_dict
     from changecap.models.hisem import paper_config
 
     if name == "paper":
-        return build_model(paper_config(vocab_size=501, pretrained=None)), 41
-    section = yaml.safe_load((REPO / "configs" / CPU_CONFIGS[name]).read_text())["model"]
-    if name == "dfm-cpu":  # a random prior of the CD config's size instead of a trained model directory
-        cd = yaml.safe_load((REPO / "configs" / CPU_CONFIGS["cd-cpu"]).read_text())["model"]
-        section["prior"] = {**section["prior"], "model_dir": None,
-                            "config": {k: v for k, v in cd.items() if k != "architecture"}}  # fmt: skip
-    return build_model(config_from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
+        model, max_len = build_model(paper_config(vocab_size=501, pretrained=None)), 41
+    else:
+        section = yaml.safe_load((REPO / "configs" / CPU_CONFIGS[name]).read_text())["model"]
+        if name == "dfm-cpu":  # a random prior of the CD config's size instead of a trained model directory
+            cd = yaml.safe_load((REPO / "configs" / CPU_CONFIGS["cd-cpu"]).read_text())["model"]
+            section["prior"] = {**section["prior"], "model_dir": None,
+                                "config": {k: v for k, v in cd.items() if k != "architecture"}}  # fmt: skip
+        model, max_len = build_model(config_from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
+    # a vocabulary of the decoder's size (4 special tokens first), which predict needs to give captions as text
+    model.vocab = Vocabulary.build([[f"w{i}" for i in range(model.config.vocab_size - 4)]], threshold=0)
+    return model, max_len
 
 
 def image_size(model) -> int:  # noqa: ANN001
-    """The pair size a model reads: its encoder's (captioners) or its config's (change detector)."""
-    return int(getattr(model.encoder, "image_size", None) or model.config.image_size)
+    """The pair size a model reads (the model contract's ``image_size``)."""
+    return int(model.image_size)
 
 
 def run_batched(model, pairs, max_len: int):  # noqa: ANN001, ANN201
-    """The default path of ``ChangeCaptioner``: ``predict`` (captions and masks from one encoder pass) for models
-    with a change-detection head, ``caption`` (KV-cached batched greedy decoding) otherwise."""
-    if model.config.architecture in ("semantic_cc", "change_detection"):
-        return model.predict(pairs)
-    return model.caption(pairs, max_length=max_len)
+    """The default path of ``ChangeCaptioner``: the model's one entry point ``predict`` (KV-cached batched greedy
+    decoding; captions and masks from one encoder pass), with the model's own decoding limit (``max_len`` for the
+    CPU and paper configs' caption decoders)."""
+    return model.predict(pairs)
 
 
 def comparable(out) -> list:  # noqa: ANN001
-    """Outputs of :func:`run_batched` as plain lists (token ids, caption texts, mask pixels), to compare paths."""
-    if isinstance(out, dict):
-        return [out.get("captions"), out["mask"].tolist() if out.get("mask") is not None else None]
-    return [list(map(int, t)) for t in out[0]]
+    """A :func:`run_batched` prediction as plain lists (token ids, mask pixels), to compare paths."""
+    return [out.tokens, None if out.mask is None else out.mask.tolist()]
 
 
 def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
@@ -132,8 +134,8 @@ def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
     arch = model.config.architecture
     if arch in ("semantic_cc", "change_detection"):
         outs = [comparable(model.predict(pairs[i : i + 1])) for i in range(len(pairs))]
-        captions = None if outs[0][0] is None else [c for o in outs for c in o[0]]
-        return [captions, [m for o in outs for m in o[1]]]
+        tokens = None if outs[0][0] is None else [t for o in outs for t in o[0]]
+        return [tokens, [m for o in outs for m in o[1]]]
     seqs: list[list[int]] = []
     for i in range(len(pairs)):
         if arch == "dfm":
@@ -142,7 +144,7 @@ def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
             f_before, f_after = model.encode(pairs[i : i + 1])  # [1, N, D] each
             memory, _ = model.fuse(f_before, f_after, None)
         seqs += generate(model.decoder, memory, max_len, 1, 0.0, False)
-    return [list(map(int, t)) for t in seqs]
+    return [[list(map(int, t)) for t in seqs], None]
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -360,7 +362,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             from changecap.models.compiling import compile_with_fallback
 
             compiled_model = copy.deepcopy(model)
-            compile_with_fallback(compiled_model.encoder, "the encoder")
+            compile_with_fallback(compiled_model.compile_target, "the encoder")
             time_variant(compiled_model, f"{precision} compiled", f"{precision} compiled vs eager",
                          f"{precision}, encoder compiled")  # fmt: skip
             del compiled_model

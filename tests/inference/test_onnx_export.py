@@ -81,8 +81,8 @@ def test_cli_export_and_backend(model_dir: Path, tmp_path: Path, capsys: pytest.
     assert "--precision int8 goes with --backend torch" in err and len(err.splitlines()) == 1
 
 
-def test_a_model_without_the_transformer_decoder_is_refused(scc_dir: Path, tmp_path: Path,
+def test_a_model_without_onnx_graphs_is_refused(scc_dir: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["export", "onnx", "--model", str(scc_dir), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "semantic_cc has none" in err and len(err.splitlines()) == 1
+    assert "semantic_cc models provide no ONNX graphs" in err and len(err.splitlines()) == 1
