@@ -10,7 +10,8 @@ Models:
   (DFM with a random prior of the CD config's size), inference only: their training objectives need real masks,
   caption text and sentence embeddings, and ``bench_train_speed.py`` times their updates on real SynthCC batches.
 
-Per model and precision (fp32, bf16 autocast):
+Per model and precision (fp32, bf16 autocast, int8: ``ChangeCaptioner(precision="int8")``'s linear layers, CPU
+captioning only):
 
 * **train**: one optimiser update (``TrainingStep``: forward + HiSem objective + backward + Adam) on a batch of
   random images and 20-word captions, half the pairs routed to the changed path (ground-truth routing) — pairs/s;
@@ -31,6 +32,14 @@ cache warm (what every epoch after the first runs: the frozen encoder blocks' ou
 its executed FLOPs are printed beside it), and with ``--optim fused
 for-loop`` the training step with each Adam kernel (for-loop is PyTorch's CPU default, what the official code gets).
 
+With ``--interleave`` (implied by ``--precision ... int8``) captioning in every asked precision is timed again
+round-robin, one batch of each in turn ``--steps`` times, so that on a shared machine every precision sees the same
+load; bf16 there is the weights cast once (what ``ChangeCaptioner(precision="bf16")`` runs). These rows give wall
+pairs/s and pairs per CPU-second of the process (the work without the waits for a core), and the load average
+before and after. ``--int8-alternatives`` adds to that round two other int8 paths for the same linear layers:
+``torch.ao.quantization.quantize_dynamic`` (fbgemm, one activation scale per tensor; deprecated in PyTorch 2.13)
+and torchao's ``Int8DynamicActivationInt8WeightConfig`` (when ``torchao`` imports).
+
 Executed FLOPs per pair are counted once per model with ``torch.utils.flop_counter.FlopCounterMode`` (all ops and
 the encoder's alone); every throughput is also printed as GFLOP/s and as a share of the matmul peak that
 ``bench_peak.py`` measures in the same run, at the same thread count (``--no-peak`` skips it).
@@ -44,6 +53,7 @@ Usage::
     python benchmarks/bench_model_speed.py [--models paper cpu plain-cpu] [--precision fp32 bf16] [--steps 5]
         [--device cpu|cuda] [--train-batch N] [--infer-batch N] [--official] [--bf16-cast]
         [--compile] [--gelu-reference] [--frozen-cache] [--optim fused for-loop] [--threads N] [--no-peak]
+        [--interleave] [--int8-alternatives] [--infer-only]
 """
 
 from __future__ import annotations
@@ -51,9 +61,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,38 +88,40 @@ CPU_CONFIGS = {"cpu": "hisem_synthcc_cpu.yaml", "plain-cpu": "plain_synthcc_cpu.
 def build(name: str):  # -> (model, max_length)
     import yaml
 
+    from changecap.data.vocab import Vocabulary
     from changecap.engine.model_setup import with_data_sizes
     from changecap.models import build_model, config_from_dict
     from changecap.models.hisem import paper_config
 
     if name == "paper":
-        return build_model(paper_config(vocab_size=501, pretrained=None)), 41
-    section = yaml.safe_load((REPO / "configs" / CPU_CONFIGS[name]).read_text())["model"]
-    if name == "dfm-cpu":  # a random prior of the CD config's size instead of a trained model directory
-        cd = yaml.safe_load((REPO / "configs" / CPU_CONFIGS["cd-cpu"]).read_text())["model"]
-        section["prior"] = {**section["prior"], "model_dir": None,
-                            "config": {k: v for k, v in cd.items() if k != "architecture"}}  # fmt: skip
-    return build_model(config_from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
+        model, max_len = build_model(paper_config(vocab_size=501, pretrained=None)), 41
+    else:
+        section = yaml.safe_load((REPO / "configs" / CPU_CONFIGS[name]).read_text())["model"]
+        if name == "dfm-cpu":  # a random prior of the CD config's size instead of a trained model directory
+            cd = yaml.safe_load((REPO / "configs" / CPU_CONFIGS["cd-cpu"]).read_text())["model"]
+            section["prior"] = {**section["prior"], "model_dir": None,
+                                "config": {k: v for k, v in cd.items() if k != "architecture"}}  # fmt: skip
+        model, max_len = build_model(config_from_dict(with_data_sizes(section, 60, 41), prefix="model")), 41
+    # a vocabulary of the decoder's size (4 special tokens first), which predict needs to give captions as text
+    model.vocab = Vocabulary.build([[f"w{i}" for i in range(model.config.vocab_size - 4)]], threshold=0)
+    return model, max_len
 
 
 def image_size(model) -> int:  # noqa: ANN001
-    """The pair size a model reads: its encoder's (captioners) or its config's (change detector)."""
-    return int(getattr(model.encoder, "image_size", None) or model.config.image_size)
+    """The pair size a model reads (the model contract's ``image_size``)."""
+    return int(model.image_size)
 
 
 def run_batched(model, pairs, max_len: int):  # noqa: ANN001, ANN201
-    """The default path of ``ChangeCaptioner``: ``predict`` (captions and masks from one encoder pass) for models
-    with a change-detection head, ``caption`` (KV-cached batched greedy decoding) otherwise."""
-    if model.config.architecture in ("semantic_cc", "change_detection"):
-        return model.predict(pairs)
-    return model.caption(pairs, max_length=max_len)
+    """The default path of ``ChangeCaptioner``: the model's one entry point ``predict`` (KV-cached batched greedy
+    decoding; captions and masks from one encoder pass), with the model's own decoding limit (``max_len`` for the
+    CPU and paper configs' caption decoders)."""
+    return model.predict(pairs)
 
 
 def comparable(out) -> list:  # noqa: ANN001
-    """Outputs of :func:`run_batched` as plain lists (token ids, caption texts, mask pixels), to compare paths."""
-    if isinstance(out, dict):
-        return [out.get("captions"), out["mask"].tolist() if out.get("mask") is not None else None]
-    return [list(map(int, t)) for t in out[0]]
+    """A :func:`run_batched` prediction as plain lists (token ids, mask pixels), to compare paths."""
+    return [out.tokens, None if out.mask is None else out.mask.tolist()]
 
 
 def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
@@ -119,8 +134,8 @@ def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
     arch = model.config.architecture
     if arch in ("semantic_cc", "change_detection"):
         outs = [comparable(model.predict(pairs[i : i + 1])) for i in range(len(pairs))]
-        captions = None if outs[0][0] is None else [c for o in outs for c in o[0]]
-        return [captions, [m for o in outs for m in o[1]]]
+        tokens = None if outs[0][0] is None else [t for o in outs for t in o[0]]
+        return [tokens, [m for o in outs for m in o[1]]]
     seqs: list[list[int]] = []
     for i in range(len(pairs)):
         if arch == "dfm":
@@ -129,7 +144,7 @@ def run_official(model, pairs, max_len: int) -> list:  # noqa: ANN001
             f_before, f_after = model.encode(pairs[i : i + 1])  # [1, N, D] each
             memory, _ = model.fuse(f_before, f_after, None)
         seqs += generate(model.decoder, memory, max_len, 1, 0.0, False)
-    return [list(map(int, t)) for t in seqs]
+    return [[list(map(int, t)) for t in seqs], None]
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -154,7 +169,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     model, max_len = build(name)
     model.to(device)
     table = CUDA_BATCH if cuda else DEFAULT_BATCH
-    train_b = (args.train_batch or table[name][0]) if table[name][0] else 0  # 0: no training step for this model
+    train_b = (args.train_batch or table[name][0]) if table[name][0] and not args.infer_only else 0  # 0: no training
     infer_b = args.infer_batch or table[name][1]
     size = image_size(model)
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.named_children()}
@@ -228,6 +243,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         return update
 
     for precision in args.precision:
+        if precision == "int8":
+            continue  # captioning only, timed in the interleaved round below
         dtype = PRECISIONS[precision]
         for impl in args.optim if train_b else []:
             model.train()
@@ -345,7 +362,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             from changecap.models.compiling import compile_with_fallback
 
             compiled_model = copy.deepcopy(model)
-            compile_with_fallback(compiled_model.encoder, "the encoder")
+            compile_with_fallback(compiled_model.compile_target, "the encoder")
             time_variant(compiled_model, f"{precision} compiled", f"{precision} compiled vs eager",
                          f"{precision}, encoder compiled")  # fmt: skip
             del compiled_model
@@ -362,15 +379,111 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             out["infer"]["fp32 official"] = infer_b / sec
             out["same_tokens"]["official vs batched fp32"] = same
             print(f"  [{name}] infer fp32, official / batch-1 reference: {infer_b / sec:.2f} pairs/s (same: {same})")
+    if args.interleave or "int8" in args.precision:
+        model.eval()
+        n = len(images)
+        pairs = images[:infer_b] if infer_b <= n else images.repeat(-(-infer_b // n), 1, 1, 1, 1)[:infer_b]
+        interleaved(model, pairs, max_len, device, args, out)
     if not cuda:
         out["peak_mem_gb"]["process_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out
 
 
+def int8_alternatives(model, int8_model) -> dict:  # noqa: ANN001
+    """The same linear layers as ``int8_model`` quantised by torch.ao's ``quantize_dynamic`` and by torchao (when
+    it imports): ``{label: model}``."""
+    import warnings
+
+    import torch
+
+    from changecap.models.precision import Int8Linear
+
+    names = {k for k, m in int8_model.named_modules() if isinstance(m, Int8Linear)}
+    variants = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation warnings
+        from torch.ao.quantization import quantize_dynamic
+
+        variants["torch.ao"] = quantize_dynamic(copy.deepcopy(model), names, dtype=torch.qint8)
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        print("  torchao does not import: its int8 path is not timed", flush=True)
+        return variants
+    tao = copy.deepcopy(model)
+    quantize_(tao, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda _m, fqn: fqn in names)
+    variants["torchao"] = tao
+    return variants
+
+
+def interleaved(model, pairs, max_len: int, device, args: argparse.Namespace, out: dict) -> None:  # noqa: ANN001
+    """Captioning in every asked precision (and the int8 alternatives) timed round-robin: wall and CPU seconds."""
+    import torch
+
+    from changecap.models.precision import cast_matmul_weights, quantize_linear_layers
+
+    variants: dict[str, tuple] = {}  # key → (model, autocast dtype or None)
+    for precision in args.precision:
+        if precision == "fp32":
+            variants["fp32"] = (model, None)
+        elif precision == "bf16":
+            cast = copy.deepcopy(model)
+            cast_matmul_weights(cast)
+            variants["bf16"] = (cast, torch.bfloat16)
+        else:
+            q = copy.deepcopy(model)
+            layers = quantize_linear_layers(q)
+            print(f"  [{model.config.architecture}] int8: {layers} linear layers quantised", flush=True)
+            variants["int8"] = (q, None)
+            if args.int8_alternatives:
+                for label, alt in int8_alternatives(model, q).items():
+                    variants[f"int8 {label}"] = (alt, None)
+
+    def run(key: str) -> list:
+        variant, dtype = variants[key]
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+            return comparable(run_batched(variant, pairs, max_len))
+
+    outputs = {key: run(key) for key in variants}  # warm-up, and the outputs to compare with fp32
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    load_before = os.getloadavg()[0]
+    for _ in range(args.steps):
+        for key in variants:
+            w0, c0 = time.perf_counter(), time.process_time()
+            run(key)
+            wall[key].append(time.perf_counter() - w0)
+            cpu[key].append(time.process_time() - c0)
+    out["load"] = [load_before, os.getloadavg()[0]]
+    b = len(pairs)
+    for key in variants:
+        prec, _, label = key.partition(" ")
+        suffix = f"{label}, interleaved" if label else "interleaved"
+        out["infer"][f"{prec} {suffix}"] = b / statistics.median(wall[key])
+        out["infer"][f"{prec} {suffix} CPU time"] = b / statistics.median(cpu[key])
+        ref = outputs.get("fp32")
+        got = outputs[key]
+        if key != "fp32" and ref and isinstance(ref[0], list) and ref[0] and isinstance(ref[0][0], int):  # tokens
+            same = sum(sum(x == y for x, y in zip(a, c)) for a, c in zip(ref, got))
+            out["same_tokens"][f"{key} vs fp32 (token positions)"] = same / max(1, sum(len(a) for a in ref))
+        elif key != "fp32" and ref and len(ref) == 2 and ref[1] is not None:  # [captions or None, masks]
+            import numpy as np
+
+            a, c = np.asarray(ref[1]) > 0, np.asarray(got[1]) > 0
+            union = int(np.logical_or(a, c).sum())
+            out["same_tokens"][f"{key} vs fp32 (mask IoU)"] = 1.0 if union == 0 else int((a & c).sum()) / union
+            if ref[0] is not None:
+                equal = sum(x == y for x, y in zip(ref[0], got[0])) / len(ref[0])
+                out["same_tokens"][f"{key} vs fp32 (captions equal)"] = equal
+        print(f"  [{model.config.architecture}] infer {key}, interleaved: {b / statistics.median(wall[key]):.2f} "
+              f"pairs/s wall, {b / statistics.median(cpu[key]):.2f} per CPU-second", flush=True)  # fmt: skip
+    print(f"  load average {load_before:.1f} before, {out['load'][1]:.1f} after the interleaved round", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["paper", "cpu", "plain-cpu"], choices=list(DEFAULT_BATCH))
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "int8"])
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -397,6 +510,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time the training step with train.frozen_feature_cache_gb's cache warm (the epochs after the first)",
     )
+    p.add_argument("--interleave", action="store_true",
+                   help="also time captioning round-robin across the precisions (implied by int8)")
+    p.add_argument("--int8-alternatives", action="store_true",
+                   help="in the interleaved round, also torch.ao's quantize_dynamic and torchao's int8 paths")
+    p.add_argument("--infer-only", action="store_true", help="captioning only, no training step")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (no %% of peak columns)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -427,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
             *(["--compile"] if args.compile else []),
             *(["--gelu-reference"] if args.gelu_reference else []),
             *(["--frozen-cache"] if args.frozen_cache else []),
+            *(["--interleave"] if args.interleave else []),
+            *(["--int8-alternatives"] if args.int8_alternatives else []),
+            *(["--infer-only"] if args.infer_only else []),
         ]
         for flag, val in (
             ("--threads", args.threads),
@@ -450,10 +571,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        peak = {k: v["peak"] * 1e9 for k, v in measure_peak(args.precision, args.device, repeat=5).items()}
+        floats = [p for p in args.precision if p != "int8"]  # no int8 peak: its rows show pairs/s only
+        peak = {k: v["peak"] * 1e9 for k, v in measure_peak(floats, args.device, repeat=5).items()}
         print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peak.items()))
 
-    print(f"\nmodel speed on {args.device} ({results[0]['threads']} threads), medians of {args.steps}")
+    from bench_peak import cpu_flags
+
+    print(f"\nmodel speed on {args.device} ({results[0]['threads']} threads), medians of {args.steps}; CPU: "
+          f"{cpu_flags()}")  # fmt: skip
     print("pairs/s; GFLOP/s (all ops of the default batched path, counted by FlopCounterMode) and its % of the")
     print("matmul peak of the same precision (for the official path: the same useful FLOPs, not its extra work; for")
     print("the frozen-feature cache: the fewer FLOPs it executes, so compare its pairs/s for the speed-up);")
@@ -505,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
             if r["flops"].get(ph)
         )
         print(f"{r['model']}: GFLOP per pair {per_pair}; peak memory GB: {mem}")
+        if r.get("load"):
+            print(f"{r['model']}: load average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after the interleaved "
+                  "round")  # fmt: skip
+        for k, v in r["same_tokens"].items():
+            if k.endswith(("(token positions)", "(mask IoU)", "(captions equal)")):
+                print(f"{r['model']}: {k}: {100 * v:.1f} % (random weights: a rough check only)")
     if args.json:
         Path(args.json).write_text(json.dumps({"peak_flops": peak, "models": results}, indent=1))
     return 0

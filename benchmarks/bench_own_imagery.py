@@ -68,7 +68,7 @@ def one_scene(folder: Path, model: str, tile: int, threads: int) -> None:
     record_settings(out, settings)
     t0 = time.perf_counter()
     n = sum(1 for _ in caption_tiles(captioner, settings, out, progress=False))
-    write_outputs(settings, out, captioner.predicts_masks)
+    write_outputs(settings, out, captioner.capabilities.change_mask)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"tiles": n, "seconds": seconds, "tiles_per_s": n / seconds, "peak_rss_mb": peak}))

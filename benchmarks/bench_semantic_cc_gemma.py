@@ -47,8 +47,7 @@ def gemma_gguf(path: str | None) -> Path:
 def sample_captions(model: Any, images: torch.Tensor) -> list[str]:
     model.eval()
     with torch.inference_mode():
-        captions, _ = model.caption(images)
-    return captions
+        return model.predict(images).texts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,18 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         # ---- validation decoding
         model = trainer.model.eval()
         images = batches[0]["image"][: t.val_batch_size].to(trainer.ctx.device)
-        max_len = t.val_max_length or trainer.max_length
         decode_s: dict[str, float] = {}
         for precision in args.precision:
             dtype = PRECISIONS[precision]
 
             def decode(dtype: torch.dtype | None = dtype, mode: Callable = torch.inference_mode) -> None:
                 amp = torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-                with mode(), amp:
-                    if callable(getattr(model, "caption", None)):
-                        model.caption(images, max_length=max_len, beam_size=t.val_beam_size)
-                    else:  # a change detector: masks only
-                        model.predict(images)
+                with mode(), amp:  # as validation decodes: the model's one entry point
+                    model.predict(images, max_length=t.val_max_length, beam_size=t.val_beam_size)
 
             # without FlopCounterMode's module tracker, which fails inside BLIP-2's Q-Former (Semantic-CC)
             decode_flops = count_total_flops(lambda: decode(mode=torch.no_grad))

@@ -340,7 +340,8 @@ def check_throughput(args: argparse.Namespace, dev: Device) -> dict[str, Any]:
     options = argparse.Namespace(
         threads=None, device=args.device, precision=["bf16"], optim=["fused"], steps=1 if args.tiny else 5,
         warmup=0 if args.tiny else 2, train_batch=args.paper_batch or train_b, infer_batch=args.paper_batch or infer_b,
-        official=False, bf16_cast=False, compile=False, gelu_reference=False, frozen_cache=False,
+        official=False, bf16_cast=False, compile=False, gelu_reference=False, frozen_cache=False, infer_only=False,
+        int8_alternatives=False, interleave=False,
     )  # fmt: skip
     figures = measure(model, options)
     res.update(model="paper HiSem" if model == "paper" else "CPU HiSem (hisem_synthcc_cpu.yaml)",

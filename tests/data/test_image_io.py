@@ -25,6 +25,7 @@ from changecap.data.image_io import (
     resize_image,
     resize_mask,
     resize_shorter_then_center_crop,
+    save_mask_png,
     to_tensor_normalized,
 )
 from changecap.errors import ConfigError, DataError
@@ -281,3 +282,11 @@ def test_unparsable_exif_reads_as_stored(tmp_path: Path) -> None:
     arr = _rgb()
     Image.fromarray(arr).save(tmp_path / "a.png", exif=b"Exif\x00\x00garbage")
     np.testing.assert_array_equal(read_rgb(tmp_path / "a.png"), arr)
+
+
+def test_a_predicted_mask_is_saved_as_a_black_and_white_png(tmp_path: Path) -> None:
+    mask = np.array([[0, 1, 2], [1, 0, 0]], np.uint8)  # any class > 0 is a change
+    path = save_mask_png(mask, tmp_path / "sub" / "m.png")
+    with Image.open(path) as img:
+        assert img.mode == "L" and np.asarray(img).tolist() == [[0, 255, 255], [255, 0, 0]]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.png"]  # written atomically: no temporary left

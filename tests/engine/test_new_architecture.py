@@ -32,6 +32,7 @@ from changecap.engine import LossTerm, Objective, ObjectiveOutput, Phase, StepIn
 from changecap.engine.objectives import caption_ce_sum, count_target_tokens
 from changecap.engine.objectives.filters import changed_pairs
 from changecap.models import Architecture, ArchitectureConfig, load_model, register_architecture
+from changecap.models.contract import Capabilities, ChangeModel, Decoding, RawPrediction
 from changecap.models.registry import unregister_architecture
 from changecap.schema import require
 from tests.data.fakes import make_levir
@@ -69,7 +70,7 @@ class TwoPhaseConfig(ArchitectureConfig):
         require(self.image_size % self.patch == 0, f"{prefix}.patch", "must divide image_size")
 
 
-class TwoPhaseCaptioner(nn.Module):
+class TwoPhaseCaptioner(ChangeModel):
     """Patch conv encoder → difference fusion with a change head → GRU decoder; dropout so resume needs the RNG."""
 
     def __init__(self, config: TwoPhaseConfig) -> None:
@@ -85,6 +86,14 @@ class TwoPhaseCaptioner(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {name: list(getattr(self, name).parameters()) for name in ("encoder", "fusion", "decoder")}
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        seqs, prob = self.caption(images, decoding.max_length or self.config.max_length)
+        return RawPrediction(captions=seqs, change_probability=prob)
 
     def fuse(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = image.shape[0]
@@ -159,7 +168,8 @@ class TwoPhaseObjective(Objective):
         return ObjectiveOutput(terms)
 
 
-SPEC = Architecture(name=ARCH, config_class=TwoPhaseConfig, build=build, objective=TwoPhaseObjective)
+SPEC = Architecture(name=ARCH, config_class=TwoPhaseConfig, build=build, objective=TwoPhaseObjective,
+                    capabilities=Capabilities(captions=True, change_probability=True))
 
 
 def register() -> None:

@@ -9,9 +9,12 @@ from torch import nn
 from changecap.engine.config import OptimConfig
 from changecap.engine.optim import build_optimizer, parameter_groups
 from changecap.errors import ConfigError
+from changecap.models.contract import ChangeModel
 
 
-class Parts(nn.Module):
+class Parts(ChangeModel):
+    """A model that declares its optimiser groups (the model contract's ``parameter_groups``)."""
+
     def __init__(self, groups: bool = True) -> None:
         super().__init__()
         self.encoder, self.decoder, self.head = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 1)
@@ -31,6 +34,7 @@ def test_groups_follow_the_model_and_leftovers_go_to_other() -> None:
     assert groups["encoder"] == [m.encoder.bias]  # the frozen weight is left out
     assert groups["other"] == list(m.head.parameters())
     assert list(parameter_groups(Parts(groups=False))) == ["model"]
+    assert list(parameter_groups(nn.Sequential(nn.Linear(2, 2)))) == ["model"]  # a module that is no ChangeModel
 
 
 @pytest.mark.parametrize(("name", "cls"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])

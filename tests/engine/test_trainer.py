@@ -16,7 +16,7 @@ import torch
 from changecap.engine import TrainConfig, Trainer, train
 from changecap.engine.checkpoint import load_checkpoint
 from changecap.engine.objectives.hisem import HisemObjective
-from changecap.errors import DataError, ModelError
+from changecap.errors import ConfigError, DataError, ModelError
 from tests.engine.toy import ToyDataset, load_toy_weights, toy_builder, toy_saver, toy_vocab
 
 
@@ -307,3 +307,10 @@ def test_a_killed_runs_half_written_model_folder_is_removed_at_the_next_start(tm
     (stale / "model.safetensors").write_bytes(b"half")
     run(make_config(out, epochs=1))
     assert not stale.exists() and (out / "best" / "model.safetensors").is_file()
+
+
+def test_a_validation_decoding_the_model_cannot_do_is_refused_at_start(tmp_path: Path) -> None:
+    """The toy model declares no beam search (its capabilities): train.val_beam_size 2 fails before any update."""
+    with pytest.raises(ConfigError, match="config field 'train.val_beam_size': toy has no beam search") as e:
+        run(make_config(tmp_path / "run", val_beam_size=2))
+    assert "\n" not in str(e.value) and not (tmp_path / "run" / "checkpoint").exists()

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from changecap.data.vocab import END_ID, START_ID, Vocabulary
+from changecap.models.contract import Capabilities, ChangeModel, Decoding, RawPrediction
 
 WORDS = ("a", "house", "is", "built", "on", "the", "left", "right", "scene", "same", "as", "before")
 CHANGED_LEFT = "a house is built on the left"
@@ -68,8 +69,9 @@ class ToyOutput:
     aux_loss: torch.Tensor
 
 
-class ToyCaptioner(nn.Module):
-    """encoder → fusion (router + two hard-routed paths) → GRU decoder."""
+class ToyCaptioner(ChangeModel):
+    """encoder → fusion (router + two hard-routed paths) → GRU decoder. It is registered nowhere, so it declares its
+    capabilities itself (a model may: ``ChangeModel.capabilities``)."""
 
     def __init__(
         self, vocab_size: int, max_length: int, dim: int = 16, router: bool = True, dropout: float = 0.1
@@ -94,6 +96,22 @@ class ToyCaptioner(nn.Module):
                 "out": nn.Linear(dim, vocab_size),
             }
         )
+
+    @property
+    def architecture(self) -> str:
+        return "toy"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(captions=True, change_probability=self.router is not None)
+
+    @property
+    def image_size(self) -> int:
+        return 8
+
+    def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        seqs, prob = self.caption(images, decoding.max_length or self.max_length)
+        return RawPrediction(captions=seqs, change_probability=prob)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Optimiser groups by part (the router falls into the trainer's ``other`` group)."""

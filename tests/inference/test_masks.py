@@ -20,7 +20,7 @@ from tests.models.semantic_cc.conftest import WORDS
 
 def test_masks_come_back_at_the_input_size(scc_dir: Path) -> None:
     captioner = ChangeCaptioner.from_pretrained(scc_dir, device="cpu")
-    assert captioner.predicts_masks
+    assert captioner.capabilities.change_mask
     rng = np.random.default_rng(0)
     before, after = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8), rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
     out = captioner(before, after)

@@ -75,10 +75,14 @@ def test_cli_export_and_backend(model_dir: Path, tmp_path: Path, capsys: pytest.
     assert main([*argv, "--model", str(model_dir), "--device", "cpu"]) == 0
     torch_answer = json.loads(capsys.readouterr().out)
     assert onnx_answer["caption"] == torch_answer["caption"] and onnx_answer["tokens"] == torch_answer["tokens"]
+    # the exported graphs run as they are: a lower precision is for the PyTorch backend
+    assert main([*argv, "--model", str(out), "--backend", "onnx", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--precision int8 goes with --backend torch" in err and len(err.splitlines()) == 1
 
 
-def test_a_model_without_the_transformer_decoder_is_refused(scc_dir: Path, tmp_path: Path,
+def test_a_model_without_onnx_graphs_is_refused(scc_dir: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["export", "onnx", "--model", str(scc_dir), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "semantic_cc has none" in err and len(err.splitlines()) == 1
+    assert "semantic_cc models provide no ONNX graphs" in err and len(err.splitlines()) == 1

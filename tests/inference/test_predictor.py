@@ -15,9 +15,11 @@ from PIL import Image
 
 from changecap.cli.main import main
 from changecap.data.image_io import read_rgb
+from changecap.data.vocab import Vocabulary
 from changecap.errors import ChangeCapError, DataError, ModelError
 from changecap.inference import CaptionResult, ChangeCaptioner, PreprocessConfig, preprocess_pair
 from changecap.models import load_model
+from changecap.models.contract import Decoding, RawPrediction
 from tests.data.fakes import bomb_png, save_with_orientation
 from tests.inference.conftest import IMAGE_SIZE
 from tests.inference.malformed_models import CASES as MODEL_CASES
@@ -233,8 +235,37 @@ def test_bf16_precision_casts_once_and_equals_autocast(model_dir: Path, scc_dir:
 
 
 def test_unknown_precision_is_an_error(model_dir: Path) -> None:
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, int8"):
         ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision="fp16")
+
+
+def test_int8_precision_quantises_once_and_keeps_pairs_independent(
+    model_dir: Path, scc_dir: Path, data_root: Path
+) -> None:
+    from changecap.models.precision import Fp32Linear, Int8Linear
+
+    for folder in (model_dir, scc_dir):
+        int8 = ChangeCaptioner.from_pretrained(folder, precision="int8")  # no device: int8 defaults to the CPU
+        assert int8.device.type == "cpu"
+        assert any(isinstance(m, Int8Linear) for m in int8.model.modules())
+        assert all(m.weight.dtype == torch.float32 for m in int8.model.modules() if isinstance(m, Fp32Linear))
+        pairs = [_pair_paths(data_root, i=i) for i in range(3)]
+        batch = int8([b for b, _ in pairs], [a for _, a in pairs])
+        # activations are quantised per row: a pair's caption does not depend on the pairs batched with it
+        for (before, after), res in zip(pairs, batch, strict=True):
+            alone = int8(before, after)
+            assert alone.tokens == res.tokens and alone.caption == res.caption
+            assert (alone.mask is None and res.mask is None) or np.array_equal(alone.mask, res.mask)
+
+
+def test_int8_where_it_cannot_run_is_a_one_line_error(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(model_dir, device="cuda", precision="int8")
+    _one_line(exc, "CPU only", "cuda")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)  # a build without oneDNN
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(model_dir, device="cpu", precision="int8")
+    _one_line(exc, "int8 kernels", "fp32 or bf16")
 
 
 def test_compile_falls_back_to_eager_with_one_warning(
@@ -294,14 +325,60 @@ def test_non_finite_change_probability_is_an_error_not_a_nan(
     captioner: ChangeCaptioner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """NaN that gets past the load-time checks (e.g. an overflow) never reaches a result."""
-    real = captioner.model.caption
+    real = captioner.model.infer
 
-    def nan_caption(images: torch.Tensor, **kw: object) -> tuple[list[list[int]], torch.Tensor]:
-        seqs, prob = real(images, **kw)
-        return seqs, torch.full_like(prob, float("nan"))
+    def nan_infer(images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        raw = real(images, decoding)
+        raw.change_probability = torch.full_like(raw.change_probability, float("nan"))
+        return raw
 
-    monkeypatch.setattr(captioner.model, "caption", nan_caption)
+    monkeypatch.setattr(captioner.model, "infer", nan_infer)
     ok = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(ModelError) as exc:
         captioner(ok, ok)
     _one_line(exc, "change probability is not finite", "precision fp32")
+
+
+def test_decoding_options_reach_every_captioning_system(
+    captioner: ChangeCaptioner, scc_dir: Path, cd_dir: Path, data_root: Path
+) -> None:
+    """``beam_size`` and ``max_length`` reach the model through its one entry point, whatever the system (a model
+    with a change-detection head included); one a system cannot honour is a one-line error."""
+    before, after = _pair_paths(data_root)
+    image = preprocess_pair(read_rgb(before), read_rgb(after), captioner.preprocess)[None]  # [1, 2, 3, S, S]
+    for beam, steps in ((1, 3), (3, 5)):
+        res = captioner(before, after, beam_size=beam, max_length=steps)
+        assert res.tokens == captioner.model.caption(image, max_length=steps, beam_size=beam)[0][0]
+        assert len(res.tokens) <= steps + 1
+    scc = ChangeCaptioner.from_pretrained(scc_dir, device="cpu")
+    seen: list[dict] = []
+    llm = scc.model.caption_decoder.llm
+    generate = llm.generate
+    llm.generate = lambda **kw: seen.append(kw) or generate(**kw)  # type: ignore[method-assign]
+    res = scc(before, after, beam_size=2, max_length=3)
+    assert (seen[-1]["num_beams"], seen[-1]["max_new_tokens"]) == (2, 3) and res.mask is not None
+    cd = ChangeCaptioner.from_pretrained(cd_dir, device="cpu")
+    with pytest.raises(ModelError) as exc:
+        cd(before, after, beam_size=2)
+    _one_line(exc, "change_detection writes no captions", "beam search")
+    with pytest.raises(ModelError) as exc:
+        captioner(before, after, beam_size=0)
+    _one_line(exc, "beam_size must be >= 1")
+
+
+def test_the_captioner_reads_the_declared_capabilities(captioner: ChangeCaptioner, cd_dir: Path) -> None:
+    assert captioner.architecture == "hisem"
+    assert captioner.capabilities.names() == ["captions", "change_probability", "beam_search", "onnx"]
+    cd = ChangeCaptioner.from_pretrained(cd_dir, device="cpu")
+    assert cd.capabilities.names() == ["change_mask"]
+
+
+def test_a_model_that_cannot_read_images_is_refused(vocab: Vocabulary) -> None:
+    from changecap.models import build_model
+    from changecap.models.hisem import tiny_config
+
+    model = build_model(tiny_config(len(vocab), image_size=32, patch_size=8, dim=32, encoder=False))
+    assert model.image_size is None  # it runs from backbone tokens only
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner(model, vocab, PreprocessConfig(image_size=32))
+    _one_line(exc, "hisem model cannot read images")

@@ -697,3 +697,56 @@ def test_an_interrupted_outputs_step_leaves_no_temporary(
     assert f"interrupted; the finished tiles are kept in {out / 'tiles.jsonl'}" in capsys.readouterr().err
     assert _temporaries(out) == [] and not (out / "change_mask.tif").exists()
     assert run_scene(*scenes, scc_dir, out) == 0 and (out / "change_mask.tif").is_file()
+
+
+def test_each_part_of_tile_captioning_works_alone(tmp_path: Path) -> None:
+    """Raster reads, stretching, preparing, the model step and the results file, each called on its own."""
+    from contextlib import ExitStack
+
+    from PIL import Image
+
+    from changecap.inference import scene
+    from changecap.inference.predictor import CaptionResult
+    from changecap.models.preprocess import PreprocessConfig
+
+    before = write_scene(tmp_path / "b.tif", 1, 64, 64, dtype="uint16")
+    after = write_scene(tmp_path / "a.tif", 2, 64, 64, dtype="uint16", nodata=0, blank=(slice(0, 16), slice(0, 32)))
+    settings = SceneSettings(str(before), str(after), "model", tile=32)
+    out = tmp_path / "out"
+    out.mkdir()
+    pre = PreprocessConfig(image_size=16, resize_mode="resize")
+    with ExitStack() as stack:
+        run = scene.open_run(settings, out, stack)  # the one opening: inputs, recorded stretch, tiles
+        assert [(t.row, t.col) for t in run.tiles] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        assert (out / scene.STRETCH_FILE).is_file()
+        tile = run.tiles[0]
+        raw_b, ok_b, raw_a, ok_a = scene.read_tile_pair(run.inputs, tile)
+        assert raw_b.shape == raw_a.shape == (3, 32, 32) and raw_b.dtype == np.uint16
+        assert ok_b.all() and not ok_a[:16].any() and ok_a[16:].all()
+        assert scene.valid_shares(tile, (ok_b, ok_a), run.inputs.grid.window) == [1.0, 0.5]
+        rgb_b, rgb_a = scene.stretched_pair(raw_b, raw_a, ok_b & ok_a, run.limits)
+        assert rgb_b.dtype == rgb_a.dtype == np.uint8 and rgb_b.shape == (32, 32, 3)
+        assert not rgb_b[:16].any() and not rgb_a[:16].any() and rgb_b[16:].any()  # blank in both dates there
+        ready = scene.prepare_tile(run, tile, 0.5, pre)
+        assert isinstance(ready, scene.TileInput) and tuple(ready.pair.shape) == (2, 3, 16, 16)
+        assert ready.shares == [1.0, 0.5] and ready.valid.sum() == 32 * 16
+        skipped = scene.prepare_tile(run, tile, 0.6, pre)
+        assert isinstance(skipped, scene.TileResult) and skipped.skipped == "min_valid"
+
+    class Stub:
+        """What the model step needs of a captioner: one result per pair, masks at the model's resolution."""
+
+        mask_at_size = staticmethod(ChangeCaptioner.mask_at_size)
+
+        def caption_tensor(self, pairs: object) -> list[CaptionResult]:
+            return [CaptionResult("a road is built", None, [], np.ones((16, 16), np.uint8))]
+
+    (out / scene.MASKS_DIR).mkdir()
+    (captioned,) = scene.caption_ready(Stub(), [ready], out, threshold=0.001)
+    assert (captioned.caption, captioned.changed, captioned.mask) == ("a road is built", True, "0_0.png")
+    assert Image.open(out / scene.MASKS_DIR / "0_0.png").size == (32, 32)  # at the tile's size
+    other = scene.TileResult(0, 1, 0, 32, 32, skipped="nodata", valid=[1.0, 0.0])
+    with scene.results_path(out).open("a", encoding="utf-8") as f:
+        written = list(scene.append_results(f, [other, captioned]))
+    assert [(r.row, r.col) for r in written] == [(0, 0), (0, 1)]  # row-major
+    assert sorted(read_results(out)) == ["0_0", "0_1"] and scene.results_path(out, 1, 2).name == "tiles.rank1.jsonl"

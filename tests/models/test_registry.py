@@ -9,7 +9,13 @@ import pytest
 from changecap.errors import ConfigError
 from changecap.models import architecture_names, build_model, config_from_dict, get_architecture
 from changecap.models.hisem import HISEM, PLAIN, HiSemConfig, PlainConfig, tiny_config
-from changecap.models.registry import ARCHITECTURES, Architecture, register_architecture, unregister_architecture
+from changecap.models.registry import (
+    ARCHITECTURES,
+    Architecture,
+    Capabilities,
+    register_architecture,
+    unregister_architecture,
+)
 
 
 def test_built_in_entries_resolve_to_their_specs() -> None:
@@ -50,7 +56,8 @@ def test_dispatch_builds_each_architecture_from_its_dict() -> None:
 
 
 def test_runtime_registration_and_duplicates() -> None:
-    spec = Architecture(name="dummy_arch", config_class=HiSemConfig, build=lambda c, **kw: None, objective="hisem")
+    spec = Architecture(name="dummy_arch", config_class=HiSemConfig, build=lambda c, **kw: None, objective="hisem",
+                        capabilities=Capabilities(captions=True))
     try:
         register_architecture(spec)
         assert get_architecture("dummy_arch") is spec and "dummy_arch" in architecture_names()
@@ -58,7 +65,7 @@ def test_runtime_registration_and_duplicates() -> None:
             register_architecture(spec)
         with pytest.raises(ValueError, match="already registered"):
             register_architecture(Architecture(name="hisem", config_class=HiSemConfig, build=spec.build,
-                                               objective="hisem"))  # fmt: skip
+                                               objective="hisem", capabilities=spec.capabilities))  # fmt: skip
     finally:
         unregister_architecture("dummy_arch")
     with pytest.raises(ConfigError):
@@ -67,7 +74,8 @@ def test_runtime_registration_and_duplicates() -> None:
 
 def test_an_architecture_without_an_objective_is_refused_by_name() -> None:
     with pytest.raises(TypeError, match="^architecture 'no_loss' names no objective") as e:
-        Architecture(name="no_loss", config_class=HiSemConfig, build=lambda c, **kw: None)
+        Architecture(name="no_loss", config_class=HiSemConfig, build=lambda c, **kw: None,
+                     capabilities=Capabilities(captions=True))
     assert "\n" not in str(e.value)
     assert all(get_architecture(name).objective for name in architecture_names())  # every system names its own
 

@@ -21,6 +21,7 @@ from changecap.models import (
     unregister_architecture,
 )
 from changecap.models.hisem import paper_config, tiny_config
+from changecap.models.registry import Capabilities
 from changecap.models.summary import ModelSummary, PartCount, count_parameters, summarize
 
 PAPER = {"encoder": 85_799_424, "fusion": 81_243_976, "decoder": 10_221_813}
@@ -138,7 +139,8 @@ def _toy_parts(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 @pytest.fixture
 def toy() -> Iterator[Architecture]:
-    spec = Architecture(name="toy_summary", config_class=ToyConfig, build=_build_toy, objective="hisem")
+    spec = Architecture(name="toy_summary", config_class=ToyConfig, build=_build_toy, objective="hisem",
+                        capabilities=Capabilities(captions=True))
     register_architecture(spec, replace=True)
     yield spec
     unregister_architecture("toy_summary")
@@ -157,6 +159,7 @@ def test_default_parts_count_a_tied_parameter_once_per_part(toy: Architecture) -
         },
         total=embed + frozen_linear,
         trainable=embed,
+        capabilities=["captions"],
     )
 
 
@@ -168,6 +171,7 @@ def test_architecture_summary_parts_are_honoured(toy: Architecture) -> None:
         "parts": {"weights": {"total": 6 * 3 + 3 * 3, "trainable": 6 * 3}, "head": {"total": 18, "trainable": 18}},
         "total": 6 * 3 + 3 * 3 + 3,
         "trainable": 18,
+        "capabilities": ["captions"],
     }
 
 
@@ -176,6 +180,7 @@ def test_format_table_is_aligned() -> None:
     lines = s.format_table().splitlines()
     assert lines[0] == "architecture: toy"
     assert lines[1].split() == ["part", "total", "trainable"]
-    rows = [line for line in lines[2:] if not set(line) <= {"-"}]
+    assert lines[-1] == "capabilities: none"
+    rows = [line for line in lines[2:-1] if not set(line) <= {"-"}]
     assert [r.split() for r in rows] == [["a", "1,234,567", "0"], ["a.b", "5", "5"], ["total", "1,234,567", "0"]]
     assert len({len(r) for r in rows + [lines[1]]}) == 1  # right-aligned numbers: every row has the same width

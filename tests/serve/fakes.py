@@ -6,6 +6,8 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+from changecap.models.contract import Capabilities
+
 
 class FakeCaptioner:
     """Stands in for a ``ChangeCaptioner`` where the model's answer does not matter (hosts, docs, HTTP handling).
@@ -13,8 +15,8 @@ class FakeCaptioner:
     With ``block=True`` each call waits until ``release`` is set (a forward pass that takes as long as the test
     wants); ``entered`` is set once a call has begun."""
 
-    model = None
-    predicts_masks = False
+    architecture = "fake"
+    capabilities = Capabilities(captions=True, change_probability=True)
 
     def __init__(self, block: bool = False) -> None:
         self.block = block

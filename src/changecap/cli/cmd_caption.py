@@ -34,7 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="onnx: --model is a folder from `changecap export onnx`, run by onnxruntime (greedy)",
     )
     p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id (owner/name)")
-    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="1 = greedy, k > 1 = beam search (default: the model's own decoding, greedy for most)")
+    p.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="most decoding steps, in the model's tokens (default: the model's own limit)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_predictor_arguments(p)
     p.add_argument("--json", action="store_true", help="print caption, change probability and tokens as JSON")
@@ -45,8 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from changecap.errors import ChangeCapError
 
-    if args.beam_size < 1:
-        raise ChangeCapError(f"--beam-size must be >= 1, got {args.beam_size}")
+    for flag in ("beam_size", "max_length"):
+        value = getattr(args, flag)  # an option of this command's parser
+        if value is not None and value < 1:
+            raise ChangeCapError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.pairs is not None:
         if args.before is not None or args.mask or args.json:
             raise ChangeCapError("--pairs captions a folder or CSV: give no BEFORE AFTER images, --mask or --json")
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.before is None or args.after is None:
         raise ChangeCapError("give BEFORE and AFTER images, or --pairs DIR_OR_CSV")
     for flag in ("out", "mask_dir"):
-        if getattr(args, flag) is not None:
+        if getattr(args, flag) is not None:  # an option of this command's parser
             raise ChangeCapError(f"--{flag.replace('_', '-')} goes with --pairs (one pair: --json, --mask PNG)")
     if args.mask:
         from changecap.data.files import check_not_input, check_output_file
@@ -63,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
         check_not_input(args.mask, images, "--mask", "is one of the input images; choose another file")
         check_output_file(args.mask, "--mask")
     captioner = _captioner(args)
-    if args.mask and not captioner.predicts_masks:
+    if args.mask and not captioner.capabilities.change_mask:
         raise ChangeCapError(f"--mask: the model {args.model} predicts no change mask (it has no CD head)")
-    res = captioner(args.before, args.after, beam_size=args.beam_size)
+    res = captioner(args.before, args.after, beam_size=args.beam_size, max_length=args.max_length)
     if args.mask:
-        from changecap.inference.evaluate import save_mask_png
+        from changecap.data.image_io import save_mask_png
 
-        save_mask_png(res.mask, args.mask)  # predicts_masks was checked above
+        save_mask_png(res.mask, args.mask)  # the change_mask capability was checked above
     if args.json:
         record = {"caption": res.caption, "change_probability": res.change_probability, "tokens": res.tokens}
         print(json.dumps(record, allow_nan=False))  # strict JSON: the predictor never returns NaN
@@ -108,10 +113,11 @@ def run_pairs(args: argparse.Namespace) -> int:
     pairs, problems = find_pairs(args.pairs)
     check_outputs_spare_inputs(pairs, args.pairs, args.out, args.mask_dir)
     captioner = _captioner(args)
-    if args.mask_dir and not captioner.predicts_masks:
+    if args.mask_dir and not captioner.capabilities.change_mask:
         raise ChangeCapError(f"--mask-dir: the model {args.model} predicts no change mask (it has no CD head)")
     records = caption_pairs(captioner, pairs, batch_size=args.batch_size, beam_size=args.beam_size,
-                            mask_dir=args.mask_dir, progress=not args.no_progress)  # fmt: skip
+                            max_length=args.max_length, mask_dir=args.mask_dir,
+                            progress=not args.no_progress)  # fmt: skip
     writer = RecordWriter(args.out)
     captioned = 0
     try:
@@ -145,9 +151,12 @@ def _captioner(args: argparse.Namespace) -> Any:
     if args.backend == "onnx":
         from changecap.inference.onnx_export import OnnxCaptioner
 
-        if args.beam_size != 1:
+        if args.beam_size not in (None, 1):
             raise ChangeCapError("--backend onnx decodes greedily: --beam-size must be 1")
-        return OnnxCaptioner(args.model)
+        if args.precision != "fp32":
+            raise ChangeCapError(f"--backend onnx runs the exported graphs as they are: --precision {args.precision} "
+                                 "goes with --backend torch")  # fmt: skip
+        return OnnxCaptioner(args.model, threads=args.threads)
     from changecap.inference import ChangeCaptioner
 
     return ChangeCaptioner.from_pretrained(args.model, device=device, **predictor_options(args))

@@ -57,7 +57,7 @@ _RUNNERS = {"hisem-official": "run_hisem_official"}
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    name = _RUNNERS.get(getattr(args, "format", None) or "")
+    name = _RUNNERS.get(getattr(args, "format", None) or "")  # the sub-command's format, when one was given
     if name is None:
         parser.print_help()
         return 1

@@ -39,7 +39,7 @@ def layout_from_args(args: argparse.Namespace) -> Layout:
     from changecap.data.annotations import Layout
 
     def opt(name: str) -> Path | None:
-        value = getattr(args, name, None)
+        value = getattr(args, name, None)  # a layout option of the sub-command, when it has that option
         return Path(value) if value else None
 
     return Layout(

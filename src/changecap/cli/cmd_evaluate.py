@@ -26,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--meteor", default="java", choices=("java", "approx", "off"))
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="1 = greedy, k > 1 = beam search (default: the model's own decoding, greedy for most)")
+    p.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="most decoding steps, in the model's tokens (default: the model's own limit)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     add_predictor_arguments(p)
     add_embedding_arguments(p)
@@ -40,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from changecap.inference import evaluate_model
     from changecap.models.device import parse_device
 
-    if args.batch_size < 1 or args.beam_size < 1:
-        raise ChangeCapError("--batch-size and --beam-size must be >= 1")
+    for flag, value in (("--batch-size", args.batch_size), ("--beam-size", args.beam_size),
+                        ("--max-length", args.max_length)):  # fmt: skip
+        if value is not None and value < 1:
+            raise ChangeCapError(f"{flag} must be >= 1, got {value}")
     if args.out:
         out = Path(args.out)
     elif Path(args.model).is_dir():
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         meteor=args.meteor,
         batch_size=args.batch_size,
         beam_size=args.beam_size,
+        max_length=args.max_length,
         device=parse_device(args.device, "--device"),
         embedding_model=args.embedding_model,
         embedding_cache=args.embedding_cache,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from changecap.cli.threads import add_threads_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model (ONNX: encoder graph + decoder-step graph with KV cache)")
     p.add_argument("format", choices=["onnx"], help="export format")
     p.add_argument("--model", required=True, help="saved model directory or Hugging Face Hub repo id")
     p.add_argument("--out", required=True, help="output folder (captioned with `changecap caption --backend onnx`)")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 

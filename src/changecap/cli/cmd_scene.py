@@ -46,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from changecap.inference import ChangeCaptioner
     from changecap.inference.scene import (
         MASKS_DIR,
-        TILES_FILE,
         SceneSettings,
         caption_tiles,
         check_inputs,
         check_out_dir,
         read_results,
         record_settings,
+        results_path,
         write_outputs,
     )
     from changecap.inference.scene_report import describe_skips
@@ -87,14 +87,14 @@ def run(args: argparse.Namespace) -> int:
             pass
         barrier(ctx)  # every rank's tiles are in before rank 0 merges
         if ctx.is_main:
-            counts = write_outputs(settings, out, captioner.predicts_masks)
+            counts = write_outputs(settings, out, captioner.capabilities.change_mask)
             print(f"{counts['tiles']} tiles ({resumed} done by an earlier run, {counts['tiles'] - resumed} in "
                   f"this one): {counts['captioned']} captioned, "
                   f"{describe_skips(counts['skipped_by_reason'], settings.min_valid)}; "
                   f"{counts['changed']} changed → {out}")  # fmt: skip
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        results = out / (TILES_FILE if ctx.world_size == 1 else f"tiles.rank{ctx.rank}.jsonl")
+        results = results_path(out, ctx.rank, ctx.world_size)
         kept = f"; the finished tiles are kept in {results}: run the same command to go on" if recorded else ""
         print(f"{what}{kept}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130

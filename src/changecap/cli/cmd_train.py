@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from changecap.cli.threads import add_threads_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--restart", action="store_true", help="start afresh even when a checkpoint exists (it is deleted)"
     )
+    add_threads_argument(p, auto_default=False)
     p.set_defaults(func=run)
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from changecap.cli.signals import Terminated, sigterm_as_interrupt
+from changecap.cli.threads import apply_threads, resolve_threads
 from changecap.errors import ChangeCapError
 from changecap.version import __version__
 
@@ -53,11 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if not getattr(args, "func", None):  # no sub-command given: argparse sets no handler
         parser.print_help()
         return 1
+    restore: int | None = None
     try:
         with sigterm_as_interrupt():
+            threads = resolve_threads(args)  # --threads, or its default: the one place that applies it
+            if threads is not None:
+                import torch
+
+                restore = torch.get_num_threads()  # for callers that run several commands in one process
+                apply_threads(threads)
+                args.threads = threads  # the number the command hands on (onnxruntime sessions)
             return int(args.func(args) or 0)
     except ChangeCapError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -71,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if restore is not None:
+            import torch
+
+            torch.set_num_threads(restore)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch
 
 from changecap.errors import ModelError
 from changecap.models.io import torch_load_weights_only
+from changecap.models.parts.caption_decoder import sinusoidal_table
 
 Shape = tuple[int, ...]
 StateDict = Mapping[str, torch.Tensor]
@@ -336,16 +337,6 @@ def validate_official(
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def sinusoidal_table(max_length: int, d_model: int) -> torch.Tensor:
-    """The official fixed sinusoidal table ``position_encoding.pe`` ([max_len, 1, D]; sin on even, cos on odd)."""
-    position = torch.arange(max_length, dtype=torch.float64).unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
-    pe = torch.zeros(max_length, d_model, dtype=torch.float64)
-    pe[:, 0::2] = torch.sin(position * div_term)
-    pe[:, 1::2] = torch.cos(position * div_term)[:, : d_model // 2]
-    return pe.unsqueeze(1).float()
-
-
 def synthetic_official_checkpoint(
     dims: OfficialHiSemDims,
     *,

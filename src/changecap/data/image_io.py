@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from changecap.data.files import atomic_write
 from changecap.errors import ConfigError, DataError
 
 ImageSource = str | os.PathLike[str] | Image.Image | np.ndarray
@@ -492,6 +493,20 @@ def mask_values_to_classes(arr: np.ndarray, binary: bool = False, path: Path | N
     for value, cls in MASK_VALUE_TO_CLASS.items():
         lut[value] = min(cls, 1) if binary else cls
     return lut[arr.astype(np.uint8)]
+
+
+def change_mask_image(mask: np.ndarray) -> Image.Image:
+    """A predicted change mask (``[H, W]``, > 0 = changed) as a black-and-white image (255 = changed)."""
+    return Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255, mode="L")
+
+
+def save_mask_png(mask: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """A predicted change mask as a black-and-white PNG (255 = changed, :func:`change_mask_image`), written
+    atomically (:func:`~changecap.data.files.atomic_write`), so ``path`` never holds a half-written mask."""
+    target = Path(path)
+    with atomic_write(target, binary=True) as f:
+        change_mask_image(mask).save(f, format="PNG")
+    return target
 
 
 # ---------------------------------------------------------------------------------------------------------- resizing

@@ -263,7 +263,7 @@ def read_checkpoint(folder: Path) -> Checkpoint:
     except TypeError as e:  # an unknown or missing key
         raise ModelError(f"{state_file}: not a changecap training state (field 'progress': {first_line(e)})") from None
     for key in ("epoch", "step_in_epoch", "global_step"):
-        value = getattr(progress, key)
+        value = getattr(progress, key)  # a field of the saved training position
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ModelError(f"{state_file}: not a changecap training state (progress.{key} is {value!r})")
     fields = {k: state[k] for k in kinds if k != "progress"}

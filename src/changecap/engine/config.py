@@ -162,6 +162,9 @@ class TrainSection:
     epoch ends), ``max_steps`` stops early (tests, smoke runs) without changing the LR schedule, so a run stopped
     by ``max_steps`` resumes into exactly the run it would have been. ``drop_last`` drops the last, smaller global
     batch of an epoch; it is dropped anyway when it cannot give every process and micro-batch one sample.
+    ``val_beam_size`` and ``val_max_length`` are the decoding options of validation's ``model.predict``
+    (``val_max_length`` null: the model's own limit, e.g. its caption decoder's length, which the data sized); a
+    model that cannot honour them (beam search without the ``beam_search`` capability) is refused at start.
     ``compile`` runs the model's forward (and so its backward) through ``torch.compile`` (inductor), falling back to
     eager execution with one warning when compilation fails; validation decoding stays eager. Without dropout the
     losses agree with eager training to float rounding (tested over 50 updates), not bit for bit; compiled dropout
@@ -353,9 +356,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark = getattr(e, "problem_mark", None)  # the YAML error's position, when the parser gives one
         where = f"<line {mark.line + 1}, column {mark.column + 1}>" if mark is not None else "<yaml>"
-        problem = getattr(e, "problem", None) or str(e)
+        problem = getattr(e, "problem", None) or str(e)  # the parser's short reason, when it gives one
         raise ConfigError(where, f"invalid YAML: {problem}", path=p) from None
     if data is None:
         data = {}
@@ -419,7 +422,7 @@ def validate_loss_section(config: TrainConfig, path: str | os.PathLike[str] | No
     from changecap.models.registry import get_architecture
 
     spec = get_architecture(config.model.get("architecture"))
-    reader = getattr(objective_factory(spec.objective), "read_config", None)
+    reader = getattr(objective_factory(spec.objective), "read_config", None)  # an objective class, or a function
     if reader is None:  # a plain factory function: it checks its section when the trainer calls it
         return None
     try:

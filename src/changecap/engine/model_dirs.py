@@ -64,6 +64,7 @@ def card_fields(
 
 def save_preprocess(folder: Path, train_set: Dataset, config: TrainConfig) -> None:
     """``preprocess.json``: how the predictor must prepare images for this model (the training pipeline)."""
+    # the data layer's datasets know their normalisation and size; one a caller brings may not
     mean, std = getattr(train_set, "mean", None), getattr(train_set, "std", None)
     size = getattr(train_set, "image_size", None) or config.data.image_size
     if mean is None or std is None or size is None:

@@ -43,6 +43,7 @@ def with_data_sizes(section: dict[str, Any], vocab: Vocabulary | int, max_length
 
     words = [f"w{i}" for i in range(vocab)] if isinstance(vocab, int) else list(vocab.id_to_word)
     spec = get_architecture(section.get("architecture"))
+    # a config class that is not an ArchitectureConfig (registry.ModelConfig only) gets the default completion
     complete = getattr(spec.config_class, "with_data", None) or ArchitectureConfig.with_data
     return complete(section, words, max_length)
 

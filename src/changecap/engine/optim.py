@@ -1,10 +1,10 @@
 """Optimisers by name over the parameter groups a model declares.
 
-A model may define ``parameter_groups() -> {name: [parameters]}`` (an encoder, a fusion and a
-decoder, say);
-parameters in no group, or every parameter of a model without the method, form the group ``other`` (``model`` when
-it is the only one). Only parameters with ``requires_grad`` at build time enter the optimiser, so frozen weights
-(a frozen LLM, a frozen change-detection prior) hold no optimiser state: with LoRA, the state is LoRA-only.
+A model (a :class:`~changecap.models.contract.ChangeModel`) declares ``parameter_groups() -> {name: [parameters]}``
+(an encoder, a fusion and a decoder, say); parameters in no group, or every parameter of a module that is no
+``ChangeModel``, form the group ``other`` (``model`` when it is the only one). Only parameters with
+``requires_grad`` at build time enter the optimiser, so frozen weights (a frozen LLM, a frozen change-detection
+prior) hold no optimiser state: with LoRA, the state is LoRA-only.
 ``optim.group_lr`` gives a group its own learning rate; the others use ``optim.lr``.
 """
 
@@ -17,6 +17,7 @@ from torch import nn
 
 from changecap.engine.config import OptimConfig
 from changecap.errors import ConfigError
+from changecap.models.contract import ChangeModel
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 # optim.implementation → the optimiser's keyword arguments (fused Adam(W) runs on CPU and CUDA since torch 2.4)
@@ -29,7 +30,7 @@ IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """``{group: trainable parameters}`` in the model's order of groups, each parameter in exactly one group."""
-    declared = model.parameter_groups() if callable(getattr(model, "parameter_groups", None)) else {}
+    declared = model.parameter_groups() if isinstance(model, ChangeModel) else {}
     seen: set[int] = set()
     groups: dict[str, list[nn.Parameter]] = {}
     for name, params in declared.items():

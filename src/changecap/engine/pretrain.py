@@ -308,7 +308,7 @@ class Pretrainer:
 
     def evaluate(self) -> dict[str, float] | None:
         """The module's held-out figures (rank 0; None on the other ranks or without ``evaluate``/held-out data)."""
-        evaluate = getattr(self.module, "evaluate", None)
+        evaluate = getattr(self.module, "evaluate", None)  # a pretraining target's optional held-out figures
         result = None
         if self.ctx.is_main and evaluate is not None and self.data.held_out_set is not None:
             self.module.eval()
@@ -382,7 +382,7 @@ class Pretrainer:
         try:
             for epoch in range(t.epochs):
                 bar.set_description(f"{self.target.name} epoch {epoch}/{t.epochs}")
-                if hasattr(self.data.train_set, "set_epoch"):
+                if hasattr(self.data.train_set, "set_epoch"):  # a dataset with per-epoch randomness
                     self.data.train_set.set_epoch(epoch)
                 self.sampler.set_epoch(epoch)
                 stopped = False

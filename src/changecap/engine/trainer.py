@@ -77,6 +77,7 @@ from changecap.engine.validation import ValidationResult, validate
 from changecap.errors import ConfigError, ModelError
 from changecap.metrics import MeteorScorer, meteor_session
 from changecap.models.compiling import compile_with_fallback
+from changecap.models.contract import Decoding
 from changecap.schema import with_path
 
 Callback = Callable[["Trainer"], None]
@@ -187,6 +188,7 @@ class Trainer:
                 f"({len(checkpoint.vocab)} words); use the same data.vocab settings or a new train.output_dir"
             )
         self.train_set = self.train_sets["train"]
+        # a dataset of the data layer knows its caption length; one a caller brings may not (then: the config's)
         self.max_length = int(getattr(self.train_set, "max_length", 0) or resolve_max_length(config) or 41)
         self.loaders = PhaseLoaders(self.train_sets, config, self.ctx, self.collate_fn)
         self.steps_in_epoch = [sum(p.steps_per_epoch for p in self.epoch_data(e)) for e in range(t.epochs)]
@@ -196,6 +198,8 @@ class Trainer:
         seed_everything(t.seed)
         builder = model_builder or default_model_builder
         self.model, self.model_config = builder(dict(config.model), self.vocab, self.max_length)
+        self.model.vocab = self.vocab  # the ids its captions use (models/contract.py)
+        self._check_validation_decoding()
         self.model.to(self.ctx.device)
         self.objective.bind(self.model)
         self.objective.prepare(self.train_sets, self.ctx)
@@ -259,6 +263,14 @@ class Trainer:
             return build_objective(ref, self.config.loss, self.config)
         except ConfigError as e:
             raise with_path(e, self.config.source) from None
+
+    def _check_validation_decoding(self) -> None:
+        """``train.val_beam_size`` / ``val_max_length`` against the model's capabilities, before any training."""
+        t = self.config.train
+        try:
+            self.model.check_decoding(Decoding(beam_size=t.val_beam_size, max_length=t.val_max_length))
+        except ModelError as e:
+            raise ConfigError("train.val_beam_size", str(e), path=self.config.source) from None
 
     def _build_data(
         self, datasets: tuple[Dataset, Dataset] | dict[str, Dataset] | None, vocab: Vocabulary | None
@@ -369,7 +381,7 @@ class Trainer:
             self.vocab,
             self.ctx,
             batch_size=t.val_batch_size,
-            max_length=t.val_max_length or self.max_length,
+            max_length=t.val_max_length,  # None: the model's own (its decoder's, which the data sized)
             beam_size=t.val_beam_size,
             meteor=self._val_meteor or t.val_meteor,
             autocast_dtype=self.autocast_dtype,
@@ -436,7 +448,7 @@ class Trainer:
                 continue  # resumed past this phase
             frozen = set_phase_trainable(self.model, self.trainable_ids, phase, self.param_groups)
             self.current_phase = phase
-            if hasattr(data.dataset, "set_epoch"):
+            if hasattr(data.dataset, "set_epoch"):  # a dataset with per-epoch randomness (the data layer's have it)
                 data.dataset.set_epoch(epoch)  # before the iterator pickles the dataset into workers
             data.sampler.set_epoch(epoch, start_step=p.step_in_epoch - first)
             batches: Iterator[dict[str, Any]] = iter(data.loader)

@@ -13,8 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from changecap.data.files import atomic_write, atomic_write_text
+from changecap.data.files import atomic_write_text
+from changecap.data.image_io import save_mask_png
 from changecap.inference.predictor import ChangeCaptioner
+from changecap.models.contract import Capabilities, Sampling
 
 
 @dataclass
@@ -30,6 +32,7 @@ class ModelEvaluation:
     files: dict[str, str] = field(default_factory=dict)
     change_detection: Any = None  # ChangeDetectionScores (classes: 0 no change, 1 change) for models with a CD head
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # predicted change masks (uint8, model resolution)
+    capabilities: Capabilities = field(default_factory=Capabilities)  # what the model declares (its architecture's)
 
     @property
     def result(self) -> Any:
@@ -47,7 +50,9 @@ def evaluate_model(
     protocols: tuple[str, ...] = ("rsicc", "coco"),
     meteor: str = "java",
     batch_size: int = 32,
-    beam_size: int = 1,
+    beam_size: int | None = None,
+    max_length: int | None = None,
+    sampling: Sampling | None = None,
     num_workers: int = 0,
     device: str | torch.device | None = None,
     precision: str = "fp32",
@@ -56,7 +61,9 @@ def evaluate_model(
     embedding_model: str | None = None,
     embedding_cache: str | os.PathLike[str] | None = None,
 ) -> ModelEvaluation:
-    """Caption every pair of ``split`` with batched decoding and score the captions.
+    """Caption every pair of ``split`` with batched decoding and score the captions (and the change masks of a
+    model with a change-detection head). ``beam_size``, ``max_length`` and ``sampling`` reach the model's
+    ``predict`` (None: the model's own decoding).
 
     The ``rsicc`` protocol uses the model's own vocabulary (the one it was trained with), as the published numbers
     do; ``coco`` scores PTB-tokenised words. Predictions are keyed by the pair's file name and written to
@@ -67,8 +74,7 @@ def evaluate_model(
     from changecap.data.collate import collate_pairs
     from changecap.data.datasets import open_dataset
     from changecap.metrics import evaluate_captions, meteor_session
-    from changecap.metrics.change_detection import ConfusionMatrix
-    from changecap.models.parts.change_masks import IGNORE, binary_change_labels
+    from changecap.models.parts.change_masks import BinaryChangeScore
 
     embed = None
     if embedding_model is not None:
@@ -76,6 +82,7 @@ def evaluate_model(
 
         embed = sentence_embedder(embedding_model, embedding_cache)
     captioner = ChangeCaptioner.from_pretrained(model_dir, device=device, precision=precision, compile=compile)
+    can = captioner.capabilities
     pp = captioner.preprocess
     ds = open_dataset(
         data_root,
@@ -93,13 +100,13 @@ def evaluate_model(
     refs: dict[str, list[str]] = {}
     # change detection: binary (class > 0 = change, as the models are trained; unlabelled pixels, 255, left out as in
     # training and validation), when the model and the data have masks
-    confusion = ConfusionMatrix(2, ignore_index=IGNORE) if captioner.predicts_masks else None
+    scored_masks = BinaryChangeScore() if can.change_mask else None
     masks: dict[str, np.ndarray] = {}
     # started now, the METEOR JVM loads its paraphrase table while the model works; one JVM scores every protocol
-    with meteor_session(meteor if captioner.makes_captions else "off") as scorer:
+    with meteor_session(meteor if can.captions else "off") as scorer:
         for batch in tqdm(loader, desc=f"captioning {split}", disable=not progress):
             with torch.inference_mode():
-                results = captioner.caption_tensor(batch["image"], beam_size=beam_size)
+                results = captioner.caption_tensor(batch["image"], beam_size, max_length, sampling)
             for name, caps, res in zip(batch["name"], batch["captions"], results, strict=True):
                 if res.caption is None:
                     continue  # a change detector: masks only
@@ -109,9 +116,8 @@ def evaluate_model(
             for name, res in zip(batch["name"], results, strict=True):
                 if res.mask is not None:
                     masks[name] = res.mask
-            if confusion is not None and "mask" in batch:
-                predicted = torch.from_numpy(np.stack([r.mask for r in results])).long()  # [B, S, S]
-                confusion.update(predicted, binary_change_labels(batch["mask"]))
+            if scored_masks is not None and "mask" in batch:
+                scored_masks.update(np.stack([r.mask for r in results]), batch["mask"])  # [B, S, S]
         results_by_protocol = {
             proto: evaluate_captions(
                 preds, refs, protocol=proto, vocab=captioner.vocab, meteor=scorer,
@@ -119,9 +125,10 @@ def evaluate_model(
             )  # fmt: skip
             for proto in (protocols if preds else ())  # a mask-only model is scored on its masks alone
         }
-    evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks)
-    if confusion is not None and confusion.matrix.sum() > 0:
-        evaluation.change_detection = confusion.compute()
+    evaluation = ModelEvaluation(preds, probs, refs, results_by_protocol, str(model_dir), split, masks=masks,
+                                 capabilities=can)  # fmt: skip
+    if scored_masks is not None:
+        evaluation.change_detection = scored_masks.compute()  # None when the data has no masks
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -140,17 +147,6 @@ def evaluate_model(
         if masks:
             evaluation.files["masks"] = str(write_masks(masks, out / f"masks_{split}"))
     return evaluation
-
-
-def save_mask_png(mask: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """A change mask as a black-and-white PNG (255 = changed), written atomically (:func:`atomic_write`), so
-    ``path`` never holds a half-written mask."""
-    from PIL import Image
-
-    target = Path(path)
-    with atomic_write(target, binary=True) as f:
-        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(f, format="PNG")
-    return target
 
 
 def write_masks(masks: dict[str, np.ndarray], folder: Path) -> Path:

@@ -1,19 +1,14 @@
 """ONNX export (``changecap export onnx``) and a pure-onnxruntime captioner (``changecap caption --backend onnx``).
 
-Two graphs, as a thin wrapper around the PyTorch modules (nothing re-implemented):
+The exporter knows no system: a model whose architecture declares the ``onnx`` capability provides its graphs
+through the model contract (``ChangeModel.onnx_export``, a hook next to its model), and this module traces each
+graph to its file and writes ``onnx_config.json`` (what the runtime needs: the architecture, its capabilities, the
+runtime protocol), the vocabulary and the preprocessing beside them.
 
-* ``encoder.onnx`` — image pairs [B, 2, 3, S, S] → the change probability [B] (NaN for models without one) and the
-  caption decoder's cross-attention keys and values of the memory, [layers, B, H, L, Dh] each (computed once per
-  pair, as the PyTorch cache does);
-* ``decoder_step.onnx`` — one token per row with the self-attention KV cache as inputs and outputs: ``tokens`` [N],
-  ``position`` [1], ``self_keys``/``self_values`` [layers, N, H, t, Dh], ``key_valid`` [N, t], ``cross_keys``/
-  ``cross_values`` → ``logits`` [N, V], the caches grown to t + 1 and ``key_valid`` [N, t + 1]. Batch, cache length
-  and memory length are dynamic axes.
-
-:class:`OnnxCaptioner` runs them with onnxruntime (the images are prepared by the PyTorch predictor's own code, so
-both see the same input) and decodes greedily exactly as
-``changecap.models.parts.decoding.greedy_search`` does, so its captions equal PyTorch's greedy captions. It supports
-the architectures whose captions come from changecap's Transformer caption decoder (``hisem``, ``plain``, ``dfm``).
+:class:`OnnxCaptioner` runs the ``step-decoder`` protocol (``changecap.models.onnx_graphs``: an encoder graph and
+the caption decoder's KV-cache step graph) with onnxruntime; the images are prepared by the PyTorch predictor's own
+code, so both see the same input, and it decodes greedily exactly as
+``changecap.models.parts.decoding.greedy_search`` does, so its captions equal PyTorch's greedy captions.
 """
 
 from __future__ import annotations
@@ -29,90 +24,17 @@ import numpy as np
 
 from changecap.data.files import write_folder
 from changecap.errors import ChangeCapError, ModelError
+from changecap.models.onnx_graphs import ENCODER_FILE, STEP_DECODER_RUNTIME, STEP_FILE
+from changecap.models.registry import Capabilities
 
-ENCODER_FILE, STEP_FILE, META_FILE = "encoder.onnx", "decoder_step.onnx", "onnx_config.json"
+META_FILE = "onnx_config.json"
 OPSET = 17
-
-
-def _torch_graphs(model: Any) -> tuple[Any, Any]:
-    """The two export wrappers for ``model`` (defined here so that importing this module needs no torch)."""
-    import torch
-    from torch import nn
-
-    from changecap.data.vocab import NULL_ID
-    from changecap.models.parts.caption_decoder import TransformerCaptionDecoder
-
-    decoder = getattr(model, "decoder", None)
-    if not isinstance(decoder, TransformerCaptionDecoder) or not (hasattr(model, "fuse") or hasattr(model, "memory")):
-        arch = getattr(getattr(model, "config", None), "architecture", type(model).__name__)
-        raise ModelError(f"ONNX export supports models with changecap's Transformer caption decoder (hisem, plain, "
-                         f"dfm); {arch} has none")  # fmt: skip
-
-    # trace-friendly forms of data-dependent parts (HiSem's HASD routing and MoE dispatch): same values, fixed shapes
-    for module in model.modules():
-        for flag in ("dense_routing", "dense_dispatch"):
-            if hasattr(module, flag):
-                setattr(module, flag, True)
-
-    class EncoderGraph(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            if hasattr(self.model, "fuse"):  # HiSem / plain: backbone tokens → fusion → memory, router
-                memory, router = self.model.fuse(*self.model.encode(images), None)
-            else:  # DFM
-                memory, router = self.model.memory(images)[0], None
-            b = images.shape[0]
-            prob = (router.float().softmax(dim=-1)[:, 1] if router is not None
-                    else torch.full((b,), float("nan"), device=images.device))  # fmt: skip
-            keys, values = zip(*(layer.cross_attn.project_kv(memory) for layer in decoder.layers), strict=True)
-            return prob, torch.stack(keys), torch.stack(values)  # [B], 2 × [layers, B, H, L, Dh]
-
-    class DecoderStepGraph(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.decoder = decoder
-
-        def forward(
-            self,
-            tokens: torch.Tensor,
-            position: torch.Tensor,
-            self_keys: torch.Tensor,
-            self_values: torch.Tensor,
-            key_valid: torch.Tensor,
-            cross_keys: torch.Tensor,
-            cross_values: torch.Tensor,
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-            dec = self.decoder
-            pe = dec.position_encoding.pe.index_select(0, position).transpose(0, 1)  # [1, 1, D]
-            x = dec.word_embedding(tokens)[:, None, :] + pe  # [N, 1, D]
-            key_valid = torch.cat([key_valid, (tokens != NULL_ID)[:, None]], dim=1)  # [N, t+1]
-            mask = key_valid[:, None, None, :]  # [N, 1, 1, t+1]
-            new_keys, new_values = [], []
-            for i, layer in enumerate(dec.layers):
-                q, k, v = layer.self_attn.project_qkv(x)  # 3 × [N, H, 1, Dh]
-                keys = torch.cat([self_keys[i], k], dim=2)  # [N, H, t+1, Dh]
-                values = torch.cat([self_values[i], v], dim=2)
-                new_keys.append(keys)
-                new_values.append(values)
-                sa = layer.self_attn.attend(q, keys, values, mask)  # [N, 1, D]
-
-                def cross(h: torch.Tensor, i: int = i, layer: Any = layer) -> torch.Tensor:
-                    return layer.cross_attn.attend(layer.cross_attn.project_q(h), cross_keys[i], cross_values[i])
-
-                x = layer._after_self_attention(x, sa, cross)  # [N, 1, D]
-            logits = dec.output_proj(x[:, 0])  # [N, V]
-            return logits, torch.stack(new_keys), torch.stack(new_values), key_valid
-
-    return EncoderGraph().eval(), DecoderStepGraph().eval()
 
 
 @contextlib.contextmanager
 def _without_mha_fastpath() -> Iterator[None]:
-    """nn.TransformerEncoderLayer's fused inference kernel (DFM's temporal extractor) has no ONNX form: trace the
-    plain modules instead (the same function)."""
+    """nn.TransformerEncoderLayer's fused inference kernel (e.g. in DFM's temporal extractor) has no ONNX form:
+    trace the plain modules instead (the same function)."""
     import torch
 
     before = torch.backends.mha.get_fastpath_enabled()
@@ -124,52 +46,27 @@ def _without_mha_fastpath() -> Iterator[None]:
 
 
 def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], batch: int = 2) -> Path:
-    """Export a saved model to ``out`` (the two graphs, ``onnx_config.json``, the vocabulary and preprocessing)."""
+    """Export a saved model to ``out``: its graphs (``ChangeModel.onnx_export``), ``onnx_config.json``, the
+    vocabulary and the preprocessing. A model whose architecture declares no ``onnx`` capability is a one-line
+    ModelError."""
     import torch
 
     from changecap.models import PreprocessConfig, load_model
 
     model = load_model(model_dir, device="cpu").eval()
-    pre = PreprocessConfig.load(model.model_dir, default_image_size=224)
-    encoder_graph, step_graph = _torch_graphs(model)
-    dec = step_graph.decoder
-    cfg = dec.config
-    layers, heads, dh = len(dec.layers), cfg.heads, cfg.dim // cfg.heads
-    images = torch.randn(batch, 2, 3, pre.image_size, pre.image_size)
-    with torch.no_grad():
-        _, cross_k, cross_v = encoder_graph(images)
-    step_inputs = (
-        torch.tensor([2] * batch),  # <START>
-        torch.tensor([0]),
-        torch.zeros(layers, batch, heads, 0, dh),
-        torch.zeros(layers, batch, heads, 0, dh),
-        torch.zeros(batch, 0, dtype=torch.bool),
-        cross_k,
-        cross_v,
-    )
-    cache_axes = {1: "batch", 3: "length"}
-    meta = {"architecture": model.config.architecture, "max_length": int(dec.max_length), "layers": layers,
-            "heads": heads, "head_dim": dh, "source": str(model_dir)}  # fmt: skip
+    if not model.capabilities.onnx:
+        declared = ", ".join(model.capabilities.names()) or "none"
+        raise ModelError(f"{model.architecture} models provide no ONNX graphs (its capabilities: {declared})")
+    pre = PreprocessConfig.load(model.model_dir, default_image_size=model.image_size or 224)
+    export = model.onnx_export(pre.image_size, batch)
+    meta = {**export.meta, "source": str(model_dir)}
 
     def write(folder: Path) -> None:  # a fresh temporary folder, put in place whole (write_folder)
         with torch.no_grad(), _without_mha_fastpath():
-            torch.onnx.export(encoder_graph, (images,), str(folder / ENCODER_FILE), input_names=["images"],
-                              output_names=["change_probability", "cross_keys", "cross_values"],
-                              dynamic_axes={"images": {0: "batch"}, "change_probability": {0: "batch"},
-                                            "cross_keys": {1: "batch", 3: "memory"},
-                                            "cross_values": {1: "batch", 3: "memory"}},
-                              opset_version=OPSET, dynamo=False)  # fmt: skip
-            torch.onnx.export(step_graph, step_inputs, str(folder / STEP_FILE),
-                              input_names=["tokens", "position", "self_keys", "self_values", "key_valid", "cross_keys",
-                                           "cross_values"],
-                              output_names=["logits", "new_self_keys", "new_self_values", "new_key_valid"],
-                              dynamic_axes={"tokens": {0: "batch"}, "self_keys": cache_axes, "self_values": cache_axes,
-                                            "key_valid": {0: "batch", 1: "length"},
-                                            "cross_keys": {1: "batch", 3: "memory"},
-                                            "cross_values": {1: "batch", 3: "memory"}, "logits": {0: "batch"},
-                                            "new_self_keys": cache_axes, "new_self_values": cache_axes,
-                                            "new_key_valid": {0: "batch", 1: "length"}},
-                              opset_version=OPSET, dynamo=False)  # fmt: skip
+            for name, graph in export.graphs.items():
+                torch.onnx.export(graph.module, graph.example_inputs, str(folder / name),
+                                  input_names=graph.input_names, output_names=graph.output_names,
+                                  dynamic_axes=graph.dynamic_axes, opset_version=OPSET, dynamo=False)  # fmt: skip
         (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         model.vocab.save(folder / "vocab.json")
         pre.save(folder)
@@ -193,6 +90,10 @@ class OnnxCaptioner:
         if not meta_path.is_file():
             raise ModelError(f"{meta_path}: missing (not a folder written by `changecap export onnx`)")
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        runtime = self.meta.get("runtime", STEP_DECODER_RUNTIME)  # folders exported before the field: that protocol
+        if runtime != STEP_DECODER_RUNTIME:
+            raise ModelError(f"{meta_path}: runtime {runtime!r} is not one this changecap runs "
+                             f"({STEP_DECODER_RUNTIME})")  # fmt: skip
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -201,7 +102,11 @@ class OnnxCaptioner:
         self.step = ort.InferenceSession(str(self.folder / STEP_FILE), opts, providers=providers)
         self.vocab = Vocabulary.load(self.folder / "vocab.json")
         self.preprocess = PreprocessConfig.load(self.folder)
-        self.predicts_masks = False
+        # what the exported graphs give: captions, and a change probability when the architecture declared one
+        # (folders exported before the field: their probability is NaN, reported as None, when there is none)
+        declared = self.meta.get("capabilities", ["captions", "change_probability"])
+        self.capabilities = Capabilities(captions=True, change_probability="change_probability" in declared)
+        self.architecture = str(self.meta.get("architecture", "unknown"))
 
     def caption_arrays(self, images: np.ndarray, max_length: int | None = None) -> list[Any]:
         """Preprocessed pairs float32 [B, 2, 3, S, S] → :class:`~changecap.inference.predictor.CaptionResult` s."""
@@ -209,6 +114,9 @@ class OnnxCaptioner:
         from changecap.inference.predictor import CaptionResult
 
         steps = max_length or int(self.meta["max_length"])
+        if not 1 <= steps <= int(self.meta["max_length"]):
+            limit = self.meta["max_length"]
+            raise ModelError(f"max_length must be in [1, {limit}] (the exported decoder's positions), got {steps}")
         prob, cross_k, cross_v = self.encoder.run(None, {"images": images.astype(np.float32)})
         b = images.shape[0]
         layers, heads, dh = self.meta["layers"], self.meta["heads"], self.meta["head_dim"]
@@ -246,20 +154,28 @@ class OnnxCaptioner:
             out.append(CaptionResult(self.vocab.decode(seq), p, [int(t) for t in seq]))
         return out
 
-    def caption_tensor(self, images: Any, beam_size: int = 1, max_length: int | None = None) -> list[Any]:
+    @staticmethod
+    def _check_greedy(beam_size: int | None, sampling: Any) -> None:
+        if beam_size not in (None, 1) or sampling is not None:
+            raise ChangeCapError("the ONNX captioner decodes greedily: beam_size must be 1, without sampling")
+
+    def caption_tensor(
+        self, images: Any, beam_size: int | None = None, max_length: int | None = None, sampling: Any = None
+    ) -> list[Any]:
         """The :class:`~changecap.inference.ChangeCaptioner` interface: preprocessed pairs (a tensor) → results."""
-        if beam_size != 1:
-            raise ChangeCapError("the ONNX captioner decodes greedily: beam_size must be 1")
+        self._check_greedy(beam_size, sampling)
         return self.caption_arrays(np.asarray(images.detach().cpu().numpy(), np.float32), max_length)
 
-    def __call__(self, before: Any, after: Any, *, beam_size: int = 1, batch_size: int = 16) -> Any:
+    def __call__(
+        self, before: Any, after: Any, *, beam_size: int | None = None, max_length: int | None = None,
+        batch_size: int = 16,
+    ) -> Any:  # fmt: skip
         """One pair (paths, PIL images or arrays) → a CaptionResult; lists of pairs → a list."""
         from changecap.inference.predictor import prepared_chunks
 
-        if beam_size != 1:
-            raise ChangeCapError("the ONNX captioner decodes greedily: beam_size must be 1")
+        self._check_greedy(beam_size, None)
         single, chunks = prepared_chunks(before, after, self.preprocess, batch_size)
         results = []
         for pairs, _sizes in chunks:
-            results += self.caption_arrays(pairs.numpy())
+            results += self.caption_arrays(pairs.numpy(), max_length)
         return results[0] if single else results

@@ -29,15 +29,18 @@ from changecap.data.files import (
     csv_safe,
     remove_stale_temps,
 )
+from changecap.data.image_io import save_mask_png
 from changecap.errors import ChangeCapError, DataError
+from changecap.models.contract import Sampling
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 FIELDS = ("name", "before", "after", "caption", "change_probability", "mask", "error")
 
 
 @dataclass
-class PairRecord:
-    """One line of the output: a captioned pair (``error`` None) or a problem (``caption`` None, ``error`` set)."""
+class PairCaptionRecord:
+    """One line of ``caption --pairs``' output: a captioned pair (``error`` None) or a problem (``caption`` None,
+    ``error`` set). Not the dataset's ``data.annotations.PairRecord``, which describes a pair of a dataset."""
 
     name: str
     before: str | None
@@ -59,7 +62,7 @@ def _images_in(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
-def find_pairs(source: str | os.PathLike[str]) -> tuple[list[Pair], list[PairRecord]]:
+def find_pairs(source: str | os.PathLike[str]) -> tuple[list[Pair], list[PairCaptionRecord]]:
     """``source`` (a folder with ``A/`` and ``B/``, or a CSV file) → the pairs and the unmatched files as problems.
 
     CSV: one pair per row, ``before,after`` (a header row with those names is optional); relative paths are relative
@@ -72,9 +75,9 @@ def find_pairs(source: str | os.PathLike[str]) -> tuple[list[Pair], list[PairRec
             raise DataError(src, "a folder of pairs needs the sub-folders A/ (before) and B/ (after)")
         before, after = _images_in(a_dir), _images_in(b_dir)
         pairs = [Pair(n, before[n], after[n]) for n in sorted(before) if n in after]
-        problems = [PairRecord(n, str(before[n]), None, error="no after image with this name in B/")
+        problems = [PairCaptionRecord(n, str(before[n]), None, error="no after image with this name in B/")
                     for n in sorted(before) if n not in after]  # fmt: skip
-        problems += [PairRecord(n, None, str(after[n]), error="no before image with this name in A/")
+        problems += [PairCaptionRecord(n, None, str(after[n]), error="no before image with this name in A/")
                      for n in sorted(after) if n not in before]  # fmt: skip
         if not pairs and not problems:
             raise DataError(src, f"no images ({', '.join(IMAGE_SUFFIXES)}) in A/ or B/")
@@ -86,7 +89,7 @@ def find_pairs(source: str | os.PathLike[str]) -> tuple[list[Pair], list[PairRec
     raise DataError(src, "no such file or folder")
 
 
-def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairRecord]]:
+def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairCaptionRecord]]:
     try:
         with path.open(newline="", encoding="utf-8") as f:
             text = f.read()
@@ -101,11 +104,12 @@ def _pairs_from_csv(path: Path) -> tuple[list[Pair], list[PairRecord]]:
     if not rows:
         raise DataError(path, "no pairs (one 'before,after' row per pair)")
     pairs: list[Pair] = []
-    problems: list[PairRecord] = []
+    problems: list[PairCaptionRecord] = []
     seen: set[str] = set()
     for i, row in enumerate(rows, start=first):
         if len(row) != 2:
-            problems.append(PairRecord(f"row{i}", None, None, error=f"row {i}: expected 2 columns (before,after)"))
+            problem = f"row {i}: expected 2 columns (before,after)"
+            problems.append(PairCaptionRecord(f"row{i}", None, None, error=problem))
             continue
         b, a = (Path(c.strip()).expanduser() for c in row)
         b, a = (p if p.is_absolute() else path.parent / p for p in (b, a))
@@ -144,17 +148,17 @@ def check_outputs_spare_inputs(
         seen[target] = pair.name
 
 
-def _load(pair: Pair, captioner: Any) -> torch.Tensor | PairRecord:
+def _load(pair: Pair, captioner: Any) -> torch.Tensor | PairCaptionRecord:
     """A pair → its model input [2, 3, S, S] (and its size), or a problem record naming the file."""
     from changecap.inference.predictor import prepare_pair_and_size
 
     for path in (pair.before, pair.after):
         if not path.is_file():
-            return PairRecord(pair.name, str(pair.before), str(pair.after), error=f"{path}: no such file")
+            return PairCaptionRecord(pair.name, str(pair.before), str(pair.after), error=f"{path}: no such file")
     try:
         return prepare_pair_and_size(pair.before, pair.after, captioner.preprocess, (str(pair.before), str(pair.after)))
     except ChangeCapError as e:
-        return PairRecord(pair.name, str(pair.before), str(pair.after), error=str(e))
+        return PairCaptionRecord(pair.name, str(pair.before), str(pair.after), error=str(e))
 
 
 def caption_pairs(
@@ -162,30 +166,32 @@ def caption_pairs(
     pairs: Sequence[Pair],
     *,
     batch_size: int = 16,
-    beam_size: int = 1,
+    beam_size: int | None = None,
+    max_length: int | None = None,
+    sampling: Sampling | None = None,
     mask_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
-) -> Iterator[PairRecord]:
+) -> Iterator[PairCaptionRecord]:
     """Caption ``pairs`` in batches (reading the next batch while the model runs) → one record per pair, in order.
-    With ``mask_dir`` (models with a CD head) each mask is written there as ``<name stem>.png``. Arguments are
-    checked at the call, before anything is read or written."""
+    With ``mask_dir`` (models with a CD head) each mask is written there as ``<name stem>.png``. ``beam_size``,
+    ``max_length`` and ``sampling`` reach the model's ``predict`` (None: its own decoding). Arguments are checked
+    at the call, before anything is read or written."""
     if batch_size < 1:
         raise ChangeCapError(f"--batch-size must be >= 1, got {batch_size}")
     if mask_dir is not None:
         remove_stale_temps(mask_dir)  # masks half written by a killed run
-    return _caption_batches(captioner, pairs, batch_size, beam_size, mask_dir, progress)
+    decoding = {"beam_size": beam_size, "max_length": max_length, "sampling": sampling}
+    return _caption_batches(captioner, pairs, batch_size, decoding, mask_dir, progress)
 
 
 def _caption_batches(
     captioner: Any,
     pairs: Sequence[Pair],
     batch_size: int,
-    beam_size: int,
+    decoding: dict[str, Any],
     mask_dir: str | os.PathLike[str] | None,
     progress: bool,
-) -> Iterator[PairRecord]:
-    from changecap.inference.evaluate import save_mask_png
-
+) -> Iterator[PairCaptionRecord]:
     batches = [list(pairs[i : i + batch_size]) for i in range(0, len(pairs), batch_size)]
     bar = tqdm(total=len(pairs), desc="captioning", unit="pair", disable=not progress)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -198,14 +204,14 @@ def _caption_batches(
             assert pending is not None
             loaded = pending.result()
             pending = pool.submit(read, batches[k + 1]) if k + 1 < len(batches) else None
-            ok = [(p, x) for p, x in zip(batch, loaded, strict=True) if not isinstance(x, PairRecord)]
+            ok = [(p, x) for p, x in zip(batch, loaded, strict=True) if not isinstance(x, PairCaptionRecord)]
             results = {}
             if ok:
                 inputs = torch.stack([x[0] for _, x in ok])  # [b, 2, 3, S, S]
-                for (p, (_, size)), res in zip(ok, captioner.caption_tensor(inputs, beam_size=beam_size), strict=True):
+                for (p, (_, size)), res in zip(ok, captioner.caption_tensor(inputs, **decoding), strict=True):
                     results[p.name] = (res, size)
             for p, x in zip(batch, loaded, strict=True):
-                if isinstance(x, PairRecord):
+                if isinstance(x, PairCaptionRecord):
                     yield x
                     continue
                 res, size = results[p.name]
@@ -213,7 +219,7 @@ def _caption_batches(
                 if mask_dir is not None and res.mask is not None:
                     mask_path = mask_path_for(mask_dir, p)
                     save_mask_png(captioner.mask_at_size(res.mask, size), mask_path)
-                yield PairRecord(p.name, str(p.before), str(p.after), res.caption, res.change_probability,
+                yield PairCaptionRecord(p.name, str(p.before), str(p.after), res.caption, res.change_probability,
                                  None if mask_path is None else str(mask_path))  # fmt: skip
             bar.update(len(batch))
     bar.close()
@@ -262,7 +268,7 @@ class RecordWriter:
             self._csv = csv.DictWriter(self._file, fieldnames=FIELDS)
             self._csv.writeheader()
 
-    def write(self, record: PairRecord) -> None:
+    def write(self, record: PairCaptionRecord) -> None:
         row = asdict(record)
         if self._csv is not None:
             self._csv.writerow({k: _csv_cell(v) for k, v in row.items()})

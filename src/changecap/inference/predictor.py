@@ -7,6 +7,10 @@
 
 Inputs may be paths, PIL images, numpy arrays (``[H, W, 3]`` uint8 or float in 0–1) or tensors (``[3, H, W]``,
 uint8 or float in 0–1), one pair or a batch (lists, ``[N, H, W, 3]`` arrays or ``[N, 3, H, W]`` tensors).
+
+The predictor knows no system: it reads the model contract (``models/contract.py``) — the model's declared
+capabilities, the images it reads (``image_size``) and its one entry point ``predict``, which every decoding option
+reaches (``beam_size``, ``max_length``, ``sampling``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,17 @@ from PIL import Image
 
 from changecap.errors import DataError, ModelError
 from changecap.models.compiling import compile_with_fallback
+from changecap.models.contract import Capabilities, ChangeModel, Sampling
 from changecap.models.device import parse_device
-from changecap.models.precision import PRECISIONS, autocast, cast_matmul_weights
+from changecap.models.precision import (
+    INFERENCE_PRECISIONS,
+    PRECISIONS,
+    autocast,
+    autocast_dtype,
+    cast_matmul_weights,
+    int8_unavailable,
+    quantize_linear_layers,
+)
 from changecap.models.preprocess import PREPROCESS_FILE, PreprocessConfig
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -43,9 +56,11 @@ class CaptionResult:
 
     def mask_image(self) -> Image.Image:
         """The change mask as a black-and-white PIL image (255 = changed)."""
+        from changecap.data.image_io import change_mask_image
+
         if self.mask is None:
             raise ModelError("this model predicts no change mask")
-        return Image.fromarray((self.mask > 0).astype(np.uint8) * 255, mode="L")
+        return change_mask_image(self.mask)
 
 
 def _to_uint8_hwc(img: ImageLike, what: str) -> np.ndarray:
@@ -176,32 +191,44 @@ class ChangeCaptioner:
     is fast on GPUs and on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16); on other CPUs it is much slower
     than fp32 (``benchmarks/bench_peak.py`` measures both on the machine at hand).
 
+    ``int8`` (CPU only): the linear layers replaced by int8 ones once
+    (:func:`~changecap.models.precision.quantize_linear_layers`: int8 weights per output channel, activations
+    quantised per row on every call), everything else in fp32; the vocabulary projection, routers and gates stay
+    float. Fastest on CPUs with VNNI (``avx512_vnni`` / ``avx_vnni``); a device or PyTorch build without the int8
+    kernels is a :class:`~changecap.errors.ModelError`. Tokens stay close to fp32 but not identical
+    (``benchmarks/bench_precision_agreement.py`` measures both).
+
     ``compile=True`` runs the encoder through ``torch.compile`` (inductor; the first batch of each shape pays the
     compilation), falling back to eager execution with one warning when compilation fails.
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: ChangeModel,
         vocab: Any,
         preprocess: PreprocessConfig,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         compile: bool = False,  # noqa: A002 - the torch.compile switch, named as in the CLI (--compile)
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         self.device = parse_device(device)
+        if precision == "int8" and (reason := int8_unavailable(self.device)) is not None:
+            raise ModelError(reason)  # before the model moves anywhere
         self.model = model.eval().to(self.device)
         self.vocab = vocab
         self.preprocess = preprocess
         self.precision = precision
-        if getattr(model, "encoder", None) is None:
-            raise ModelError("this model has no backbone weights (converted with --no-encoder); it cannot read images")
-        if PRECISIONS[precision] is not None:
+        if model.image_size is None:
+            raise ModelError(f"this {model.architecture} model cannot read images (it was built or converted without "
+                             "its image encoder, e.g. --no-encoder)")  # fmt: skip
+        if precision == "int8":
+            quantize_linear_layers(self.model)
+        elif PRECISIONS[precision] is not None:
             cast_matmul_weights(self.model, PRECISIONS[precision])
-        if compile:  # the encoder holds nearly all the FLOPs; decoding loops stay eager
-            compile_with_fallback(self.model.encoder, "the encoder")
+        if compile:  # the model names the part that holds nearly all the FLOPs; decoding loops stay eager
+            compile_with_fallback(model.compile_target, "the encoder")
 
     @classmethod
     def from_pretrained(
@@ -213,17 +240,22 @@ class ChangeCaptioner:
     ) -> ChangeCaptioner:
         """Load a saved model directory or a Hugging Face Hub repo id (``owner/name``), any registered architecture.
 
-        ``device`` defaults to CUDA when available; one this machine lacks is a one-line error before anything is
-        loaded (:func:`~changecap.models.device.parse_device`). Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from
-        the local cache or fails with a one-line error.
+        ``device`` defaults to CUDA when available (the CPU for ``int8``, which runs there only); one this machine
+        lacks is a one-line error before anything is loaded (:func:`~changecap.models.device.parse_device`).
+        Offline (``HF_HUB_OFFLINE=1``) a Hub id loads from the local cache or fails with a one-line error.
         """
         from changecap.models.io import load_model_bundle
 
-        device = parse_device(device)
+        # int8 runs on the CPU only: its default device is the CPU, not CUDA; a request for another device is
+        # refused for that reason first, whether or not this machine has that device
+        if precision == "int8":
+            wanted = torch.device("cpu" if device is None else device)
+            if (reason := int8_unavailable(wanted)) is not None:
+                raise ModelError(reason)  # before the model is loaded
+        device = parse_device("cpu" if device is None and precision == "int8" else device)
         model, config, vocab = load_model_bundle(model_dir)
-        # the side the model's input must have (its encoder's, or a change detector's own); None when it has none
-        takes = getattr(getattr(model, "encoder", None), "image_size", None) or getattr(model, "image_size", None)
-        folder = getattr(model, "model_dir", model_dir)  # the local copy of a Hub model
+        takes = model.image_size  # the side the model's input must have; None when it cannot read images
+        folder = model.model_dir or model_dir  # the local copy of a Hub model
         preprocess = PreprocessConfig.load(folder, default_image_size=int(takes or 224))
         if takes is not None and preprocess.image_size != int(takes):
             raise DataError(
@@ -234,45 +266,52 @@ class ChangeCaptioner:
         return cls(model, vocab, preprocess, device, precision, compile)
 
     @property
+    def architecture(self) -> str:
+        """The model's architecture (its registry name)."""
+        return self.model.architecture
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the model can do (declared by its architecture: captions, change probability, change mask, …)."""
+        return self.model.capabilities
+
+    @property
     def max_length(self) -> int:
-        config = getattr(self.model, "config", None)
-        return int(getattr(config, "max_length", None) or getattr(self.model.decoder, "max_length", 41))
+        """The caption length in data-vocabulary tokens the model was built for (its config's)."""
+        return int(self.model.config.max_length)
 
     @torch.inference_mode()
     def caption_tensor(
-        self, images: torch.Tensor, beam_size: int = 1, max_length: int | None = None
+        self,
+        images: torch.Tensor,
+        beam_size: int | None = None,
+        max_length: int | None = None,
+        sampling: Sampling | None = None,
     ) -> list[CaptionResult]:
-        """Preprocessed ``[B, 2, 3, S, S]`` → captions (and masks at the model's resolution, for models with one)."""
+        """Preprocessed ``[B, 2, 3, S, S]`` → one result per pair (masks at the model's resolution, for models with
+        one), through the model's one entry point ``predict`` (decoding options: ``ChangeModel.predict``; None
+        takes the model's own)."""
         images = images.to(self.device)
-        masks = None
-        with autocast(self.device, PRECISIONS[self.precision]):
-            if self.predicts_masks:
-                out = self.model.predict(images)  # one encoder pass for both outputs
-                seqs, change_prob, masks = out["captions"], out.get("change_probability"), out["mask"].cpu().numpy()
-            else:
-                seqs, change_prob = self.model.caption(
-                    images, max_length=max_length or self.max_length, beam_size=beam_size
-                )
-        if seqs is None:  # a change detector: masks only
-            return [CaptionResult(None, None, [], masks[i].astype(np.uint8)) for i in range(len(images))]
-        if change_prob is not None and not bool(torch.isfinite(change_prob).all()):
+        with autocast(self.device, autocast_dtype(self.precision)):
+            out = self.model.predict(images, beam_size=beam_size, max_length=max_length, sampling=sampling)
+        masks = None if out.mask is None else out.mask.cpu().numpy().astype(np.uint8)  # [B, S, S]
+        probs = out.change_probability
+        if probs is not None and not bool(torch.isfinite(probs).all()):
             # NaN in means NaN out: never hand on a NaN probability (and the empty caption decoded beside it)
-            where = getattr(self.model, "model_dir", None) or "the model"
+            where = self.model.model_dir or "the model"
             raise ModelError(
                 f"{where}: the change probability is not finite (NaN or inf); the weights or preprocess.json hold "
                 f"bad values, or precision {self.precision} overflowed"
             )
-        results = []
-        for i, seq in enumerate(seqs):
-            prob = None if change_prob is None else float(change_prob[i])
-            if isinstance(seq, str):  # a model with its own tokenizer (an LLM) returns text
-                ids = self.vocab.encode(seq, max_length=len(seq.split()) + 2, pad=False)  # in the data vocabulary
-                results.append(CaptionResult(seq, prob, ids))
-            else:
-                results.append(CaptionResult(self.vocab.decode(seq), prob, [int(t) for t in seq]))
-            if masks is not None:
-                results[-1].mask = masks[i].astype(np.uint8)
-        return results
+        return [
+            CaptionResult(
+                caption=None if out.texts is None else out.texts[i],
+                change_probability=None if probs is None else float(probs[i]),
+                tokens=[] if out.tokens is None else out.tokens[i],
+                mask=None if masks is None else masks[i],
+            )
+            for i in range(len(out))
+        ]
 
     @staticmethod
     def mask_at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -281,30 +320,22 @@ class ChangeCaptioner:
             return mask
         return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
 
-    @property
-    def makes_captions(self) -> bool:
-        """Whether the model writes captions (a change detector only makes masks)."""
-        return callable(getattr(self.model, "caption", None))
-
-    @property
-    def predicts_masks(self) -> bool:
-        """Whether the model has a change-detection head (its ``predict`` returns masks)."""
-        return callable(getattr(self.model, "predict", None))
-
     def __call__(
         self,
         before: ImageLike | Sequence[ImageLike],
         after: ImageLike | Sequence[ImageLike],
         *,
-        beam_size: int = 1,
+        beam_size: int | None = None,
         max_length: int | None = None,
+        sampling: Sampling | None = None,
         batch_size: int = 16,
     ) -> CaptionResult | list[CaptionResult]:
-        """Caption one pair (returns a :class:`CaptionResult`) or a batch (returns a list)."""
+        """Caption one pair (returns a :class:`CaptionResult`) or a batch (returns a list). Decoding options as
+        :meth:`caption_tensor`."""
         single, chunks = prepared_chunks(before, after, self.preprocess, batch_size)
         results: list[CaptionResult] = []
         for pairs, sizes in chunks:
-            batch = self.caption_tensor(pairs, beam_size=beam_size, max_length=max_length)
+            batch = self.caption_tensor(pairs, beam_size=beam_size, max_length=max_length, sampling=sampling)
             for res, size in zip(batch, sizes, strict=True):
                 if res.mask is not None:
                     res.mask = self.mask_at_size(res.mask, size)

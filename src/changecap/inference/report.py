@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from changecap.data.files import atomic_write_text
+from changecap.inference.evaluate import ModelEvaluation
+from changecap.metrics.caption_eval import CaptionEvalResult
 
 METRIC_KEYS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "S_m")
 
@@ -34,20 +36,6 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def _accuracies(result: Any) -> tuple[Any, Any]:
-    d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-
-    def find(key: str) -> Any:
-        if key in d:
-            return d[key]
-        for v in d.values():
-            if isinstance(v, Mapping) and key in v:
-                return v[key]
-        return None
-
-    return find("nochange_acc"), find("change_acc")
-
-
 def change_detection_html(scores: Any) -> str:
     """Precision / recall / F1 / IoU per class and overall accuracy of the predicted masks (×100), or nothing."""
     if scores is None:
@@ -64,7 +52,7 @@ def change_detection_html(scores: Any) -> str:
     )
 
 
-def metrics_table_html(rows: Mapping[str, Any], subset: str | None = None) -> str:
+def metrics_table_html(rows: Mapping[str, CaptionEvalResult], subset: str | None = None) -> str:
     """``{row name: CaptionEvalResult}`` → an HTML table (scores ×100).
 
     ``subset=None`` shows the scores over all pairs with the no-change / change accuracies; ``"changed"`` or
@@ -76,10 +64,9 @@ def metrics_table_html(rows: Mapping[str, Any], subset: str | None = None) -> st
     for name, res in rows.items():
         if subset is None:
             scores = res.scores
-            nca, ca = _accuracies(res)
-            tail = f"<td>{_fmt(nca)}</td><td>{_fmt(ca)}</td>"
+            tail = f"<td>{_fmt(res.nochange_acc)}</td><td>{_fmt(res.change_acc)}</td>"
         else:
-            sub = getattr(res, "subsets", {}).get(subset)
+            sub = res.subsets.get(subset)
             if sub is None:
                 continue
             scores, tail = sub.scores, f"<td>{sub.n}</td>"
@@ -91,8 +78,8 @@ def metrics_table_html(rows: Mapping[str, Any], subset: str | None = None) -> st
 def write_html_report(
     path: str | os.PathLike[str],
     *,
-    evaluation: Any,
-    baselines: Mapping[str, Any] | None = None,
+    evaluation: ModelEvaluation,
+    baselines: Mapping[str, CaptionEvalResult] | None = None,
     data_root: str | os.PathLike[str],
     fmt: str,
     split: str = "test",
@@ -107,8 +94,8 @@ def write_html_report(
     from changecap.data.datasets import open_dataset
 
     ds = open_dataset(data_root, fmt, split)
-    captions = evaluation.result is not None  # False for a change detector (masks only)
-    rows: dict[str, Any] = {"model": evaluation.result} if captions else {}
+    captions = evaluation.capabilities.captions and evaluation.result is not None  # not for a change detector
+    rows: dict[str, CaptionEvalResult] = {"model": evaluation.result} if captions else {}
     for name, res in (baselines or {}).items():
         rows[f"baseline: {name}"] = res
 
@@ -127,7 +114,7 @@ def write_html_report(
         if mask is not None:
             palette = np.array([[0, 0, 0], [255, 200, 0], [255, 255, 255]], dtype=np.uint8)
             imgs.append(("change mask", palette[np.clip(mask, 0, 2)]))
-        predicted = getattr(evaluation, "masks", {}).get(rec.name)
+        predicted = evaluation.masks.get(rec.name)
         if predicted is not None:  # models with a change-detection head: the predicted mask beside the ground truth
             imgs.append(("predicted change", (predicted > 0).astype(np.uint8) * 255))
         pred = evaluation.predictions.get(rec.name, "")
@@ -156,7 +143,7 @@ changed pairs described as changed.</p>
 {metrics_table_html(rows, subset="changed")}
 <p class="note">The changed pairs scored as a corpus of their own: what a model says about real changes. Their CIDEr-D
 uses the subset's own idf and does not compare with the all-pairs CIDEr-D.</p>"""
-    pairs = len(evaluation.predictions) if captions else len(getattr(evaluation, "masks", {}))
+    pairs = len(evaluation.predictions) if captions else len(evaluation.masks)
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>changecap report — {html.escape(split)} split</title>
 <style>
@@ -172,7 +159,7 @@ figcaption {{ font-size: 0.8em; color: #666; }} .pred {{ font-size: 1.1em; }} .p
 <p>Model: <code>{html.escape(str(evaluation.model_dir))}</code> — data: <code>{html.escape(str(data_root))}</code>
 ({html.escape(fmt)}, {html.escape(split)} split, {pairs} pairs).</p>
 {caption_sections if captions else ""}
-{change_detection_html(getattr(evaluation, "change_detection", None))}
+{change_detection_html(evaluation.change_detection)}
 <h2>Examples</h2>
 {"".join(cards)}
 </body></html>

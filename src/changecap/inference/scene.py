@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from changecap.data.files import atomic_path, atomic_write_text, check_output_dir
+from changecap.data.image_io import save_mask_png
 from changecap.errors import ChangeCapError, DataError
 
 TILES_FILE, SETTINGS_FILE, MASKS_DIR = "tiles.jsonl", "scene_run.json", "tile_masks"
@@ -60,7 +61,7 @@ class SceneSettings:
     percentiles: tuple[float, float] = (2.0, 98.0)  # stretch of non-8-bit imagery
     batch_size: int = 16
     min_changed_fraction: float = 0.001  # a mask-only verdict: share of changed pixels that makes a tile "changed"
-    precision: str = "fp32"  # the captioner's (bf16 tiles may differ from fp32 ones: a run never mixes them)
+    precision: str = "fp32"  # the captioner's (bf16 / int8 tiles may differ from fp32 ones: a run never mixes them)
     # a tile is captioned when each date has data on at least this share of the tile's area inside the overlap;
     # half: the blanked rest cannot read as a change, but a caption of a mostly blank tile says little about it
     min_valid: float = 0.5
@@ -350,6 +351,23 @@ def open_inputs(settings: SceneSettings, stack: ExitStack, check_tile_size: bool
     return SceneInputs(before, after, after_raw, bands_b, bands_a, grid)
 
 
+@dataclass
+class SceneRun:
+    """What captioning the tiles and building the outputs both start from: the inputs opened and checked, both
+    dates' stretch (``stretch.json``) and every tile of the grid, row-major."""
+
+    inputs: SceneInputs
+    limits: tuple[np.ndarray, np.ndarray]  # before's and after's per-band (low, high), [3, 2] each
+    tiles: list[Tile]
+
+
+def open_run(settings: SceneSettings, out: Path, stack: ExitStack) -> SceneRun:
+    """Open the run in ``out`` (in ``stack``): the inputs, their recorded stretch and the tiles."""
+    inputs = open_inputs(settings, stack)
+    limits = run_stretch_limits(out, settings, inputs)
+    return SceneRun(inputs, limits, make_tiles(inputs.grid, settings.tile, settings.overlap))
+
+
 def check_inputs(settings: SceneSettings, default_tile: bool = False) -> SceneSettings:
     """Check both dates against ``settings`` before anything is recorded → the settings to run. ``default_tile``:
     the tile is the model's pair size, not the user's choice, and shrinks to the overlap's longer side when the
@@ -417,9 +435,7 @@ def stretch_limits(ds: Any, bands: list[int], percentiles: tuple[float, float], 
     return np.array(limits)
 
 
-def run_stretch_limits(
-    out: Path, settings: SceneSettings, before: Any, after_raw: Any
-) -> tuple[np.ndarray, np.ndarray]:
+def run_stretch_limits(out: Path, settings: SceneSettings, inputs: SceneInputs) -> tuple[np.ndarray, np.ndarray]:
     """Both dates' stretch limits for the run in ``out``: read from its ``stretch.json`` if there, else computed (a
     decimated read of each whole scene) and recorded, so tiles and report use one stretch and read the scenes once."""
     path = out / STRETCH_FILE
@@ -429,8 +445,8 @@ def run_stretch_limits(
             return np.array(saved["before"], np.float64), np.array(saved["after"], np.float64)
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
             pass  # a torn or foreign file: compute again (the limits are a pure function of the scenes)
-    limits_b = stretch_limits(before, check_bands(before, settings.bands, settings.before), settings.percentiles)
-    limits_a = stretch_limits(after_raw, check_bands(after_raw, settings.bands, settings.after), settings.percentiles)
+    limits_b = stretch_limits(inputs.before, inputs.bands_before, settings.percentiles)
+    limits_a = stretch_limits(inputs.after_raw, inputs.bands_after, settings.percentiles)
     atomic_write_text(path, json.dumps({"before": limits_b.tolist(), "after": limits_a.tolist()}))
     return limits_b, limits_a
 
@@ -576,12 +592,85 @@ def skip_reason(shares: Sequence[float], min_valid: float) -> str | None:
     return None
 
 
-def _save_mask_png(mask: np.ndarray, path: Path) -> None:
-    """A tile mask as a black-and-white PNG (255 = changed), written under a temporary name and renamed."""
-    from PIL import Image
+@dataclass
+class TileInput:
+    """One tile read from both dates and prepared for the model."""
 
-    with atomic_path(path) as tmp:
-        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
+    tile: Tile
+    pair: Any  # torch.Tensor [2, 3, S, S], preprocessed as the model wants
+    valid: np.ndarray  # [T, T] bool: both dates have data there (the rest is blank in both)
+    shares: list[float]  # share of the tile's area inside the overlap with data, before and after
+
+
+def read_tile_pair(inputs: SceneInputs, tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Raster reads: both dates' raw values [3, T, T] and validity [T, T] over ``tile`` (before, then after)."""
+    raw_b, ok_b = read_tile(inputs.before, inputs.bands_before, tile, (0, 0))
+    raw_a, ok_a = read_tile(inputs.after, inputs.bands_after, tile, inputs.grid.after_offset)
+    return raw_b, ok_b, raw_a, ok_a
+
+
+def valid_shares(tile: Tile, valid: Sequence[np.ndarray], window: tuple[int, int, int, int]) -> list[float]:
+    """Each date's share of the tile's area inside the overlap ``window`` that has data."""
+    y0, x0, y1, x1 = tile_inside(tile, window)
+    return [float(ok[y0:y1, x0:x1].mean()) for ok in valid]
+
+
+def stretched_pair(
+    raw_b: np.ndarray, raw_a: np.ndarray, both: np.ndarray, limits: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stretching: both dates' raw values → uint8 [T, T, 3] with the run's stretch, blank (0) where ``both`` is
+    False, so that missing data cannot read as a change."""
+    rgb_b, rgb_a = to_uint8(raw_b, limits[0]), to_uint8(raw_a, limits[1])  # [T, T, 3]
+    rgb_b[~both] = 0
+    rgb_a[~both] = 0
+    return rgb_b, rgb_a
+
+
+def prepare_tile(run: SceneRun, tile: Tile, min_valid: float, preprocess: Any) -> TileInput | TileResult:
+    """Read, check and stretch one tile → its model input, or the record of a skipped tile (``skip_reason``)."""
+    from changecap.inference.predictor import prepare_pair_and_size
+
+    raw_b, ok_b, raw_a, ok_a = read_tile_pair(run.inputs, tile)
+    exact = valid_shares(tile, (ok_b, ok_a), run.inputs.grid.window)
+    reason, shares = skip_reason(exact, min_valid), [round(v, 4) for v in exact]
+    if reason is not None:
+        return TileResult(tile.row, tile.col, tile.y, tile.x, tile.size, skipped=reason, valid=shares)
+    both = ok_b & ok_a  # [T, T]; a pixel without data in one date is blank in both
+    rgb_b, rgb_a = stretched_pair(raw_b, raw_a, both, run.limits)
+    pair, _ = prepare_pair_and_size(rgb_b, rgb_a, preprocess, ("before tile", "after tile"))
+    return TileInput(tile, pair, both, shares)
+
+
+def caption_ready(captioner: Any, ready: Sequence[TileInput], out: Path, threshold: float) -> list[TileResult]:
+    """The model on a batch of prepared tiles → their records; each tile's mask (models with a change mask) is
+    written to ``out/tile_masks/<row>_<col>.png`` at the tile's size."""
+    import torch
+
+    results = captioner.caption_tensor(torch.stack([t.pair for t in ready]))  # [n, 2, 3, S, S] in
+    records = []
+    for item, res in zip(ready, results, strict=True):
+        t, mask_name = item.tile, None
+        if res.mask is not None:
+            res.mask = captioner.mask_at_size(res.mask, (t.size, t.size))  # [T, T]
+            mask_name = f"{t.key}.png"
+            save_mask_png(res.mask, out / MASKS_DIR / mask_name)
+        changed = _changed(res, threshold, item.valid)
+        records.append(TileResult(t.row, t.col, t.y, t.x, t.size, None, res.caption, res.change_probability,
+                                  changed, mask_name, item.shares))  # fmt: skip
+    return records
+
+
+def results_path(out: Path, rank: int = 0, world_size: int = 1) -> Path:
+    """This rank's results file: ``tiles.jsonl`` alone, ``tiles.rank<R>.jsonl`` under torchrun."""
+    return out / (TILES_FILE if world_size == 1 else f"tiles.rank{rank}.jsonl")
+
+
+def append_results(results_file: Any, records: Sequence[TileResult]) -> Iterator[TileResult]:
+    """File writes: each record as one JSON line (row-major), flushed before it is handed on."""
+    for rec in sorted(records, key=lambda r: (r.row, r.col)):
+        results_file.write(json.dumps(asdict(rec)) + "\n")
+        results_file.flush()
+        yield rec
 
 
 def caption_tiles(
@@ -593,59 +682,30 @@ def caption_tiles(
     world_size: int = 1,
     progress: bool = True,
 ) -> Iterator[TileResult]:
-    """Caption this rank's share of the tiles not done yet, appending each result to its results file."""
+    """Caption this rank's share of the tiles not done yet, appending each result to its results file: batches of
+    ``settings.batch_size`` tiles are read and stretched (:func:`prepare_tile`), captioned (:func:`caption_ready`)
+    and recorded (:func:`append_results`)."""
     from tqdm import tqdm
 
-    from changecap.inference.predictor import prepare_pair_and_size
-
     with ExitStack() as stack:
-        inputs = open_inputs(settings, stack)
-        before, after, grid = inputs.before, inputs.after, inputs.grid
-        limits_b, limits_a = run_stretch_limits(out, settings, before, inputs.after_raw)
-        tiles = make_tiles(grid, settings.tile, settings.overlap)[rank::world_size]
+        run = open_run(settings, out, stack)
+        tiles = run.tiles[rank::world_size]
         done = read_results(out)
         todo = [t for t in tiles if t.key not in done]
-        name = "tiles.jsonl" if world_size == 1 else f"tiles.rank{rank}.jsonl"
-        if captioner.predicts_masks:
+        if captioner.capabilities.change_mask:
             (out / MASKS_DIR).mkdir(exist_ok=True)
         bar = tqdm(total=len(tiles), initial=len(tiles) - len(todo), desc="tiles", unit="tile", disable=not progress)
-        _drop_torn_tail(out / name)
-        with (out / name).open("a", encoding="utf-8") as results_file:
+        path = results_path(out, rank, world_size)
+        _drop_torn_tail(path)
+        with path.open("a", encoding="utf-8") as results_file:
             for start in range(0, len(todo), settings.batch_size):
                 batch = todo[start : start + settings.batch_size]
-                ready, records = [], []
-                for t in batch:
-                    raw_b, ok_b = read_tile(before, inputs.bands_before, t, (0, 0))
-                    raw_a, ok_a = read_tile(after, inputs.bands_after, t, grid.after_offset)
-                    y0, x0, y1, x1 = tile_inside(t, grid.window)
-                    exact = [float(ok[y0:y1, x0:x1].mean()) for ok in (ok_b, ok_a)]
-                    reason, shares = skip_reason(exact, settings.min_valid), [round(v, 4) for v in exact]
-                    if reason is not None:
-                        records.append(TileResult(t.row, t.col, t.y, t.x, t.size, skipped=reason, valid=shares))
-                        continue
-                    both = ok_b & ok_a  # [T, T]; a pixel without data in one date is blank in both
-                    rgb_b, rgb_a = to_uint8(raw_b, limits_b), to_uint8(raw_a, limits_a)  # [T, T, 3]
-                    rgb_b[~both] = 0
-                    rgb_a[~both] = 0
-                    pair, _ = prepare_pair_and_size(rgb_b, rgb_a, captioner.preprocess, ("before tile", "after tile"))
-                    ready.append((t, pair, both, shares))
+                prepared = [prepare_tile(run, t, settings.min_valid, captioner.preprocess) for t in batch]
+                records = [p for p in prepared if isinstance(p, TileResult)]
+                ready = [p for p in prepared if isinstance(p, TileInput)]
                 if ready:
-                    import torch
-
-                    outs = captioner.caption_tensor(torch.stack([p for _, p, _, _ in ready]))
-                    for (t, _, both, shares), res in zip(ready, outs, strict=True):
-                        mask_name = None
-                        if res.mask is not None:
-                            res.mask = captioner.mask_at_size(res.mask, (t.size, t.size))  # [T, T]
-                            mask_name = f"{t.key}.png"
-                            _save_mask_png(res.mask, out / MASKS_DIR / mask_name)
-                        changed = _changed(res, settings.min_changed_fraction, both)
-                        records.append(TileResult(t.row, t.col, t.y, t.x, t.size, None, res.caption,
-                                                  res.change_probability, changed, mask_name, shares))  # fmt: skip
-                for rec in sorted(records, key=lambda r: (r.row, r.col)):
-                    results_file.write(json.dumps(asdict(rec)) + "\n")
-                    results_file.flush()
-                    yield rec
+                    records += caption_ready(captioner, ready, out, settings.min_changed_fraction)
+                yield from append_results(results_file, records)
                 bar.update(len(batch))
         bar.close()
 
@@ -682,8 +742,7 @@ def write_outputs(settings: SceneSettings, out: Path, has_masks: bool) -> dict[s
     """Build ``changes.geojson``, ``change_mask.tif`` (models with masks) and ``report.html`` from every tile result
     in ``out``; returns counts: tiles, captioned, skipped, skipped_by_reason, changed."""
     with ExitStack() as stack:  # the scenes stay open for the report's images
-        inputs = open_inputs(settings, stack)
-        return _write_outputs(settings, out, has_masks, inputs)
+        return _write_outputs(settings, out, has_masks, open_run(settings, out, stack))
 
 
 # a feature's properties, in this order; each has one JSON type in every feature of every model (None: left out)
@@ -697,11 +756,10 @@ def _feature_properties(res: TileResult, bounds: list[float]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if v is not None}
 
 
-def _write_outputs(settings: SceneSettings, out: Path, has_masks: bool, inputs: SceneInputs) -> dict[str, Any]:
+def _write_outputs(settings: SceneSettings, out: Path, has_masks: bool, run: SceneRun) -> dict[str, Any]:
     from changecap.inference.scene_report import render_scene_report
 
-    grid = inputs.grid
-    expected = make_tiles(grid, settings.tile, settings.overlap)
+    inputs, grid, expected = run.inputs, run.inputs.grid, run.tiles
     results = read_results(out)
     missing = [t.key for t in expected if t.key not in results]
     if missing:
@@ -735,9 +793,7 @@ def _write_outputs(settings: SceneSettings, out: Path, has_masks: bool, inputs: 
     # the most probable first (row-major without probabilities); at most REPORT_TILES thumbnails, so the page's
     # size does not grow with the scene (changes.geojson lists them all)
     changed.sort(key=lambda r: (-(r.change_probability or 0.0), r.row, r.col))
-    limits = run_stretch_limits(out, settings, inputs.before, inputs.after_raw)
-    overviews, thumbnails = _report_images(settings, grid, changed[:REPORT_TILES], limits, inputs.before,
-                                           inputs.after, inputs.after_raw)  # fmt: skip
+    overviews, thumbnails = _report_images(settings, inputs, changed[:REPORT_TILES], run.limits)
     page = render_scene_report(settings, crs_name, ordered, overviews, thumbnails, grid.window)
     atomic_write_text(out / REPORT_FILE, page)
     return {"tiles": len(ordered), "captioned": len(captioned), "skipped": len(ordered) - len(captioned),
@@ -749,23 +805,19 @@ REPORT_TILES = 200  # changed tiles shown with thumbnails in the report
 
 
 def _report_images(
-    settings: SceneSettings,
-    grid: SceneGrid,
-    changed: list[TileResult],
-    limits: tuple[np.ndarray, np.ndarray],
-    before: Any,
-    after: Any,
-    after_raw: Any,
+    settings: SceneSettings, inputs: SceneInputs, changed: list[TileResult], limits: tuple[np.ndarray, np.ndarray]
 ) -> tuple[list[tuple[str, np.ndarray, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Both scenes' overviews on BEFORE's grid (decimated reads) and the changed tiles' RGB, in ``changed``'s order,
-    for the report (``after`` is what the tiles read: the aligned VRT or AFTER itself; ``limits`` the run's
-    stretch of before and after)."""
+    for the report (AFTER read as the tiles read it: the aligned VRT or AFTER itself; ``limits`` the run's stretch
+    of before and after)."""
+    grid, before = inputs.grid, inputs.before
     scale = min(1.0, OVERVIEW_SIDE / max(grid.height, grid.width))
     out_h, out_w = max(1, round(grid.height * scale)), max(1, round(grid.width * scale))
     overviews, thumbnails, dates = [], {}, []
-    for label, path, ds, limit_ds, date_limits in (("before", settings.before, before, before, limits[0]),
-                                                   ("after", settings.after, after, after_raw, limits[1])):  # fmt: skip
-        bands = check_bands(limit_ds, settings.bands, path)
+    for label, path, ds, bands, date_limits in (
+        ("before", settings.before, before, inputs.bands_before, limits[0]),
+        ("after", settings.after, inputs.after, inputs.bands_after, limits[1]),
+    ):
         offset = (0, 0) if ds is before else grid.after_offset
         canvas = np.zeros((out_h, out_w, 3), np.uint8)  # black where the date has no data
         r0, c0, h, w = grid.window if ds is not before else (0, 0, grid.height, grid.width)

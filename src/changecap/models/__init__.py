@@ -3,29 +3,34 @@
 Layout (the shape of ``transformers/models/<name>/``)::
 
     models/
-      registry.py   architecture name → config class, builder, objective, card rows (lazy); build_model
+      contract.py   the model contract: ChangeModel, its one entry point predict → Prediction, Capabilities
+      registry.py   architecture name → config class, builder, objective, capabilities, card rows (lazy)
       io.py         save_model / load_model / load_model_bundle (self-describing directories, Hub ids)
       hub.py        local directory or Hugging Face Hub repo id → local directory
       preprocess.py PreprocessConfig (preprocess.json: how a model wants its images)
       summary.py    parameter counts per part, built on the meta device (``changecap summary``)
       parts/        shared building blocks: CLIP encoder, caption decoder, decoding, attention, positions
-      hisem/        HiSem and the plain baseline
+      onnx_graphs.py  the ONNX graphs of systems built on the Transformer caption decoder
+      hisem/ semantic_cc/ change_detection/ dfm/   one package per system (HiSem and the plain baseline share one)
 
 Typical use::
 
     from changecap.models import build_model, load_model, save_model
     from changecap.models.hisem import paper_config
-    model = build_model(paper_config(vocab_size=len(vocab)))
-    seqs, change_prob = model.eval().caption(images)          # images [B, 2, 3, 224, 224], CLIP-preprocessed
+    model = load_model("runs/hisem/best")                      # or build_model(config), then model.vocab = vocab
+    out = model.predict(images)                                # images [B, 2, 3, 224, 224], CLIP-preprocessed
+    out.texts, out.tokens, out.change_probability, out.mask   # None where the system lacks that output
 """
 
 from __future__ import annotations
 
+from changecap.models.contract import ChangeModel, Prediction
 from changecap.models.io import load_model, load_model_bundle, save_model
 from changecap.models.preprocess import PreprocessConfig
 from changecap.models.registry import (
     Architecture,
     ArchitectureConfig,
+    Capabilities,
     ModelConfig,
     architecture_names,
     build_model,
@@ -38,7 +43,10 @@ from changecap.models.registry import (
 __all__ = [
     "Architecture",
     "ArchitectureConfig",
+    "Capabilities",
+    "ChangeModel",
     "ModelConfig",
+    "Prediction",
     "PreprocessConfig",
     "architecture_names",
     "build_model",

@@ -17,11 +17,19 @@ Vocabulary projections are :class:`Fp32Linear`: they compute next-token logits i
 flipped near-tied choices: on a trained DFM (459 SynthCC test pairs) bf16 everywhere kept 98.0 % of the fp32
 token positions, bf16 everywhere but the vocabulary projection 99.7 %. The projection is a small share of a
 model's FLOPs (under 1 % of paper HiSem's captioning).
+
+int8 inference (:func:`quantize_linear_layers`, ``--precision int8``, CPU only) replaces the model's linear layers
+by :class:`Int8Linear` once, at load: weights int8 per output channel, activations quantised per row at run time
+(dynamic), products in int8 with int32 sums (``torch._int_mm``, oneDNN's VNNI / AVX2 kernels). The rest of the model
+(attention products, norms, convolutions, embeddings) runs in fp32, and the layers that decide rather than transform
+stay float: vocabulary projections, routers and gates marked with :func:`keep_fp32`, and the narrow scorers and
+gates (fewer than :data:`INT8_MIN_OUT_FEATURES` outputs, where int8 would save nothing anyway).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from typing import TypeVar
 
@@ -32,6 +40,14 @@ M = TypeVar("M", bound=nn.Module)
 
 # precisions by name (config ``train.precision``, ``--precision``) → autocast dtype (None: full precision)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+# inference only (``--precision``): the training precisions and int8 (linear layers quantised, the rest fp32)
+INFERENCE_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "int8")
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype an inference precision runs under: bf16 for ``bf16``, none for ``fp32`` and ``int8``
+    (int8 layers take fp32 inputs; everything else stays fp32)."""
+    return PRECISIONS.get(precision)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -97,3 +113,90 @@ def cast_matmul_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -
             setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
             cast += param.numel()
     return cast
+
+
+# linear layers with fewer outputs stay float under int8: scorers and per-token gates (one to a few outputs) decide
+# what passes, and a K-long dot product per output gains nothing from int8
+INT8_MIN_OUT_FEATURES = 16
+# modules that read their linear children's weights themselves (torch's fused inference path) instead of calling them
+_READS_CHILD_WEIGHTS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
+
+
+@functools.cache
+def int8_weight_levels() -> int:
+    """The largest int8 weight magnitude whose products this CPU sums exactly: 127, or 63 where the int8 kernel adds
+    pairs of unsigned × signed byte products into 16 bits and saturates (oneDNN on CPUs without VNNI: AVX2-only
+    ones, or ``ONEDNN_MAX_CPU_ISA=AVX2``). Probed once with extreme values; with weights in ±63 no pair can
+    saturate, at half the weight resolution."""
+    rows = torch.full((32, 256), 127, dtype=torch.int8)  # [M, K]
+    rows[1::2] = -127
+    weights = torch.full((256, 64), 127, dtype=torch.int8)  # [K, N]
+    return 127 if torch.equal(torch._int_mm(rows, weights), rows.int() @ weights.int()) else 63
+
+
+def int8_unavailable(device: torch.device | str) -> str | None:
+    """Why int8 inference cannot run on ``device`` with this PyTorch build (one line), or None when it can."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return f"--precision int8 runs on the CPU only (PyTorch's int8 kernels), not on {device}; use fp32 or bf16"
+    if not torch.backends.mkldnn.is_available():
+        return "--precision int8 needs PyTorch's oneDNN int8 kernels, which this PyTorch build lacks; use fp32 or bf16"
+    return None
+
+
+class Int8Linear(nn.Module):
+    """An inference-only ``nn.Linear`` in int8: weights quantised once (symmetric, one scale per output channel),
+    inputs quantised on every call (symmetric, one scale per row: a token's result never depends on the other rows
+    of the batch), an int8 product with int32 sums (``torch._int_mm``), then rescaled to fp32 and the fp32 bias
+    added. Takes and returns float tensors of any leading shape. Weights use ±:func:`int8_weight_levels` (127, or 63
+    on CPUs whose int8 kernel would otherwise saturate)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()  # [N, K]
+        levels = int8_weight_levels()
+        scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / levels  # [N]
+        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8))  # [N, K]
+        self.register_buffer("weight_scale", scale)
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features).float()  # [M, K]
+        if rows.shape[0] == 0:
+            return x.new_zeros(*lead, self.out_features, dtype=torch.float32)
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny).div_(127.0)  # [M, 1]
+        q = rows.div(scale).round_().to(torch.int8)  # [M, K], in [-127, 127]
+        out = torch._int_mm(q, self.weight_int8.t()).float()  # [M, N]: exact int32 sums
+        out.mul_(scale).mul_(self.weight_scale)
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.view(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_linear_layers(model: nn.Module) -> int:
+    """Replace, in place and once, the model's ``nn.Linear`` layers by :class:`Int8Linear` (for CPU inference
+    without autocast). Left float: layers marked with :func:`keep_fp32` (vocabulary projections, routers, gates),
+    layers with fewer than :data:`INT8_MIN_OUT_FEATURES` outputs, subclasses of ``nn.Linear`` (their forward is
+    their own), layers whose weight is shared with another module (a tied embedding) and the layers of torch's own
+    ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` (whose fused path reads the weights directly).
+    Returns the number of layers replaced."""
+    uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        if not isinstance(parent, _READS_CHILD_WEIGHTS)
+        for name, child in parent.named_children()
+        if type(child) is nn.Linear
+        and not getattr(child, _KEEP_FP32, False)
+        and child.out_features >= INT8_MIN_OUT_FEATURES
+        and uses[id(child.weight)] == 1
+    ]
+    for parent, name, child in targets:
+        setattr(parent, name, Int8Linear(child).to(child.weight.device))
+    return len(targets)

@@ -1,8 +1,9 @@
-"""The architecture registry: ``architecture`` name → config class, builder, objective, model-card rows.
+"""The architecture registry: ``architecture`` name → config class, builder, objective, capabilities, card rows.
 
 Everything that handles "a model" without knowing which one — ``build_model``, ``save_model``/``load_model``, the
 trainer, the evaluator, ``ChangeCaptioner``, ``changecap summary`` — goes through :func:`get_architecture`. Adding a
-system is a package under ``changecap/models/<name>/`` exposing an :class:`Architecture`, plus one line in
+system is a package under ``changecap/models/<name>/`` exposing an :class:`Architecture` (its model a
+:class:`~changecap.models.contract.ChangeModel`, its capabilities declared here), plus one line in
 :data:`ARCHITECTURES`. Entries are ``"module:attribute"`` strings imported on first use (like the CLI's
 ``COMMAND_MODULES``), so importing the registry costs nothing and one system's heavy dependencies (``peft``, an LLM)
 never load for another. Code outside the package (a test, a plug-in) registers with :func:`register_architecture`.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol
 
 from torch import nn
@@ -96,6 +97,29 @@ class ModelConfig(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a system can do, declared once at registration (:attr:`Architecture.capabilities`); the model contract
+    (``changecap.models.contract``) documents each flag and how consumers read it.
+
+    Each flag is a promise ``ChangeModel.predict`` holds the system to: a declared output is present in every
+    :class:`Prediction` (and an undeclared one absent); a declared decoding option is honoured, an undeclared one
+    refused with a one-line error.
+    """
+
+    captions: bool = False
+    change_probability: bool = False
+    change_mask: bool = False
+    beam_search: bool = False
+    sampling: bool = False
+    onnx: bool = False
+    attention_maps: bool = False
+
+    def names(self) -> list[str]:
+        """The declared capabilities, in field order (for messages, ``changecap summary`` and ``/api/health``)."""
+        return [f.name for f in fields(self) if getattr(self, f.name)]
+
+
 #: ``(model, config) -> [(part, description), ...]``: the rows of the model card's architecture table. ``part`` is a
 #: dotted attribute of the model (its parameters are counted) or ``""`` for a row without a count.
 CardRows = Callable[[nn.Module, Any], list[tuple[str, str]]]
@@ -110,10 +134,13 @@ class Architecture:
         config_class: its config dataclass, with ``from_dict(mapping, prefix)`` (strict, ConfigError naming the
             dotted field), ``to_dict()`` (including ``"architecture"``), ``validate(prefix)``, ``vocab_size`` and
             ``max_length``.
-        build: ``build(config, load_pretrained=True, init_weights=True) -> model``; the model carries ``.config``
-            (the config it was built from, with everything needed to rebuild it offline). ``load_pretrained=False``
-            must not touch the network or the disk; ``init_weights=False`` may leave weights uninitialised (they are
-            loaded right after).
+        build: ``build(config, load_pretrained=True, init_weights=True) -> model``, a
+            :class:`~changecap.models.contract.ChangeModel` carrying ``.config`` (the config it was built from, with
+            everything needed to rebuild it offline). ``load_pretrained=False`` must not touch the network or the
+            disk; ``init_weights=False`` may leave weights uninitialised (they are loaded right after).
+        capabilities: what its models can do (:class:`Capabilities`: captions, change probability, change mask,
+            beam search, sampling, ONNX graphs, attention maps); every consumer reads this declaration, and
+            ``ChangeModel.predict`` holds the model to it. Required (keyword).
         objective: how the engine trains it (required): the name of an objective the engine knows (``"hisem"``),
             ``"module:attribute"`` or a factory ``(loss_section, train_config) -> Objective`` (see
             ``changecap.engine.objectives``).
@@ -136,6 +163,7 @@ class Architecture:
     summary_parts: Callable[[nn.Module], Mapping[str, list[nn.Parameter]]] | None = None
     description: str = ""
     change_prior: Callable[..., nn.Module] | None = None
+    capabilities: Capabilities = field(kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.objective:  # no default: a system that forgot it would train silently with another's loss

@@ -4,7 +4,8 @@ The model is built on PyTorch's ``meta`` device: every parameter has its shape a
 storage, so nothing is allocated, initialised or downloaded, and even a configuration with a 7B language model is
 summarised in seconds and offline. What a part is comes from the architecture registry: an architecture's
 ``summary_parts(model)`` when it has one (e.g. ``encoder.lora`` for the LoRA parameters of a wrapped encoder), else
-the model's children and their children (dotted names, those without parameters left out).
+the model's children and their children (dotted names, those without parameters left out); the summary also lists
+the capabilities the architecture declares (``models/contract.py``).
 
 Usage::
 
@@ -14,7 +15,8 @@ Usage::
     s = summarize(paper_config(501, pretrained=None))
     s.parts["fusion"].total        # 81,243,976
     print(s.format_table())        # part / total / trainable, then the model's totals
-    s.to_dict()                    # {"architecture": "hisem", "parts": {...}, "total": ..., "trainable": ...}
+    s.to_dict()                    # {"architecture": "hisem", "parts": {...}, "total": ..., "trainable": ...,
+                                   #  "capabilities": ["captions", "change_probability", ...]}
 
 This module belongs to the models layer: it reads no training config (the CLI turns one into a model config).
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +53,22 @@ class ModelSummary:
     parts: dict[str, PartCount]
     total: int
     trainable: int
+    capabilities: list[str] = field(default_factory=list)  # what the architecture declares (registry)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"architecture", "parts": {name: {"total", "trainable"}}, "total", "trainable"}`` (a stable JSON shape)."""
+        """``{"architecture", "parts": {name: {"total", "trainable"}}, "total", "trainable", "capabilities"}`` (a
+        stable JSON shape)."""
         return {
             "architecture": self.architecture,
             "parts": {name: {"total": c.total, "trainable": c.trainable} for name, c in self.parts.items()},
             "total": self.total,
             "trainable": self.trainable,
+            "capabilities": list(self.capabilities),
         }
 
     def format_table(self) -> str:
-        """An aligned text table: one row per part, then the model's totals (thousands separators)."""
+        """An aligned text table: one row per part, then the model's totals (thousands separators), then the
+        declared capabilities."""
         rows = [(name, f"{c.total:,}", f"{c.trainable:,}") for name, c in self.parts.items()]
         footer = ("total", f"{self.total:,}", f"{self.trainable:,}")
         header = ("part", "total", "trainable")
@@ -72,8 +78,9 @@ class ModelSummary:
             return f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}"
 
         rule = "-" * (w0 + w1 + w2 + 4)
+        can = f"capabilities: {', '.join(self.capabilities) or 'none'}"
         return "\n".join(
-            [f"architecture: {self.architecture}", line(header), rule, *map(line, rows), rule, line(footer)]
+            [f"architecture: {self.architecture}", line(header), rule, *map(line, rows), rule, line(footer), can]
         )
 
 
@@ -113,6 +120,7 @@ def summarize_model(model: nn.Module, architecture: str) -> ModelSummary:
         parts={name: count_parameters(params) for name, params in parts.items()},
         total=whole.total,
         trainable=whole.trainable,
+        capabilities=spec.capabilities.names(),
     )
 
 

@@ -4,7 +4,8 @@
   dates side by side, the caption, the change probability and the mask overlay (models with a CD head).
 * ``POST /api/caption`` — multipart fields ``before`` and ``after`` → ``{"caption", "change_probability",
   "mask_png"}`` (``mask_png``: base64 PNG, 255 = changed, at the images' size; null without a CD head).
-* ``GET /api/health`` — the model, whether it is ready and the limits; ``GET /api/samples`` and
+* ``GET /api/health`` — the model, its architecture and declared capabilities (``models/contract.py``), whether it
+  is ready and the limits; ``GET /api/samples`` and
   ``GET /api/samples/{index}/{before|after}.png`` — the bundled samples (rendered by ``changecap.synth`` at start).
 * ``GET /docs`` — Swagger UI from the JavaScript and CSS that fastapi-offline ships (served from this server; no
   CDN, no third-party favicon), over ``GET /openapi.json``.
@@ -130,10 +131,12 @@ def read_upload(data: bytes, field: str, filename: str | None, max_pixels: int) 
 
 
 def mask_png_base64(mask: np.ndarray | None) -> str | None:
+    from changecap.data.image_io import change_mask_image
+
     if mask is None:
         return None
     buf = io.BytesIO()
-    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(buf, format="PNG")
+    change_mask_image(mask).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -180,6 +183,7 @@ def create_app(
         status: str
         model: str
         architecture: str | None
+        capabilities: list[str]
         predicts_masks: bool
         max_upload_mb: float
         max_image_pixels: int
@@ -203,9 +207,10 @@ def create_app(
     # the cheap endpoints are coroutines: they never wait for a worker thread while captioning keeps those busy
     @app.get("/api/health", response_model=Health)
     async def health() -> Health:
-        arch = getattr(getattr(captioner.model, "config", None), "architecture", None)
-        return Health(status="ok", model=model_name, architecture=arch, predicts_masks=captioner.predicts_masks,
-                      max_upload_mb=max_upload_mb, max_image_pixels=max_image_pixels)  # fmt: skip
+        can = captioner.capabilities
+        return Health(status="ok", model=model_name, architecture=captioner.architecture,
+                      capabilities=can.names(), predicts_masks=can.change_mask, max_upload_mb=max_upload_mb,
+                      max_image_pixels=max_image_pixels)  # fmt: skip
 
     @app.get("/api/samples")
     async def sample_list() -> list[dict[str, Any]]:
@@ -215,7 +220,7 @@ def create_app(
     async def sample_image(index: int, date: str) -> Response:
         if not 0 <= index < len(bundled) or date not in ("before", "after"):
             raise HTTPProblem(404, f"no sample {index}/{date}")
-        return Response(getattr(bundled[index], date), media_type="image/png")
+        return Response(getattr(bundled[index], date), media_type="image/png")  # the sample's field of that date
 
     def over_limit(declared: int | None) -> HTTPProblem:
         size = f"upload of {declared} bytes" if declared is not None else "upload"

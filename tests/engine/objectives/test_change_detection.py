@@ -86,7 +86,7 @@ def test_the_captioner_gives_masks_and_no_caption(trained: Path, levir_cd: Path)
     model = load_model(trained)
     assert model.config.architecture == "change_detection"
     captioner = ChangeCaptioner.from_pretrained(trained, device="cpu")
-    assert captioner.predicts_masks
+    assert captioner.capabilities.change_mask
     rng = np.random.default_rng(0)
     before, after = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8), rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
     out = captioner(before, after)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from changecap.data.vocab import Vocabulary
-from changecap.errors import ConfigError
+from changecap.errors import ConfigError, ModelError
 from changecap.models import build_model, config_from_dict, load_model, save_model
 from changecap.models.change_detection import SiameseChangeDetector
 from changecap.models.change_detection.model import DifferenceFusion
@@ -35,8 +35,11 @@ def test_shapes_of_every_part() -> None:
     fused = model.features(images)
     assert [tuple(x.shape) for x in fused] == [(4, 8, 16, 16), (4, 16, 8, 8), (4, 32, 4, 4)]
     assert model(images).shape == (4, 1, 64, 64)
-    out = model.predict(images)
-    assert out["captions"] is None and out["mask"].shape == (4, 64, 64) and out["mask"].dtype == torch.int64
+    out = model.predict(images)  # no vocabulary needed: it writes no captions
+    assert out.texts is None and out.tokens is None and out.change_probability is None
+    assert out.mask.shape == (4, 64, 64) and out.mask.dtype == torch.int64 and out.mask_logits.shape == (4, 1, 64, 64)
+    with pytest.raises(ModelError, match="change_detection writes no captions: beam search does not apply"):
+        model.predict(images, beam_size=2)
     assert _model(num_classes=2)(images).shape == (4, 2, 64, 64)
 
 
@@ -69,7 +72,7 @@ def test_save_and_load_reproduce_the_masks(tmp_path: Path) -> None:
     loaded = load_model(out)
     assert isinstance(loaded, SiameseChangeDetector) and loaded.config == model.config
     images = _images(2)
-    assert torch.equal(loaded.predict(images)["mask"], model.predict(images)["mask"])
+    assert torch.equal(loaded.predict(images).mask, model.predict(images).mask)
     assert torch.allclose(loaded(images), model(images))
 
 
@@ -91,7 +94,5 @@ def test_bad_configs_are_one_line_errors(changes: dict, field: str) -> None:
 
 
 def test_images_of_the_wrong_shape_are_one_line_errors() -> None:
-    from changecap.errors import ModelError
-
     with pytest.raises(ModelError, match=r"expects image pairs \[B, 2, 3, 64, 64\], got \[1, 2, 3, 32, 32\]"):
         _model()(torch.zeros(1, 2, 3, 32, 32))

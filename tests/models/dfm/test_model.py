@@ -17,7 +17,9 @@ from tests.models.dfm.conftest import WORDS, tiny
 
 def _model(seed: int = 0, **changes: object) -> DFM:
     torch.manual_seed(seed)
-    return build_model(config_from_dict(tiny(**changes)))
+    model = build_model(config_from_dict(tiny(**changes)))
+    model.vocab = Vocabulary.build([WORDS[:12]], threshold=0)  # the 16 ids its captions use
+    return model
 
 
 def _images(b: int = 4, seed: int = 1) -> torch.Tensor:
@@ -40,8 +42,9 @@ def test_shapes_of_every_part() -> None:
     out = model(images, _tokens())
     assert out.logits.shape == (4, 7, 16) and out.visual.shape == (4, 32)
     assert model.text_embedding(torch.randn(4, 16)).shape == (4, 32)
-    seqs, prob = model.caption(images)
-    assert len(seqs) == 4 and prob is None
+    out = model.predict(images)
+    assert len(out.tokens) == len(out.texts) == 4 and out.change_probability is None and out.mask is None
+    assert model.predict(images, beam_size=2).tokens is not None  # beam search is declared
 
 
 def test_the_prior_is_frozen_and_stays_in_eval_mode() -> None:
@@ -96,7 +99,7 @@ def test_a_batch_of_four_equals_four_single_pairs() -> None:
     batched = model(images, tokens).logits
     single = torch.cat([model(images[i : i + 1], tokens[i : i + 1]).logits for i in range(4)])
     assert torch.allclose(batched, single, atol=1e-5)
-    assert model.caption(images)[0] == [model.caption(images[i : i + 1])[0][0] for i in range(4)]
+    assert model.predict(images).tokens == [model.predict(images[i : i + 1]).tokens[0] for i in range(4)]
 
 
 def test_save_and_load_reproduce_captions_and_the_prior(tmp_path: Path) -> None:
@@ -107,7 +110,7 @@ def test_save_and_load_reproduce_captions_and_the_prior(tmp_path: Path) -> None:
     loaded = load_model(out)
     assert isinstance(loaded, DFM) and loaded.config == model.config
     images = _images(2)
-    assert loaded.caption(images)[0] == model.caption(images)[0]
+    assert loaded.predict(images).tokens == model.predict(images).tokens
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 

@@ -11,6 +11,7 @@ import torch
 from changecap.data.vocab import Vocabulary
 from changecap.errors import ConfigError, ModelError
 from changecap.models import build_model, config_from_dict, load_model, save_model
+from changecap.models.contract import Sampling
 from changecap.models.semantic_cc import SemanticCC
 from changecap.models.semantic_cc.caption import pool_token_grid
 from tests.models.semantic_cc.conftest import WORDS, tiny
@@ -20,7 +21,9 @@ CAPTIONS = ["a house is built on the left.", "the scene is the same as before", 
 
 def _model(seed: int = 0, **changes: object) -> SemanticCC:
     torch.manual_seed(seed)
-    return build_model(config_from_dict(tiny(**changes)))
+    model = build_model(config_from_dict(tiny(**changes)))
+    model.vocab = Vocabulary.build([WORDS], threshold=0)  # the data vocabulary its text captions are encoded in
+    return model
 
 
 def _images(b: int = 4, seed: int = 1) -> torch.Tensor:
@@ -42,8 +45,30 @@ def test_shapes_of_every_stage() -> None:
     assert code.caption_decoder.visual_tokens(f_cc).shape == (4, 12, 32)  # code enhancer: 3Q tokens
     assert code.change_logits(f_cd).shape == (4, 2, 64, 64)
     out = model.predict(images)
-    assert len(out["captions"]) == 4 and all(isinstance(c, str) for c in out["captions"])
-    assert out["mask"].shape == (4, 64, 64) and set(out["mask"].unique().tolist()) <= {0, 1}
+    assert len(out.texts) == len(out.tokens) == 4 and all(isinstance(c, str) for c in out.texts)
+    assert out.mask.shape == (4, 64, 64) and set(out.mask.unique().tolist()) <= {0, 1}
+    assert out.mask_logits.shape == (4, 1, 64, 64) and out.change_probability is None
+
+
+def test_every_decoding_option_reaches_the_llm() -> None:
+    model = _model().eval()
+    images = _images(2)
+    dec = model.caption_decoder
+    seen: list[dict] = []
+    generate = dec.llm.generate
+    dec.llm.generate = lambda **kw: seen.append(kw) or generate(**kw)  # type: ignore[method-assign]
+    model.predict(images)  # the config's decoding: greedy, generation.max_new_tokens
+    model.predict(images, beam_size=3, max_length=5, length_penalty=0.5)
+    model.predict(images, sampling=Sampling(top_p=0.5, temperature=0.7, seed=3))
+    assert (seen[0]["num_beams"], seen[0]["do_sample"], seen[0]["max_new_tokens"]) == (1, False, 6)
+    assert (seen[1]["num_beams"], seen[1]["max_new_tokens"], seen[1]["length_penalty"]) == (3, 5, 0.5)
+    assert (seen[2]["do_sample"], seen[2]["top_p"], seen[2]["temperature"]) == (True, 0.5, 0.7)
+    short = model.predict(images, max_length=2).texts
+    assert all(len(dec.tokenizer.encode(t)) <= 2 for t in short)  # at most 2 new LLM tokens
+    a = model.predict(images, sampling=Sampling(seed=7)).texts
+    assert a == model.predict(images, sampling=Sampling(seed=7)).texts  # seeded: the same draw
+    with pytest.raises(ModelError, match="beam search .* or sampling"):
+        model.predict(images, beam_size=2, sampling=Sampling())
 
 
 def test_visual_pool_averages_the_cc_grid_before_the_qformer() -> None:
@@ -110,10 +135,10 @@ def test_a_batch_of_four_equals_four_single_pairs() -> None:
     with torch.no_grad():
         f_cc, logits = model(images)
         loss_sum, count = model.caption_loss_sum(f_cc, CAPTIONS, [0, 1, 2, 3])
-        captions = model.caption(images)[0]
+        captions = model.predict(images).texts
         singles = [model(images[i : i + 1]) for i in range(4)]
         single_losses = [model.caption_loss_sum(singles[i][0], [CAPTIONS[i]], [i]) for i in range(4)]
-        single_captions = [model.caption(images[i : i + 1])[0][0] for i in range(4)]
+        single_captions = [model.predict(images[i : i + 1]).texts[0] for i in range(4)]
     for i in range(4):
         assert torch.allclose(logits[i], singles[i][1][0], atol=1e-5)
     assert torch.allclose(loss_sum, sum(s for s, _ in single_losses), rtol=1e-4)
@@ -154,7 +179,7 @@ def test_save_and_load_reproduce_masks_and_captions(tmp_path: Path) -> None:
     assert isinstance(again, SemanticCC) and again.config == model.config
     images = _images(2)
     a, b = model.predict(images), again.predict(images)
-    assert torch.equal(a["mask"], b["mask"]) and a["captions"] == b["captions"]
+    assert torch.equal(a.mask, b.mask) and a.texts == b.texts and a.tokens == b.tokens
 
 
 def test_neck_ln_eps_option_and_directories_without_it(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from changecap.models.change_detection.config import ChangeDetectionConfig, CNNEncoderConfig
 from changecap.models.change_detection.model import SiameseChangeDetector, build_change_detector
-from changecap.models.registry import Architecture
+from changecap.models.registry import Architecture, Capabilities
 
 
 def card_rows(model: nn.Module, config: Any) -> list[tuple[str, str]]:
@@ -30,6 +30,7 @@ ARCHITECTURE = Architecture(
     card_rows=card_rows,
     description="Siamese CNN change detector: shared encoder, difference fusion, multi-scale decoder (masks only)",
     change_prior=build_change_detector,  # the whole detector is its change branch
+    capabilities=Capabilities(change_mask=True),
 )
 
 __all__ = [

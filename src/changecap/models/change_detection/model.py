@@ -12,7 +12,6 @@ feature-pyramid decoder, per-pixel logits at the input resolution.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from torch import nn
 
 from changecap.errors import ModelError
 from changecap.models.change_detection.config import ChangeDetectionConfig, CNNEncoderConfig, Fusion
-from changecap.models.parts.change_masks import predict_mask
+from changecap.models.contract import ChangeModel, Decoding, RawPrediction
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -115,7 +114,7 @@ class MultiScaleDecoder(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # [B, K, S, S]
 
 
-class SiameseChangeDetector(nn.Module):
+class SiameseChangeDetector(ChangeModel):
     """Image pairs [B, 2, 3, S, S] → change logits [B, K, S, S] (composed from the three parts)."""
 
     def __init__(self, encoder: nn.Module, fusions: nn.ModuleList, decoder: nn.Module, image_size: int) -> None:
@@ -123,8 +122,11 @@ class SiameseChangeDetector(nn.Module):
         self.encoder = encoder
         self.fusion = fusions
         self.decoder = decoder
-        self.image_size = image_size
-        self.config: ChangeDetectionConfig | None = None
+        self._image_size = image_size
+
+    @property
+    def image_size(self) -> int:
+        return self._image_size
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The fused bi-temporal levels [B, C_l, S/2^(l+2), S/2^(l+2)], finest first."""
@@ -147,13 +149,14 @@ class SiameseChangeDetector(nn.Module):
     def change_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.features(images)
 
-    def change_logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self(images)
+    # the model contract
+    @property
+    def compile_target(self) -> nn.Module:
+        return self.encoder
 
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> dict[str, Any]:
-        """Change masks [B, S, S] (1 = changed); no captions, no image-level probability."""
-        return {"captions": None, "mask": predict_mask(self(images)), "change_probability": None}
+    def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        """Change-mask logits; no captions, no image-level probability."""
+        return RawPrediction(mask_logits=self(images))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {

@@ -14,7 +14,7 @@ from torch import nn
 from changecap.models.dfm.config import DFMConfig
 from changecap.models.dfm.model import DFM, build_dfm
 from changecap.models.dfm.tgcl import tgcl_loss
-from changecap.models.registry import Architecture
+from changecap.models.registry import Architecture, Capabilities
 
 
 def card_rows(model: nn.Module, config: Any) -> list[tuple[str, str]]:
@@ -40,6 +40,7 @@ ARCHITECTURE = Architecture(
     objective="dfm",
     card_rows=card_rows,
     description="DFM: ViT + frozen change-detection prior, joint feature modelling, caption decoder, TGCL",
+    capabilities=Capabilities(captions=True, beam_search=True, onnx=True),
 )
 
 __all__ = ["ARCHITECTURE", "DFM", "DFMConfig", "build_dfm", "tgcl_loss"]

@@ -14,16 +14,17 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from changecap.errors import ConfigError, ModelError
+from changecap.models.contract import ChangeModel, Decoding, OnnxExport, RawPrediction
 from changecap.models.dfm.config import DFMConfig
 from changecap.models.dfm.jfm import JointFeatureModelling
 from changecap.models.dfm.prior import ChangePrior
 from changecap.models.dfm.temporal import SpatioTemporalExtractor
+from changecap.models.onnx_graphs import step_decoder_export
 from changecap.models.parts.caption_decoder import TransformerCaptionDecoder
 from changecap.models.parts.clip_encoder import build_clip_encoder
 from changecap.models.parts.decoding import generate
@@ -37,7 +38,7 @@ class DFMOutput:
     visual: torch.Tensor
 
 
-class DFM(nn.Module):
+class DFM(ChangeModel):
     """DFM composed from its parts (module docstring); ``prior`` is None when the config disables it."""
 
     def __init__(
@@ -59,8 +60,6 @@ class DFM(nn.Module):
         dim = decoder.config.dim
         self.text_proj = nn.Linear(text_dim, dim)  # W_t: sentence embedding → the visual width
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))  # s; the scale is min(exp(s), 100)
-        self.config: Any = None
-        self.vocab: Any = None
 
     # ------------------------------------------------------------------ stages
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,14 +87,30 @@ class DFM(nn.Module):
         memory, visual = self.memory(image)
         return DFMOutput(logits=self.decoder(memory, tokens), visual=visual)
 
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def caption(
-        self, image: torch.Tensor, max_length: int | None = None, beam_size: int = 1, length_penalty: float = 0.0
-    ) -> tuple[list[list[int]], None]:
-        """Image pairs [B, 2, 3, S, S] → (token-id lists, no change probability). Greedy unless ``beam_size`` > 1."""
-        memory, _ = self.memory(image)
-        return generate(self.decoder, memory, max_length or self.decoder.max_length, beam_size, length_penalty), None
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder.image_size)
+
+    @property
+    def compile_target(self) -> nn.Module:
+        return self.encoder
+
+    def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        """Token-id captions (greedy, or beam search with ``beam_size`` > 1); no change probability."""
+        memory, _ = self.memory(images)
+        seqs = generate(self.decoder, memory, decoding.max_length or self.decoder.max_length,
+                        decoding.beam_size or 1, decoding.length_penalty or 0.0)  # fmt: skip
+        return RawPrediction(captions=seqs)
+
+    def onnx_export(self, image_size: int, batch: int = 2) -> OnnxExport:
+        """The encoder graph (ViT, extractor, prior, JFM → memory) and the decoder's step graph."""
+
+        def memory(images: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return self.memory(images)[0], None
+
+        meta = {"architecture": self.architecture, "capabilities": self.capabilities.names()}
+        return step_decoder_export(self, memory, self.decoder, image_size, batch, meta)
 
     # ------------------------------------------------------------------ introspection
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -30,7 +30,7 @@ from changecap.errors import ConfigError
 from changecap.models.foundations.target import PretrainInputs, PretrainTarget
 from changecap.models.foundations.tokenizer import TokenizerConfig, train_tokenizer
 from changecap.models.semantic_cc.caption import clean_caption
-from changecap.models.semantic_cc.config import CaptionDecoderConfig
+from changecap.models.semantic_cc.config import SemanticCCCaptionConfig
 from changecap.schema import require
 
 #: fields of the LM's transformers config set by the tokenizer, not by the config
@@ -94,7 +94,7 @@ def _check_llm_fields(llm: dict[str, Any], prefix: str) -> None:
 
 def prompt_texts() -> list[str]:
     """The default Semantic-CC prompt's strings (template, image slot, instructions), for the tokenizer."""
-    c = CaptionDecoderConfig()
+    c = SemanticCCCaptionConfig()
     return [c.prompt_template.format(c.image_placeholder + instruction) for instruction in c.instructions]
 
 

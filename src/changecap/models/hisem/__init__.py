@@ -17,7 +17,7 @@ from changecap.models.hisem.fusion import HiSemFusion, HiSemFusionConfig
 from changecap.models.hisem.model import HiSem, build_hisem
 from changecap.models.hisem.output import CaptionModelOutput
 from changecap.models.hisem.plain import ConcatFusion, ConcatFusionConfig
-from changecap.models.registry import Architecture
+from changecap.models.registry import Architecture, Capabilities
 
 
 def card_rows(model: nn.Module, config: Any) -> list[tuple[str, str]]:
@@ -39,6 +39,7 @@ HISEM = Architecture(
     objective="hisem",
     card_rows=card_rows,
     description="HiSem: CLIP ViT, BDAM, HASD router + MoE, Transformer caption decoder",
+    capabilities=Capabilities(captions=True, change_probability=True, beam_search=True, onnx=True),
 )
 PLAIN = Architecture(
     name="plain",
@@ -47,6 +48,7 @@ PLAIN = Architecture(
     objective="hisem",
     card_rows=card_rows,
     description="plain baseline: CLIP ViT, concatenation fusion, Transformer caption decoder",
+    capabilities=Capabilities(captions=True, beam_search=True, onnx=True),  # no router: no change probability
 )
 
 __all__ = [

@@ -4,28 +4,33 @@ The class knows nothing about what the three parts are inside: ``HiSem(CLIPPatch
 TransformerCaptionDecoder)`` is the paper model, ``HiSem(CLIPPatchEncoder, ConcatFusion, ...)`` the plain baseline
 that every BDAM/HASD claim is measured against, and ``encoder=None`` a model that runs from precomputed backbone
 tokens (e.g. converted without the CLIP weights). The attribute names ``encoder``, ``fusion`` and ``decoder`` are a
-public contract (optimiser groups, checkpoints and the converter address parameters through them).
+public contract (optimiser groups, checkpoints and the converter address parameters through them). The model
+contract (``models/contract.py``): :meth:`HiSem.infer` (captions as token ids, the router's change probability) and
+:meth:`HiSem.onnx_export` (the encoder and decoder-step graphs).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
 
 from changecap.errors import ModelError
+from changecap.models.contract import ChangeModel, Decoding, OnnxExport, RawPrediction
 from changecap.models.hisem.config import HiSemConfig, PlainConfig
 from changecap.models.hisem.fusion import HiSemFusion
+from changecap.models.hisem.hasd import HASD
+from changecap.models.hisem.moe import SparseMoE
 from changecap.models.hisem.output import CaptionModelOutput
 from changecap.models.hisem.plain import ConcatFusion
+from changecap.models.onnx_graphs import step_decoder_export
 from changecap.models.parts.caption_decoder import TransformerCaptionDecoder
 from changecap.models.parts.clip_encoder import build_clip_encoder
 from changecap.models.parts.decoding import generate
 
 
-class HiSem(nn.Module):
+class HiSem(ChangeModel):
     """Remote-sensing change captioner: image pair [B, 2, 3, S, S] → caption logits / generated token ids.
 
     ``fusion`` must map ``(f_before [B, L, D], f_after [B, L, D], route=None)`` to ``(memory [B, L, D],
@@ -38,8 +43,6 @@ class HiSem(nn.Module):
         self.encoder = encoder
         self.fusion = fusion
         self.decoder = decoder
-        self.config: Any = None  # set by build_model / load_model (the ModelConfig this model was built from)
-        self.vocab: Any = None  # set by load_model (the Vocabulary the decoder ids refer to)
 
     # ------------------------------------------------------------------ stages
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +132,38 @@ class HiSem(nn.Module):
         """
         f_before, f_after = self.encode(image)
         return self.caption_features(f_before, f_after, max_length, beam_size, length_penalty)
+
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def image_size(self) -> int | None:
+        """The encoder's input side; None without an encoder (the model then runs from backbone tokens only)."""
+        return None if self.encoder is None else int(self.encoder.image_size)
+
+    @property
+    def compile_target(self) -> nn.Module:
+        return self if self.encoder is None else self.encoder
+
+    def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        """Token-id captions and, with a router (HiSem, not the plain baseline), its change probability."""
+        seqs, prob = self.caption(images, decoding.max_length, decoding.beam_size or 1, decoding.length_penalty or 0.0)
+        return RawPrediction(captions=seqs, change_probability=prob)
+
+    def onnx_export(self, image_size: int, batch: int = 2) -> OnnxExport:
+        """The encoder graph (backbone tokens → fusion → memory, router) and the decoder's step graph. HASD's
+        routing and the MoE's dispatch switch to their dense forms (same values, no data-dependent shapes), so this
+        model is meant for export only afterwards."""
+        for module in self.fusion.modules():
+            if isinstance(module, HASD):
+                module.dense_routing = True
+            elif isinstance(module, SparseMoE):
+                module.dense_dispatch = True
+
+        def memory(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            memory, router = self.fuse(*self.encode(images), None)
+            return memory, None if router is None else router.float().softmax(dim=-1)[:, 1]
+
+        meta = {"architecture": self.architecture, "capabilities": self.capabilities.names()}
+        return step_decoder_export(self, memory, self.decoder, image_size, batch, meta)
 
     # ------------------------------------------------------------------ introspection
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -116,8 +116,14 @@ class SinusoidalPositionEncoding(nn.Module):
             # never read by the official forward pass; exists only to reproduce the official state dict / count
             self.embedding_1D = nn.Embedding(OFFICIAL_EMBEDDING_1D_ROWS, dim)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """``x`` [B, T, D] holding positions ``offset … offset+T-1`` → same shape."""
+    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
+        """``x`` [B, T, D] holding positions ``offset … offset+T-1`` → same shape.
+
+        ``offset`` may be a one-element long tensor (T = 1): the position of a traced graph's step (ONNX), which is
+        an input there, not a Python number; its range is the caller's to keep (``decoding`` checks it)."""
+        if isinstance(offset, torch.Tensor):
+            pos = self.pe.index_select(0, offset).transpose(0, 1)  # [1, 1, D]
+            return self.dropout(x + pos.to(x.dtype))
         t = x.shape[1]
         if offset + t > self.max_length:
             raise ModelError(
@@ -204,23 +210,24 @@ class CaptionDecoderLayer(nn.Module):
         return self._after_self_attention(x, sa, lambda h: self.cross_attn(h, memory))
 
     def step(self, x: torch.Tensor, cache: DecoderCache, index: int) -> torch.Tensor:
-        """One new token per hypothesis: ``x`` [N, 1, D] → [N, 1, D]; appends this layer's keys/values to ``cache``."""
+        """One new token per hypothesis: ``x`` [N, 1, D] → [N, 1, D]; appends this layer's keys/values to ``cache``.
+
+        Written without Python numbers taken from shapes, so that a traced graph (ONNX) keeps the batch and the
+        cache length dynamic."""
         q, k, v = self.self_attn.project_qkv(x)  # 3 × [N, H, 1, Dh]
-        if cache.self_keys[index].shape[2] == 0:  # first token: start from k/v so their (autocast) dtype is kept
-            keys, values = k, v  # [N, H, 1, Dh]
-        else:
-            keys = torch.cat([cache.self_keys[index], k], dim=2)  # [N, H, t+1, Dh]
-            values = torch.cat([cache.self_values[index], v], dim=2)  # [N, H, t+1, Dh]
+        # the first step's empty cache takes the new keys' dtype, so an autocast dtype is kept (a no-op otherwise)
+        keys = torch.cat([cache.self_keys[index].to(k.dtype), k], dim=2)  # [N, H, t+1, Dh]
+        values = torch.cat([cache.self_values[index].to(v.dtype), v], dim=2)  # [N, H, t+1, Dh]
         cache.self_keys[index], cache.self_values[index] = keys, values
         mask = cache.key_valid[:, None, None, :]  # [N, 1, 1, t+1]; no causal part: every cached key is in the past
         sa = self.self_attn.attend(q, keys, values, mask)
 
         def cross(h: torch.Tensor) -> torch.Tensor:
-            n, g = h.shape[0], cache.group
-            qc = self.cross_attn.project_q(h)  # [N, H, 1, Dh]
-            qc = qc.view(n // g, g, qc.shape[1], qc.shape[3]).transpose(1, 2)  # [items, H, g, Dh]
+            g = cache.group
+            qc = self.cross_attn.project_q(h).squeeze(2)  # [N, H, Dh]
+            qc = qc.unflatten(0, (-1, g)).transpose(1, 2)  # [items, H, g, Dh]: an item's g queries attend together
             out = self.cross_attn.attend(qc, cache.cross_keys[index], cache.cross_values[index])  # [items, g, D]
-            return out.reshape(n, 1, out.shape[-1])  # [N, 1, D]
+            return out.flatten(0, 1).unsqueeze(1)  # [N, 1, D]
 
         return self._after_self_attention(x, sa, cross)
 
@@ -287,16 +294,22 @@ class TransformerCaptionDecoder(nn.Module):
         return self.output_proj(self.dropout(x))  # [B, T, V]
 
     # ------------------------------------------------------------------ incremental decoding
-    def init_cache(self, memory: torch.Tensor, group: int = 1) -> DecoderCache:
-        """Start a generation over ``memory`` [B, L, D] with ``group`` hypotheses per item (no token fed yet)."""
+    def cross_keys_values(self, memory: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every layer's cross-attention keys and values of ``memory`` [B, L, D] (two lists of [B, H, L, Dh]),
+        computed once per generation."""
         self._check_memory(memory)
-        b = memory.shape[0]
-        h, dh = self.config.heads, self.config.dim // self.config.heads
-        cross_k, cross_v = [], []
+        keys, values = [], []
         for layer in self.layers:
             k, v = layer.cross_attn.project_kv(memory)  # 2 × [B, H, L, Dh]
-            cross_k.append(k)
-            cross_v.append(v)
+            keys.append(k)
+            values.append(v)
+        return keys, values
+
+    def init_cache(self, memory: torch.Tensor, group: int = 1) -> DecoderCache:
+        """Start a generation over ``memory`` [B, L, D] with ``group`` hypotheses per item (no token fed yet)."""
+        b = memory.shape[0]
+        h, dh = self.config.heads, self.config.dim // self.config.heads
+        cross_k, cross_v = self.cross_keys_values(memory)
         empty = memory.new_zeros(b * group, h, 0, dh)  # [N, H, 0, Dh]; replaced (not concatenated) at the first step
         return DecoderCache(
             group=group,
@@ -307,9 +320,14 @@ class TransformerCaptionDecoder(nn.Module):
             key_valid=torch.zeros(b * group, 0, dtype=torch.bool, device=memory.device),
         )
 
-    def step(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
-        """Feed one token per hypothesis (``tokens`` [N]) at position ``cache.length`` → logits [N, V]."""
-        pos = cache.length
+    def step(self, tokens: torch.Tensor, cache: DecoderCache, position: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed one token per hypothesis (``tokens`` [N]) at position ``cache.length`` → logits [N, V]; the cache
+        grows by one position.
+
+        The one KV-cache step of this decoder: generation (``decoding``) and the exported ONNX step graph
+        (``models.onnx_graphs``) both run it. A traced graph passes ``position`` ([1] long), its cache length not
+        being a Python number there."""
+        pos = cache.length if position is None else position
         x = self.position_encoding(self.word_embedding(tokens)[:, None, :], offset=pos)  # [N, 1, D]
         cache.key_valid = torch.cat([cache.key_valid, (tokens != NULL_ID)[:, None]], dim=1)  # [N, t+1]
         for i, layer in enumerate(self.layers):

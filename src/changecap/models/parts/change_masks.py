@@ -1,14 +1,18 @@
 """Pixel-level change detection shared by every model with a change head: the per-pixel loss (BCE on one logit or
-softmax cross-entropy on K ≥ 2 classes, with an ignore value) and logits → change mask."""
+softmax cross-entropy on K ≥ 2 classes, with an ignore value), logits → change mask, and the binary scoring of
+predicted masks that validation and ``changecap evaluate`` share (:class:`BinaryChangeScore`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from changecap.errors import ModelError
+from changecap.metrics.change_detection import ChangeDetectionScores, ConfusionMatrix
 
 LossForm = Literal["bce", "ce"]
 IGNORE = 255  # mask value excluded from the pixel loss
@@ -81,3 +85,45 @@ def binary_change_loss_sum(
     """
     form: LossForm = "bce" if logits.shape[1] == 1 else "ce"
     return change_detection_loss_sum(logits, binary_change_labels(mask), form, IGNORE, change_weight)
+
+
+class BinaryChangeScore:
+    """Predicted change masks scored against ground-truth class masks as binary change detection: every class
+    > 0 is "change" (:func:`binary_change_labels`), ``IGNORE`` pixels are left out, as the models are trained.
+
+    ``update`` once per batch; ``merge`` the scores of other processes (validation under DDP); ``compute`` the
+    per-class scores (None when no labelled pixel was seen), ``selection_scores`` the ``cd_*`` values the trainer
+    logs and selects on."""
+
+    def __init__(self) -> None:
+        self.confusion = ConfusionMatrix(2, ignore_index=IGNORE)
+
+    def update(self, predicted: torch.Tensor | np.ndarray, truth: torch.Tensor) -> None:
+        """``predicted`` [B, S, S] (1 = changed) against ``truth`` [B, S, S] class masks, on any device."""
+        predicted = torch.as_tensor(predicted).long().cpu()
+        self.confusion.update(predicted, binary_change_labels(truth).cpu())
+
+    def merge(self, other: BinaryChangeScore) -> BinaryChangeScore:
+        self.confusion.merge(other.confusion)
+        return self
+
+    @property
+    def counted(self) -> bool:
+        """Whether any labelled pixel was scored."""
+        return bool(self.confusion.matrix.sum() > 0)
+
+    def compute(self) -> ChangeDetectionScores | None:
+        """Precision / recall / F1 / IoU per class (0 no change, 1 change) and the OA; None when nothing counted."""
+        return self.confusion.compute() if self.counted else None
+
+    def selection_scores(self) -> dict[str, float]:
+        """The "change" class's F1 / IoU / precision / recall and the OA as ``cd_*`` (empty when nothing counted).
+
+        An undefined ratio (no pixel predicted or labelled as change) is reported as 0, so a log stays valid JSON
+        and model selection never compares against NaN."""
+        scores = self.compute()
+        if scores is None:
+            return {}
+        values = {"cd_F1": scores.f1[1], "cd_IoU": scores.iou[1], "cd_precision": scores.precision[1],
+                  "cd_recall": scores.recall[1], "cd_OA": scores.overall_accuracy}  # fmt: skip
+        return {k: 0.0 if math.isnan(float(v)) else float(v) for k, v in values.items()}

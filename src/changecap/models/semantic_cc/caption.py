@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from changecap.errors import ConfigError, ModelError, first_line
+from changecap.models.contract import Sampling
 from changecap.models.precision import logits_in_fp32
-from changecap.models.semantic_cc.config import CaptionDecoderConfig
+from changecap.models.semantic_cc.config import SemanticCCCaptionConfig
 from changecap.models.semantic_cc.encoder import adapt_pretrained
 
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -92,7 +93,7 @@ class HFTokenizer:
         return self.tok.decode(list(ids), skip_special_tokens=True)
 
 
-def prompt_words(config: CaptionDecoderConfig) -> list[str]:
+def prompt_words(config: SemanticCCCaptionConfig) -> list[str]:
     """Every piece of the prompt template, the image placeholder, the instructions and the end symbol."""
     text = " ".join([config.prompt_template, config.image_placeholder, config.end_symbol, *config.instructions])
     return WordTokenizer.pieces(text)
@@ -116,7 +117,7 @@ class SemanticCCCaptionDecoder(nn.Module):
     """CC tokens of both dates [2B, L, cc_dim] → LLM loss (training) or captions (inference)."""
 
     def __init__(
-        self, config: CaptionDecoderConfig, qformer: nn.Module, llm: nn.Module, tokenizer: Any, cc_dim: int
+        self, config: SemanticCCCaptionConfig, qformer: nn.Module, llm: nn.Module, tokenizer: Any, cc_dim: int
     ) -> None:
         super().__init__()
         self.config = config
@@ -247,26 +248,56 @@ class SemanticCCCaptionDecoder(nn.Module):
         return ce, (kept != -100).sum()
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def generate(self, f_cc: torch.Tensor, instruction: int = 0) -> list[str]:
-        """Captions of B pairs: one batched ``generate`` with the LLM's KV cache (left padding)."""
+    def decoding_kwargs(
+        self,
+        beam_size: int | None = None,
+        max_new_tokens: int | None = None,
+        length_penalty: float | None = None,
+        sampling: Sampling | None = None,
+    ) -> tuple[dict[str, Any], int | None]:
+        """The LLM ``generate`` options for the caller's decoding options (None: ``caption.generation``'s): greedy
+        (``beam_size`` 1), beam search (``beam_size`` > 1) or nucleus sampling (``sampling``); and the seed to draw
+        with when sampling (None otherwise)."""
         g = self.config.generation
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": g.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            "repetition_penalty": g.repetition_penalty,
+        }
+        if length_penalty is not None:
+            kwargs["length_penalty"] = length_penalty
+        if sampling is not None or (beam_size is None and g.strategy == "sample"):
+            top_p, temperature, seed = (g.top_p, g.temperature, g.seed) if sampling is None else \
+                (sampling.top_p, sampling.temperature, sampling.seed)  # fmt: skip
+            return {**kwargs, "do_sample": True, "num_beams": 1, "top_p": top_p, "temperature": temperature}, seed
+        beams = (g.num_beams if g.strategy == "beam" else 1) if beam_size is None else beam_size
+        return {**kwargs, "do_sample": False, "num_beams": beams}, None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        f_cc: torch.Tensor,
+        instruction: int = 0,
+        *,
+        beam_size: int | None = None,
+        max_new_tokens: int | None = None,
+        length_penalty: float | None = None,
+        sampling: Sampling | None = None,
+    ) -> list[str]:
+        """Captions of B pairs: one batched ``generate`` with the LLM's KV cache (left padding). Decoding options as
+        :meth:`decoding_kwargs` (None: ``caption.generation``'s)."""
+        options, seed = self.decoding_kwargs(beam_size, max_new_tokens, length_penalty, sampling)
         visual = self.visual_tokens(f_cc)  # [B, T_v, D]
         seqs, _ = self._sequences(visual, [instruction] * visual.shape[0], None)
         embeds, mask = _pad(seqs, left=True)  # [B, T, D], [B, T]: generation continues after the last position
         kwargs: dict[str, Any] = {
             "inputs_embeds": embeds,
             "attention_mask": mask,
-            "max_new_tokens": g.max_new_tokens,
             "eos_token_id": [self.end_token_id, self.tokenizer.eos_token_id],
             "pad_token_id": self.tokenizer.pad_token_id,
-            "repetition_penalty": g.repetition_penalty,
-            "do_sample": g.strategy == "sample",
-            "num_beams": g.num_beams if g.strategy == "beam" else 1,
+            **options,
         }
-        if g.strategy == "sample":
-            kwargs.update(top_p=g.top_p, temperature=g.temperature)
-            torch.manual_seed(g.seed)  # seeded nucleus sampling: the same captions for the same inputs
+        if seed is not None:
+            torch.manual_seed(seed)  # seeded nucleus sampling: the same captions for the same inputs
         out = self.llm.generate(**kwargs)  # [B, new tokens] (inputs_embeds: only the new ones come back)
         texts = []
         for row in out.tolist():
@@ -293,7 +324,7 @@ def _pad(seqs: Sequence[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.
 
 
 # ---------------------------------------------------------------------------------------------------- building
-def build_llm(config: CaptionDecoderConfig, load_pretrained: bool) -> tuple[nn.Module, Any]:
+def build_llm(config: SemanticCCCaptionConfig, load_pretrained: bool) -> tuple[nn.Module, Any]:
     """The causal LM and its tokenizer: real weights from ``llm`` or a random model from ``llm_config``."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -361,7 +392,7 @@ def _random_llm(fields: dict[str, Any], tokenizer: WordTokenizer | None) -> nn.M
     return AutoModelForCausalLM.from_config(llm_cfg)
 
 
-def build_qformer(config: CaptionDecoderConfig) -> nn.Module:
+def build_qformer(config: SemanticCCCaptionConfig) -> nn.Module:
     """A random-init ``Blip2QFormerModel`` of the configured size (real weights are loaded by the model builder)."""
     from transformers import Blip2QFormerConfig, Blip2QFormerModel
 

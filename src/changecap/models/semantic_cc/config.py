@@ -209,7 +209,7 @@ class GenerationConfig:
 
 
 @dataclass
-class CaptionDecoderConfig:
+class SemanticCCCaptionConfig:
     """Q-Former + change semantic feature enhancer + prompted causal LM with LoRA."""
 
     qformer: dict[str, Any] = field(default_factory=lambda: dict(QFORMER_BASE))  # Blip2QFormerConfig fields
@@ -257,7 +257,7 @@ class SemanticCCConfig(ArchitectureConfig):
     encoder: SAMEncoderConfig = field(default_factory=SAMEncoderConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
     cd_decoder: CDDecoderConfig = field(default_factory=CDDecoderConfig)
-    caption: CaptionDecoderConfig = field(default_factory=CaptionDecoderConfig)
+    caption: SemanticCCCaptionConfig = field(default_factory=SemanticCCCaptionConfig)
     vocab_size: int = 4  # the data vocabulary's size (the rsicc scoring protocol's ids); set by the trainer
     max_length: int = 41  # the data's caption length in tokens (``<START>``/``<END>`` included)
 

@@ -13,19 +13,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from changecap.models.contract import ChangeModel, Decoding, RawPrediction
 from changecap.models.semantic_cc.caption import (
     SemanticCCCaptionDecoder,
     build_llm,
     build_qformer,
     load_blip2_qformer,
 )
-from changecap.models.semantic_cc.cd_decoder import ChangeDetectionDecoder, predict_mask
+from changecap.models.semantic_cc.cd_decoder import ChangeDetectionDecoder
 from changecap.models.semantic_cc.config import SemanticCCConfig
 from changecap.models.semantic_cc.encoder import BiTemporalSAMEncoder, build_sam_encoder
 from changecap.models.semantic_cc.neck import SemanticAggregationNeck
 
 
-class SemanticCC(nn.Module):
+class SemanticCC(ChangeModel):
     """Image pairs [B, 2, 3, S, S] → change-mask logits [B, K, S, S] and captions."""
 
     def __init__(
@@ -40,8 +41,6 @@ class SemanticCC(nn.Module):
         self.neck = neck
         self.cd_decoder = cd_decoder
         self.caption_decoder = caption_decoder
-        self.config: Any = None  # set by build_semantic_cc / load_model
-        self.vocab: Any = None  # set by load_model: the data vocabulary the rsicc scores use
 
     # ------------------------------------------------------------------ stages
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,19 +64,25 @@ class SemanticCC(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.caption_decoder.caption_loss_sum(f_cc, captions, instructions)
 
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def caption(self, image: torch.Tensor, max_length: int | None = None, beam_size: int = 1) -> tuple[list[str], None]:
-        """Captions (text; the first instruction, greedy unless configured otherwise). No image-level change
-        probability: Semantic-CC predicts a change *mask* (:meth:`predict`)."""
-        f_cc, _ = self.features(image)
-        return self.caption_decoder.generate(f_cc), None
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder.config.config["image_size"])
 
-    @torch.no_grad()
-    def predict(self, image: torch.Tensor) -> dict[str, Any]:
-        """Captions and change masks [B, S, S] (1 = changed) from one encoder pass."""
-        f_cc, f_cd = self.features(image)
-        return {"captions": self.caption_decoder.generate(f_cc), "mask": predict_mask(self.change_logits(f_cd))}
+    @property
+    def compile_target(self) -> nn.Module:
+        return self.encoder
+
+    def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
+        """Captions (text, from the LLM; the first instruction) and change-mask logits from one encoder pass. No
+        image-level change probability. Decoding options the caller leaves out come from
+        ``caption.generation``; ``max_length`` counts the LLM's new tokens (the end symbol included)."""
+        f_cc, f_cd = self.features(images)
+        captions = self.caption_decoder.generate(
+            f_cc, beam_size=decoding.beam_size, max_new_tokens=decoding.max_length,
+            length_penalty=decoding.length_penalty, sampling=decoding.sampling,
+        )  # fmt: skip
+        return RawPrediction(captions=captions, mask_logits=self.change_logits(f_cd))
 
     # ------------------------------------------------------------------ saving
     def saved_state_dict(self) -> dict[str, torch.Tensor]:
