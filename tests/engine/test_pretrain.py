@@ -74,7 +74,10 @@ def test_clip_run_lowers_the_loss_and_writes_a_loadable_directory(tmp_path: Path
                        saved["vision_model.post_layernorm.weight"])  # fmt: skip
 
 
-def test_pretraining_opens_no_validation_or_test_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("target", ["clip", "sam"])
+def test_pretraining_opens_no_validation_or_test_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
     root = make_synthcc_single_dates(tmp_path / "synthcc")
     opened: list[str] = []
     real_open = Image.open
@@ -84,8 +87,10 @@ def test_pretraining_opens_no_validation_or_test_file(tmp_path: Path, monkeypatc
         return real_open(fp, *args, **kwargs)
 
     monkeypatch.setattr(Image, "open", recording_open)
-    pretrain("clip", config(root, tmp_path / "clip", TINY_CLIP, epochs=2))
-    assert len(opened) == 12  # 12 train images (10 trained on, 2 held out), each read once; clip reads no map
+    model = TINY_CLIP if target == "clip" else {"config": TINY_SAM_16}
+    pretrain(target, config(root, tmp_path / target, model, epochs=2))
+    # 12 train images (10 trained on, 2 held out), each read once; clip reads no map, sam each image's map too
+    assert len(opened) == (12 if target == "clip" else 24)
     assert not [p for p in opened if "/val/" in p or "/test/" in p]
 
 
