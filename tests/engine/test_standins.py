@@ -109,9 +109,10 @@ def test_stand_ins_that_need_stand_ins_and_a_cycle(tmp_path: Path) -> None:
     pretrain_config(tmp_path / "p" / "lm.yaml", "lm", {})
     pretrain_config(tmp_path / "p" / "qformer.yaml", "qformer", {"sam": "standin:sam.yaml",
                                                                  "tokenizer": "standin:lm.yaml"})  # fmt: skip
-    section = {"caption": {"qformer_pretrained": "standin:p/qformer.yaml"}}
-    (plan,) = find_standins(section, root, tmp_path / "system.yaml")
+    section = {"caption": {"qformer_pretrained": "standin:p/qformer.yaml", "llm": "standin:p/lm.yaml"}}
+    plan, lm = find_standins(section, root, tmp_path / "system.yaml")
     assert [p.target for p in plan.walk()] == ["sam", "lm", "qformer"]
+    assert lm.directory == plan.needs[1].directory and (lm.ref, lm.field) == ("standin:p/lm.yaml", "model.caption.llm")
     with pytest.raises(ConfigError, match=r"stand-in standin:sam.yaml \(needed by standin:p/qformer.yaml\)") as e:
         resolve_standins(section, root, tmp_path / "system.yaml")
     assert e.value.field == "model.caption.qformer_pretrained" and "changecap pretrain sam" in str(e.value)

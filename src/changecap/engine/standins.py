@@ -25,6 +25,7 @@ builds the missing ones first, each stand-in after those it names.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -167,8 +168,8 @@ class StandInResolver:
         path = (base / Path(name).expanduser()).resolve()
         if path in stack:
             raise ConfigError(field, f"{ref!r}: the pretraining configs name each other in a cycle")
-        if path in self._plans:
-            return self._plans[path]
+        if path in self._plans:  # met before (e.g. as another stand-in's dependency): the same folder
+            return dataclasses.replace(self._plans[path], ref=ref, field=field)
         if not path.is_file():
             raise ConfigError(field, f"{ref!r}: no pretraining config at {path}")
         config = load_pretrain_config(path, [f"data.root={json.dumps(str(self.data_root))}"])
