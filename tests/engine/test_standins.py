@@ -113,6 +113,8 @@ def test_stand_ins_that_need_stand_ins_and_a_cycle(tmp_path: Path) -> None:
     plan, lm = find_standins(section, root, tmp_path / "system.yaml")
     assert [p.target for p in plan.walk()] == ["sam", "lm", "qformer"]
     assert lm.directory == plan.needs[1].directory and (lm.ref, lm.field) == ("standin:p/lm.yaml", "model.caption.llm")
+    _, again = find_standins({"a": "standin:p/sam.yaml", "b": "standin:p/qformer.yaml"}, root, tmp_path / "s.yaml")
+    assert again.directory == plan.directory  # the key does not depend on what was met first
     with pytest.raises(ConfigError, match=r"stand-in standin:sam.yaml \(needed by standin:p/qformer.yaml\)") as e:
         resolve_standins(section, root, tmp_path / "system.yaml")
     assert e.value.field == "model.caption.qformer_pretrained" and "changecap pretrain sam" in str(e.value)
