@@ -4,7 +4,8 @@ Models:
 
 * ``paper``: the paper configuration (CLIP ViT-B/16 at 224 px, last 4 blocks trained, 3 BDAM layers, 8 experts,
   V = 501, 41 positions), randomly initialised — the cost of the real model without needing its weights;
-* ``cpu``: the model of ``configs/hisem_synthcc_cpu.yaml`` (what ``make demo`` trains), V = 60, 41 positions;
+* ``cpu``: the model of ``configs/hisem_synthcc_cpu_scratch.yaml`` (HiSem's random-init CPU config), V = 60,
+  41 positions;
 * ``plain-cpu``: the plain baseline of ``configs/plain_synthcc_cpu.yaml`` at the same sizes;
 * ``dfm-cpu``, ``semantic-cc-cpu``, ``cd-cpu``: the models of the DFM, Semantic-CC and change-detection CPU configs
   (DFM with a random prior of the CD config's size), inference only: their training objectives need real masks,
@@ -80,8 +81,8 @@ DEFAULT_BATCH = {"paper": (8, 8), "cpu": (32, 64), "plain-cpu": (32, 64), "dfm-c
                  "semantic-cc-cpu": (None, 8), "cd-cpu": (None, 16)}  # fmt: skip
 CUDA_BATCH = {"paper": (64, 64), "cpu": (256, 256), "plain-cpu": (256, 256), "dfm-cpu": (None, 256),
               "semantic-cc-cpu": (None, 64), "cd-cpu": (None, 128)}  # fmt: skip
-CPU_CONFIGS = {"cpu": "hisem_synthcc_cpu.yaml", "plain-cpu": "plain_synthcc_cpu.yaml",
-               "dfm-cpu": "dfm_synthcc_cpu.yaml", "semantic-cc-cpu": "semantic_cc_synthcc_cpu.yaml",
+CPU_CONFIGS = {"cpu": "hisem_synthcc_cpu_scratch.yaml", "plain-cpu": "plain_synthcc_cpu.yaml",
+               "dfm-cpu": "dfm_synthcc_cpu_scratch.yaml", "semantic-cc-cpu": "semantic_cc_synthcc_cpu_scratch.yaml",
                "cd-cpu": "change_detection_synthcc_cpu.yaml"}  # fmt: skip
 
 

@@ -10,16 +10,18 @@ not repeated when the benchmark is started again. Each run's test captions are k
 ``<variant>_seed<k>/eval_test/predictions_test.json``, the input of ``changecap compare --runs`` (paired bootstrap
 intervals and randomisation p-values of the differences between variants, docs/evaluation.md).
 
-Variants (the budget — epochs, batch, schedule, data — is the config's; only the fusion differs):
+Variants (the budget — epochs, batch, schedule, data — is the config's; only the fusion differs). Every model
+starts from random initialisation (the ``*_scratch`` CPU configs); ``bench_foundations.py`` compares them with the
+configurations that start from the pretrained stand-ins:
 
-* ``hisem``    ``configs/hisem_synthcc_cpu.yaml`` (BDAM + HASD);
+* ``hisem``    ``configs/hisem_synthcc_cpu_scratch.yaml`` (BDAM + HASD);
 * ``plain``    ``configs/plain_synthcc_cpu.yaml`` (concatenate both dates + Transformer encoder layers; its own tuned
   learning rate, 5e-4, because 1e-3 collapses it to one caption);
 * ``no_bdam``  HiSem with BDAM replaced by the identity (``model.fusion.use_bdam=false``; the paper's "+HASD only");
 * ``no_hasd``  HiSem with HASD replaced by the unchanged-path block for every pair and no router
   (``model.fusion.use_hasd=false``; the paper's "+BDAM").
 
-DFM variants (not run by default): ``dfm`` (``configs/dfm_synthcc_cpu.yaml``), ``dfm_no_tgcl``
+DFM variants (not run by default): ``dfm`` (``configs/dfm_synthcc_cpu_scratch.yaml``), ``dfm_no_tgcl``
 (``loss.tgcl_weight=0``), ``dfm_no_gate`` (``loss.gate=false``), ``dfm_no_prior`` (``model.prior.enabled=false``),
 ``dfm_mpnet`` / ``dfm_minilm`` (TGCL's captions embedded by the real all-mpnet-base-v2 / all-MiniLM-L6-v2, fetched
 from PyPI by ``benchmarks/sentence_models.py``; the config's default is a built-in bag-of-words encoder); the
@@ -45,19 +47,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "hisem": ("hisem_synthcc_cpu.yaml", []),
+    "hisem": ("hisem_synthcc_cpu_scratch.yaml", []),
     "plain": ("plain_synthcc_cpu.yaml", []),
-    "no_bdam": ("hisem_synthcc_cpu.yaml", ["model.fusion.use_bdam=false"]),
-    "no_hasd": ("hisem_synthcc_cpu.yaml", ["model.fusion.use_hasd=false"]),
+    "no_bdam": ("hisem_synthcc_cpu_scratch.yaml", ["model.fusion.use_bdam=false"]),
+    "no_hasd": ("hisem_synthcc_cpu_scratch.yaml", ["model.fusion.use_hasd=false"]),
     # DFM at the same data and budget (20 epochs, batch 32); its prior is trained once (seed 0) first
-    "dfm": ("dfm_synthcc_cpu.yaml", []),
-    "dfm_no_tgcl": ("dfm_synthcc_cpu.yaml", ["loss.tgcl_weight=0"]),
-    "dfm_no_gate": ("dfm_synthcc_cpu.yaml", ["loss.gate=false"]),
-    "dfm_no_prior": ("dfm_synthcc_cpu.yaml", ["model.prior.enabled=false"]),
+    "dfm": ("dfm_synthcc_cpu_scratch.yaml", []),
+    "dfm_no_tgcl": ("dfm_synthcc_cpu_scratch.yaml", ["loss.tgcl_weight=0"]),
+    "dfm_no_gate": ("dfm_synthcc_cpu_scratch.yaml", ["loss.gate=false"]),
+    "dfm_no_prior": ("dfm_synthcc_cpu_scratch.yaml", ["model.prior.enabled=false"]),
     # TGCL with a real sentence encoder (benchmarks/sentence_models.py assembles it from PyPI) instead of the
     # config's built-in bag-of-words encoder; model.text_dim is set to its width by run_one
-    "dfm_mpnet": ("dfm_synthcc_cpu.yaml", []),
-    "dfm_minilm": ("dfm_synthcc_cpu.yaml", []),
+    "dfm_mpnet": ("dfm_synthcc_cpu_scratch.yaml", []),
+    "dfm_minilm": ("dfm_synthcc_cpu_scratch.yaml", []),
 }
 SENTENCE_MODELS = {"dfm_mpnet": "all-mpnet-base-v2", "dfm_minilm": "all-MiniLM-L6-v2"}
 DEFAULT_VARIANTS = ["hisem", "plain", "no_bdam", "no_hasd"]

@@ -1,7 +1,7 @@
 """Semantic-CC's LLM path with a real pretrained language model, offline: Gemma-3-270M (GGUF, Q4_K_M dequantised to
 fp32 by transformers) with its own tokenizer, LoRA-fine-tuned on SynthCC through the real trainer.
 
-The model is the CPU configuration (``configs/semantic_cc_synthcc_cpu.yaml``: tiny random SAM trunk, neck, tiny
+The model is the CPU configuration (``configs/semantic_cc_synthcc_cpu_scratch.yaml``: tiny random SAM trunk, neck, tiny
 Q-Former) with ``caption.llm`` set to the GGUF file instead of the random tiny LLaMA: the LLM is frozen with LoRA on
 q/k/v (the paper's; r ``--lora-r``), everything on the visual side trains from scratch. The schedule is
 ``caption-only`` (everything on L_cc) so that the few hundred updates all go to the caption path. Printed: captions
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "semantic_cc_synthcc_cpu.yaml"
+CONFIG = REPO / "configs" / "semantic_cc_synthcc_cpu_scratch.yaml"
 
 
 def gemma_gguf(path: str | None) -> Path:

@@ -19,7 +19,7 @@ estimates use the medians.
 
 Usage::
 
-    python benchmarks/bench_train_speed.py configs/hisem_synthcc_cpu.yaml --set data.root=data/synthcc \
+    python benchmarks/bench_train_speed.py configs/hisem_synthcc_cpu_scratch.yaml --set data.root=data/synthcc \
         [--steps 10] [--precision fp32 bf16] [--threads N]
 """
 

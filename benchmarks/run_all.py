@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_speed": ["bench_model_speed.py", "--official", "--bf16-cast", "--json", str(out / "model_speed.json")],
         "train_speed": [
             "bench_train_speed.py",
-            str(REPO / "configs/hisem_synthcc_cpu.yaml"),
+            str(REPO / "configs/hisem_synthcc_cpu_scratch.yaml"),
             "--set",
             f"data.root={data}",
         ],

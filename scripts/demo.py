@@ -3,7 +3,9 @@
 1. generate a SynthCC set (LEVIR-MCI layout) — or reuse it when the same one is already there;
 2. score the two trivial caption baselines on its test split (nearest neighbour by image, most frequent caption);
 3. train the CPU HiSem configuration on it (``configs/hisem_synthcc_cpu.yaml``; ``--config`` picks another system,
-   e.g. ``configs/change_detection_synthcc_cpu.yaml``, whose report shows masks instead of captions);
+   e.g. ``configs/change_detection_synthcc_cpu.yaml``, whose report shows masks instead of captions), after
+   pretraining the stand-ins the configuration starts from (``standin:FILE``) on the set's train split the first
+   time; they are cached (``~/.cache/changecap/standins``, ``$CHANGECAP_CACHE``) and reused afterwards;
 4. evaluate the trained model on the test split (rsicc protocol, changed/unchanged breakdown);
 5. caption a handful of test pairs and write an HTML report (pairs side by side, predictions vs references,
    metrics of the model next to the baselines).
@@ -103,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
             prior_dir = Path(train(prior_cfg).best_dir)
         overrides.append(f"model.prior.model_dir={prior_dir}")
         config = load_config(args.config, overrides=overrides)
+    from changecap.engine.standins import build_standins, find_standins
+
+    if find_standins(config.model, data_dir, config.source):
+        log("3/5 the stand-ins the config starts from (pretrained on the train split once, then reused from the cache)")
+        t_standins = time.time()
+        build_standins(config.model, data_dir, config.source, log=lambda msg: log(f"    {msg}"))
+        log(f"    stand-ins ready in {time.time() - t_standins:.0f} s")
     log(f"3/5 training {Path(args.config).name}")
     result = train(config)
     model_dir = Path(result.best_dir)

@@ -217,8 +217,13 @@ def test_synthcc_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"B/train_000002.png: image file not found") as e:
         read_pretrain_corpus(root)
     _one_line(e)
-    (root / "scene_captions.json").write_text('{"images": [{"filename": "x.png", "split": "train", "date": "C"}]}')
+    doc = json.loads((root / "scene_captions.json").read_text())
+    (root / "scene_captions.json").write_text(json.dumps({**doc, "images": [{"filename": "x.png", "split": "train",
+                                                                             "date": "C", "sentences": ["a"]}]}))
     with pytest.raises(DataError, match=r"scene_captions.json \[images\[0\].date\]"):
+        read_pretrain_corpus(root)
+    (root / "scene_captions.json").write_text(json.dumps({**doc, "format": "other"}))
+    with pytest.raises(DataError, match=r"scene_captions.json \[format\]"):
         read_pretrain_corpus(root)
     with pytest.raises(ConfigError, match="data.source"):
         read_pretrain_corpus(root, source="levir-cc")

@@ -174,3 +174,21 @@ def test_listed_files_must_exist_and_split_must_be_known(tmp_path: Path) -> None
         read_synthcc_single_dates(root, "val")
     with pytest.raises(ConfigError, match="split"):
         read_synthcc_single_dates(root, "validation")
+
+
+def test_skipping_other_splits_reads_nothing_of_them(tmp_path: Path) -> None:
+    root = _make_set(tmp_path)
+    validated = read_synthcc_single_dates(root, "train")
+
+    def break_val(doc: dict[str, Any]) -> None:
+        for rec in doc["images"]:
+            if rec["split"] == "val":
+                rec.update(sentences=None, date="C", filename="../x")  # malformed, but never looked at
+
+    _edit(root, break_val)
+    assert read_synthcc_single_dates(root, "train", other_splits="skip") == validated
+    with pytest.raises(DataError, match=r"images\[4\]"):
+        read_synthcc_single_dates(root, "train")  # validating every record finds them
+    _edit(root, lambda doc: doc["images"].append({**doc["images"][0]}))
+    with pytest.raises(DataError, match="duplicate record"):
+        read_synthcc_single_dates(root, "train", other_splits="skip")

@@ -23,7 +23,7 @@ from changecap.errors import ConfigError, DataError, ModelError
 from changecap.models.foundations import target as registry
 from changecap.models.foundations.target import PretrainInputs, PretrainTarget
 from changecap.models.parts.clip_encoder import EncoderConfig, build_clip_encoder
-from tests.data.single_date_fakes import make_segmentation_folder, make_synthcc_single_dates
+from tests.data.single_date_fakes import CLASSES, make_segmentation_folder, make_synthcc_single_dates
 from tests.data.test_files import dead_pid
 from tests.engine.test_ddp import free_port
 from tests.models.foundations.tiny_targets import TINY_CLIP, TINY_LM
@@ -75,7 +75,10 @@ def test_clip_run_lowers_the_loss_and_writes_a_loadable_directory(tmp_path: Path
                        saved["vision_model.post_layernorm.weight"])  # fmt: skip
 
 
-def test_pretraining_opens_no_validation_or_test_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("target", ["clip", "sam"])
+def test_pretraining_opens_no_validation_or_test_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
     root = make_synthcc_single_dates(tmp_path / "synthcc")
     opened: list[str] = []
     real_open = Image.open
@@ -85,8 +88,10 @@ def test_pretraining_opens_no_validation_or_test_file(tmp_path: Path, monkeypatc
         return real_open(fp, *args, **kwargs)
 
     monkeypatch.setattr(Image, "open", recording_open)
-    pretrain("clip", config(root, tmp_path / "clip", TINY_CLIP, epochs=2))
-    assert len(opened) == 12  # 12 train images (10 trained on, 2 held out), each read once; clip reads no map
+    model = TINY_CLIP if target == "clip" else {"config": TINY_SAM_16}
+    pretrain(target, config(root, tmp_path / target, model, epochs=2))
+    # 12 train images (10 trained on, 2 held out), each read once; clip reads no map, sam each image's map too
+    assert len(opened) == (12 if target == "clip" else 24)
     assert not [p for p in opened if "/val/" in p or "/test/" in p]
 
 
@@ -100,6 +105,63 @@ def test_lm_run_lowers_the_loss_on_scene_and_pair_captions(tmp_path: Path) -> No
     assert card["data"]["texts"] == 10 * 3 + 5 * 4 and card["data"]["pair_captions"] == 24
     assert card["held_out"]["perplexity"] > 1.0
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+
+
+#: a SAM vision encoder at the tiny data's 16 px (patch 4 → 4×4 tokens, one windowed and one global block)
+TINY_SAM_16: dict[str, Any] = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 32,
+                               "output_channels": 8, "image_size": 16, "patch_size": 4, "window_size": 2,
+                               "global_attn_indexes": [1]}  # fmt: skip
+TINY_QFORMER_16: dict[str, Any] = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                   "intermediate_size": 32}  # fmt: skip
+
+
+def test_sam_run_learns_land_cover_and_loads_where_sam_weights_go(tmp_path: Path) -> None:
+    from changecap.models.semantic_cc.config import SAMEncoderConfig
+    from changecap.models.semantic_cc.encoder import build_sam_encoder
+
+    root = make_synthcc_single_dates(tmp_path / "synthcc")
+    out = tmp_path / "sam"
+    result = pretrain("sam", config(root, out, {"config": TINY_SAM_16}, epochs=6))
+    losses = [e["segmentation"] for e in result.losses_by_epoch]
+    assert losses[-1] < losses[0]
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["data"]["landcover_classes"] == list(CLASSES)  # the head's classes: the data's
+    held = card["held_out"]
+    assert 0.0 <= held["mIoU"] <= 1.0 and held["pixels"] == 2 * 16 * 16
+    assert {k for k in held if k.startswith("IoU_")} <= {f"IoU_{c.replace(' ', '_')}" for c in CLASSES}
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "config.yaml", "metrics.jsonl", "model.safetensors", CARD_FILE]  # fmt: skip
+    # through Semantic-CC's own loading path, as facebook/sam-vit-large
+    encoder = build_sam_encoder(SAMEncoderConfig(pretrained=str(out), config=dict(TINY_SAM_16)))
+    saved = load_file(out / "model.safetensors")
+    loaded = encoder.sam.state_dict()
+    assert torch.equal(loaded["layers.1.attn.qkv.base_layer.weight"], saved["vision_encoder.layers.1.attn.qkv.weight"])
+    assert torch.equal(loaded["neck.conv1.weight"], saved["vision_encoder.neck.conv1.weight"])
+
+
+def test_qformer_run_over_the_sam_and_lm_stand_ins_loads_into_semantic_cc(tmp_path: Path) -> None:
+    from changecap.models import build_model, config_from_dict
+    from tests.models.semantic_cc.conftest import tiny
+
+    root = make_synthcc_single_dates(tmp_path / "synthcc")
+    pretrain("sam", config(root, tmp_path / "sam", {"config": TINY_SAM_16}, epochs=1))
+    pretrain("lm", config(root, tmp_path / "lm", TINY_LM, epochs=1, batch_size=8))
+    model = {"sam": str(tmp_path / "sam"), "tokenizer": str(tmp_path / "lm"), "qformer": TINY_QFORMER_16,
+             "num_query_tokens": 4, "embed_dim": 8}  # fmt: skip
+    out = tmp_path / "qformer"
+    result = pretrain("qformer", config(root, out, model, epochs=6, batch_size=5))
+    first, last = result.losses_by_epoch[0], result.losses_by_epoch[-1]
+    assert last["itg"] < first["itg"] and last["loss"] < first["loss"]
+    held = json.loads((out / CARD_FILE).read_text())["held_out"]
+    assert {"itc_loss", "itm_loss", "itg_loss", "image_to_text_R@1", "itm_accuracy", "itg_token_accuracy"} <= set(held)
+    saved = json.loads((out / "config.json").read_text())
+    d = tiny(**{"caption.qformer": saved["qformer"], "caption.num_query_tokens": saved["num_query_tokens"],
+                "neck.cc_dim": saved["vision_width"], "caption.qformer_pretrained": str(out)})  # fmt: skip
+    decoder = build_model(config_from_dict(d)).caption_decoder
+    weights = load_file(out / "model.safetensors")
+    assert torch.equal(decoder.query_tokens, weights["query_tokens"])
+    for key, value in decoder.qformer.state_dict().items():
+        assert torch.equal(value, weights[f"qformer.{key}"]), key
 
 
 @dataclass

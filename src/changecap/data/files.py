@@ -372,11 +372,11 @@ def write_folder(path: str | os.PathLike[str], write: Callable[[Path], Iterable[
     """Write the folder ``path`` through ``write(tmp)``, which fills a fresh temporary folder beside it (and may
     return the paths it wrote, in the order they are to replace their namesakes); return ``path``.
 
-    A new ``path`` appears complete or not at all (one rename); in an existing folder each written file replaces its
-    namesake by a rename (other files there are left alone). Everything written gets the normal modes (some writers,
-    safetensors' ``save_file`` among them, create files 0600). The temporary folder is removed on every exit path
-    that runs Python code. A folder that cannot be written (a file in the way, a read-only file system, a full disk)
-    is a one-line :class:`DataError` naming it.
+    A new ``path`` appears complete or not at all (one rename); in an existing folder each written file (or folder)
+    replaces its namesake by a rename (other files there are left alone). Everything written gets the normal modes
+    (some writers, safetensors' ``save_file`` among them, create files 0600). The temporary folder is removed on
+    every exit path that runs Python code. A folder that cannot be written (a file in the way, a read-only file
+    system, a full disk) is a one-line :class:`DataError` naming it.
     """
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -395,7 +395,10 @@ def write_folder(path: str | os.PathLike[str], write: Callable[[Path], Iterable[
         names = [Path(p).name for p in order]
         names += sorted(p.name for p in tmp.iterdir() if p.name not in names)
         for name in names:
-            os.replace(tmp / name, out / name)
+            if (tmp / name).is_dir() and (out / name).is_dir():
+                replace_folder(tmp / name, out / name)  # a folder inside the folder (os.replace needs it empty)
+            else:
+                os.replace(tmp / name, out / name)
         fsync_dir(out)
     except OSError as e:
         raise DataError(out, f"cannot write the folder ({e.strerror or e})") from None

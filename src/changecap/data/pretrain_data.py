@@ -3,12 +3,11 @@
 Two sources (``docs/pretraining.md`` shows the layouts):
 
 ``synthcc``
-    A SynthCC root with single-date descriptions: ``scene_captions.json`` (``images[].{filename, split, date,
-    sentences}``; date ``A`` is ``images/{split}/A/<filename>``, ``B`` is ``images/{split}/B/<filename>``) and,
-    when present, land-cover maps ``images/{split}/landcover/{A,B}/<filename>`` (mode-L class ids, the class names
-    in ``landcover_classes``). Both dates of every train pair become records; the two dates of a pair form one
-    ``group``. The pair captions of ``LevirCCcaptions.json`` are read separately (:func:`read_pair_captions`) for
-    text-only targets.
+    A SynthCC root with single-date descriptions, read with SynthCC's own reader (``changecap.data.single_date``,
+    whose docstring gives the layout): ``scene_captions.json`` and the images ``images/train/{A,B}/<filename>``,
+    with their land-cover maps ``images/train/landcover/{A,B}/<filename>`` when that folder exists. Both dates of
+    every train pair become records; the two dates of a pair form one ``group``. The pair captions of
+    ``LevirCCcaptions.json`` are read separately (:func:`read_pair_captions`) for text-only targets.
 ``folder``
     A user's own images: ``ROOT/images/`` (or the images directly in ``ROOT``) with captions in
     ``ROOT/captions.csv`` (rows ``filename,caption``, several rows per image, an optional ``filename,caption`` header)
@@ -51,13 +50,17 @@ from changecap.data.image_io import (
     resize_shorter_then_center_crop,
     to_tensor_normalized,
 )
+from changecap.data.single_date import (
+    LANDCOVER_FOLDER,
+    SCENE_CAPTIONS_FILE,
+    read_landcover_classes,
+    read_synthcc_single_dates,
+)
 from changecap.errors import ConfigError, DataError
 
 Source = Literal["auto", "synthcc", "folder"]
 ResizeMode = Literal["resize", "clip"]
 SOURCES: tuple[str, ...] = ("auto", "synthcc", "folder")
-SCENE_CAPTIONS = "scene_captions.json"
-SCENE_CAPTIONS_FORMAT = "synthcc-scene-captions"
 CAPTION_FILES: tuple[str, ...] = ("captions.csv", "captions.jsonl")
 CLASS_FILES: tuple[str, ...] = ("classes.txt", "classes.json")
 TRAIN_SPLIT = "train"
@@ -170,7 +173,7 @@ def read_pretrain_corpus(
         raise DataError(root_p, "data folder not found" if not root_p.exists() else "expected a folder, found a file")
     check_not_held_out_folder(root_p)
     if source == "auto":
-        source = "synthcc" if (root_p / SCENE_CAPTIONS).is_file() else "folder"
+        source = "synthcc" if (root_p / SCENE_CAPTIONS_FILE).is_file() else "folder"
     if source == "synthcc":
         corpus = _read_synthcc(root_p, check_files)
     else:
@@ -205,44 +208,26 @@ def _sentences(path: Path, where: str, value: Any) -> tuple[str, ...]:
 
 
 def _read_synthcc(root: Path, check_files: bool) -> PretrainCorpus:
-    path = root / SCENE_CAPTIONS
-    data = _load_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(path, "expected an object with an 'images' list", field="images")
-    fmt = data.get("format")
-    if fmt is not None and fmt != SCENE_CAPTIONS_FORMAT:
-        raise DataError(path, f"unknown format {fmt!r}; expected {SCENE_CAPTIONS_FORMAT!r}", field="format")
-    classes = data.get("landcover_classes")
-    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-        raise DataError(path, "expected a list of class names", field="landcover_classes")
-    image_dir = root / "images" / TRAIN_SPLIT
-    maps_dir = image_dir / "landcover"
-    has_maps = maps_dir.is_dir()
-    records = []
-    for i, entry in enumerate(data["images"]):
-        where = f"images[{i}]"
-        if not isinstance(entry, dict):
-            raise DataError(path, "expected an object", field=where)
-        split = entry.get("split")
-        if split != TRAIN_SPLIT:
-            if not isinstance(split, str):
-                raise DataError(path, "missing or non-string 'split'", field=f"{where}.split")
-            continue  # another split: its sentences and files are never looked at
-        filename, date = entry.get("filename"), entry.get("date")
-        if not isinstance(filename, str) or not filename or Path(filename).name != filename:
-            raise DataError(path, "expected a plain file name", field=f"{where}.filename")
-        if date not in ("A", "B"):
-            raise DataError(path, f"expected 'A' or 'B', got {date!r}", field=f"{where}.date")
-        captions = _sentences(path, f"{where}.sentences", entry.get("sentences"))
-        image = image_dir / date / filename
-        lc = maps_dir / date / filename if has_maps else None
-        records.append(PretrainRecord(image, TRAIN_SPLIT, captions, lc, f"{date}/{filename}", filename))
+    """The train split's single dates through SynthCC's own reader (``changecap.data.single_date``): records of the
+    other splits are skipped unread beyond their ``split`` field. Maps are used when the train split has its
+    ``landcover`` folder."""
+    records = read_synthcc_single_dates(root, TRAIN_SPLIT, check_files=False, other_splits="skip")
+    has_maps = (root / "images" / TRAIN_SPLIT / LANDCOVER_FOLDER).is_dir()
+    classes = list(read_landcover_classes(root)) if has_maps else None
+    out = [
+        PretrainRecord(
+            r.image_path,
+            TRAIN_SPLIT,
+            tuple(" ".join(c.split()) for c in r.captions),
+            r.landcover_path if has_maps else None,
+            f"{r.date}/{r.image_path.name}",
+            r.image_path.name,  # the pair: both dates stay on one side of the hold-out split
+        )
+        for r in records
+    ]
     if check_files:
-        _check_exist(records)
-    return PretrainCorpus(
-        root, "synthcc", records, list(classes) if classes is not None and has_maps else None,
-        f"SynthCC single dates at {root} (train split)",
-    )  # fmt: skip
+        _check_exist(out)
+    return PretrainCorpus(root, "synthcc", out, classes, f"SynthCC single dates at {root} (train split)")
 
 
 def _check_exist(records: Iterable[PretrainRecord]) -> None:

@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -151,22 +151,52 @@ def load_scene_captions(root: str | os.PathLike[str]) -> tuple[dict[str, Any], l
     return doc, records
 
 
+def _split_records(root: Path, path: Path, split: str) -> list[tuple[int, SingleDateRecord]]:
+    """``(index in the file, record)`` of the records of ``split`` only. A record of another split is skipped as soon
+    as its ``split`` field is read: its file name, date and sentences are never looked at."""
+    doc = _load(path)
+    _header(path, doc)
+    out: list[tuple[int, SingleDateRecord]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, rec in enumerate(doc["images"]):
+        other = rec.get("split") if isinstance(rec, dict) else None
+        if other != split and other in SPLITS:
+            continue
+        r = _record(root, path, i, rec)
+        key = (r.date, r.image_path.name)
+        if key in seen:
+            raise DataError(path, f"duplicate record (first at images[{seen[key]}])", field=f"images[{i}]")
+        seen[key] = i
+        out.append((i, r))
+    return out
+
+
 def read_synthcc_single_dates(
-    root: str | os.PathLike[str], split: str, *, check_files: bool = True
+    root: str | os.PathLike[str],
+    split: str,
+    *,
+    check_files: bool = True,
+    other_splits: Literal["validate", "skip"] = "validate",
 ) -> list[SingleDateRecord]:
     """The single-date records of one split, in file order (two per pair: date A, then date B).
 
-    Every record of the file is validated (whatever its split); with ``check_files`` the image and land-cover map
-    of each returned record must exist. Pretraining code reads ``split="train"`` only.
+    ``other_splits="validate"``: every record of the file is validated, whatever its split; ``"skip"``: records of
+    the other splits are skipped unread beyond their ``split`` field (pretraining reads ``split="train"`` this way,
+    so that no validation or test caption is ever looked at). With ``check_files`` the image and land-cover map of
+    each returned record must exist.
     """
     if split not in SPLITS:
         raise ConfigError("split", f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if other_splits not in ("validate", "skip"):
+        raise ValueError(f"other_splits must be 'validate' or 'skip', got {other_splits!r}")
     path = Path(root) / SCENE_CAPTIONS_FILE
-    _, records = load_scene_captions(root)
+    if other_splits == "skip":
+        indexed = _split_records(Path(root), path, split)
+    else:
+        _, records = load_scene_captions(root)
+        indexed = [(i, r) for i, r in enumerate(records) if r.split == split]
     out: list[SingleDateRecord] = []
-    for i, r in enumerate(records):
-        if r.split != split:
-            continue
+    for i, r in indexed:
         if check_files:
             for p, what in ((r.image_path, "image"), (r.landcover_path, "land-cover map")):
                 if not p.is_file():

@@ -65,6 +65,7 @@ from changecap.engine.precision import PRECISIONS, autocast
 from changecap.engine.pretrain_config import PretrainConfig
 from changecap.engine.run_log import RunLogger
 from changecap.engine.sampler import DeterministicBatchSampler
+from changecap.engine.standins import resolve_standins
 from changecap.engine.step import to_device
 from changecap.engine.trainer import seed_everything
 from changecap.errors import ConfigError, DataError, ModelError
@@ -220,6 +221,9 @@ class Pretrainer:
             raise ConfigError(
                 "target", f"the config is written for {config.target!r}, not {target!r}", path=config.source
             )
+        # stand-ins the target's config names (the qformer's SAM and tokenizer) → their cache directories
+        resolved = resolve_standins(dict(config.model), config.data.root, config.source)
+        config = dataclasses.replace(config, model=resolved)
         self.config = config
         t = config.train
         try:

@@ -22,6 +22,7 @@ one (CPU; on GPU up to the non-determinism of the kernels unless ``train.determi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -72,6 +73,7 @@ from changecap.engine.optim import build_optimizer
 from changecap.engine.precision import PRECISIONS
 from changecap.engine.resume import restore_training
 from changecap.engine.run_log import RunLogger
+from changecap.engine.standins import resolve_standins
 from changecap.engine.step import StatsWindow, UpdateStep, set_phase_trainable
 from changecap.engine.validation import ValidationResult, validate
 from changecap.errors import ConfigError, ModelError
@@ -146,6 +148,9 @@ class Trainer:
     ) -> None:
         from changecap.data.collate import collate_pairs
 
+        # stand-ins (``standin:FILE``) → their cache directories, or a one-line error before anything starts
+        resolved = resolve_standins(dict(config.model), config.data.root, config.source)
+        config = dataclasses.replace(config, model=resolved)
         self.config = config
         t = config.train
         self.ctx: DistContext = init_distributed(t.device, path=config.source)

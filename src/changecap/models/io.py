@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,13 @@ def _write_files(directory: Path, model: torch.nn.Module, config: Any, vocab: Vo
     save_file(_state_dict_for_safetensors(model), str(weights), metadata={"format": FORMAT_TAG})
     vocab.save(directory / VOCAB_FILE)
     (directory / CARD_FILE).write_text(card, encoding="utf-8")  # a fresh temporary folder: plain writes
+    folders = []
+    for name, source in bundled_folders(config).items():
+        src = Path(source).expanduser()
+        if not src.is_dir():
+            raise ModelError(f"the model keeps a copy of '{source}' in its directory ({name}/): not a local directory")
+        shutil.copytree(src, directory / name)
+        folders.append(directory / name)
     payload = {
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
@@ -154,7 +162,14 @@ def _write_files(directory: Path, model: torch.nn.Module, config: Any, vocab: Vo
         "model": config.to_dict(),
     }
     (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return [weights, directory / VOCAB_FILE, directory / CARD_FILE, directory / CONFIG_FILE]
+    return [weights, *folders, directory / VOCAB_FILE, directory / CARD_FILE, directory / CONFIG_FILE]
+
+
+def bundled_folders(config: Any) -> dict[str, str]:
+    """Folders a saved model keeps a copy of in its directory (the config's ``bundled_folders()``, when it has one:
+    e.g. a small LLM Semantic-CC would otherwise reference)."""
+    select = getattr(config, "bundled_folders", None)
+    return dict(select()) if callable(select) else {}
 
 
 def save_model(
@@ -309,6 +324,9 @@ def load_model_bundle(
     """
     directory = resolve_model_dir(model_dir)
     config = read_model_config(directory)
+    bundled = getattr(config, "with_bundled_folders", None)
+    if callable(bundled):  # what the directory holds a copy of is loaded from there
+        config = bundled(directory)
     vocab = _read_vocab(directory, config)
     try:
         # Every weight comes from model.safetensors, except those the model references by id (a frozen pretrained

@@ -1,5 +1,6 @@
 """A pretrained LLM (here a tiny one saved to a local directory, with its own tokenizer) is referenced by the model
-directory, not copied: only its LoRA tensors are saved, and load_model reloads the rest from the source."""
+directory, not copied: only its LoRA tensors are saved, and load_model reloads the rest from the source. With
+``caption.bundle_llm`` the directory holds a copy of the LLM instead and loads it from there."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from changecap.data.vocab import Vocabulary
-from changecap.errors import ModelError
+from changecap.errors import ConfigError, ModelError
 from changecap.models import build_model, config_from_dict, load_model, save_model
 from tests.models.semantic_cc.conftest import WORDS, tiny
 
@@ -63,6 +64,30 @@ def test_the_llm_is_referenced_not_copied(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="model.caption.llm") as e:
         load_model(out)
     assert "\n" not in str(e.value)
+
+
+def test_a_bundled_llm_is_copied_into_the_model_directory_and_loaded_from_there(tmp_path: Path) -> None:
+    llm_dir = _pretrained_llm(tmp_path / "llm")
+    d = tiny(**{"caption.llm": str(llm_dir), "caption.bundle_llm": True})
+    d["caption"].pop("llm_config")
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(d)).eval()
+    vocab = Vocabulary.build([WORDS], threshold=0)
+    model.config.vocab_size = len(vocab)
+    out = save_model(model, None, vocab, tmp_path / "model")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (out / "llm").iterdir()}
+    shutil.rmtree(llm_dir)  # the source is gone: the model needs only its own directory
+    again = load_model(out)
+    assert again.config.caption.llm == str(out / "llm")
+    images = torch.randn(2, 2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    a, b = model.predict(images), again.predict(images)
+    assert a["captions"] == b["captions"] and torch.equal(a["mask"], b["mask"])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    save_model(again, None, vocab, out)  # saved again over itself: the copy is replaced by a copy of itself
+    assert load_model(out).config.caption.llm == str(out / "llm")
+    with pytest.raises(ConfigError, match="model.caption.bundle_llm"):
+        config_from_dict(tiny(**{"caption.bundle_llm": True}))  # nothing to copy: a random-init LLM
 
 
 def test_gguf_files_are_read_from_their_folder(tmp_path: Path) -> None:

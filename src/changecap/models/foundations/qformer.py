@@ -33,7 +33,9 @@ In-batch negatives are per process (BLIP-2 gathers them over GPUs; here each pro
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +47,7 @@ from torch import nn
 from changecap.data.files import write_folder
 from changecap.errors import ConfigError, ModelError, first_line
 from changecap.models.foundations.common import load_sam_vision_encoder
+from changecap.models.foundations.target import PretrainInputs, PretrainTarget
 from changecap.models.semantic_cc.caption import clean_caption
 from changecap.schema import require
 
@@ -224,14 +227,8 @@ class QFormerPretrainer(nn.Module):
         if len(texts) != images.shape[0]:
             raise ModelError(f"the batch has {images.shape[0]} images but {len(texts)} caption lists")
         device = images.device
-        v = self.ln_vision(self.image_features(images))  # [B, L, C]
-        ids, mask = self.encode_text(texts, device)  # [B, T]
-        q = self.query_tokens.expand(images.shape[0], -1, -1)  # [B, Q, D]
-        query_out = self.qformer(query_embeds=q, encoder_hidden_states=v).last_hidden_state  # [B, Q, D]
-        text_out = self.qformer(query_embeds=self.embed_text(ids), query_length=0,
-                                attention_mask=mask).last_hidden_state  # fmt: skip  # [B, T, D]
-        img = F.normalize(self.vision_proj(query_out), dim=-1)  # [B, Q, E]
-        txt = F.normalize(self.text_proj(text_out[:, 0]), dim=-1)  # [B, E]: the [CLS] output
+        v, img = self.image_embeddings(images)  # [B, L, C], [B, Q, E]
+        ids, mask, txt = self.text_embeddings(texts, device)  # [B, T], [B, T], [B, E]: the [CLS] output
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)  # as BLIP-2: the learnt temperature stays in range
         sim = torch.einsum("iqe,je->ijq", img, txt).amax(dim=-1) / self.temp  # [B_img, B_txt]: best query per pair
@@ -269,15 +266,21 @@ class QFormerPretrainer(nn.Module):
         rows = torch.arange(b, device=v.device)
         image_rows = torch.cat([rows, neg_img.to(v.device), rows])  # [3B]
         text_rows = torch.cat([rows, rows, neg_txt.to(v.device)])  # [3B]
-        q = self.query_tokens.expand(3 * b, -1, -1)  # [3B, Q, D]
-        nq = q.shape[1]
-        joint = torch.cat([q, self.embed_text(ids[text_rows])], dim=1)  # [3B, Q + T, D]
-        joint_mask = torch.cat([torch.ones(3 * b, nq, dtype=mask.dtype, device=v.device), mask[text_rows]], dim=1)
-        out = self.qformer(query_embeds=joint, query_length=nq, attention_mask=joint_mask,
-                           encoder_hidden_states=v[image_rows]).last_hidden_state  # fmt: skip  # [3B, Q + T, D]
-        logits = self.itm_head(out[:, :nq]).mean(dim=1)  # [3B, 2]: averaged over the queries
+        logits = self.itm_logits(v[image_rows], ids[text_rows], mask[text_rows])  # [3B, 2]
         labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)]).to(v.device)
         return F.cross_entropy(logits, labels)
+
+    def itm_logits(self, v: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """No-match / match logits [N, 2] of N (image features [N, L, C], text ids [N, T]) pairs: queries and text
+        attend to each other, the head's outputs are averaged over the queries."""
+        n = v.shape[0]
+        q = self.query_tokens.expand(n, -1, -1)  # [N, Q, D]
+        nq = q.shape[1]
+        joint = torch.cat([q, self.embed_text(ids)], dim=1)  # [N, Q + T, D]
+        joint_mask = torch.cat([torch.ones(n, nq, dtype=mask.dtype, device=v.device), mask], dim=1)
+        out = self.qformer(query_embeds=joint, query_length=nq, attention_mask=joint_mask,
+                           encoder_hidden_states=v).last_hidden_state  # fmt: skip  # [N, Q + T, D]
+        return self.itm_head(out[:, :nq]).mean(dim=1)  # [N, 2]
 
     @staticmethod
     def _hard_negatives(sim: torch.Tensor, same: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -316,6 +319,84 @@ class QFormerPretrainer(nn.Module):
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # [B, T - 1]
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
                                label_smoothing=self.config.label_smoothing)  # fmt: skip
+
+    # ------------------------------------------------------------------ held-out figures
+    def image_embeddings(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, 3, S, S] → visual features after ``ln_vision`` [B, L, C] and the queries' ITC embeddings
+        [B, Q, E] (L2-normalised)."""
+        v = self.ln_vision(self.image_features(images))  # [B, L, C]
+        q = self.query_tokens.expand(images.shape[0], -1, -1)  # [B, Q, D]
+        query_out = self.qformer(query_embeds=q, encoder_hidden_states=v).last_hidden_state  # [B, Q, D]
+        return v, F.normalize(self.vision_proj(query_out), dim=-1)  # [B, L, C], [B, Q, E]
+
+    def text_embeddings(
+        self, texts: list[str], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Captions → ids [B, T], mask [B, T] and the ``[CLS]`` output's ITC embedding [B, E] (L2-normalised; the
+        text branch alone, no image)."""
+        ids, mask = self.encode_text(texts, device)  # [B, T]
+        text_out = self.qformer(query_embeds=self.embed_text(ids), query_length=0,
+                                attention_mask=mask).last_hidden_state  # fmt: skip  # [B, T, D]
+        return ids, mask, F.normalize(self.text_proj(text_out[:, 0]), dim=-1)  # [B, E]
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
+        """Held-out figures: the mean ``itc``, ``itm`` and ``itg`` losses (captions and ITM negatives drawn with a
+        fixed seed); ITC retrieval recall@1/5 between the images and their distinct captions (an image→text hit at
+        k when one of the image's own captions is among the k most similar texts; text→image likewise); ITM
+        accuracy on every image with its first caption (match) and with the most ITC-similar caption that is not
+        its own (no match); ITG next-token accuracy."""
+        generator = torch.Generator().manual_seed(0)
+        sums: dict[str, float] = {"itc": 0.0, "itm": 0.0, "itg": 0.0}
+        batches_seen = 0
+        image_embs, owners, feats = [], [], []
+        correct_tokens, tokens = 0, 0
+        for batch in batches:
+            losses = self({**batch, "generator": generator})
+            for name in sums:
+                sums[name] += float(losses[name])
+            batches_seen += 1
+            texts = pick_captions(batch["captions"], generator)
+            v, img = self.image_embeddings(batch["image"])
+            ids, mask = self.encode_text(texts, v.device)
+            image_embs.append(img)
+            feats.append(v)
+            owners.extend([clean_caption(c) if self.config.clean_text else c for c in caps]
+                          for caps in batch["captions"])  # fmt: skip
+            pred = self.itg_logits(v, ids, mask).argmax(dim=-1)  # [B, T - 1]
+            valid = mask[:, 1:].bool()
+            correct_tokens += int((pred == ids[:, 1:])[valid].sum())
+            tokens += int(valid.sum())
+        if not batches_seen:
+            return {}
+        out = {f"{k}_loss": v / batches_seen for k, v in sums.items()}
+        device = image_embs[0].device
+        img = torch.cat(image_embs)  # [I, Q, E]
+        texts = list(dict.fromkeys(c for caps in owners for c in caps))  # distinct captions, first-seen order
+        index = {t: j for j, t in enumerate(texts)}
+        txt = torch.cat([self.text_embeddings(texts[i : i + 256], device)[2] for i in range(0, len(texts), 256)])
+        relevant = torch.zeros(len(owners), len(texts), dtype=torch.bool, device=device)  # [I, T]
+        for i, caps in enumerate(owners):
+            relevant[i, [index[c] for c in caps]] = True
+        sim = torch.einsum("iqe,te->itq", img, txt).amax(dim=-1)  # [I, T]: best query per pair
+        for k in (1, 5):
+            top_t = sim.topk(min(k, len(texts)), dim=1).indices  # [I, k]
+            out[f"image_to_text_R@{k}"] = relevant.gather(1, top_t).any(dim=1).float().mean().item()
+            top_i = sim.t().topk(min(k, len(owners)), dim=1).indices  # [T, k]
+            out[f"text_to_image_R@{k}"] = relevant.t().gather(1, top_i).any(dim=1).float().mean().item()
+        v = torch.cat(feats)  # [I, L, C]
+        positive = torch.tensor([index[caps[0]] for caps in owners], device=device)  # [I]
+        negative = sim.masked_fill(relevant, float("-inf")).argmax(dim=1)  # [I]: the most similar other caption
+        hits = 0
+        for rows, label in ((positive, 1), (negative, 0)):
+            for i in range(0, len(owners), 128):
+                ids, mask = self.encode_text([texts[j] for j in rows[i : i + 128].tolist()], device)
+                logits = self.itm_logits(v[i : i + 128], ids, mask)  # [n, 2]
+                hits += int((logits.argmax(dim=1) == label).sum())
+        out["itm_accuracy"] = hits / (2 * len(owners))
+        out["itg_token_accuracy"] = correct_tokens / max(tokens, 1)
+        out["images"], out["texts"] = float(len(owners)), float(len(texts))
+        return out
 
     # ------------------------------------------------------------------ saving
     def saved_config(self) -> dict[str, Any]:
@@ -373,3 +454,25 @@ def load_tokenizer(name_or_dir: str) -> Any:
     except (OSError, ValueError, TypeError) as e:
         raise ModelError(f"model.tokenizer '{name_or_dir}': not a transformers tokenizer, or not available offline "
                          f"({first_line(e)})") from None  # fmt: skip
+
+
+def build_qformer(config: QFormerPretrainConfig, inputs: PretrainInputs) -> QFormerPretrainer:
+    """A Q-Former over the frozen SAM ``model.sam`` at the data's image size, with the tokenizer ``model.tokenizer``
+    (``inputs.texts`` are not used: the tokenizer is given, e.g. the ``lm`` or ``clip`` stand-in's)."""
+    size = config.image_size if config.image_size is not None else inputs.image_size
+    if size != inputs.image_size:
+        raise ConfigError("model.image_size", f"is {size} but data.image_size is {inputs.image_size}")
+    if not inputs.texts:
+        raise ConfigError("data.root", "the qformer target needs captions, and the training images have none")
+    return QFormerPretrainer(dataclasses.replace(config, image_size=size))
+
+
+TARGET = PretrainTarget(
+    name="qformer",
+    summary="a BLIP-2 Q-Former trained with image-text contrast, matching and generation over a frozen SAM",
+    config_class=QFormerPretrainConfig,
+    build=build_qformer,
+    inputs="images",
+    needs=("captions",),
+    loads_as="model.caption.qformer_pretrained: DIR (Semantic-CC)",
+)

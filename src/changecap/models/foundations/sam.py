@@ -22,6 +22,8 @@ Choices (not given by SAM, which is trained on promptable masks):
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +34,7 @@ from torch import nn
 
 from changecap.data.files import write_folder
 from changecap.errors import ConfigError, ModelError
+from changecap.models.foundations.target import PretrainInputs, PretrainTarget
 from changecap.models.semantic_cc.config import LoraConfig, SAMEncoderConfig
 from changecap.models.semantic_cc.encoder import load_resized_sam_weights, sam_vision_config
 from changecap.schema import require
@@ -57,19 +60,19 @@ SAM_CPU: dict[str, Any] = {
 class SAMPretrainConfig:
     """The ``sam`` target: a SAM vision encoder and the segmentation head it is trained with."""
 
-    num_classes: int  # land-cover classes; map values are 0..num_classes-1, or 255 (ignored)
+    num_classes: int | None = None  # land-cover classes (values 0..num_classes-1, 255 ignored); None: the data's
     config: dict[str, Any] = field(default_factory=lambda: dict(SAM_CPU))  # SamVisionConfig fields
     pretrained: str | None = None  # start from a SAM checkpoint (Hub id or directory), resized to config's size
     head: Literal["linear", "upsample"] = "linear"  # linear: 1×1 conv on the grid; upsample: 2 transposed convs first
     class_weighting: Literal["inverse_sqrt", "none"] = "inverse_sqrt"  # per-class weights from pixel frequencies
 
     def validate(self, prefix: str = "model") -> None:
+        n = self.num_classes
         require(
-            isinstance(self.num_classes, int) and self.num_classes >= 2,
+            n is None or (isinstance(n, int) and not isinstance(n, bool) and 2 <= n <= IGNORE_INDEX),
             f"{prefix}.num_classes",
-            f"must be an integer >= 2, got {self.num_classes!r}",
+            f"must be an integer in 2..{IGNORE_INDEX} or null (the data's classes), got {n!r}",
         )
-        require(self.num_classes <= IGNORE_INDEX, f"{prefix}.num_classes", f"must be <= {IGNORE_INDEX}")
         # the encoder's own checks (positive sizes, patch divides image, global blocks exist), then transformers'
         SAMEncoderConfig(config=dict(self.config), lora=LoraConfig(enabled=False)).validate(prefix)
         sam_vision_config(self.config, f"{prefix}.config")
@@ -116,14 +119,18 @@ class SAMPretrainer(nn.Module):
         from transformers import SamVisionModel
 
         config.validate()
+        if config.num_classes is None:
+            raise ConfigError("model.num_classes", "is needed to build the segmentation head (null: the data's)")
         self.config = copy.deepcopy(config)
+        self.num_classes: int = config.num_classes
         self.sam = SamVisionModel(sam_vision_config(self.config.config))  # saved as it is by save_pretrained
         if self.config.pretrained is not None:
             load_resized_sam_weights(self.sam.vision_encoder, self.config.pretrained)
         channels = int(self.sam.config.output_channels)
-        self.head = segmentation_head(channels, self.config.num_classes, self.config.head)
+        self.head = segmentation_head(channels, self.num_classes, self.config.head)
         # pixels per class over every training batch so far (weights = frequency^-1/2); not saved with the encoder
-        self.register_buffer("pixel_counts", torch.zeros(self.config.num_classes, dtype=torch.float64))
+        self.register_buffer("pixel_counts", torch.zeros(self.num_classes, dtype=torch.float64))
+        self.class_names: list[str] | None = None  # names of the classes in the held-out figures (None: their ids)
 
     @property
     def encoder(self) -> nn.Module:
@@ -151,7 +158,7 @@ class SAMPretrainer(nn.Module):
             return None
         valid = target[target != IGNORE_INDEX]
         if self.training:
-            counts = torch.bincount(valid, minlength=self.config.num_classes)  # [K]
+            counts = torch.bincount(valid, minlength=self.num_classes)  # [K]
             self.pixel_counts += counts.to(self.pixel_counts)
         counts = self.pixel_counts if self.pixel_counts.sum() > 0 else torch.ones_like(self.pixel_counts)
         freq = counts / counts.sum()
@@ -169,9 +176,9 @@ class SAMPretrainer(nn.Module):
                              f"{list(target.shape)}")  # fmt: skip
         target = target.to(device=images.device, dtype=torch.long)
         valid = target[target != IGNORE_INDEX]
-        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self.config.num_classes):
-            bad = int(valid.max()) if int(valid.max()) >= self.config.num_classes else int(valid.min())
-            raise ConfigError("model.num_classes", f"is {self.config.num_classes} but a land-cover map holds class "
+        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self.num_classes):
+            bad = int(valid.max()) if int(valid.max()) >= self.num_classes else int(valid.min())
+            raise ConfigError("model.num_classes", f"is {self.num_classes} but a land-cover map holds class "
                                                    f"{bad}")  # fmt: skip
         logits = self.logits(images, (target.shape[-2], target.shape[-1]))  # [B, K, H, W]
         weights = self.class_weights(target)
@@ -180,7 +187,59 @@ class SAMPretrainer(nn.Module):
         loss = F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE_INDEX)
         return {"segmentation": loss}
 
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
+        """Held-out segmentation: pixel accuracy, the IoU of every class present in the maps or the predictions,
+        and their mean (mIoU)."""
+        k = self.num_classes
+        confusion = torch.zeros(k, k, dtype=torch.float64)  # [target, predicted]
+        for batch in batches:
+            target = batch["landcover"].long()
+            pred = self.logits(batch["image"], (target.shape[-2], target.shape[-1])).argmax(dim=1)  # [B, H, W]
+            valid = target != IGNORE_INDEX
+            index = (target[valid] * k + pred[valid]).cpu()
+            confusion += torch.bincount(index, minlength=k * k).reshape(k, k).double()
+        total = float(confusion.sum())
+        if total == 0:
+            return {}
+        inter = confusion.diag()
+        union = confusion.sum(0) + confusion.sum(1) - inter
+        seen = union > 0
+        iou = inter[seen] / union[seen]
+        out = {"pixels": total, "pixel_accuracy": float(inter.sum()) / total, "mIoU": float(iou.mean())}
+        names = self.class_names or [str(i) for i in range(k)]
+        for i in torch.nonzero(seen).flatten().tolist():
+            out[f"IoU_{names[i]}"] = float(inter[i] / union[i])
+        return out
+
     def save_pretrained(self, out_dir: Path) -> None:
         """Write the encoder as a ``SamVisionModel`` directory (``config.json`` + ``model.safetensors``); the
         segmentation head is left out."""
         write_folder(out_dir, lambda tmp: self.sam.save_pretrained(str(tmp)))
+
+
+def build_sam(config: SAMPretrainConfig, inputs: PretrainInputs) -> SAMPretrainer:
+    """A SAM encoder (random, or ``pretrained``) at the data's image size, with a head over the data's classes."""
+    classes = inputs.landcover_classes
+    if classes is None:
+        raise ConfigError("data.root", "the sam target trains on land-cover / segmentation maps, and the data has none")
+    if config.num_classes is not None and config.num_classes != len(classes):
+        raise ConfigError("model.num_classes", f"is {config.num_classes} but the data has {len(classes)} classes")
+    fields = dict(config.config)
+    size = fields.setdefault("image_size", inputs.image_size)
+    if size != inputs.image_size:
+        raise ConfigError("model.config.image_size", f"is {size} but data.image_size is {inputs.image_size}")
+    module = SAMPretrainer(dataclasses.replace(config, num_classes=len(classes), config=fields))
+    module.class_names = [name.replace(" ", "_") for name in classes]
+    return module
+
+
+TARGET = PretrainTarget(
+    name="sam",
+    summary="a SAM-style image encoder trained on land-cover maps (its segmentation head is dropped)",
+    config_class=SAMPretrainConfig,
+    build=build_sam,
+    inputs="images",
+    needs=("landcover",),
+    loads_as="model.encoder.pretrained: DIR (Semantic-CC)",
+)

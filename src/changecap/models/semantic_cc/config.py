@@ -23,7 +23,10 @@ full — for randomly initialised ones (CPU runs), where LoRA has nothing pretra
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from changecap.models.registry import ArchitectureConfig
@@ -55,6 +58,8 @@ QFORMER_BASE: dict[str, Any] = {
     "cross_attention_frequency": 2,
     "encoder_hidden_size": 1408,
 }
+
+LLM_FOLDER = "llm"  # where a saved model directory keeps its copy of the LLM (``caption.bundle_llm``)
 
 #: the four instructions of the released config, one drawn per sample in training
 INSTRUCTIONS: tuple[str, ...] = (
@@ -227,6 +232,10 @@ class SemanticCCCaptionConfig:
     llm_lora: LLMLoraConfig = field(default_factory=LLMLoraConfig)
     train_llm: bool = False  # train every LLM weight (a randomly initialised LLM; LoRA adapts pretrained ones)
     save_llm_weights: bool = False  # copy the frozen pretrained LLM into model.safetensors (default: reference it)
+    # Copy the LLM's local directory (weights, config, tokenizer) into the saved model directory as ``llm/`` and load
+    # it from there: the model then needs nothing outside its own directory. For small local LLMs (the ``lm``
+    # stand-in, a few MB); a 7B LLM is better referenced.
+    bundle_llm: bool = False
     train_qformer: bool = False  # train the Q-Former and its queries (frozen in the paper: MiniGPT-4's weights)
     prompt_template: str = "###Ask: {} ###Answer: "
     image_placeholder: str = "<Img><ImageHere></Img> "
@@ -244,6 +253,7 @@ class SemanticCCCaptionConfig:
         require(self.num_query_tokens >= 1, f"{prefix}.num_query_tokens", "must be >= 1")
         require(self.visual_pool >= 1, f"{prefix}.visual_pool", "must be >= 1 (1: no pooling)")
         require(bool(self.instructions), f"{prefix}.instructions", "give at least one instruction")
+        require(not self.bundle_llm or self.llm is not None, f"{prefix}.bundle_llm", "needs 'llm' (a local directory)")
         require("{}" in self.prompt_template, f"{prefix}.prompt_template", "must contain '{}' (the prompt slot)")
         require("<ImageHere>" in self.image_placeholder, f"{prefix}.image_placeholder", "must contain <ImageHere>")
         self.llm_lora.validate(f"{prefix}.llm_lora")
@@ -278,6 +288,22 @@ class SemanticCCConfig(ArchitectureConfig):
         """Whether a saved model leaves the frozen pretrained LLM out of its weights (loaded from ``caption.llm``)."""
         c = self.caption
         return c.llm is not None and not c.train_llm and not c.save_llm_weights
+
+    def bundled_folders(self) -> dict[str, str]:
+        """Folders a saved model directory holds a copy of: ``{name in the directory: what it is copied from}``
+        (``caption.bundle_llm``: the LLM's directory as ``llm``)."""
+        c = self.caption
+        return {LLM_FOLDER: c.llm} if c.bundle_llm and c.llm is not None else {}
+
+    def with_bundled_folders(self, directory: str | os.PathLike[str]) -> SemanticCCConfig:
+        """This config loading what ``directory`` (a saved model) holds a copy of from there: ``caption.llm`` (and
+        ``caption.tokenizer`` when it was the LLM's own) becomes ``directory/llm``."""
+        folder = Path(directory) / LLM_FOLDER
+        c = self.caption
+        if not (c.bundle_llm and folder.is_dir()):
+            return self
+        tokenizer = str(folder) if c.tokenizer in (None, c.llm) else c.tokenizer
+        return dataclasses.replace(self, caption=dataclasses.replace(c, llm=str(folder), tokenizer=tokenizer))
 
     @classmethod
     def with_data(cls, section: dict[str, Any], words: list[str], max_length: int) -> dict[str, Any]:
