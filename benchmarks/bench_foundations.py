@@ -147,7 +147,7 @@ def standin_table(cache_dirs: list[Path]) -> str:
 def prepare(out: Path, data: Path, variants: list[str]) -> list[Path]:
     """The data, the stand-ins every variant's config names, DFM's prior: built once, before the runs."""
     from changecap.engine import load_config, train
-    from changecap.engine.standins import build_standins
+    from changecap.engine.pretrain import build_standins
     from changecap.synth import generate_synthcc
 
     out.mkdir(parents=True, exist_ok=True)

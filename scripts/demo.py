@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             prior_dir = Path(train(prior_cfg).best_dir)
         overrides.append(f"model.prior.model_dir={prior_dir}")
         config = load_config(args.config, overrides=overrides)
-    from changecap.engine.standins import build_standins, find_standins
+    from changecap.engine.pretrain import build_standins
+    from changecap.engine.standins import find_standins
 
     if find_standins(config.model, data_dir, config.source):
         log("3/5 the stand-ins the config starts from (pretrained on the train split once, then reused from the cache)")

@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from changecap.cli.main import main
+from changecap.engine.pretrain import build_standins
 from changecap.engine.standins import (
     CACHE_ENV,
-    build_standins,
     find_standins,
     resolve_standins,
     standin_cache,

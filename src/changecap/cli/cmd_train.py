@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir:
         config.train.output_dir = str(args.output_dir)
     if args.build_standins:
-        from changecap.engine.standins import build_standins
+        from changecap.engine.pretrain import build_standins
         from changecap.errors import ConfigError
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:

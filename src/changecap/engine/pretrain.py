@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -65,7 +66,7 @@ from changecap.engine.precision import PRECISIONS, autocast
 from changecap.engine.pretrain_config import PretrainConfig
 from changecap.engine.run_log import RunLogger
 from changecap.engine.sampler import DeterministicBatchSampler
-from changecap.engine.standins import resolve_standins
+from changecap.engine.standins import StandIn, find_standins, resolve_standins
 from changecap.engine.step import to_device
 from changecap.engine.trainer import seed_everything
 from changecap.errors import ConfigError, DataError, ModelError
@@ -444,3 +445,30 @@ def pretrain(target: str, config: PretrainConfig, *, overwrite: bool = False) ->
         return Pretrainer(target, config, overwrite=overwrite).fit()
     finally:
         cleanup_distributed()
+
+
+def build_standins(
+    section: Any,
+    data_root: str | os.PathLike[str],
+    source: str | os.PathLike[str] | None,
+    prefix: str = "model",
+    log: Any = print,
+) -> list[StandIn]:
+    """Build every stand-in ``section`` names that is not in the cache yet (dependencies first); return them all.
+    Reuses the built ones; each build is an ordinary ``changecap pretrain`` run writing into the cache."""
+    from changecap.engine.pretrain_config import load_pretrain_config
+
+    plans = find_standins(section, data_root, source, prefix)
+    done: set[Path] = set()
+    for plan in plans:
+        for need in plan.walk():
+            if need.directory in done:
+                continue
+            done.add(need.directory)
+            if need.built:
+                log(f"stand-in {need.target}: reusing {need.directory}")
+                continue
+            log(f"stand-in {need.target}: building {need.directory} ({need.command()})")
+            overrides = [*need.overrides, f"train.output_dir={json.dumps(str(need.directory))}"]
+            pretrain(need.target, load_pretrain_config(need.config_path, overrides), overwrite=True)
+    return plans

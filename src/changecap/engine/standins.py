@@ -19,8 +19,8 @@ stand-in is never reused for other data or another config; moving or copying the
 
 :func:`resolve_standins` replaces every ``standin:`` value of a config section by its directory; a stand-in not
 built yet is a one-line :class:`~changecap.errors.ConfigError` naming the field and the exact ``changecap
-pretrain`` command that builds it. :func:`build_standins` (``changecap train --build-standins``, ``make demo``)
-builds the missing ones first, each stand-in after those it names.
+pretrain`` command that builds it. :func:`changecap.engine.pretrain.build_standins` (``changecap train
+--build-standins``, ``make demo``) builds the missing ones first, each stand-in after those it names.
 """
 
 from __future__ import annotations
@@ -232,30 +232,3 @@ def resolve_standins(
                 )
     return _replace(section, {p.ref: str(p.directory) for p in plans})
 
-
-def build_standins(
-    section: Any,
-    data_root: str | os.PathLike[str],
-    source: str | os.PathLike[str] | None,
-    prefix: str = "model",
-    log: Any = print,
-) -> list[StandIn]:
-    """Build every stand-in ``section`` names that is not in the cache yet (dependencies first); return them all.
-    Reuses the built ones; each build is an ordinary ``changecap pretrain`` run writing into the cache."""
-    from changecap.engine.pretrain import pretrain
-    from changecap.engine.pretrain_config import load_pretrain_config
-
-    plans = find_standins(section, data_root, source, prefix)
-    done: set[Path] = set()
-    for plan in plans:
-        for need in plan.walk():
-            if need.directory in done:
-                continue
-            done.add(need.directory)
-            if need.built:
-                log(f"stand-in {need.target}: reusing {need.directory}")
-                continue
-            log(f"stand-in {need.target}: building {need.directory} ({need.command()})")
-            overrides = [*need.overrides, f"train.output_dir={json.dumps(str(need.directory))}"]
-            pretrain(need.target, load_pretrain_config(need.config_path, overrides), overwrite=True)
-    return plans
