@@ -25,6 +25,7 @@ from changecap.models.foundations.target import PretrainInputs, PretrainTarget
 from changecap.models.parts.clip_encoder import EncoderConfig, build_clip_encoder
 from tests.data.single_date_fakes import CLASSES, make_segmentation_folder, make_synthcc_single_dates
 from tests.data.test_files import dead_pid
+from tests.engine.test_curves import series as curve_series
 from tests.engine.test_ddp import free_port
 from tests.models.foundations.tiny_targets import TINY_CLIP, TINY_LM
 
@@ -69,6 +70,8 @@ def test_clip_run_lowers_the_loss_and_writes_a_loadable_directory(tmp_path: Path
     assert card["config"]["model"]["projection_dim"] == 16
     kinds = [r["kind"] for r in records(out / "metrics.jsonl")]
     assert kinds.count("train") == 12 and kinds.count("epoch") == 6 and kinds.count("eval") == 1
+    drawn = curve_series((out / "curves.svg").read_text())  # the epoch means of its terms, its held-out figures
+    assert len(drawn["loss"]) == len(drawn["contrastive"]) == 6 and "images" not in drawn
     encoder, _ = build_clip_encoder(EncoderConfig(pretrained=str(out), trainable_layers=1))
     saved = load_file(out / "model.safetensors")
     assert torch.equal(encoder.vision.state_dict()["post_layernorm.weight"],
@@ -130,7 +133,7 @@ def test_sam_run_learns_land_cover_and_loads_where_sam_weights_go(tmp_path: Path
     assert 0.0 <= held["mIoU"] <= 1.0 and held["pixels"] == 2 * 16 * 16
     assert {k for k in held if k.startswith("IoU_")} <= {f"IoU_{c.replace(' ', '_')}" for c in CLASSES}
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "config.yaml", "metrics.jsonl", "model.safetensors", CARD_FILE]  # fmt: skip
+        "config.json", "config.yaml", "curves.svg", "metrics.jsonl", "model.safetensors", CARD_FILE]  # fmt: skip
     # through Semantic-CC's own loading path, as facebook/sam-vit-large
     encoder = build_sam_encoder(SAMEncoderConfig(pretrained=str(out), config=dict(TINY_SAM_16)))
     saved = load_file(out / "model.safetensors")

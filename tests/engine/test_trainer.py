@@ -17,6 +17,7 @@ from changecap.engine import TrainConfig, Trainer, train
 from changecap.engine.checkpoint import load_checkpoint
 from changecap.engine.objectives.hisem import HisemObjective
 from changecap.errors import ConfigError, DataError, ModelError
+from tests.engine.test_curves import series as curve_series
 from tests.engine.toy import ToyDataset, load_toy_weights, toy_builder, toy_saver, toy_vocab
 
 
@@ -78,6 +79,10 @@ def test_run_writes_model_dirs_metrics_and_checkpoint(tmp_path: Path) -> None:
     trains = [r for r in records if r["kind"] == "train"]
     assert trains and all(r["caption_ce"] > 0 and "lr_decoder" in r for r in trains)
     assert [r["gt_routing"] for r in trains][0] is True and trains[-1]["gt_routing"] is False
+    # the curves of both epochs: the total and the objective's loss terms (not its statistics), the validation
+    drawn = curve_series((out / "curves.svg").read_text())
+    assert {"loss", "caption_ce", "router_ce", "aux", "BLEU-4", "CIDEr-D"} <= set(drawn)
+    assert "router_acc" not in drawn and len(drawn["loss"]) == len(drawn["BLEU-4"]) == 2
     card = json.loads((out / "best" / "card.json").read_text())
     assert card["metrics"]["Bleu_4"] == round(result.best_metric, 6) and "greedy" in card["protocol"]
     ckpt = load_checkpoint(out)

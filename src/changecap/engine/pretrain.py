@@ -53,6 +53,7 @@ from changecap.data.pretrain_data import (
     read_pretrain_corpus,
     resolve_mean_std,
 )
+from changecap.engine.curves import write_curves
 from changecap.engine.distributed import (
     DistContext,
     all_reduce_sum,
@@ -359,6 +360,7 @@ class Pretrainer:
             if ctx.is_main:
                 assert tmp is not None and logger is not None
                 logger.close()
+                write_curves(tmp, title=self.output_dir.name)  # its losses and held-out figures per epoch
                 unwrapped = self.module
                 unwrapped.save_pretrained(tmp)  # type: ignore[operator]
                 card = self.card(result.epochs_completed, result.updates, result.seconds, result.final_losses,

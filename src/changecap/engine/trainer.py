@@ -50,6 +50,7 @@ from changecap.engine.checkpoint import (
     unwrap,
 )
 from changecap.engine.config import TrainConfig
+from changecap.engine.curves import write_curves
 from changecap.engine.data import PhaseData, PhaseLoaders, build_datasets, build_vocabulary_for, resolve_max_length
 from changecap.engine.distributed import (
     DistContext,
@@ -246,6 +247,7 @@ class Trainer:
             self.window,
         )
         self.logger: RunLogger | None = None
+        self.loss_terms: dict[str, None] = {}  # the objective's loss terms seen so far, in order (for curves.svg)
         self.validations: list[dict[str, Any]] = []
         self._val_meteor: MeteorScorer | str | None = None  # the run's METEOR JVM while fit() runs
         self._phases_of_epoch: list[PhaseData] = []
@@ -317,6 +319,7 @@ class Trainer:
         counts = dict(self.window.counts)
         info = StepInfo(epoch, phase, None, self.ctx.device, self.autocast_dtype)  # type: ignore[arg-type]
         values: dict[str, Any] = self.objective.log_line(means, self.window.weights, info)
+        self.loss_terms.update(dict.fromkeys(self.window.weights))
         if len(self._phases_of_epoch) > 1:
             values["phase"] = phase.name
         for name, total in counts.items():
@@ -333,6 +336,11 @@ class Trainer:
         bar.set_postfix(shown, refresh=False)
         self.window.reset()
         self._window_time = time.perf_counter()
+
+    def draw_curves(self) -> None:
+        """Rank 0: ``curves.svg`` from the run's ``metrics.jsonl`` (losses and validation per epoch)."""
+        if self.logger is not None:
+            write_curves(self.output_dir, list(self.loss_terms))
 
     # ------------------------------------------------------------------ checkpoints and model folders
     def save_checkpoint(self) -> None:
@@ -508,7 +516,9 @@ class Trainer:
                     last_validation = self.run_validation()
                     self._after_validation(last_validation, epoch)
                 self.save_checkpoint()
+                self.draw_curves()
                 stopped = t.max_steps is not None and p.global_step >= t.max_steps and p.epoch < t.epochs
+            self.draw_curves()  # a run stopped by train.max_steps inside an epoch: its last lines too
             last_dir = self.save_model_dir("last", last_validation)
         finally:
             meteor.close()
