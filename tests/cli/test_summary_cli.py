@@ -51,7 +51,7 @@ def test_paper_config_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0
     d = json.loads(out)
     assert set(d) == {"architecture", "parts", "total", "trainable", "capabilities"}
-    assert d["capabilities"] == ["captions", "change_probability", "beam_search", "onnx"]
+    assert d["capabilities"] == ["captions", "change_probability", "beam_search", "onnx", "attention_maps"]
     assert d["architecture"] == "hisem"
     for counts in d["parts"].values():
         assert set(counts) == {"total", "trainable"} and all(type(v) is int for v in counts.values())
@@ -74,7 +74,7 @@ def test_plain_config_table(capsys: pytest.CaptureFixture[str]) -> None:
     names = [line.split()[0] for line in lines[2:-1] if not set(line) <= {"-"}]
     assert names[:2] == ["encoder", "encoder.vision"] and "fusion" in names and "decoder" in names
     assert names[-1] == "total" and "," in lines[-2]
-    assert lines[-1] == "capabilities: captions, beam_search, onnx"  # what the registry declares for plain
+    assert lines[-1] == "capabilities: captions, beam_search, onnx, attention_maps"  # what plain declares
     notes = err.splitlines()
     assert len(notes) == 2 and all(n.startswith("note: ") for n in notes)
     assert "501" in notes[0] and "41" in notes[1] and "'auto'" in notes[1]

@@ -368,7 +368,7 @@ def test_decoding_options_reach_every_captioning_system(
 
 def test_the_captioner_reads_the_declared_capabilities(captioner: ChangeCaptioner, cd_dir: Path) -> None:
     assert captioner.architecture == "hisem"
-    assert captioner.capabilities.names() == ["captions", "change_probability", "beam_search", "onnx"]
+    assert captioner.capabilities.names() == ["captions", "change_probability", "beam_search", "onnx", "attention_maps"]
     cd = ChangeCaptioner.from_pretrained(cd_dir, device="cpu")
     assert cd.capabilities.names() == ["change_mask"]
 

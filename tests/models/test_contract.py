@@ -118,3 +118,26 @@ def test_every_registered_architecture_declares_its_capabilities() -> None:
         assert isinstance(can, Capabilities) and (can.captions or can.change_mask), name
         assert not can.beam_search or can.captions, name  # beam search is a way of writing captions
     assert Capabilities(captions=True, onnx=True).names() == ["captions", "onnx"]
+
+
+def test_attention_maps_are_given_on_request_one_row_per_word_of_a_square_grid() -> None:
+    house = [VOCAB.id(w) for w in ("a", "house")]
+    can = Capabilities(captions=True, attention_maps=True)
+    maps = [torch.full((2, 4), 0.25, dtype=torch.float64), torch.zeros(0, 4)]
+    out = Fixed(RawPrediction(captions=[[2, *house, 3], [2, 3]], attention_maps=maps), can).predict(
+        _images(), attention_maps=True)  # fmt: skip
+    assert [m.shape for m in out.attention_maps] == [(2, 4), (0, 4)] and out.attention_maps[0].dtype == torch.float32
+    cases = [
+        (RawPrediction(captions=[[2, *house, 3], [2, 3]]), True, "did not return attention maps it was asked for"),
+        (RawPrediction(captions=[[2, 3]] * 2, attention_maps=[torch.zeros(0, 4)] * 2), False, "not asked for"),
+        (RawPrediction(captions=[[2, *house, 3], [2, 3]], attention_maps=[torch.zeros(3, 4), torch.zeros(0, 4)]),
+         True, "expected [2, g*g]"),
+        (RawPrediction(captions=[[2, *house, 3], [2, 3]], attention_maps=[torch.zeros(2, 5), torch.zeros(0, 5)]),
+         True, "a square grid"),
+    ]  # fmt: skip
+    for raw, asked, message in cases:
+        with pytest.raises(TypeError, match=message.replace("[", r"\[").replace("*", r"\*")):
+            Fixed(raw, can).predict(_images(), attention_maps=asked)
+    detector = Fixed(RawPrediction(mask_logits=torch.zeros(2, 1, 4, 4)), Capabilities(change_mask=True))
+    with pytest.raises(ModelError, match="fixed writes no captions: attention maps does not apply"):
+        detector.predict(_images(), attention_maps=True)

@@ -71,7 +71,7 @@ def test_caption_equals_the_predictor(model_dir: Path, samples: list) -> None:
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["predicts_masks"] is False and health["architecture"] == "hisem"
     assert health["max_image_pixels"] == 4096 * 4096
-    assert health["capabilities"] == ["captions", "change_probability", "beam_search", "onnx"]  # declared by hisem
+    assert health["capabilities"] == ["captions", "change_probability", "beam_search", "onnx", "attention_maps"]
 
 
 def test_a_model_with_a_cd_head_returns_the_mask_at_the_image_size(scc_dir: Path, samples: list) -> None:

@@ -48,6 +48,14 @@ What it can do is one :class:`Capabilities` per architecture (declared in its re
                           (``Prediction.attention_maps``, on request), for a word-level attention view
 ========================  ===============================================================================
 
+Attention maps are asked for with ``predict(..., attention_maps=True)``. For each pair they are a float32 tensor
+``[words, L]``: one row per word of its caption (the ids of ``Prediction.tokens`` after ``<START>`` up to
+``<END>``, ``<NULL>`` skipped — the words of ``Prediction.texts``, in order), each row a distribution over the
+``L = g × g`` cells of a square grid over the image the model read, row-major (top-left cell first). HiSem, the plain
+baseline and DFM give the last decoder layer's cross-attention averaged over its heads
+(:meth:`~changecap.models.parts.caption_decoder.TransformerCaptionDecoder.cross_attention`), over the fused patch
+grid their decoder reads.
+
 Optional, each behind a capability: ``onnx_export(image_size, batch)`` (``onnx``) returns the system's ONNX graphs
 (:class:`OnnxExport`), defined next to its model as segment-anything keeps ``SamOnnxModel`` beside ``Sam``.
 
@@ -162,6 +170,7 @@ class RawPrediction:
     change_probability: torch.Tensor | None = None  # [B], P(changed)
     mask_logits: torch.Tensor | None = None  # [B, K, S, S]: K = 1 (logit > 0 = changed) or K ≥ 2 classes (0 = none)
     attention_maps: list[torch.Tensor] | None = None  # per pair [words, L]: cross-attention over the L grid cells
+    # (captions as token ids only: a row per word of the caption)
 
 
 @dataclass
@@ -182,10 +191,11 @@ class Prediction:
 
 
 def normalise(raw: RawPrediction, capabilities: Capabilities, batch: int, vocab: Vocabulary | None,
-              name: str) -> Prediction:  # fmt: skip
+              name: str, *, attention_maps: bool = False) -> Prediction:  # fmt: skip
     """A system's :class:`RawPrediction` → the :class:`Prediction` every consumer reads: captions both as text and
     as data-vocabulary ids whatever shape the system returned them in, the probability in float32, the mask from
-    its logits. An output that contradicts the declared capabilities is a bug in the system (TypeError)."""
+    its logits, the attention maps (``attention_maps``: asked for) as float32. An output that contradicts the
+    declared capabilities or the request is a bug in the system (TypeError)."""
     outputs = {"captions": raw.captions, "change_probability": raw.change_probability, "change_mask": raw.mask_logits}
     for capability, value in outputs.items():
         if (value is not None) != getattr(capabilities, capability):
@@ -209,7 +219,28 @@ def normalise(raw: RawPrediction, capabilities: Capabilities, batch: int, vocab:
                 texts.append(vocab.decode(ids))
     prob = None if raw.change_probability is None else raw.change_probability.float()
     mask = None if raw.mask_logits is None else predict_mask(raw.mask_logits)
-    return Prediction(texts, tokens, prob, raw.mask_logits, mask, raw.attention_maps, batch)
+    maps = _checked_attention(raw.attention_maps, attention_maps, tokens, vocab, batch, name)
+    return Prediction(texts, tokens, prob, raw.mask_logits, mask, maps, batch)
+
+
+def _checked_attention(maps: list[torch.Tensor] | None, asked: bool, tokens: list[list[int]] | None,
+                       vocab: Vocabulary | None, batch: int, name: str) -> list[torch.Tensor] | None:  # fmt: skip
+    """The attention maps as the contract states them (module docstring), or a TypeError naming what is wrong."""
+    if (maps is not None) != asked:
+        raise TypeError(f"{name} {'did not return' if asked else 'returned'} attention maps "
+                        f"{'it was asked for' if asked else 'it was not asked for'}")  # fmt: skip
+    if maps is None:
+        return None
+    if tokens is None or vocab is None or len(maps) != batch:
+        raise TypeError(f"{name} returned attention maps for {len(maps)} pairs but {batch} token captions")
+    out = []
+    for i, (m, ids) in enumerate(zip(maps, tokens, strict=True)):
+        words, cells = len(vocab.strip(ids)), int(m.shape[-1]) if m.dim() == 2 else -1
+        if m.dim() != 2 or m.shape[0] != words or math.isqrt(cells) ** 2 != cells:
+            raise TypeError(f"{name} returned attention maps of shape {list(m.shape)} for pair {i}; expected "
+                            f"[{words}, g*g] (one row per word, a square grid)")  # fmt: skip
+        out.append(m.float())
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- ONNX
@@ -308,7 +339,8 @@ class ChangeModel(nn.Module):
         capabilities = self.capabilities
         decoding.check(capabilities, self.architecture)
         raw = self.infer(images, decoding)
-        return normalise(raw, capabilities, int(images.shape[0]), self.vocab, self.architecture)
+        return normalise(raw, capabilities, int(images.shape[0]), self.vocab, self.architecture,
+                         attention_maps=attention_maps)  # fmt: skip
 
     def check_decoding(self, decoding: Decoding) -> None:
         """One-line ModelError when this model cannot honour ``decoding`` (what :meth:`predict` checks first), so a

@@ -199,3 +199,15 @@ def test_the_frozen_feature_cache_gives_the_same_memory_and_gradients() -> None:
         for name in grads[0]:
             assert torch.equal(grads[0][name], grads[1][name]), name
     assert cache.hits == 8 and cache.misses == 8
+
+
+def test_predict_gives_attention_over_the_patch_grid_per_word() -> None:
+    model = _model().eval()
+    images = _images()
+    out = model.predict(images, attention_maps=True, beam_size=2)
+    assert out.tokens == model.predict(images, beam_size=2).tokens
+    cells = model.memory(images)[0].shape[1]  # F_j: one cell per patch
+    assert int(cells**0.5) ** 2 == cells
+    for text, maps in zip(out.texts, out.attention_maps, strict=True):
+        assert maps.shape == (len(text.split()), cells)
+        torch.testing.assert_close(maps.sum(-1), torch.ones(len(maps)))

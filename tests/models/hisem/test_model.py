@@ -11,6 +11,7 @@ from changecap.errors import ModelError
 from changecap.models import build_model
 from changecap.models.hisem import HiSem, HiSemFusion, tiny_config
 from changecap.models.hisem.output import CaptionModelOutput
+from changecap.models.parts.decoding import word_attention
 
 V, B, S, T = 23, 3, 32, 9
 
@@ -140,3 +141,23 @@ def test_parameter_counts_add_up() -> None:
     counts = model.parameter_counts()
     assert counts["total"] == counts["encoder"] + counts["fusion"] + counts["decoder"]
     assert 0 < counts["trainable"] < counts["total"]  # part of the CLIP tower is frozen
+
+
+@pytest.mark.parametrize("architecture", ["hisem", "plain"])
+def test_predict_gives_attention_over_the_fused_grid_per_word(architecture: str) -> None:
+    from changecap.data.vocab import Vocabulary
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(V, image_size=S, patch_size=8, dim=32, max_length=12,
+                                    architecture=architecture)).eval()  # fmt: skip
+    model.vocab = Vocabulary.build([[f"w{i}" for i in range(V - 4)]], threshold=0)
+    image, _ = _batch()
+    out = model.predict(image, attention_maps=True)
+    plain = model.predict(image)
+    assert plain.attention_maps is None and out.tokens == plain.tokens  # asking for the maps changes no caption
+    cells = (S // 8) ** 2  # the 4 × 4 patch grid the fusion keeps
+    for text, maps in zip(out.texts, out.attention_maps, strict=True):
+        assert maps.shape == (len(text.split()), cells) and maps.dtype == torch.float32
+        torch.testing.assert_close(maps.sum(-1), torch.ones(len(maps)))
+    memory, _ = model.fusion(*model.encode(image))
+    torch.testing.assert_close(out.attention_maps[0], word_attention(model.decoder, memory, out.tokens)[0])

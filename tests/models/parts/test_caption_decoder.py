@@ -222,3 +222,39 @@ def test_bf16_autocast_forward_and_step() -> None:
     assert out.dtype == torch.float32 and torch.isfinite(out).all()  # logits in fp32 (models/precision.py)
     assert all(s.shape == (2, V) and s.dtype == torch.float32 and torch.isfinite(s).all() for s in steps)
     torch.testing.assert_close(steps[1].float(), out[:, 1].float(), atol=0.1, rtol=0.05)
+
+
+# ------------------------------------------------------------------------------------------------ cross-attention
+def test_cross_attention_weights_are_those_the_layer_attends_with() -> None:
+    """Weights [B, H, T, L] times the values, heads joined and projected, give the layer's own cross-attention."""
+    dec = _decoder(layers=1)
+    layer = dec.layers[0]
+    tokens = _tokens()
+    memory = torch.randn(3, L, D)
+    x = dec.position_encoding(dec.word_embedding(tokens))  # [B, T, D]
+    causal = torch.ones(8, 8, dtype=torch.bool).tril()
+    allowed = causal & (tokens != 0)[:, None, None, :]  # [B, 1, T, T]
+    weights = layer.cross_attention_weights(x, memory, allowed)  # [B, H, T, L]
+    assert weights.shape == (3, H, 8, L) and weights.dtype == torch.float32
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, H, 8))
+    h1 = layer.norm1(x + layer.self_attn(x, x, allowed))
+    _, v = layer.cross_attn.project_kv(memory)  # [B, H, L, Dh]
+    heads = (weights @ v).transpose(1, 2).reshape(3, 8, D)  # [B, T, D]
+    torch.testing.assert_close(layer.cross_attn.out_proj(heads), layer.cross_attn(h1, memory), atol=2e-5, rtol=1e-5)
+
+
+def test_cross_attention_of_a_position_reads_only_its_prefix() -> None:
+    """Row t of the last layer's head-averaged map is what the decoder computes having read tokens 0..t: the same
+    with the caption cut after t, whatever follows."""
+    dec = _decoder(layers=2)
+    memory = torch.randn(3, L, D)
+    tokens = _tokens()
+    full = dec.cross_attention(memory, tokens)  # [B, T, L]
+    assert full.shape == (3, 8, L)
+    torch.testing.assert_close(full.sum(-1), torch.ones(3, 8))
+    for t in (0, 2, 5):
+        cut = dec.cross_attention(memory, tokens[:, : t + 1])
+        torch.testing.assert_close(cut[:, t], full[:, t], atol=1e-6, rtol=1e-5)
+    changed = tokens.clone()
+    changed[:, 4:] = 7
+    torch.testing.assert_close(dec.cross_attention(memory, changed)[:, :4], full[:, :4], atol=1e-6, rtol=1e-5)

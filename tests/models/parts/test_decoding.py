@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from changecap.data.vocab import END_ID, START_ID
+from changecap.data.vocab import END_ID, NULL_ID, START_ID
 from changecap.errors import ModelError
 from changecap.models.parts.caption_decoder import CaptionDecoderConfig, TransformerCaptionDecoder
-from changecap.models.parts.decoding import beam_search, generate, greedy_search
+from changecap.models.parts.decoding import beam_search, generate, greedy_search, word_attention
 
 D, H, L = 32, 4, 6
 
@@ -126,3 +126,26 @@ def test_max_length_caps_generation() -> None:
     for seqs in (greedy_search(dec, _memory(3, 0), 5), beam_search(dec, _memory(3, 0), 2, 5)):
         assert [len(s) for s in seqs] == [6, 6, 6]  # <START> + one prediction per fed position
         assert all(END_ID not in s for s in seqs)
+
+
+def test_word_attention_gives_a_row_per_word_of_each_caption() -> None:
+    dec = _decoder(vocab=14, max_length=10)
+    memory = _memory(4, seed=3)
+    seqs = [[START_ID, 5, 6, 7, END_ID], [START_ID, 8, NULL_ID, 9], [START_ID, END_ID], [START_ID, 4, 4, 4, 4, 4]]
+    maps = word_attention(dec, memory, seqs)
+    assert [tuple(m.shape) for m in maps] == [(3, L), (2, L), (0, L), (5, L)]
+    full = dec.cross_attention(memory, torch.tensor([s[:5] + [NULL_ID] * (5 - len(s[:5])) for s in seqs]))
+    torch.testing.assert_close(maps[0], full[0, 0:3])  # word i was chosen at input position i - 1
+    torch.testing.assert_close(maps[1], full[1, [0, 2]])  # the generated <NULL> is no word
+    torch.testing.assert_close(maps[3], full[3, 0:5])
+    assert all(torch.allclose(m.sum(-1), torch.ones(len(m))) for m in maps)
+    assert [m.shape for m in word_attention(dec, memory[:1], [[START_ID]])] == [(0, L)]  # nothing generated
+
+
+def test_word_attention_follows_beam_search_captions() -> None:
+    dec = _decoder(vocab=14, max_length=10)
+    memory = _memory(2, seed=4)
+    beams = beam_search(dec, memory, 3, 10)
+    for seq, m in zip(beams, word_attention(dec, memory, beams), strict=True):
+        words = [t for t in seq[1:] if t not in (END_ID, NULL_ID)]
+        assert m.shape == (len(words), L)

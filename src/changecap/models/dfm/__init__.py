@@ -40,7 +40,7 @@ ARCHITECTURE = Architecture(
     objective="dfm",
     card_rows=card_rows,
     description="DFM: ViT + frozen change-detection prior, joint feature modelling, caption decoder, TGCL",
-    capabilities=Capabilities(captions=True, beam_search=True, onnx=True),
+    capabilities=Capabilities(captions=True, beam_search=True, onnx=True, attention_maps=True),
 )
 
 __all__ = ["ARCHITECTURE", "DFM", "DFMConfig", "build_dfm", "tgcl_loss"]

@@ -27,7 +27,7 @@ from changecap.models.dfm.temporal import SpatioTemporalExtractor
 from changecap.models.onnx_graphs import step_decoder_export
 from changecap.models.parts.caption_decoder import TransformerCaptionDecoder
 from changecap.models.parts.clip_encoder import build_clip_encoder
-from changecap.models.parts.decoding import generate
+from changecap.models.parts.decoding import generate, word_attention
 
 
 @dataclass
@@ -97,11 +97,14 @@ class DFM(ChangeModel):
         return self.encoder
 
     def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
-        """Token-id captions (greedy, or beam search with ``beam_size`` > 1); no change probability."""
-        memory, _ = self.memory(images)
+        """Token-id captions (greedy, or beam search with ``beam_size`` > 1), no change probability; on request the
+        decoder's cross-attention over F_j's patch grid per word (:func:`~changecap.models.parts.decoding.
+        word_attention`)."""
+        memory, _ = self.memory(images)  # [B, N, D]
         seqs = generate(self.decoder, memory, decoding.max_length or self.decoder.max_length,
                         decoding.beam_size or 1, decoding.length_penalty or 0.0)  # fmt: skip
-        return RawPrediction(captions=seqs)
+        maps = word_attention(self.decoder, memory, seqs) if decoding.attention_maps else None
+        return RawPrediction(captions=seqs, attention_maps=maps)
 
     def onnx_export(self, image_size: int, batch: int = 2) -> OnnxExport:
         """The encoder graph (ViT, extractor, prior, JFM → memory) and the decoder's step graph."""

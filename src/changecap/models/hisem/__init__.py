@@ -39,7 +39,9 @@ HISEM = Architecture(
     objective="hisem",
     card_rows=card_rows,
     description="HiSem: CLIP ViT, BDAM, HASD router + MoE, Transformer caption decoder",
-    capabilities=Capabilities(captions=True, change_probability=True, beam_search=True, onnx=True),
+    capabilities=Capabilities(
+        captions=True, change_probability=True, beam_search=True, onnx=True, attention_maps=True
+    ),
 )
 PLAIN = Architecture(
     name="plain",
@@ -48,7 +50,8 @@ PLAIN = Architecture(
     objective="hisem",
     card_rows=card_rows,
     description="plain baseline: CLIP ViT, concatenation fusion, Transformer caption decoder",
-    capabilities=Capabilities(captions=True, beam_search=True, onnx=True),  # no router: no change probability
+    # no router: no change probability
+    capabilities=Capabilities(captions=True, beam_search=True, onnx=True, attention_maps=True),
 )
 
 __all__ = [

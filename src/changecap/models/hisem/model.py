@@ -27,7 +27,7 @@ from changecap.models.hisem.plain import ConcatFusion
 from changecap.models.onnx_graphs import step_decoder_export
 from changecap.models.parts.caption_decoder import TransformerCaptionDecoder
 from changecap.models.parts.clip_encoder import build_clip_encoder
-from changecap.models.parts.decoding import generate
+from changecap.models.parts.decoding import generate, word_attention
 
 
 class HiSem(ChangeModel):
@@ -114,8 +114,7 @@ class HiSem(ChangeModel):
         """Captions and change probability [B] (``None`` without a router) from backbone tokens."""
         memory, router_logits = self.fuse(f_before, f_after, None)
         seqs = self.generate(memory, max_length or self.decoder.max_length, beam_size, length_penalty)
-        prob = None if router_logits is None else router_logits.float().softmax(dim=-1)[:, 1]  # [B]
-        return seqs, prob
+        return seqs, change_probability(router_logits)
 
     @torch.no_grad()
     def caption(
@@ -144,9 +143,14 @@ class HiSem(ChangeModel):
         return self if self.encoder is None else self.encoder
 
     def infer(self, images: torch.Tensor, decoding: Decoding) -> RawPrediction:
-        """Token-id captions and, with a router (HiSem, not the plain baseline), its change probability."""
-        seqs, prob = self.caption(images, decoding.max_length, decoding.beam_size or 1, decoding.length_penalty or 0.0)
-        return RawPrediction(captions=seqs, change_probability=prob)
+        """Token-id captions, with a router (HiSem, not the plain baseline) its change probability, and on request
+        the decoder's cross-attention over the fused grid per word (:func:`~changecap.models.parts.decoding.
+        word_attention`)."""
+        memory, router_logits = self.fuse(*self.encode(images), None)  # [B, L, D]
+        seqs = self.generate(memory, decoding.max_length or self.decoder.max_length, decoding.beam_size or 1,
+                             decoding.length_penalty or 0.0)  # fmt: skip
+        maps = word_attention(self.decoder, memory, seqs) if decoding.attention_maps else None
+        return RawPrediction(captions=seqs, change_probability=change_probability(router_logits), attention_maps=maps)
 
     def onnx_export(self, image_size: int, batch: int = 2) -> OnnxExport:
         """The encoder graph (backbone tokens → fusion → memory, router) and the decoder's step graph. HASD's
@@ -178,6 +182,11 @@ class HiSem(ChangeModel):
         out["total"] = sum(p.numel() for p in self.parameters())
         out["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return out
+
+
+def change_probability(router_logits: torch.Tensor | None) -> torch.Tensor | None:
+    """The router's P(changed) [B] (class 1), in float32; None for a fusion without a router."""
+    return None if router_logits is None else router_logits.float().softmax(dim=-1)[:, 1]
 
 
 def build_hisem(config: HiSemConfig | PlainConfig, load_pretrained: bool = True, init_weights: bool = True) -> HiSem:

@@ -10,6 +10,9 @@ Two entry points compute the same function:
 * :meth:`TransformerCaptionDecoder.forward` — teacher forcing over a whole padded caption (training, scoring);
 * :meth:`TransformerCaptionDecoder.init_cache` + :meth:`TransformerCaptionDecoder.step` — one token at a time with
   cached self-attention keys/values and cross-attention keys/values of the memory computed once per generation.
+
+:meth:`TransformerCaptionDecoder.cross_attention` reads out where the decoder looked: the last layer's
+cross-attention weights over the memory, averaged over its heads, for every position of a given caption.
 """
 
 from __future__ import annotations
@@ -209,6 +212,16 @@ class CaptionDecoderLayer(nn.Module):
         sa = self.self_attn(x, x, self_mask)
         return self._after_self_attention(x, sa, lambda h: self.cross_attn(h, memory))
 
+    def cross_attention_weights(self, x: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor) -> torch.Tensor:
+        """The attention weights of this layer's cross-attention, as :meth:`forward` computes them: ``x`` [B, T, D],
+        ``memory`` [B, L, D] → [B, H, T, L] (each row sums to 1 over the L memory positions), in float32."""
+        sa = self.self_attn(x, x, self_mask)
+        h1 = self.norm1(x + self.dropout(sa))
+        q = self.cross_attn.project_q(h1).float()  # [B, H, T, Dh]
+        k, _ = self.cross_attn.project_kv(memory)  # [B, H, L, Dh]
+        scores = q @ k.float().transpose(-2, -1) / math.sqrt(self.cross_attn.head_dim)  # [B, H, T, L]
+        return scores.softmax(dim=-1)
+
     def step(self, x: torch.Tensor, cache: DecoderCache, index: int) -> torch.Tensor:
         """One new token per hypothesis: ``x`` [N, 1, D] → [N, 1, D]; appends this layer's keys/values to ``cache``.
 
@@ -292,6 +305,28 @@ class TransformerCaptionDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, memory, allowed)
         return self.output_proj(self.dropout(x))  # [B, T, V]
+
+    def cross_attention(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Where the decoder looked while reading ``tokens`` [B, T]: the **last** layer's cross-attention weights over
+        the L memory positions, **averaged over its heads** → float32 [B, T, L] (rows sum to 1).
+
+        Row t is the attention of the query at position t, whose output predicts the token at t + 1; so for a
+        generated caption ``<START> w_1 … w_n`` the row of position i − 1 belongs to word w_i. The last layer is the
+        one whose output feeds the word prediction (with the papers' one-layer decoders, the only one); its heads
+        are averaged because no single head is meant to localise. Keys are masked as in generation (``<NULL>``
+        only), so the rows equal the weights of incremental decoding at the same positions.
+        """
+        self._check_memory(memory)
+        b, t = tokens.shape
+        if t > self.config.max_length:
+            raise ModelError(f"caption has {t} tokens but the decoder was built with max_length={self.max_length}")
+        causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()  # [T, T] True = may attend
+        allowed = causal & (tokens != NULL_ID)[:, None, None, :]  # [B, 1, T, T]
+        allowed = allowed | (~allowed.any(dim=-1, keepdim=True) & causal)  # [B, 1, T, T]; as in forward
+        x = self.position_encoding(self.word_embedding(tokens))  # [B, T, D]
+        for layer in self.layers[:-1]:
+            x = layer(x, memory, allowed)
+        return self.layers[-1].cross_attention_weights(x, memory, allowed).mean(dim=1)  # [B, T, L]
 
     # ------------------------------------------------------------------ incremental decoding
     def cross_keys_values(self, memory: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -219,3 +219,32 @@ def generate(
     if beam_size == 1 and length_penalty == 0.0:
         return greedy_search(decoder, memory, max_length, use_cache=use_cache)
     return beam_search(decoder, memory, beam_size, max_length, length_penalty, use_cache=use_cache)
+
+
+def word_attention(
+    decoder: TransformerCaptionDecoder, memory: torch.Tensor, seqs: list[list[int]]
+) -> list[torch.Tensor]:
+    """Per caption of ``seqs`` (generated from ``memory`` [B, L, D]), one row per word — each id after ``<START>``
+    up to ``<END>``, ``<NULL>`` skipped, i.e. the words ``Vocabulary.decode`` writes — with the decoder's
+    cross-attention over the L memory positions while it chose that word
+    (:meth:`~changecap.models.parts.caption_decoder.TransformerCaptionDecoder.cross_attention`): float32
+    [words, L] each, on ``memory``'s device. One teacher-forced pass over the finished captions, whatever search
+    made them."""
+    rows: list[list[int]] = []  # per caption, the input positions whose outputs chose its words
+    for seq in seqs:
+        picked = []
+        for i, token in enumerate(seq[1:], start=1):
+            if token == END_ID:
+                break
+            if token not in (NULL_ID, START_ID):
+                picked.append(i - 1)
+        rows.append(picked)
+    length = max((r[-1] + 1 for r in rows if r), default=0)
+    if length == 0:
+        return [memory.new_zeros(0, memory.shape[1], dtype=torch.float32) for _ in seqs]
+    tokens = torch.full((len(seqs), length), NULL_ID, dtype=torch.long, device=memory.device)  # [B, T]
+    for b, seq in enumerate(seqs):
+        prefix = seq[:length]
+        tokens[b, : len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+    weights = decoder.cross_attention(memory, tokens)  # [B, T, L]
+    return [weights[b, r] for b, r in enumerate(rows)]  # [words, L] each
