@@ -8,7 +8,8 @@
    time; they are cached (``~/.cache/changecap/standins``, ``$CHANGECAP_CACHE``) and reused afterwards;
 4. evaluate the trained model on the test split (rsicc protocol, changed/unchanged breakdown);
 5. caption a handful of test pairs and write an HTML report (pairs side by side, predictions vs references,
-   metrics of the model next to the baselines).
+   metrics of the model next to the baselines, the training curves, and for models that declare attention maps
+   where the model looked for each word).
 
 Everything lands in ``--out`` (default ``demo_out/``). Steps 3–5 are skipped with ``--no-train``.
 """
@@ -143,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             name: json.loads((out / "baselines" / f"baseline_{name}_predictions.json").read_text())
             for name in baselines
         },
+        curves=Path(result.output_dir) / "curves.svg",
     )
     cd = evaluation.change_detection
     summary = {

@@ -382,3 +382,24 @@ def test_a_model_that_cannot_read_images_is_refused(vocab: Vocabulary) -> None:
     with pytest.raises(ModelError) as exc:
         ChangeCaptioner(model, vocab, PreprocessConfig(image_size=32))
     _one_line(exc, "hisem model cannot read images")
+
+
+def test_attention_maps_are_word_grids_over_the_box_the_model_read(
+    captioner: ChangeCaptioner, model_dir: Path, data_root: Path, scc_dir: Path, tmp_path: Path
+) -> None:
+    before, after = _pair_paths(data_root)
+    res = captioner(before, after, attention_maps=True)
+    assert res.caption == captioner(before, after).caption and captioner(before, after).attention is None
+    side = IMAGE_SIZE // 8  # the 8 px patches' grid
+    assert res.attention is not None and res.attention.shape == (len(res.words()), side, side)
+    assert res.attention.dtype == np.float32 and np.allclose(res.attention.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    assert res.attention_box == (0, 0, 40, 40)  # a resized 40 px image: the grid covers all of it
+    # a clip resize keeps the centred square of the shorter side, which is what the grid covers
+    copy = shutil.copytree(model_dir, tmp_path / "m")
+    PreprocessConfig(image_size=IMAGE_SIZE, resize_mode="clip").save(copy)
+    wide = np.zeros((40, 100, 3), dtype=np.uint8)
+    clipped = ChangeCaptioner.from_pretrained(copy, device="cpu")([wide], [wide], attention_maps=True)[0]
+    assert clipped.attention_box == (30, 0, 70, 40)
+    with pytest.raises(ModelError) as exc:
+        ChangeCaptioner.from_pretrained(scc_dir, device="cpu")(before, after, attention_maps=True)
+    _one_line(exc, "semantic_cc gives no attention maps")

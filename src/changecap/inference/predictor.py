@@ -15,6 +15,7 @@ reaches (``beam_size``, ``max_length``, ``sampling``).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,12 +48,23 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 class CaptionResult:
     """One pair's caption, its token ids, the probability that something changed (None for models without one)
     and, for models with a change-detection head, the change mask (uint8 [H, W], 1 = changed). A mask-only model
-    (a change detector) gives ``caption=None`` and no tokens."""
+    (a change detector) gives ``caption=None`` and no tokens.
+
+    With ``attention_maps=True`` (models that declare ``attention_maps``): ``attention`` float32 [words, g, g], row
+    i the decoder's cross-attention over a g × g grid while it wrote the i-th word of ``caption.split()`` (each sums
+    to 1; top-left cell first), and ``attention_box`` the ``(left, top, right, bottom)`` pixels of the input image
+    that grid covers (the whole image, or the centred square a ``clip`` resize keeps). :meth:`words` pairs them."""
 
     caption: str | None
     change_probability: float | None
     tokens: list[int]
     mask: np.ndarray | None = None
+    attention: np.ndarray | None = None
+    attention_box: tuple[int, int, int, int] | None = None
+
+    def words(self) -> list[str]:
+        """The caption's words, the order of the rows of ``attention``."""
+        return [] if self.caption is None else self.caption.split()
 
     def mask_image(self) -> Image.Image:
         """The change mask as a black-and-white PIL image (255 = changed)."""
@@ -61,6 +73,12 @@ class CaptionResult:
         if self.mask is None:
             raise ModelError("this model predicts no change mask")
         return change_mask_image(self.mask)
+
+
+def grids(maps: torch.Tensor) -> np.ndarray:
+    """Attention maps [words, L] over a row-major square grid → float32 numpy [words, g, g]."""
+    side = math.isqrt(int(maps.shape[-1]))
+    return maps.float().cpu().reshape(-1, side, side).numpy()  # [words, g, g]
 
 
 def _to_uint8_hwc(img: ImageLike, what: str) -> np.ndarray:
@@ -287,13 +305,16 @@ class ChangeCaptioner:
         beam_size: int | None = None,
         max_length: int | None = None,
         sampling: Sampling | None = None,
+        attention_maps: bool = False,
     ) -> list[CaptionResult]:
         """Preprocessed ``[B, 2, 3, S, S]`` → one result per pair (masks at the model's resolution, for models with
         one), through the model's one entry point ``predict`` (decoding options: ``ChangeModel.predict``; None
-        takes the model's own)."""
+        takes the model's own). ``attention_maps``: also the attention grids (no ``attention_box``: that needs the
+        input images' sizes, which :meth:`__call__` has)."""
         images = images.to(self.device)
         with autocast(self.device, autocast_dtype(self.precision)):
-            out = self.model.predict(images, beam_size=beam_size, max_length=max_length, sampling=sampling)
+            out = self.model.predict(images, beam_size=beam_size, max_length=max_length, sampling=sampling,
+                                     attention_maps=attention_maps)  # fmt: skip
         masks = None if out.mask is None else out.mask.cpu().numpy().astype(np.uint8)  # [B, S, S]
         probs = out.change_probability
         if probs is not None and not bool(torch.isfinite(probs).all()):
@@ -309,9 +330,20 @@ class ChangeCaptioner:
                 change_probability=None if probs is None else float(probs[i]),
                 tokens=[] if out.tokens is None else out.tokens[i],
                 mask=None if masks is None else masks[i],
+                attention=None if out.attention_maps is None else grids(out.attention_maps[i]),
             )
             for i in range(len(out))
         ]
+
+    def attention_box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The pixels ``(left, top, right, bottom)`` of an ``(H, W)`` input image the model's grid covers: all of it
+        (``resize``), or the centred square of the shorter side (``clip``: resize the shorter side, crop)."""
+        h, w = size
+        if self.preprocess.resize_mode != "clip":
+            return 0, 0, w, h
+        side = min(h, w)
+        left, top = int(round((w - side) / 2)), int(round((h - side) / 2))
+        return left, top, left + side, top + side
 
     @staticmethod
     def mask_at_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -328,16 +360,21 @@ class ChangeCaptioner:
         beam_size: int | None = None,
         max_length: int | None = None,
         sampling: Sampling | None = None,
+        attention_maps: bool = False,
         batch_size: int = 16,
     ) -> CaptionResult | list[CaptionResult]:
         """Caption one pair (returns a :class:`CaptionResult`) or a batch (returns a list). Decoding options as
-        :meth:`caption_tensor`."""
+        :meth:`caption_tensor`; ``attention_maps=True`` adds each caption's word attention (a model that declares
+        no ``attention_maps`` capability refuses it in one line)."""
         single, chunks = prepared_chunks(before, after, self.preprocess, batch_size)
         results: list[CaptionResult] = []
         for pairs, sizes in chunks:
-            batch = self.caption_tensor(pairs, beam_size=beam_size, max_length=max_length, sampling=sampling)
+            batch = self.caption_tensor(pairs, beam_size=beam_size, max_length=max_length, sampling=sampling,
+                                        attention_maps=attention_maps)  # fmt: skip
             for res, size in zip(batch, sizes, strict=True):
                 if res.mask is not None:
                     res.mask = self.mask_at_size(res.mask, size)
+                if res.attention is not None:
+                    res.attention_box = self.attention_box(size)
             results += batch
         return results[0] if single else results

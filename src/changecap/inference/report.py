@@ -1,4 +1,6 @@
-"""A self-contained HTML report: metrics table and example pairs with predicted vs reference captions."""
+"""A self-contained HTML report: metrics table, the training curves, and example pairs with predicted vs reference
+captions, the predicted change mask or probability where the model has one, and where the model looked for each
+word (models that declare ``attention_maps``: :mod:`changecap.inference.attention_view`)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,17 @@ import numpy as np
 from PIL import Image
 
 from changecap.data.files import atomic_write_text
+from changecap.errors import DataError
 from changecap.inference.evaluate import ModelEvaluation
 from changecap.metrics.caption_eval import CaptionEvalResult
 
 METRIC_KEYS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "S_m")
+
+
+def _jpeg_data_uri(img: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=85)  # heat maps: a fraction of a PNG's bytes
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _png_data_uri(img: np.ndarray, size: int = 192) -> str:
@@ -49,6 +58,40 @@ def change_detection_html(scores: Any) -> str:
         "<h2>Change detection (binary: class &gt; 0 = change, ×100)</h2><table><tr><th></th><th>precision</th>"
         f"<th>recall</th><th>F1</th><th>IoU</th></tr>{rows}</table><p class='note'>overall accuracy "
         f"{_fmt(scores.overall_accuracy)}, mean F1 {_fmt(scores.mean_f1)}, mean IoU {_fmt(scores.mean_iou)}</p>"
+    )
+
+
+def curves_html(path: str | os.PathLike[str] | None) -> str:
+    """The run's ``curves.svg`` inlined under a heading, or nothing without one."""
+    if path is None:
+        return ""
+    try:
+        svg = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot read the training curves ({e.__class__.__name__})") from None
+    if "<svg" not in svg:
+        raise DataError(path, "is not an SVG image (the training curves a run writes as curves.svg)")
+    return f"<h2>Training curves</h2>\n<div class='curves'>{svg}</div>"
+
+
+def attention_html(after: np.ndarray, result: Any) -> str:
+    """One pair's word-by-word attention view (a :class:`~changecap.inference.predictor.CaptionResult` with
+    ``attention``), or nothing."""
+    from changecap.inference.attention_view import word_views
+
+    if result.attention is None or not result.words():
+        return ""
+    views = word_views(after, result.attention, result.words(), result.attention_box, size=128)
+    figs = "".join(
+        f'<figure class="word"><img src="{_jpeg_data_uri(im)}" alt="attention for {html.escape(word)}">'
+        f"<figcaption>{html.escape(word)} <span class='peak'>{100 * peak:.0f} %</span></figcaption></figure>"
+        for word, peak, im in views
+    )
+    return (
+        f'<details class="attention" open><summary>where the model looked while writing '
+        f"“{html.escape(result.caption)}”</summary><div class='words'>{figs}</div>"
+        "<p class='note'>the decoder's cross-attention per word over the after image (bright = most attended; "
+        "each map scaled to its own range; % = the share of the most attended cell)</p></details>"
     )
 
 
@@ -85,11 +128,15 @@ def write_html_report(
     split: str = "test",
     num_examples: int = 12,
     baseline_predictions: Mapping[str, Mapping[str, str]] | None = None,
+    curves: str | os.PathLike[str] | None = None,
+    attention: bool | None = None,
 ) -> Path:
     """Write ``path`` (one HTML file, images embedded) and return it.
 
     Examples are the first ``num_examples`` pairs of the split, half changed and half unchanged when possible, so
-    both kinds of output are shown.
+    both kinds of output are shown. ``curves``: a run's ``curves.svg``, drawn in the report. ``attention`` (default:
+    when the model declares ``attention_maps``): each example is captioned again with the model's own decoding and
+    its word-by-word attention is drawn over the after image.
     """
     from changecap.data.datasets import open_dataset
 
@@ -102,9 +149,17 @@ def write_html_report(
     changed = [i for i, r in enumerate(ds.records) if r.changed]
     unchanged = [i for i, r in enumerate(ds.records) if not r.changed]
     half = num_examples // 2
-    picks = changed[: num_examples - min(half, len(unchanged))] + unchanged[:half]
+    picks = (changed[: num_examples - min(half, len(unchanged))] + unchanged[:half])[:num_examples]
+    looked: dict[int, Any] = {}
+    if captions and (evaluation.capabilities.attention_maps if attention is None else attention) and picks:
+        from changecap.inference.predictor import ChangeCaptioner
+
+        captioner = ChangeCaptioner.from_pretrained(evaluation.model_dir)
+        pairs = [ds.load_pair(i) for i in picks]
+        results = captioner([b for b, _ in pairs], [a for _, a in pairs], attention_maps=True)
+        looked = dict(zip(picks, results, strict=True))
     cards = []
-    for i in picks[:num_examples]:
+    for i in picks:
         rec = ds.records[i]
         before, after = ds.load_pair(i)
         imgs = [("before", before), ("after", after)]
@@ -130,9 +185,10 @@ def write_html_report(
             extra += f'<p class="baseline"><b>{html.escape(bname)}:</b> {html.escape(bpreds.get(rec.name, ""))}</p>'
         said = f'<p class="pred"><b>model:</b> {html.escape(pred)}{prob_txt}</p>' if captions else ""
         listed = f"<details open><summary>references</summary><ul>{refs}</ul></details>" if rec.captions else ""
+        view = attention_html(after, looked[i]) if i in looked else ""
         cards.append(
             f'<div class="card"><h3>{html.escape(rec.name)} — {"changed" if rec.changed else "unchanged"}</h3>'
-            f'<div class="imgs">{figs}</div>{said}{extra}{listed}</div>'
+            f'<div class="imgs">{figs}</div>{said}{extra}{listed}{view}</div>'
         )
     caption_sections = f"""<h2>Metrics (rsicc protocol, ×100)</h2>
 {metrics_table_html(rows)}
@@ -154,12 +210,15 @@ td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
 .imgs {{ display: flex; gap: 8px; }} figure {{ margin: 0; text-align: center; }}
 figcaption {{ font-size: 0.8em; color: #666; }} .pred {{ font-size: 1.1em; }} .prob {{ color: #666; }}
 .baseline {{ color: #555; margin: 0.2em 0; }} .note {{ color: #666; font-size: 0.9em; }}
+.words {{ display: flex; flex-wrap: wrap; gap: 6px; }} .word img {{ width: 128px; height: 128px; }}
+.peak {{ color: #888; font-size: 0.9em; }} summary {{ cursor: pointer; color: #444; }}
 </style></head><body>
 <h1>changecap report</h1>
 <p>Model: <code>{html.escape(str(evaluation.model_dir))}</code> — data: <code>{html.escape(str(data_root))}</code>
 ({html.escape(fmt)}, {html.escape(split)} split, {pairs} pairs).</p>
 {caption_sections if captions else ""}
 {change_detection_html(evaluation.change_detection)}
+{curves_html(curves)}
 <h2>Examples</h2>
 {"".join(cards)}
 </body></html>
