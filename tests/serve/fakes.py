@@ -23,9 +23,10 @@ class FakeCaptioner:
         self.entered, self.release = threading.Event(), threading.Event()
         self.calls = 0
 
-    def __call__(self, before: Any, after: Any) -> SimpleNamespace:
+    def __call__(self, before: Any, after: Any, attention_maps: bool = False) -> SimpleNamespace:
         self.calls += 1
         self.entered.set()
         if self.block:
             assert self.release.wait(60), "the test never released the model"
-        return SimpleNamespace(caption=f"{before.shape[1]}x{before.shape[0]} pair", change_probability=0.5, mask=None)
+        return SimpleNamespace(caption=f"{before.shape[1]}x{before.shape[0]} pair", change_probability=0.5, mask=None,
+                               attention=None, attention_box=None)  # fmt: skip

@@ -74,6 +74,25 @@ def test_caption_equals_the_predictor(model_dir: Path, samples: list) -> None:
     assert health["capabilities"] == ["captions", "change_probability", "beam_search", "onnx", "attention_maps"]
 
 
+def test_attention_is_an_opt_in_of_the_caption_request(model_dir: Path, scc_dir: Path, samples: list) -> None:
+    client, captioner = client_for(model_dir, samples)
+    assert client.post("/api/caption", files=pair(png(1), png(2))).json()["attention"] is None  # not asked for
+    r = client.post("/api/caption?attention=true", files=pair(png(1, (40, 60)), png(2, (40, 60))))
+    assert r.status_code == 200
+    body = r.json()
+    want = captioner(np.asarray(Image.open(io.BytesIO(png(1, (40, 60))))),
+                     np.asarray(Image.open(io.BytesIO(png(2, (40, 60))))), attention_maps=True)  # fmt: skip
+    att = body["attention"]
+    assert att["words"] == body["caption"].split() == want.words()
+    assert att["grid"] == want.attention.shape[-1] and att["box"] == [0, 0, 60, 40]
+    assert len(att["maps"]) == len(att["words"]) and all(len(m) == att["grid"] ** 2 for m in att["maps"])
+    assert np.allclose(np.asarray(att["maps"]), want.attention.reshape(len(att["words"]), -1), atol=1e-4)
+    scc, _ = client_for(scc_dir, samples)  # Semantic-CC declares no attention maps: a 400 that says so
+    r = scc.post("/api/caption?attention=true", files=pair(png(3), png(4)))
+    assert r.status_code == 400 and r.json()["detail"].startswith("attention=true: semantic_cc models give no")
+    assert "\n" not in r.json()["detail"]
+
+
 def test_a_model_with_a_cd_head_returns_the_mask_at_the_image_size(scc_dir: Path, samples: list) -> None:
     client, _ = client_for(scc_dir, samples)
     body = client.post("/api/caption", files=pair(png(3, (50, 70)), png(4, (50, 70)))).json()
@@ -182,8 +201,10 @@ def test_openapi_documents_the_caption_endpoint(model_dir: Path, samples: list) 
     form = post["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(form["required"]) == {"before", "after"}
     ref = post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert set(spec["components"]["schemas"][ref]["properties"]) == {"caption", "change_probability", "mask_png"}
+    fields = {"caption", "change_probability", "mask_png", "attention"}
+    assert set(spec["components"]["schemas"][ref]["properties"]) == fields
     assert {"400", "413", "422"} <= set(post["responses"])
+    assert [(p["name"], p["in"]) for p in post["parameters"]] == [("attention", "query")]
 
 
 def test_page_and_samples_have_no_external_assets(model_dir: Path, samples: list) -> None:

@@ -1,7 +1,7 @@
 """The web page in a real browser (headless Debian chromium driven by playwright): pick a bundled sample, caption
 it, see the caption and the mask overlay. The test installs chromium with apt-get when it is missing (CI has apt);
-it skips, saying why, only where there is neither chromium nor apt-get. Swagger UI at /docs renders with no
-request to another host."""
+it skips, saying why, only where there is neither chromium nor apt-get. With a model that declares attention maps the
+page draws where it looked for each word. Swagger UI at /docs renders with no request to another host."""
 
 from __future__ import annotations
 
@@ -49,6 +49,38 @@ def test_page_captions_a_sample_and_overlays_the_mask(server: str, tmp_path: Pat
         assert page.inner_text("#error") == "choose two images or a sample"
         browser.close()
     assert (tmp_path / "page.png").stat().st_size > 1000
+
+
+def test_the_page_draws_where_the_model_looked_for_each_word(
+    model_dir: Path, serve_app: Callable[[Any], str], tmp_path: Path
+) -> None:
+    server = serve_app(create_app(ChangeCaptioner.from_pretrained(model_dir, device="cpu"), "tiny hisem"))
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.wait_for_selector("#attention-choice:not([hidden])")  # hisem declares attention maps
+        page.select_option("#sample", "0")
+        page.wait_for_function("document.getElementById('after-view').src.startsWith('blob:')")
+        page.click("#go")
+        page.wait_for_selector("#attention-figure:not([hidden])", timeout=60_000)
+        words = page.locator("#words span").all_inner_texts()
+        assert words == page.inner_text("#caption").split() and len(words) >= 2
+        assert page.inner_text("#heat-caption").startswith(f"after, where the model looked for \u201c{words[0]}\u201d")
+        page.hover("#words span:nth-child(2)")
+        page.wait_for_function(f"document.getElementById('heat-caption').textContent.includes('\u201c{words[1]}')")
+        assert page.locator("#words span.on").all_inner_texts() == [words[1]]
+        # the canvas holds the after image with the heat map drawn over it: many distinct colours
+        colours = page.evaluate("""() => {
+            const d = document.getElementById('heat').getContext('2d').getImageData(0, 0, 256, 256).data;
+            const seen = new Set();
+            for (let i = 0; i < d.length; i += 4 * 97) seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
+            return seen.size; }""")
+        assert colours > 50
+        assert page.inner_text("#error") == ""
+        page.screenshot(path=str(tmp_path / "attention.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "attention.png").stat().st_size > 1000
 
 
 def test_docs_render_offline(server: str) -> None:

@@ -3,7 +3,11 @@
 * ``GET /`` — one static page, no external assets: upload two images or pick a bundled SynthCC sample, see both
   dates side by side, the caption, the change probability and the mask overlay (models with a CD head).
 * ``POST /api/caption`` — multipart fields ``before`` and ``after`` → ``{"caption", "change_probability",
-  "mask_png"}`` (``mask_png``: base64 PNG, 255 = changed, at the images' size; null without a CD head).
+  "mask_png", "attention"}`` (``mask_png``: base64 PNG, 255 = changed, at the images' size; null without a CD head).
+  ``?attention=true`` (models that declare ``attention_maps``) fills ``attention``: ``{"words", "grid", "maps",
+  "box"}``, per word of the caption the decoder's cross-attention over a ``grid`` × ``grid`` grid (row-major, each
+  summing to 1, 4 decimals) covering the ``box`` ``[left, top, right, bottom]`` of the after image in pixels; it is
+  null otherwise, and asking a model without attention maps for them is a 400.
 * ``GET /api/health`` — the model, its architecture and declared capabilities (``models/contract.py``), whether it
   is ready and the limits; ``GET /api/samples`` and
   ``GET /api/samples/{index}/{before|after}.png`` — the bundled samples (rendered by ``changecap.synth`` at start).
@@ -174,10 +178,17 @@ def create_app(
     lock = threading.Lock()
     bundled = render_samples() if samples is None else samples
 
+    class Attention(BaseModel):
+        words: list[str]
+        grid: int
+        maps: list[list[float]]
+        box: list[int]
+
     class Caption(BaseModel):
         caption: str | None
         change_probability: float | None
         mask_png: str | None
+        attention: Attention | None = None
 
     class Health(BaseModel):
         status: str
@@ -271,9 +282,9 @@ def create_app(
         finally:
             await form.close()
 
-    def caption_pair(uploads: list[tuple[str, str | None, bytes]]) -> Caption:
+    def caption_pair(uploads: list[tuple[str, str | None, bytes]], attention: bool) -> Caption:
         """Runs in a worker thread, one pair at a time: decode (each size checked from its header first), forward
-        pass and mask."""
+        pass, mask and, when asked for, the attention maps."""
         with lock:  # also bounds the decoded pixels in memory to one pair
             before, after = (read_upload(data, field, name, max_image_pixels) for field, name, data in uploads)
             if before.shape != after.shape:
@@ -281,17 +292,22 @@ def create_app(
                 raise HTTPProblem(422, f"{labels[0]} is {before.shape[1]}×{before.shape[0]} but {labels[1]} is "
                                   f"{after.shape[1]}×{after.shape[0]}; both dates must have the same size")  # fmt: skip
             try:
-                res = captioner(before, after)
+                res = captioner(before, after, attention_maps=attention)
             except ChangeCapError as e:
                 raise HTTPProblem(422, str(e)) from None
             mask = mask_png_base64(res.mask)
-        return Caption(caption=res.caption, change_probability=res.change_probability, mask_png=mask)
+        maps = None
+        if res.attention is not None and res.attention_box is not None:
+            grid = int(res.attention.shape[-1])
+            rows = [[round(float(v), 4) for v in word.reshape(-1)] for word in res.attention]
+            maps = Attention(words=res.words(), grid=grid, maps=rows, box=list(res.attention_box))
+        return Caption(caption=res.caption, change_probability=res.change_probability, mask_png=mask, attention=maps)
 
     @app.post(
         "/api/caption",
         response_model=Caption,
         responses={
-            400: {"description": "a missing field or an unreadable image"},
+            400: {"description": "a missing field, an unreadable image, or attention maps the model does not give"},
             413: {"description": "upload larger than the limit, or an image with more pixels than the limit"},
             422: {"description": "the two dates differ in size"},
         },  # fmt: skip
@@ -313,14 +329,19 @@ def create_app(
             }
         },  # fmt: skip
     )
-    async def caption(request: Request) -> Any:
-        """Caption one pair: multipart fields ``before`` and ``after`` (PNG, JPEG, TIFF …, same size)."""
+    async def caption(request: Request, attention: bool = False) -> Any:
+        """Caption one pair: multipart fields ``before`` and ``after`` (PNG, JPEG, TIFF …, same size).
+        ``attention=true``: also where the model looked for each word (models that declare attention maps)."""
+        if attention and not captioner.capabilities.attention_maps:
+            declared = ", ".join(captioner.capabilities.names()) or "none"
+            raise HTTPProblem(400, f"attention=true: {captioner.architecture} models give no attention maps "
+                              f"(their capabilities: {declared})")  # fmt: skip
         body = await read_body(request)
         if body is None:
             return Response(status_code=400)  # nobody is left to read it
         uploads = await read_uploads(request, body)
         del body
-        return await run_in_threadpool(caption_pair, uploads)  # the event loop keeps answering meanwhile
+        return await run_in_threadpool(caption_pair, uploads, attention)  # the event loop keeps answering meanwhile
 
     return app
 
