@@ -88,7 +88,7 @@ def test_the_command_reference_lists_every_command() -> None:
 
 def test_includes_point_readme_links_at_the_site() -> None:
     page = _hooks().expand("<!-- include README.md -->")
-    assert "](docs/" not in page and "](hisem.md)" in page and "](images/serve_page.png)" in page
+    assert "](docs/" not in page and "](hisem.md)" in page and "](images/attention_view.png)" in page
 
 
 def test_the_site_builds_strictly_and_reads_offline(tmp_path: Path) -> None:
