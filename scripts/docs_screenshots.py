@@ -123,7 +123,7 @@ def attention_view(model: Path, out: Path, width: int, height: int) -> list[Path
             best = max(range(len(peaks)), key=peaks.__getitem__)
             page.hover(f"#words span:nth-child({best + 1})")
             page.wait_for_timeout(300)
-            page.screenshot(path=str(path))
+            page.screenshot(path=str(path), full_page=True)
             browser.close()
         elsewhere = [u for u in requests if not u.startswith((base, "data:", "blob:"))]
         if elsewhere:
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         build_site(site)
         written += screenshot(site, args.out, args.width, args.height)
     if args.model is not None:
-        written += attention_view(args.model, args.out, 1000, 760)
+        written += attention_view(args.model, args.out, 1000, 560)
     if args.report is not None:
         written += report_views(args.report, args.out, 1000)
     for path in written:
