@@ -1,8 +1,8 @@
 """GPU readiness check: every registered system trains, saves, resumes and predicts on the device, in one command.
 
 On a generated SynthCC set (160 pairs of 128 px; ``--tiny``: 24 of 64 px), for every architecture of the registry
-at the size of its CPU config (``configs/<name>_synthcc_cpu.yaml``; ``--tiny``: a few-thousand-parameter version
-of it):
+at the size of its CPU config (``configs/<name>_synthcc_cpu_scratch.yaml`` where the system has that random-init
+form, else ``configs/<name>_synthcc_cpu.yaml``; ``--tiny``: a few-thousand-parameter version of it):
 
 * **train**: ``--updates`` (20) bf16 updates through the real trainer (``changecap.engine.Trainer``: data loader,
   objective, autocast, clipping, fused Adam), losses finite; ``train.deterministic`` is on, so that a resumed run
@@ -158,12 +158,17 @@ class Device:
 
 # ---------------------------------------------------------------------------------------------------------- systems
 def system_config(name: str, data_root: Path, run_dir: Path, args: argparse.Namespace, **train: Any):  # noqa: ANN201
-    """The CPU config of ``name`` on the generated set, for the device, in bf16, without validation."""
+    """The CPU config of ``name`` on the generated set, for the device, in bf16, without validation. Where the
+    system has a random-init form of it (``*_synthcc_cpu_scratch.yaml``: the same sizes, no stand-ins to pretrain
+    first), that one: the check times the system, not its foundations' pretraining."""
     import yaml
 
     from changecap.engine import TrainConfig
 
-    raw = yaml.safe_load((REPO / "configs" / f"{name}_synthcc_cpu.yaml").read_text())
+    config_file = REPO / "configs" / f"{name}_synthcc_cpu_scratch.yaml"
+    if not config_file.exists():
+        config_file = REPO / "configs" / f"{name}_synthcc_cpu.yaml"
+    raw = yaml.safe_load(config_file.read_text())
     if args.tiny:
         raw["model"] = merged(raw["model"], TINY_MODELS.get(name, {}))
         raw["data"]["image_size"] = 32
@@ -176,7 +181,7 @@ def system_config(name: str, data_root: Path, run_dir: Path, args: argparse.Name
         precision="bf16", device=args.device, val_every=0, deterministic=True, output_dir=str(run_dir), **train
     )
     raw["logging"] = {"tensorboard": False, "log_every": 1, "progress": False}
-    return TrainConfig.from_dict(raw, path=f"configs/{name}_synthcc_cpu.yaml (as gpu_check runs it)")
+    return TrainConfig.from_dict(raw, path=f"configs/{config_file.name} (as gpu_check runs it)")
 
 
 def train_run(config, resume: bool | None = None):  # noqa: ANN001, ANN201

@@ -772,7 +772,7 @@ ROWS += [
     Row("pretrain-data-root-a-val-folder", lambda t, c: pretrain(t, c, data=c.single_dates / "images" / "val"),
         ("'val' split folder",), absent=("run",)),
     Row("pretrain-scene-captions-not-json", lambda t, c: pretrain(t, c, data=damaged_single_dates(t, c, "{oops")),
-        ("{tmp}/single/scene_captions.json", "invalid JSON"), absent=("run",)),
+        ("{tmp}/single/scene_captions.json", "not valid JSON"), absent=("run",)),
     Row("pretrain-scene-captions-a-list", lambda t, c: pretrain(t, c, data=damaged_single_dates(t, c, "[1]")),
         ("{tmp}/single/scene_captions.json",), absent=("run",)),
     # ---- compare: predictions, references, --runs and the reports

@@ -23,6 +23,7 @@ MODEL_COMMANDS = {
     "evaluate": ["evaluate", "--model", "m", "--data", "d"],
     "export": ["export", "onnx", "--model", "m", "--out", "o"],
     "train": ["train", "c.yaml"],
+    "pretrain": ["pretrain", "clip", "c.yaml"],
 }
 
 
@@ -40,6 +41,7 @@ def test_the_default_is_torchs_capped_by_the_idle_cpus(monkeypatch: pytest.Monke
     assert threads.resolve_threads(args) == torch.get_num_threads()
     # training keeps torch's default unless asked; commands without models take no threads
     assert threads.resolve_threads(build_parser().parse_args(MODEL_COMMANDS["train"])) is None
+    assert threads.resolve_threads(build_parser().parse_args(MODEL_COMMANDS["pretrain"])) is None
     assert threads.resolve_threads(argparse.Namespace(command="info")) is None
 
 

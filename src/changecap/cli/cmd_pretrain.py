@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 
+from changecap.cli.threads import add_threads_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="the split to read (only 'train' is accepted: pretraining never reads val/test)")
     p.add_argument("--output-dir", help="directory to write (overrides train.output_dir)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    add_threads_argument(p, auto_default=False)  # as train: a long run outlives the load it starts under
     p.set_defaults(func=run)
 
 

@@ -29,6 +29,7 @@ def add_threads_argument(p: argparse.ArgumentParser, auto_default: bool = True) 
 
 def idle_cpus() -> int:
     """The CPUs this process may run on minus the 1-minute load average (rounded), at least 1."""
+    # platform probes (both are Unix-only), not a model's
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, cpus - round(load))
@@ -37,7 +38,7 @@ def idle_cpus() -> int:
 def resolve_threads(args: argparse.Namespace) -> int | None:
     """The thread count a parsed command line asks for (None: the command takes no ``--threads``, or keeps torch's
     default). A value below 1 is a user error."""
-    if not hasattr(args, "threads"):
+    if not hasattr(args, "threads"):  # the parsed command has no --threads option
         return None
     if args.threads is not None:
         if args.threads < 1:

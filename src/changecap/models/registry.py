@@ -153,6 +153,13 @@ class Architecture:
             (DFM). The module has ``image_size``, ``feature_widths`` (one per level, finest first) and
             ``change_features(pairs [B, 2, 3, S, S]) -> [[B, C_l, h_l, w_l], …]``, and its state-dict keys are the
             full model's, so it loads from that model's directory (``io.load_change_prior``). ``None``: no prior.
+        tiny_config: ``() -> {section: {...}}``, the system's tiny training config: the sections of a training
+            config it needs beside a dataset's ``data`` section (``model``; where it needs them ``data`` keys such
+            as ``image_size``, ``loss`` and ``train`` keys such as ``select_metric``), with the vocabulary size and
+            caption length left to the data. It trains a random-weight model of at most a few hundred thousand
+            parameters in about a second on one CPU thread, offline. The contract suite
+            (``tests/models/test_contract_suite.py``) runs every registered system with it through every surface,
+            so every system declares one.
     """
 
     name: str
@@ -163,6 +170,7 @@ class Architecture:
     summary_parts: Callable[[nn.Module], Mapping[str, list[nn.Parameter]]] | None = None
     description: str = ""
     change_prior: Callable[..., nn.Module] | None = None
+    tiny_config: Callable[[], dict[str, Any]] | None = None
     capabilities: Capabilities = field(kw_only=True)
 
     def __post_init__(self) -> None:

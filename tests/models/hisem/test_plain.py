@@ -45,6 +45,20 @@ def test_gradients_reach_every_parameter() -> None:
     assert all(p.grad is not None for p in fusion.parameters())
 
 
+def test_traceable_layers_keep_the_weights_and_the_function() -> None:
+    """What ONNX export swaps in (changecap's encoder layer, whose traced batch stays dynamic) computes what the
+    torch layers did, from the same state dict."""
+    torch.manual_seed(0)
+    fusion = ConcatFusion(ConcatFusionConfig(dim=D, grid_size=G, layers=2, heads=4)).eval()
+    f1, f2 = _pair(3)
+    before, state = fusion(f1, f2)[0], fusion.state_dict()
+    fusion.use_traceable_layers()
+    assert not any(isinstance(m, torch.nn.TransformerEncoderLayer) for m in fusion.modules())
+    after = fusion.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+    torch.testing.assert_close(fusion(f1, f2)[0], before)
+
+
 def test_wrong_token_shape() -> None:
     fusion = ConcatFusion(ConcatFusionConfig(dim=D, grid_size=G, layers=1, heads=4))
     f1, f2 = _pair()

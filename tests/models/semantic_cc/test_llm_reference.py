@@ -74,6 +74,7 @@ def test_a_bundled_llm_is_copied_into_the_model_directory_and_loaded_from_there(
     model = build_model(config_from_dict(d)).eval()
     vocab = Vocabulary.build([WORDS], threshold=0)
     model.config.vocab_size = len(vocab)
+    model.vocab = vocab
     out = save_model(model, None, vocab, tmp_path / "model")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (out / "llm").iterdir()}
     shutil.rmtree(llm_dir)  # the source is gone: the model needs only its own directory
@@ -81,7 +82,7 @@ def test_a_bundled_llm_is_copied_into_the_model_directory_and_loaded_from_there(
     assert again.config.caption.llm == str(out / "llm")
     images = torch.randn(2, 2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     a, b = model.predict(images), again.predict(images)
-    assert a["captions"] == b["captions"] and torch.equal(a["mask"], b["mask"])
+    assert a.texts == b.texts and a.mask is not None and b.mask is not None and torch.equal(a.mask, b.mask)
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
     save_model(again, None, vocab, out)  # saved again over itself: the copy is replaced by a copy of itself

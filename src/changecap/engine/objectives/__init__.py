@@ -49,13 +49,13 @@ def objective_factory(ref: str | Callable[..., Any]) -> Any:
         if e.name != module_name:
             raise
         raise ValueError(f"no objective {ref!r}: module {module_name} does not exist") from None
-    return getattr(module, attr)
+    return getattr(module, attr)  # the attribute the reference names
 
 
 def build_objective(ref: str | Callable[..., Any], loss: Any, train_config: Any) -> Objective:
     """Instantiate the objective ``ref`` for a run: ``cls.from_config(loss_section, train_config)``."""
     factory = objective_factory(ref)
-    maker = getattr(factory, "from_config", factory)
+    maker = getattr(factory, "from_config", factory)  # an Objective class, or a plain factory function
     return maker(dict(loss or {}), train_config)
 
 

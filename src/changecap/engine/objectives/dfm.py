@@ -104,8 +104,7 @@ class DFMObjective(Objective):
         self._text_width: int | None = None  # the model's text projection input (model.text_dim), from bind()
 
     def bind(self, model: nn.Module) -> None:
-        proj = getattr(model, "text_proj", None)
-        self._text_width = int(proj.in_features) if isinstance(proj, nn.Linear) else None
+        self._text_width = int(model.text_proj.in_features)  # the DFM model this objective trains
 
     @property
     def embeddings(self) -> CaptionEmbeddings:

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def _record(dataset: Any, index: int) -> Any:
-    record = getattr(dataset, "record", None)
+    record = getattr(dataset, "record", None)  # the dataset's, not a model's
     if record is None:
         raise TypeError(f"{type(dataset).__name__} has no record(index); these phase filters need one")
     return record(index)
@@ -30,6 +30,7 @@ def unchanged_pairs(dataset: Any, index: int) -> bool:
 def pairs_with_mask(dataset: Any, index: int) -> bool:
     """Pairs with a change mask (change-detection supervision): a mask file, or semantic maps to derive it from."""
     record = _record(dataset, index)
+    # a record type without semantic maps (not every dataset's) has no such field
     return record.mask_path is not None or getattr(record, "semantic_paths", None) is not None
 
 

@@ -158,7 +158,7 @@ class HisemObjective(Objective):
         ce_sum, n_tok = caption_ce_sum(output.logits, target)
         device = ce_sum.device
         samples = torch.tensor(float(target.shape[0]), device=device)
-        router_logits = getattr(output, "router_logits", None)
+        router_logits = output.router_logits  # CaptionModelOutput: None for a fusion without a router (plain)
         if router_logits is not None:
             labels = changed.long()
             z = router_logits.float()  # [B, 2]
@@ -169,9 +169,7 @@ class HisemObjective(Objective):
         else:
             r_sum = torch.zeros((), device=device)
             r_correct = torch.zeros((), device=device, dtype=torch.long)
-        aux = getattr(output, "aux_loss", None)
-        if aux is None:
-            aux = torch.zeros((), device=device)
+        aux = output.aux_loss  # 0-dim, zero without MoE
         return ObjectiveOutput(
             terms={
                 "caption_ce": LossTerm.mean(ce_sum, n_tok, over="tokens"),

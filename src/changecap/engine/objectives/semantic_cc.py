@@ -102,6 +102,8 @@ class SemanticCCObjective(Objective):
     def bind(self, model: nn.Module) -> None:
         """Remember the model's caption decoder: the caption-token normaliser is counted before the forward pass,
         with the decoder's own target encoding."""
+        # the Semantic-CC model's own part, not a capability probe; None only for a model with the CD heads alone
+        # (a test stand-in), which the CD-only stages never ask for
         self.caption_decoder = getattr(model, "caption_decoder", None)
 
     def phases(self, epoch: int) -> Sequence[Phase]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from changecap.models.change_detection.config import ChangeDetectionConfig, CNNEncoderConfig
+from changecap.models.change_detection.config import ChangeDetectionConfig, CNNEncoderConfig, tiny_training_config
 from changecap.models.change_detection.model import SiameseChangeDetector, build_change_detector
 from changecap.models.registry import Architecture, Capabilities
 
@@ -30,6 +30,7 @@ ARCHITECTURE = Architecture(
     card_rows=card_rows,
     description="Siamese CNN change detector: shared encoder, difference fusion, multi-scale decoder (masks only)",
     change_prior=build_change_detector,  # the whole detector is its change branch
+    tiny_config=tiny_training_config,
     capabilities=Capabilities(change_mask=True),
 )
 

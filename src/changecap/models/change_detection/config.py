@@ -65,3 +65,10 @@ class ChangeDetectionConfig(ArchitectureConfig):
     def with_data(cls, section: dict[str, Any], words: list[str], max_length: int) -> dict[str, Any]:
         """The vocabulary size and caption length of the training data (kept only to describe the run)."""
         return {**section, "vocab_size": len(words), "max_length": max_length}
+
+
+def tiny_training_config() -> dict[str, Any]:
+    """The registry's ``tiny_config``: two stages of 8 and 16 channels at 32 px, selected on the change F1."""
+    model = {"architecture": "change_detection", "image_size": 32, "encoder": {"widths": [8, 16], "blocks": 1},
+             "decoder_dim": 8}  # fmt: skip
+    return {"data": {"image_size": 32, "normalize": "imagenet"}, "model": model, "train": {"select_metric": "cd_F1"}}

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from changecap.models.dfm.config import DFMConfig
+from changecap.models.dfm.config import DFMConfig, tiny_training_config
 from changecap.models.dfm.model import DFM, build_dfm
 from changecap.models.dfm.tgcl import tgcl_loss
 from changecap.models.registry import Architecture, Capabilities
@@ -40,6 +40,7 @@ ARCHITECTURE = Architecture(
     objective="dfm",
     card_rows=card_rows,
     description="DFM: ViT + frozen change-detection prior, joint feature modelling, caption decoder, TGCL",
+    tiny_config=tiny_training_config,
     capabilities=Capabilities(captions=True, beam_search=True, onnx=True, attention_maps=True),
 )
 

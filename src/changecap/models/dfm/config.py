@@ -146,3 +146,23 @@ class DFMConfig(ArchitectureConfig):
         self.decoder.validate(f"{prefix}.decoder")
         self.prior.validate(f"{prefix}.prior")
         require(self.text_dim >= 1, f"{prefix}.text_dim", f"must be >= 1, got {self.text_dim}")
+
+
+def tiny_training_config() -> dict[str, Any]:
+    """The registry's ``tiny_config``: a 2-block CLIP ViT at 32 px, 1 temporal layer, a random 2-level change
+    detector as its prior (``prior.config``: no trained detector needed), TGCL over the built-in bag-of-words
+    sentence encoder (offline)."""
+    vit = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+           "image_size": 32, "patch_size": 8}  # fmt: skip
+    prior = {"image_size": 32, "encoder": {"widths": [8, 16], "blocks": 1}, "decoder_dim": 8}
+    model = {
+        "architecture": "dfm",
+        "encoder": {"config": vit, "trainable_layers": 1},
+        "temporal": {"layers": 1, "heads": 2, "ffn_mult": 2},
+        "prior": {"config": prior},
+        "jfm": {"heads": 2, "ffn_mult": 2},
+        "decoder": {"dim": 32, "heads": 2},
+        "text_dim": 16,
+    }
+    return {"data": {"image_size": 32, "normalize": "clip"}, "model": model,
+            "loss": {"sentence_model": "builtin:bag-of-words-16"}}  # fmt: skip

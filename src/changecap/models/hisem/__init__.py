@@ -8,11 +8,19 @@ balance loss; the router terms vanish for the plain baseline, which has no route
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from torch import nn
 
-from changecap.models.hisem.config import PAPER_CLIP_ID, HiSemConfig, PlainConfig, paper_config, tiny_config
+from changecap.models.hisem.config import (
+    PAPER_CLIP_ID,
+    HiSemConfig,
+    PlainConfig,
+    paper_config,
+    tiny_config,
+    tiny_training_config,
+)
 from changecap.models.hisem.fusion import HiSemFusion, HiSemFusionConfig
 from changecap.models.hisem.model import HiSem, build_hisem
 from changecap.models.hisem.output import CaptionModelOutput
@@ -39,6 +47,7 @@ HISEM = Architecture(
     objective="hisem",
     card_rows=card_rows,
     description="HiSem: CLIP ViT, BDAM, HASD router + MoE, Transformer caption decoder",
+    tiny_config=partial(tiny_training_config, "hisem"),
     capabilities=Capabilities(
         captions=True, change_probability=True, beam_search=True, onnx=True, attention_maps=True
     ),
@@ -50,6 +59,7 @@ PLAIN = Architecture(
     objective="hisem",
     card_rows=card_rows,
     description="plain baseline: CLIP ViT, concatenation fusion, Transformer caption decoder",
+    tiny_config=partial(tiny_training_config, "plain"),
     # no router: no change probability
     capabilities=Capabilities(captions=True, beam_search=True, onnx=True, attention_maps=True),
 )
@@ -69,4 +79,5 @@ __all__ = [
     "build_hisem",
     "paper_config",
     "tiny_config",
+    "tiny_training_config",
 ]

@@ -158,3 +158,11 @@ def tiny_config(
         pwff_hidden=2 * dim,
     )
     return HiSemConfig(encoder=enc if encoder else None, fusion=hisem_fusion, decoder=decoder)
+
+
+def tiny_training_config(architecture: str = "hisem") -> dict[str, Any]:
+    """The registry's ``tiny_config`` of hisem and plain: :func:`tiny_config` at 32 px, 32 wide, its vocabulary size
+    and caption length left to the data."""
+    model = tiny_config(4, image_size=32, patch_size=8, dim=32, architecture=architecture).to_dict()
+    del model["decoder"]["vocab_size"], model["decoder"]["max_length"]
+    return {"data": {"image_size": 32, "normalize": "clip"}, "model": model}

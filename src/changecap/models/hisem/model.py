@@ -154,13 +154,16 @@ class HiSem(ChangeModel):
 
     def onnx_export(self, image_size: int, batch: int = 2) -> OnnxExport:
         """The encoder graph (backbone tokens → fusion → memory, router) and the decoder's step graph. HASD's
-        routing and the MoE's dispatch switch to their dense forms (same values, no data-dependent shapes), so this
-        model is meant for export only afterwards."""
+        routing and the MoE's dispatch switch to their dense forms (same values, no data-dependent shapes), and the
+        plain fusion's torch encoder layers to changecap's (a dynamic batch), so this model is meant for export only
+        afterwards."""
         for module in self.fusion.modules():
             if isinstance(module, HASD):
                 module.dense_routing = True
             elif isinstance(module, SparseMoE):
                 module.dense_dispatch = True
+        if isinstance(self.fusion, ConcatFusion):
+            self.fusion.use_traceable_layers()
 
         def memory(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             memory, router = self.fuse(*self.encode(images), None)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from changecap.errors import ModelError
+from changecap.models.parts.attention import EncoderLayer
 from changecap.schema import from_dict, require
 
 
@@ -90,3 +91,14 @@ class ConcatFusion(nn.Module):
             x = layer(x)  # [B, L, D]
         self.aux_loss = torch.zeros((), dtype=torch.float32, device=x.device)
         return self.norm(x), None
+
+    def use_traceable_layers(self) -> None:
+        """Swap each ``nn.TransformerEncoderLayer`` for changecap's :class:`EncoderLayer` with the same weights (the
+        same function): traced for ONNX export, the torch layer's attention fixes the batch to the example's, which
+        changecap's keeps dynamic. Export only: training keeps the torch layers (and their dropout draws)."""
+        c = self.config
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, nn.TransformerEncoderLayer):
+                twin = EncoderLayer(c.dim, c.heads, c.ffn_mult * c.dim, c.dropout, activation="relu")
+                twin.load_state_dict(layer.state_dict())
+                self.layers[i] = twin.to(layer.linear1.weight.device).train(layer.training)

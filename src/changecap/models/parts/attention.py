@@ -93,12 +93,15 @@ class MultiheadAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """``nn.TransformerEncoderLayer(dim, heads, ffn_dim, dropout, activation="gelu", batch_first=True)`` (post-norm)
-    on changecap's attention: the same parameter names, creation order and initialisation, fused SDPA, and a batch
+    """``nn.TransformerEncoderLayer(dim, heads, ffn_dim, dropout, activation, batch_first=True)`` (post-norm) on
+    changecap's attention: the same parameter names, creation order and initialisation, fused SDPA, and a batch
     that stays dynamic when the layer is traced for ONNX export (the torch layer's own attention fixes it)."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.1, activation: str = "gelu") -> None:
         super().__init__()
+        if activation not in ("gelu", "relu"):
+            raise ModelError(f"encoder layer activation must be gelu or relu, got {activation!r}")
+        self.activation = F.gelu if activation == "gelu" else F.relu
         self.self_attn = MultiheadAttention(dim, heads, dropout)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.dropout = nn.Dropout(dropout)
@@ -111,4 +114,4 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, D] → [B, T, D]."""
         x = self.norm1(x + self.dropout1(self.self_attn(x, x)))
-        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(x))))))
+        return self.norm2(x + self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x))))))

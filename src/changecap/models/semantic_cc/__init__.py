@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from changecap.models.registry import Architecture, Capabilities
-from changecap.models.semantic_cc.config import SemanticCCConfig
+from changecap.models.semantic_cc.config import SemanticCCConfig, tiny_training_config
 from changecap.models.semantic_cc.model import (
     SemanticCC,
     SemanticCCChangeBranch,
@@ -74,6 +74,7 @@ ARCHITECTURE = Architecture(
     summary_parts=summary_parts,
     description="Semantic-CC: SAM ViT + change filters, multi-task neck, CD decoder, Q-Former + LLM captions",
     change_prior=build_semantic_cc_change_branch,
+    tiny_config=tiny_training_config,
     # the LLM decodes greedily, with beams or by nucleus sampling; no image-level probability (a mask instead)
     capabilities=Capabilities(captions=True, change_mask=True, beam_search=True, sampling=True),
 )

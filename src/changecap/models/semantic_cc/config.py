@@ -316,3 +316,23 @@ class SemanticCCConfig(ArchitectureConfig):
             caption["llm_config"] = {**llm_config, "tokenizer_words": [w for w in words if not w.startswith("<")]}
             out["caption"] = caption
         return out
+
+
+def tiny_training_config() -> dict[str, Any]:
+    """The registry's ``tiny_config``: SAM with 2 blocks at 64 px, 1 neck unit, a 2-layer Q-Former and LLaMA with
+    random weights (the LLM's word-level tokenizer is built from the data's vocabulary), 6 new tokens per caption."""
+    sam = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 64, "output_channels": 16,
+           "image_size": 64, "patch_size": 16, "window_size": 2, "global_attn_indexes": [1]}  # fmt: skip
+    qformer = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
+               "encoder_hidden_size": 24}  # fmt: skip
+    llm = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256}  # fmt: skip
+    model = {
+        "architecture": "semantic_cc",
+        "encoder": {"config": sam, "lora": {"r": 2, "alpha": 4}},
+        "neck": {"units": 1, "cc_dim": 24, "cc_heads": 2, "cd_heads": 2},
+        "cd_decoder": {"fpn_dim": 16},
+        "caption": {"qformer": qformer, "num_query_tokens": 4, "llm_config": llm, "llm_lora": {"r": 2, "alpha": 4},
+                    "generation": {"max_new_tokens": 6}},
+    }  # fmt: skip
+    return {"data": {"image_size": 64, "normalize": "imagenet"}, "model": model}
