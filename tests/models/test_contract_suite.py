@@ -229,6 +229,15 @@ def test_predict_is_the_one_entry_point_and_honours_every_option(run: Run) -> No
         with pytest.raises(ModelError) as e:
             model.predict(images, sampling=Sampling())
         assert_one_line(e.value, run.name, "sampling")
+    if can.attention_maps:  # one row per word of each caption, over a square grid (normalise checks the shapes)
+        looked = model.predict(images, attention_maps=True)
+        assert looked.tokens == out.tokens and out.attention_maps is None
+        for text, maps in zip(looked.texts, looked.attention_maps, strict=True):
+            assert maps.shape[0] == len(text.split()) and torch.allclose(maps.sum(-1), torch.ones(len(maps)))
+    else:
+        with pytest.raises(ModelError) as e:
+            model.predict(images, attention_maps=True)
+        assert_one_line(e.value, run.name, "attention maps")
 
 
 def test_save_and_reload_give_bit_identical_outputs(run: Run, tmp_path: Path) -> None:
