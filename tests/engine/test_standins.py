@@ -165,3 +165,19 @@ def test_training_from_a_stand_in_saves_a_model_that_needs_no_cache(tmp_path: Pa
     shutil.rmtree(_cache)
     again = load_model(tmp_path / "run" / "last")  # the stand-in's weights are in the model's own safetensors
     assert torch.equal(again.encoder.vision.state_dict()["encoder.layers.0.mlp.fc1.weight"], frozen)
+
+
+def test_a_synthcc_stand_in_on_data_without_single_dates_says_what_to_do(tmp_path: Path) -> None:
+    root = make_synthcc_single_dates(tmp_path / "own")
+    (root / "scene_captions.json").unlink()  # pairs and captions as a user's own LEVIR-CC-layout set has them
+    config = pretrain_config(tmp_path / "configs" / "pretrain" / "clip.yaml", "clip", TINY_CLIP)
+    doc = yaml.safe_load(config.read_text())
+    doc["data"]["source"] = "synthcc"
+    config.write_text(yaml.safe_dump(doc))
+    section = {"encoder": {"pretrained": "standin:pretrain/clip.yaml"}}
+    with pytest.raises(ConfigError) as e:
+        build_standins(section, root, tmp_path / "configs" / "system.yaml")
+    message = str(e.value)
+    assert e.value.field == "model.encoder.pretrained" and "\n" not in message
+    assert "scene_captions.json" in message and "_scratch.yaml" in message and str(root) in message
+    assert not (tmp_path / "cache" / "standins").exists() or not any((tmp_path / "cache" / "standins").iterdir())

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from changecap.data.single_date import SCENE_CAPTIONS_FILE
 from changecap.errors import ConfigError
 
 PREFIX = "standin:"
@@ -181,6 +182,15 @@ class StandInResolver:
         plain["train"] = {k: v for k, v in plain["train"].items() if k != "output_dir"}
         plain.pop("logging", None)
         plain["model"] = _replace(plain["model"], {n.ref: f"{n.target}-{n.key}" for n in needs})
+        if config.data.source == "synthcc" and not (self.data_root / SCENE_CAPTIONS_FILE).is_file():
+            # a user's own pairs or LEVIR-CC: the SynthCC stand-ins have nothing to pretrain on there
+            raise ConfigError(
+                field,
+                f"stand-in {ref} pretrains on SynthCC's single-date captions ({SCENE_CAPTIONS_FILE}), which "
+                f"{self.data_root} does not have; train the random-init form of this config (configs/*_scratch.yaml), "
+                f"point {field} at pretrained weights, or pretrain on your own images and captions "
+                "(docs/pretraining.md)",
+            )
         payload = {
             "target": config.target,
             "config": plain,
