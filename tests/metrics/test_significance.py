@@ -191,6 +191,11 @@ def test_runs_mean_sd_and_wins_per_seed(data) -> None:
     assert (c.pairs[1].a, c.pairs[1].b) == ("a", "one") and "wins" not in a_one and 0 < a_one["p_value"] <= 1
     table = c.format_table()
     assert "wins b/a/tie" in table and "±" in table
+    # every score cell stands apart from the next, however wide (an sd and an interval over 100)
+    scores = table.split("(score, ± sd")[0]
+    rows = [line for line in scores.splitlines() if line.startswith("CIDEr ")]
+    assert rows and all("][" not in r and "]1" not in r and "]0" not in r for r in rows)
+    assert all(r.count("]  ") >= len(c.systems) - 1 for r in rows)
     # the same runs on both sides: nothing to find
     same = compare_systems([SystemPredictions("a", a_runs), SystemPredictions("a2", list(a_runs))], refs,
                            protocol="none", resamples=50, permutations=50)  # fmt: skip

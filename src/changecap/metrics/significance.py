@@ -315,18 +315,21 @@ class Comparison:
         for s in self.systems:
             shown = ", ".join(str(f) for f in s.files if f)
             lines.append(f"  {s.label}: {s.runs} run{'s' if s.runs > 1 else ''}" + (f" ({shown})" if shown else ""))
-        colw = max(26, *(len(s.label) + 2 for s in self.systems))
-        lines.append("")
-        lines.append(f"{'metric':<10}" + "".join(f"{s.label:>{colw}}" for s in self.systems))
+        cells: dict[str, list[str]] = {}
         for m in self.metrics:
-            row = f"{m:<10}"
+            cells[m] = []
             for s in self.systems:
                 lo, hi = s.ci95[m]
                 sd = s.sd[m]
                 cell = f"{100 * s.scores[m]:.2f}" + (f" ±{100 * sd:.2f}" if sd is not None else "")
-                cell += f" [{100 * lo:.2f}, {100 * hi:.2f}]"
-                row += f"{cell:>{colw}}"
-            lines.append(row)
+                cells[m].append(cell + f" [{100 * lo:.2f}, {100 * hi:.2f}]")
+        # two spaces at least between columns, however wide a cell (CIDEr-D over 100 with an sd and an interval)
+        widest = max((len(c) for row in cells.values() for c in row), default=0)
+        colw = max(widest, *(len(s.label) for s in self.systems)) + 2
+        lines.append("")
+        lines.append(f"{'metric':<10}" + "".join(f"{s.label:>{colw}}" for s in self.systems))
+        for m in self.metrics:
+            lines.append(f"{m:<10}" + "".join(f"{c:>{colw}}" for c in cells[m]))
         lines.append("(score, ± sd over runs when several, [bootstrap 95% CI])")
         for p in self.pairs:
             lines.append("")
