@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 
+from changecap.cli.config_args import add_overrides_argument
 from changecap.cli.threads import add_threads_argument
 
 
@@ -25,14 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # checked by the target registry (models/foundations/target.py), which the parser does not import: it stays fast
     p.add_argument("target", metavar="TARGET", help="what to pretrain: clip, sam, qformer or lm")
     p.add_argument("config", help="YAML config (see configs/pretrain/)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (value parsed as YAML; repeatable)",
-    )
+    add_overrides_argument(p)
     p.add_argument("--split", help="the split to read (only 'train' is accepted: pretraining never reads val/test)")
     p.add_argument("--output-dir", help="directory to write (overrides train.output_dir)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from changecap.cli.config_args import add_overrides_argument
 from changecap.cli.threads import add_threads_argument
 
 
@@ -23,14 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a change captioning model. Resumes automatically from <output_dir>/checkpoint/.",
     )
     p.add_argument("config", help="YAML config (see configs/)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (value parsed as YAML; repeatable)",
-    )
+    add_overrides_argument(p)
     p.add_argument("--output-dir", help="run folder (overrides train.output_dir)")
     p.add_argument(
         "--build-standins",
