@@ -234,23 +234,26 @@ def _remove_stale(root: Path, jobs: list[PairJob]) -> None:
 _OWN_ENTRIES = frozenset({ANNOTATION_FILE, META_FILE, SCENE_CAPTIONS_FILE, "images"})
 
 
-def _check_output_folder(root: Path) -> None:
+def check_output_folder(
+    root: Path, annotation_file: str = ANNOTATION_FILE, own_entries: frozenset[str] = _OWN_ENTRIES
+) -> None:
     """Refuse to write into anything but an empty folder or an earlier (possibly interrupted) SynthCC set, so that
-    pointing ``--out`` at a real dataset cannot overwrite it."""
+    pointing ``--out`` at a real dataset cannot overwrite it. ``annotation_file`` and ``own_entries``: what the
+    layout being written puts there (the LEVIR-MCI layout by default; SECOND-CC's passes its own)."""
     if not root.exists():
         return
     if not root.is_dir():
         raise DataError(root, "output path exists and is not a folder")
     remove_stale_temps(root)  # the JSON files half written by a killed run
     names = {p.name for p in root.iterdir()}
-    foreign = sorted(n for n in names - _OWN_ENTRIES if not is_temp_name(n))
+    foreign = sorted(n for n in names - own_entries if not is_temp_name(n))
     if foreign:
         raise DataError(
             root, f"output folder is not empty and not a SynthCC set (contains {foreign[0]!r}); choose a new folder"
         )
-    if ANNOTATION_FILE in names and META_FILE not in names:
+    if annotation_file in names and META_FILE not in names:
         raise DataError(
-            root, f"output folder holds a {ANNOTATION_FILE} that SynthCC did not write; choose a new folder"
+            root, f"output folder holds a {annotation_file} that SynthCC did not write; choose a new folder"
         )
 
 
@@ -272,7 +275,7 @@ def generate_synthcc(
     """
     settings = resolve_settings(preset=preset, pairs=pairs, size=size, seed=seed, workers=workers)
     root = Path(out_dir)
-    _check_output_folder(root)
+    check_output_folder(root)
     jobs = plan_jobs(settings)
     for split in SPLITS:
         for sub in _IMAGE_FOLDERS:

@@ -44,12 +44,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from changecap.data.files import atomic_write_text, is_temp_name, remove_stale_temps
+from changecap.data.files import atomic_write_text
 from changecap.data.semantic_maps import SECOND_CLASSES, SECOND_PALETTE
-from changecap.errors import DataError
 from changecap.synth import classes as C
 from changecap.synth.captions import make_captions
-from changecap.synth.generate import SYNTHCC_VERSION, PairJob, caption_rng, plan_jobs, render_pair
+from changecap.synth.generate import (
+    SYNTHCC_VERSION,
+    PairJob,
+    caption_rng,
+    check_output_folder,
+    plan_jobs,
+    render_pair,
+)
 from changecap.synth.pngio import write_png
 from changecap.synth.presets import SPLITS, resolve_settings, split_sizes
 from changecap.synth.render import Fields, draw_classes, frame_for, ground_classes
@@ -162,24 +168,6 @@ _OWN_FILES = (ANNOTATION_FILE, META_FILE)
 _OWN_ENTRIES = frozenset({*SPLITS, *_OWN_FILES})
 
 
-def _check_output_folder(root: Path) -> None:
-    """Only an empty folder or an earlier SynthCC second-cc set may be written into (never a real dataset)."""
-    if not root.exists():
-        return
-    if not root.is_dir():
-        raise DataError(root, "output path exists and is not a folder")
-    remove_stale_temps(root)  # the JSON files half written by a killed run
-    names = {p.name for p in root.iterdir()}
-    foreign = sorted(n for n in names - _OWN_ENTRIES if not is_temp_name(n))
-    if foreign:
-        raise DataError(
-            root, f"output folder is not empty and not a SynthCC set (contains {foreign[0]!r}); choose a new folder"
-        )
-    if ANNOTATION_FILE in names and META_FILE not in names:
-        raise DataError(
-            root, f"output folder holds a {ANNOTATION_FILE} that SynthCC did not write; choose a new folder"
-        )
-
 
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data))  # a fresh temporary name, never one planted beside the target
@@ -202,7 +190,8 @@ def generate_second_cc(
     """
     settings = resolve_settings(preset=preset, pairs=pairs, size=size, seed=seed, workers=workers)
     root = Path(out_dir)
-    _check_output_folder(root)
+    # only an empty folder or an earlier SynthCC second-cc set may be written into (never a real dataset)
+    check_output_folder(root, ANNOTATION_FILE, _OWN_ENTRIES)
     jobs = plan_jobs(settings)
     for split in SPLITS:
         for sub in _FOLDERS:
