@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -231,10 +230,10 @@ def test_cd_denominator_is_checked() -> None:
 class _FixedHeads(_FixedLogits):
     """A stand-in with both heads: fixed change logits and a fixed caption loss sum over 7 tokens."""
 
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__(logits)
-        self.caption_decoder = SimpleNamespace(config=SimpleNamespace(instructions=["describe"]),
-                                               target_ids=lambda caption: caption.split())  # fmt: skip
+    num_instructions = 1
+
+    def caption_target_length(self, caption: str) -> int:
+        return len(caption.split())
 
     def caption_loss_sum(self, f_cc: None, captions: list[str], instructions: list[int]) -> tuple[torch.Tensor, ...]:
         return torch.tensor(5.5), torch.tensor(7)

@@ -97,14 +97,12 @@ class SemanticCCObjective(Objective):
         # a stage's repeated passes follow each other; each pass has its own data order (its position in the epoch)
         passes = self.config.stage_passes
         self._phases = tuple(p for stage in stages for p in (stage,) * passes.get(stage.name, 1))
-        self.caption_decoder: Any = None
+        self.model: Any = None
 
     def bind(self, model: nn.Module) -> None:
-        """Remember the model's caption decoder: the caption-token normaliser is counted before the forward pass,
-        with the decoder's own target encoding."""
-        # the Semantic-CC model's own part, not a capability probe; None only for a model with the CD heads alone
-        # (a test stand-in), which the CD-only stages never ask for
-        self.caption_decoder = getattr(model, "caption_decoder", None)
+        """Remember the model: the caption-token normaliser is counted before the forward pass, with the model's
+        own target encoding (``caption_target_length``)."""
+        self.model = model
 
     def phases(self, epoch: int) -> Sequence[Phase]:
         return self._phases
@@ -113,9 +111,9 @@ class SemanticCCObjective(Objective):
         tasks = phase.options.get("tasks", "both")
         out: dict[str, float] = {"samples": float(len(batch["name"]))}
         if tasks in ("cc", "both"):
-            if self.caption_decoder is None:
+            if self.model is None:
                 raise RuntimeError("SemanticCCObjective.bind(model) must be called before training")
-            out["tokens"] = float(sum(len(self.caption_decoder.target_ids(c)) for c in batch["caption"]))
+            out["tokens"] = float(sum(self.model.caption_target_length(c) for c in batch["caption"]))
         if tasks in ("cd", "both"):
             out["pixels"] = float(self._pixel_count(batch["mask"]))
         return out
@@ -139,7 +137,7 @@ class SemanticCCObjective(Objective):
             terms["cd_loss"] = LossTerm.mean(pix_sum, self._pixel_count(batch["mask"]), over="pixels", weight=weight)
         if tasks in ("cc", "both"):
             n = len(batch["caption"])
-            k = len(self.caption_decoder.config.instructions)
+            k = model.num_instructions
             instructions = torch.randint(k, (n,)).tolist()  # one instruction per sample, uniformly
             with step.autocast():
                 ce_sum, n_tok = model.caption_loss_sum(f_cc, list(batch["caption"]), instructions)

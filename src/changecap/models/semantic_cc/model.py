@@ -64,6 +64,15 @@ class SemanticCC(ChangeModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.caption_decoder.caption_loss_sum(f_cc, captions, instructions)
 
+    def caption_target_length(self, caption: str) -> int:
+        """How many tokens ``caption`` is trained on (the caption loss's normaliser, counted before the forward)."""
+        return len(self.caption_decoder.target_ids(caption))
+
+    @property
+    def num_instructions(self) -> int:
+        """How many instructions the prompt draws from (one per training sample, uniformly)."""
+        return len(self.caption_decoder.config.instructions)
+
     # ------------------------------------------------------------------ the model contract
     @property
     def image_size(self) -> int:
