@@ -12,6 +12,7 @@ from PIL import Image
 
 from changecap.data import pretrain_data
 from changecap.data.pretrain_data import (
+    CaptionDocumentDataset,
     CaptionTextDataset,
     SingleDateDataset,
     caption_texts,
@@ -266,6 +267,24 @@ def test_held_out_groups_are_seeded_and_keep_pairs_together(tmp_path: Path) -> N
     assert len(texts) == 12 * 3 + 24
     ds = CaptionTextDataset(texts)
     assert ds[0] == {"text": corpus.records[0].captions[0], "name": "train_000001.png"}
+
+
+def test_documents_hold_every_caption_of_one_image_or_pair_in_a_seeded_order(tmp_path: Path) -> None:
+    corpus = read_pretrain_corpus(make_synthcc_single_dates(tmp_path))
+    texts = caption_texts(corpus.records, read_pair_captions(corpus.root))
+    docs = CaptionDocumentDataset(texts, seed=3)
+    assert len(docs) == 12 + 6  # 12 single dates, 6 pairs with change captions
+    first = docs[0]
+    assert first["name"] == "train_000001.png"
+    assert sorted(first["texts"]) == sorted(corpus.records[0].captions)
+    assert docs[0] == CaptionDocumentDataset(texts, seed=3)[0]  # a pure function of (seed, epoch, index)
+    orders = set()
+    for epoch in range(6):
+        docs.set_epoch(epoch)
+        orders.add(tuple(docs[0]["texts"]))
+    assert len(orders) > 1  # reshuffled per epoch
+    pair_docs = [docs[i] for i in range(len(docs)) if len(docs[i]["texts"]) == 4]
+    assert pair_docs and all(d["name"].startswith("train_") for d in pair_docs)
 
 
 def test_collate_stacks_tensors_and_lists_the_rest(tmp_path: Path) -> None:

@@ -110,6 +110,20 @@ def test_lm_run_lowers_the_loss_on_scene_and_pair_captions(tmp_path: Path) -> No
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
 
 
+def test_lm_run_on_documents_trains_one_sequence_per_image_or_pair(tmp_path: Path) -> None:
+    root = make_synthcc_single_dates(tmp_path / "synthcc")
+    out = tmp_path / "lm"
+    lm = {"llm": {**TINY_LM["llm"], "max_position_embeddings": 96}, "tokenizer": {"vocab_size": 400, "max_length": 96}}
+    cfg = config(root, out, lm, epochs=3, batch_size=4)
+    cfg.data.documents = True
+    result = pretrain("lm", cfg)
+    losses = [e["lm"] for e in result.losses_by_epoch]
+    assert losses[-1] < losses[0]
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["data"]["documents"] == 10 + 5  # the kept single dates and the kept pairs' caption sets
+    assert card["held_out"]["captions_tokens"] > 0  # held out one caption per sequence, as without documents
+
+
 #: a SAM vision encoder at the tiny data's 16 px (patch 4 → 4×4 tokens, one windowed and one global block)
 TINY_SAM_16: dict[str, Any] = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 32,
                                "output_channels": 8, "image_size": 16, "patch_size": 4, "window_size": 2,

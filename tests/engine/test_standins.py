@@ -97,6 +97,14 @@ def test_the_key_follows_the_config_and_the_data_not_their_place(tmp_path: Path)
     pretrain_config(config, "clip", TINY_CLIP, epochs=2)
     assert key() != first
     pretrain_config(config, "clip", TINY_CLIP)
+    doc = yaml.safe_load(config.read_text())
+    doc["data"]["documents"] = False  # a field added later, at the value that keeps the old behaviour
+    config.write_text(yaml.safe_dump(doc))
+    assert key() == first  # stand-ins cached before the field existed stay valid
+    doc["data"]["documents"] = True
+    config.write_text(yaml.safe_dump(doc))
+    assert key() != first
+    pretrain_config(config, "clip", TINY_CLIP)
     doc = json.loads((root / "scene_captions.json").read_text())
     doc["images"][0]["sentences"][0] = "another caption"
     (root / "scene_captions.json").write_text(json.dumps(doc))

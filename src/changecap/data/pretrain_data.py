@@ -24,7 +24,8 @@ looked at and their files are never opened. Each refusal is a one-line :class:`~
 
 A sample of :class:`SingleDateDataset` is ``{"image": float [C, H, W], "caption": str (one of the captions, drawn
 per epoch), "captions": [str], "name": str, "landcover": long [H, W] (only when the record has a map)}``;
-:class:`CaptionTextDataset` yields ``{"text": str, "name": str}``.
+:class:`CaptionTextDataset` yields ``{"text": str, "name": str}`` (one caption), :class:`CaptionDocumentDataset`
+``{"texts": [str], "name": str}`` (every caption of one image or pair).
 """
 
 from __future__ import annotations
@@ -497,8 +498,11 @@ class SingleDateDataset(Dataset):
 
 @dataclass
 class TextItem:
+    """One caption, its hold-out group and the document it belongs to (the image or pair it describes)."""
+
     text: str
     group: str
+    document: str = ""
 
 
 @dataclass
@@ -515,10 +519,40 @@ class CaptionTextDataset(Dataset):
         return {"text": item.text, "name": item.group}
 
 
+class CaptionDocumentDataset(Dataset):
+    """Caption text as documents: one item per image or pair, ``{"texts": [str], "name": str}`` with all its
+    captions, in an order drawn from ``numpy.random.default_rng((seed, epoch, index))`` (a pure function of those
+    numbers, so a resumed run sees the same orders). Paraphrases of one scene in one sequence are what teaches a
+    small language model to use its context, as documents teach a real one."""
+
+    def __init__(self, items: Sequence[TextItem], seed: int = 0) -> None:
+        documents: dict[str, list[str]] = {}
+        groups: dict[str, str] = {}
+        for item in items:
+            documents.setdefault(item.document or item.group, []).append(item.text)
+            groups.setdefault(item.document or item.group, item.group)
+        self.documents = list(documents.values())
+        self.groups = list(groups.values())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        texts = self.documents[index]
+        order = np.random.default_rng((self.seed, self.epoch, index)).permutation(len(texts))
+        return {"texts": [texts[i] for i in order], "name": self.groups[index]}
+
+
 def caption_texts(records: Iterable[PretrainRecord], pairs: Iterable[tuple[str, str]] = ()) -> list[TextItem]:
-    """Every caption of the records, then the pair captions, each with its hold-out group."""
-    items = [TextItem(c, r.group) for r in records for c in r.captions]
-    items += [TextItem(text, group) for group, text in pairs]
+    """Every caption of the records, then the pair captions, each with its hold-out group and its document (the
+    record's name; ``pair:`` and the pair's name for change captions)."""
+    items = [TextItem(c, r.group, r.name) for r in records for c in r.captions]
+    items += [TextItem(text, group, f"pair:{group}") for group, text in pairs]
     return items
 
 

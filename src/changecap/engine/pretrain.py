@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from changecap.data.files import check_output_dir, make_temp_dir, remove_stale_temps, replace_folder
 from changecap.data.pretrain_data import (
+    CaptionDocumentDataset,
     CaptionTextDataset,
     PretrainCorpus,
     SingleDateDataset,
@@ -142,8 +143,13 @@ def build_pretrain_data(target: PretrainTarget, config: PretrainConfig) -> Pretr
         train_items = [i for i in items if i.group not in held]
         held_items = [i for i in items if i.group in held]
         summary.update(texts=len(train_items), held_out_texts=len(held_items), pair_captions=len(pairs))
-        train_set: Dataset = CaptionTextDataset(train_items)
+        # held-out captions one per sequence either way: the card's perplexity means the same for both
+        train_set: Dataset = (
+            CaptionDocumentDataset(train_items, seed) if d.documents else CaptionTextDataset(train_items)
+        )
         held_set: Dataset | None = CaptionTextDataset(held_items) if held_items else None
+        if d.documents:
+            summary.update(documents=len(train_set))  # type: ignore[arg-type]
         texts = [i.text for i in train_items]
     else:
         num_classes = None if corpus.landcover_classes is None else len(corpus.landcover_classes)

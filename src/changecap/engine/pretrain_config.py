@@ -41,9 +41,10 @@ class PretrainDataConfig:
     captions file when it is not ``ROOT/captions.csv`` / ``.jsonl``. ``image_size``, ``resize_mode`` and
     ``normalize`` should be what the systems that load the foundation use (the card records them).
     ``pair_captions``: text targets also read the change captions of the root's ``LevirCCcaptions.json`` (train
-    pairs). ``holdout``: the fraction of training images (pairs, for SynthCC) kept out of pretraining to evaluate
-    it. ``cache_images``: keep the resized images in memory after their first read (in the main process: with
-    ``num_workers`` > 0 each epoch's workers start empty).
+    pairs). ``documents``: text targets train on one sequence per image or pair holding all its captions in a random
+    order (``CaptionDocumentDataset``) instead of one sequence per caption. ``holdout``: the fraction of training
+    images (pairs, for SynthCC) kept out of pretraining to evaluate it. ``cache_images``: keep the resized images in
+    memory after their first read (in the main process: with ``num_workers`` > 0 each epoch's workers start empty).
     """
 
     root: str = ""
@@ -54,6 +55,7 @@ class PretrainDataConfig:
     resize_mode: ResizeMode = "resize"
     normalize: Any = "clip"
     pair_captions: bool = True
+    documents: bool = False
     holdout: float = 0.05
     cache_images: bool = True
     num_workers: int = 0

@@ -120,6 +120,12 @@ def _replace(section: Any, found: Mapping[str, str]) -> Any:
     return found.get(section, section) if is_standin(section) else section
 
 
+#: data fields added to pretraining configs after stand-ins were first cached, with the value that keeps the old
+#: behaviour: at that value they stay out of the key, so the stand-ins already built stay valid
+KEY_NEUTRAL_DATA: dict[str, Any] = {"documents": False}
+_UNSET = object()
+
+
 def data_identity(root: Path, source: str = "auto", captions: str | None = None) -> str:
     """SHA-256 (hex) of a data root's training data: its annotation files' bytes, then the relative name and size
     of every training image and map (module docstring). The data's own reader finds them (one-line errors)."""
@@ -178,7 +184,8 @@ class StandInResolver:
             raise ConfigError("target", "a stand-in's pretraining config must name its target", path=path)
         needs = [self.plan(v, f, path.parent, (*stack, path)) for f, v in _values(config.model, "model")]
         plain = config.to_dict()
-        plain["data"] = {k: v for k, v in plain["data"].items() if k != "root"}
+        plain["data"] = {k: v for k, v in plain["data"].items()
+                         if k != "root" and KEY_NEUTRAL_DATA.get(k, _UNSET) != v}  # fmt: skip
         plain["train"] = {k: v for k, v in plain["train"].items() if k != "output_dir"}
         plain.pop("logging", None)
         plain["model"] = _replace(plain["model"], {n.ref: f"{n.target}-{n.key}" for n in needs})

@@ -24,11 +24,24 @@ def _module(seed: int = 0, **changes: object) -> CausalLMPretrainer:
 def test_captions_are_taught_as_semantic_cc_cleans_and_ends_them() -> None:
     module = _module()
     assert caption_text(" Two houses, at the lower-left .", module.config) == "two houses at the lowerleft###"
-    ids, mask = module.encode(["the scene is the same as before ."], torch.device("cpu"))
+    ids, mask = module.encode([["the scene is the same as before ."]], torch.device("cpu"))
     tok = module.tokenizer
     body = tok(caption_text("the scene is the same as before .", module.config), add_special_tokens=False)
     assert ids[0].tolist() == [tok.bos_token_id, *body["input_ids"], tok.eos_token_id]
     assert mask.all()
+
+
+def test_a_document_is_its_captions_each_closed_by_the_end_symbol() -> None:
+    module = _module()
+    ids, _ = module.encode([["a pond .", "Two houses"]], torch.device("cpu"))
+    tok = module.tokenizer
+    body = tok("a pond###two houses###", add_special_tokens=False)["input_ids"]
+    assert ids[0].tolist() == [tok.bos_token_id, *body, tok.eos_token_id]
+    one_each = module.token_losses([["a pond ."], ["two houses"]], torch.device("cpu"))[1]
+    together = module.token_losses([["a pond .", "two houses"]], torch.device("cpu"))[1]
+    assert int(together) == int(one_each) - 1  # one </s> fewer, every caption token still a target
+    text_batch, document_batch = {"text": ["a pond ."]}, {"texts": [["a pond ."]]}
+    torch.testing.assert_close(module(text_batch)["lm"], module(document_batch)["lm"])
 
 
 def test_a_few_updates_lower_the_loss() -> None:

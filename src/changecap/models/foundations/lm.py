@@ -4,9 +4,12 @@ A ``transformers`` causal LM (LLaMA by default, any ``model_type`` transformers 
 random initialisation, trained with next-token cross-entropy on the training captions: the single-date captions and,
 for a SynthCC root, the change captions of its train pairs. Each caption is taught in the form Semantic-CC's caption
 decoder trains and generates it: Semantic-CC's cleaning (lower case, punctuation removed) and its end symbol,
-between ``<s>`` and ``</s>``: ``<s>two houses are built by the road###</s>``. The prompt around it in Semantic-CC
-(``###Ask: <Img>…</Img> … ###Answer:``) is not part of pretraining: it is the systems' business, learnt with them;
-the tokenizer still learns the default prompt's words, so they are whole tokens rather than bytes.
+between ``<s>`` and ``</s>``: ``<s>two houses are built by the road###</s>``. With ``data.documents`` a sequence
+holds every caption of one image or pair, each closed by the end symbol (``<s>a pond in the middle###a round pond at
+the centre###…</s>``): a small LM learns from paraphrases in its context to use that context, which Semantic-CC's
+frozen LLM must do to read the visual tokens before its answer (``docs/pretraining.md``). The prompt around it in
+Semantic-CC (``###Ask: <Img>…</Img> … ###Answer:``) is not part of pretraining: it is the systems' business, learnt
+with them; the tokenizer still learns the default prompt's words, so they are whole tokens rather than bytes.
 
 The written directory (``config.json``, ``model.safetensors``, ``generation_config.json`` and the tokenizer) loads
 as Semantic-CC's ``model.caption.llm: DIR`` (``AutoModelForCausalLM`` and ``AutoTokenizer``); the tokenizer has the
@@ -105,6 +108,13 @@ def caption_text(caption: str, config: LMPretrainConfig) -> str:
     return body + config.end_symbol
 
 
+def _documents(batch: dict[str, Any]) -> list[list[str]]:
+    """A batch's documents: ``texts`` (every caption of an image or pair) or ``text`` (one caption each)."""
+    if "texts" in batch:
+        return [list(texts) for texts in batch["texts"]]
+    return [[text] for text in batch["text"]]
+
+
 class CausalLMPretrainer(nn.Module):
     """The pretraining module (contract in ``target.py``) around a causal LM and its tokenizer."""
 
@@ -114,11 +124,11 @@ class CausalLMPretrainer(nn.Module):
         self.tokenizer = tokenizer
         self.config = config
 
-    def encode(self, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``<s> text </s>`` ids [B, T] (right-padded, truncated to ``tokenizer.max_length`` keeping ``</s>``) and
-        the attention mask [B, T]."""
+    def encode(self, documents: list[list[str]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``<s> caption###caption###… </s>`` ids [B, T] (one document of captions per row; right-padded, truncated to
+        ``tokenizer.max_length`` keeping ``</s>``) and the attention mask [B, T]."""
         enc = self.tokenizer(
-            [caption_text(c, self.config) for c in captions],
+            ["".join(caption_text(c, self.config) for c in captions) for captions in documents],
             padding=True,
             truncation=True,
             max_length=self.config.tokenizer.max_length,
@@ -126,9 +136,9 @@ class CausalLMPretrainer(nn.Module):
         )
         return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
-    def token_losses(self, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_losses(self, documents: list[list[str]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum of next-token cross-entropies over the real tokens after ``<s>``, and their count."""
-        ids, mask = self.encode(captions, device)
+        ids, mask = self.encode(documents, device)
         logits = self.llm(input_ids=ids, attention_mask=mask).logits[:, :-1]  # [B, T-1, V]: position t predicts t+1
         target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # [B, T-1]
         ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
@@ -137,7 +147,7 @@ class CausalLMPretrainer(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         device = next(self.llm.parameters()).device
-        total, count = self.token_losses(list(batch["text"]), device)
+        total, count = self.token_losses(_documents(batch), device)
         return {"lm": total / count.clamp(min=1)}
 
     @torch.no_grad()
@@ -146,7 +156,7 @@ class CausalLMPretrainer(nn.Module):
         device = next(self.llm.parameters()).device
         total, count = 0.0, 0
         for batch in batches:
-            ce, n = self.token_losses(list(batch["text"]), device)
+            ce, n = self.token_losses(_documents(batch), device)
             total, count = total + float(ce), count + int(n)
         if count == 0:
             return {}

@@ -17,7 +17,8 @@ function. ``build(config, inputs)`` returns a **pretraining module**, an ``nn.Mo
 Batches hold tensors already on the module's device. Image targets (``inputs="images"``) get ``image``
 ``float [B, 3, S, S]`` (normalised), ``caption`` (one caption per image, drawn per epoch), ``captions`` (all of
 them), ``name`` and, for targets that need maps, ``landcover`` ``long [B, S, S]`` (255: unlabelled); text targets
-(``inputs="text"``) get ``text`` (one caption per item) and ``name``.
+(``inputs="text"``) get ``text`` (one caption per item) or, with ``data.documents``, ``texts`` (every caption of
+one image or pair per item), and ``name``.
 
 Registry entries are ``"module:attribute"`` strings imported on first use, as the architecture registry's, so a
 target whose module is not installed fails only when it is asked for.
