@@ -6,11 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 MODEL ?= hisem
-# `make demo MODEL=semantic_cc` trains configs/semantic_cc_synthcc_cpu_scratch.yaml into its own folder (from its
-# frozen stand-ins, configs/semantic_cc_synthcc_cpu.yaml, Semantic-CC's captions do not yet depend on the image:
-# docs/pretraining.md); `make demo MODEL=cd` the change detector (configs/change_detection_synthcc_cpu.yaml)
+# `make demo MODEL=semantic_cc` trains configs/semantic_cc_synthcc_cpu.yaml (from its stand-ins, built and cached
+# the first time) into its own folder; `make demo MODEL=cd` the change detector (configs/change_detection_synthcc_cpu.yaml)
 DEMO_OUT ?= $(if $(filter hisem,$(MODEL)),demo_out,demo_out_$(MODEL))
-DEMO_CONFIG ?= configs/$(if $(filter cd,$(MODEL)),change_detection,$(MODEL))_synthcc_cpu$(if $(filter semantic_cc,$(MODEL)),_scratch,).yaml
+DEMO_CONFIG ?= configs/$(if $(filter cd,$(MODEL)),change_detection,$(MODEL))_synthcc_cpu.yaml
 
 .PHONY: demo test lint bench docs env clean
 
