@@ -164,6 +164,8 @@ def run_pool(jobs: list[tuple[str, list[str], Path]], parallel: int, threads: in
 
 
 def main(argv: list[str] | None = None) -> int:
+    from changecap.cli.config_args import add_overrides_argument
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench_out/quality")
     p.add_argument("--preset", default="small", choices=("tiny", "small", "full"))
@@ -174,14 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--meteor", default="java", choices=("java", "approx", "off"))
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override applied to every variant (e.g. train.epochs=6)",
-    )
+    add_overrides_argument(p, help_text="config override applied to every variant (e.g. train.epochs=6)")
     p.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 

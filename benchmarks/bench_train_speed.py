@@ -52,9 +52,11 @@ def timed(fn: Callable[[], object], steps: int, warmup: int) -> tuple[float, flo
 
 
 def main(argv: list[str] | None = None) -> int:
+    from changecap.cli.config_args import add_overrides_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_argument(parser)
     parser.add_argument("--steps", type=int, default=10, help="timed repetitions per measurement")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
